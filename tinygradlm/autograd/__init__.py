@@ -1,0 +1,41 @@
+"""A reverse-mode autograd engine on NumPy.
+
+``Tensor`` records the operations applied to it; ``Tensor.backward`` accumulates gradients into
+the leaves. See ``docs/autograd.md`` for how the graph, the topological order and broadcasting
+work.
+"""
+
+from .functional import (
+    concatenate,
+    cross_entropy,
+    dropout,
+    embedding,
+    layer_norm,
+    log_softmax,
+    masked_fill,
+    softmax,
+    split,
+    stack,
+    where,
+)
+from .tensor import Tensor, is_grad_enabled, matmul, no_grad, numpy_op, unbroadcast
+
+__all__ = [
+    "Tensor",
+    "concatenate",
+    "cross_entropy",
+    "dropout",
+    "embedding",
+    "is_grad_enabled",
+    "layer_norm",
+    "log_softmax",
+    "masked_fill",
+    "matmul",
+    "no_grad",
+    "numpy_op",
+    "softmax",
+    "split",
+    "stack",
+    "unbroadcast",
+    "where",
+]
