@@ -227,6 +227,16 @@ class Tensor:
         return self.data.size
 
     @property
+    def parents(self) -> tuple[Tensor, ...]:
+        """The tensors this one was computed from (empty for a leaf or outside the graph)."""
+        return self._parents
+
+    @property
+    def op(self) -> str:
+        """The name of the op that made this tensor ("" for one made by the user)."""
+        return self._op
+
+    @property
     def is_leaf(self) -> bool:
         """A tensor made by the user rather than by an op that recorded a graph node."""
         return self._backward is None

@@ -1,0 +1,39 @@
+"""Check gradients against finite differences: for the engine, the hand-derived layers, and yours.
+
+- :func:`gradcheck` checks a function on autograd Tensors (the engine's ``.backward``).
+- :func:`check_vjp` checks a hand-written NumPy ``forward``/``backward`` pair (your kernel).
+- :func:`numerical_jacobian` and :func:`numerical_vjp` are the float64 central differences
+  underneath, for use on their own.
+- :class:`GradcheckResult` is what a check found; :class:`GradcheckError` (an ``AssertionError``)
+  carries it when a check fails, so a failing check reads as a pytest failure message.
+
+Hypothesis strategies for well-conditioned test inputs live in :mod:`tinygradlm.testing.strategies`
+(imported separately: only it needs hypothesis).
+
+Example:
+    >>> import numpy as np
+    >>> from tinygradlm.testing import check_vjp
+    >>> def square_forward(x):
+    ...     return x * x, x
+    >>> def square_backward(dout, x):
+    ...     return 2 * x * dout
+    >>> bool(check_vjp(square_forward, square_backward, [np.array([1.0, -2.0, 3.0])]))
+    True
+"""
+
+from .checks import DEFAULT_TOLERANCES, Tolerances, check_vjp, gradcheck
+from .numerical import numerical_jacobian, numerical_vjp
+from .report import GradcheckError, GradcheckResult, Kink, PairResult
+
+__all__ = [
+    "DEFAULT_TOLERANCES",
+    "GradcheckError",
+    "GradcheckResult",
+    "Kink",
+    "PairResult",
+    "Tolerances",
+    "check_vjp",
+    "gradcheck",
+    "numerical_jacobian",
+    "numerical_vjp",
+]

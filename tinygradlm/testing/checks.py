@@ -1,0 +1,708 @@
+"""``gradcheck`` and ``check_vjp``: compare a backward pass with finite differences.
+
+Both reduce the function under check to the same two NumPy callables and share one checker:
+
+- ``evaluate(*inputs) -> outputs``, for the numeric side (central differences in float64), and
+- ``pullback(output_index, cotangent) -> grads``, one backward pass (a vector-Jacobian product).
+
+``gradcheck`` builds them from a function on autograd Tensors; ``check_vjp`` from a hand-written
+NumPy forward/backward pair. Three modes:
+
+- ``"full"``: the whole Jacobian of each output with respect to each input, analytic (one backward
+  per output element, with a one-hot cotangent) against numeric (two evaluations per input
+  element). Slow for large inputs, but the report names every wrong element.
+- ``"fast"``: one random projection vᵀJu per (input, output) pair, with unit vectors u and v drawn
+  from ``seed``: one backward per output (cotangent v) dotted with u, against the numeric
+  directional derivative along u (two evaluations per input). Cheap for large inputs. Every entry
+  of u and v has a magnitude of at least half the average, so a wrong Jacobian entry (k, j) moves
+  the projection by at least |error|/(4·√(in.size·out.size)); an error smaller than that next to
+  the tolerance rtol·|vᵀJu| can pass. Fast mode is a screen, not a proof.
+- ``"auto"`` (the default): fast first, and on failure full, so a failing report names elements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .numerical import (
+    as_output_tuple,
+    directional_derivative,
+    float64_inputs,
+    is_floating,
+    jacobian_columns,
+    resolve_argnums,
+)
+from .report import GradcheckError, GradcheckResult, compare_jacobians, compare_projection
+
+__all__ = ["DEFAULT_TOLERANCES", "Tolerances", "check_vjp", "gradcheck"]
+
+MODES = ("auto", "full", "fast")
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """The finite-difference step ``eps`` and the allowed error: an entry passes when
+    |analytic − numeric| ≤ atol + rtol·|numeric|."""
+
+    eps: float
+    atol: float
+    rtol: float
+
+
+# Keyed by the dtype the function under check computes in: float32 when an output is float32, or
+# (gradcheck only, which can see the graph) when any tensor on the way to an output is.
+DEFAULT_TOLERANCES = {
+    "float64": Tolerances(eps=1e-6, atol=1e-5, rtol=1e-3),
+    "float32": Tolerances(eps=1e-3, atol=1e-2, rtol=1e-2),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# the shared checker
+# --------------------------------------------------------------------------------------------
+
+
+class _Abort(Exception):
+    """A problem that stops the check (the backward's results cannot be interpreted)."""
+
+
+@dataclass
+class _Target:
+    """A function under check, reduced to NumPy."""
+
+    checker: str  # "gradcheck" or "check_vjp", for the report's first line
+    evaluate: Callable[..., tuple[np.ndarray, ...]]  # (*inputs) -> float64 outputs
+    pullback: Callable[[int, np.ndarray], Sequence[Any]]  # raw grads, one per argnum
+    inputs: list[Any]  # float64 copies of the checked inputs, the rest as given
+    argnums: tuple[int, ...]
+    outputs: tuple[np.ndarray, ...]  # evaluate(*inputs), float64
+    checked_outputs: tuple[int, ...]
+    problems: list[str]  # filled by pullback too (a backward that modifies its arguments)
+    low_precision: str | None = None  # why the float32 defaults apply, when they do
+
+
+def _choose_tolerances(
+    target: _Target, eps: float | None, atol: float | None, rtol: float | None, notes: list[str]
+) -> Tolerances:
+    default = DEFAULT_TOLERANCES["float32" if target.low_precision else "float64"]
+    if target.low_precision:
+        notes.append(
+            f"{target.low_precision}, so the looser float32 defaults apply; compute in float64 "
+            "for a sharper check"
+        )
+    return Tolerances(
+        eps=default.eps if eps is None else eps,
+        atol=default.atol if atol is None else atol,
+        rtol=default.rtol if rtol is None else rtol,
+    )
+
+
+def _checked_grads(target: _Target, output_index: int, cotangent: np.ndarray) -> dict[int, Any]:
+    """One backward pass; the grad for each checked input as float64 of the input's shape, or
+    None for an input whose grad had the wrong shape (recorded as a problem)."""
+    grads = target.pullback(output_index, cotangent)
+    result: dict[int, Any] = {}
+    for i, g in zip(target.argnums, grads, strict=True):
+        x = target.inputs[i]
+        if g is None:  # the input does not influence this output
+            result[i] = np.zeros(x.shape)
+            continue
+        g = np.asarray(g)
+        if g.shape != x.shape:
+            problem = (
+                f"backward returned grad of shape {g.shape} for input {i} of shape {x.shape}"
+                + _shape_hint(g.shape, x.shape)
+            )
+            if problem not in target.problems:
+                target.problems.append(problem)
+            result[i] = None
+            continue
+        result[i] = g.astype(np.float64)
+    return result
+
+
+def _shape_hint(grad_shape: tuple[int, ...], input_shape: tuple[int, ...]) -> str:
+    """The likely cause of a grad of the wrong shape, as a short parenthesis."""
+    if np.prod(grad_shape) == np.prod(input_shape):
+        return " (needs a reshape?)"
+    try:
+        common = np.broadcast_shapes(grad_shape, input_shape)
+    except ValueError:
+        return ""
+    if common == grad_shape:
+        return " (broadcast not reduced?)"
+    if common == input_shape:
+        return " (summed over an axis too many?)"
+    return ""
+
+
+def _full_check(target: _Target, tol: Tolerances, check_kinks: bool) -> GradcheckResult:
+    result = GradcheckResult(target.checker, "full", tol.eps, tol.atol, tol.rtol)
+    analytic: dict[tuple[int, int], np.ndarray] = {}
+    for o in target.checked_outputs:
+        out = target.outputs[o]
+        for i in target.argnums:
+            analytic[i, o] = np.zeros((out.size, target.inputs[i].size))
+        for k in range(out.size):
+            one_hot = np.zeros(out.shape)
+            one_hot.flat[k] = 1.0
+            for i, g in _checked_grads(target, o, one_hot).items():
+                if g is None:  # a grad of the wrong shape: a problem, and no values to compare
+                    analytic.pop((i, o), None)
+                elif (i, o) in analytic:
+                    analytic[i, o][k] = g.reshape(-1)
+    for i in target.argnums:
+        x = target.inputs[i]
+        if not any((i, o) in analytic for o in target.checked_outputs):
+            continue  # its grad had the wrong shape: a problem is recorded, values are moot
+        numeric = jacobian_columns(target.evaluate, target.inputs, i, tol.eps, target.outputs)
+        for o in target.checked_outputs:
+            if (i, o) not in analytic:
+                continue
+            result.pairs.append(
+                compare_jacobians(
+                    analytic[i, o],
+                    numeric.central[o],
+                    numeric.left[o],
+                    numeric.right[o],
+                    input_index=i,
+                    output_index=o,
+                    input_shape=x.shape,
+                    input_dtype=str(x.dtype),
+                    output_shape=target.outputs[o].shape,
+                    atol=tol.atol,
+                    rtol=tol.rtol,
+                    check_kinks=check_kinks,
+                )
+            )
+    result.problems = list(target.problems)
+    return result
+
+
+def _unit(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """A random unit vector whose entries have random signs and magnitudes in [0.5, 1] before
+    normalising: no element gets a weight near zero, so one wrong element always moves vᵀJu."""
+    v = rng.choice([-1.0, 1.0], size=shape) * rng.uniform(0.5, 1.0, size=shape)
+    norm = np.linalg.norm(v)
+    return v / norm if norm > 0 else v
+
+
+def _fast_check(target: _Target, tol: Tolerances, seed: int) -> GradcheckResult:
+    result = GradcheckResult(target.checker, "fast", tol.eps, tol.atol, tol.rtol)
+    rng = np.random.default_rng(seed)
+    u = {i: _unit(rng, target.inputs[i].shape) for i in target.argnums}
+    v = {o: _unit(rng, target.outputs[o].shape) for o in target.checked_outputs}
+    analytic: dict[tuple[int, int], float] = {}
+    for o in target.checked_outputs:
+        for i, g in _checked_grads(target, o, v[o]).items():
+            if g is not None:
+                analytic[i, o] = float(np.vdot(g, u[i]))
+    for i in target.argnums:
+        if not any((i, o) in analytic for o in target.checked_outputs):
+            continue
+        x = target.inputs[i]
+        jvp = directional_derivative(target.evaluate, target.inputs, i, u[i], tol.eps)
+        for o in target.checked_outputs:
+            if (i, o) not in analytic:
+                continue
+            result.pairs.append(
+                compare_projection(
+                    analytic[i, o],
+                    float(np.vdot(v[o], jvp[o])),
+                    input_index=i,
+                    output_index=o,
+                    input_shape=x.shape,
+                    input_dtype=str(x.dtype),
+                    output_shape=target.outputs[o].shape,
+                    atol=tol.atol,
+                    rtol=tol.rtol,
+                )
+            )
+    result.problems = list(target.problems)
+    return result
+
+
+def _vjp_check(
+    target: _Target, tol: Tolerances, cotangents: tuple[np.ndarray, ...], check_kinks: bool
+) -> GradcheckResult:
+    """Compare backward(cotangent) with the numeric vector-Jacobian product, element by element
+    of each input's grad (one backward per output; two evaluations per input element)."""
+    result = GradcheckResult(target.checker, "vjp", tol.eps, tol.atol, tol.rtol)
+    analytic = {}
+    for o in target.checked_outputs:
+        for i, g in _checked_grads(target, o, cotangents[o]).items():
+            if g is not None:
+                analytic[i, o] = g.reshape(1, -1)
+
+    def projected(*args: Any) -> tuple[np.ndarray, ...]:
+        outs = target.evaluate(*args)
+        return tuple(np.array(np.vdot(c, out)) for c, out in zip(cotangents, outs, strict=True))
+
+    at_x = projected(*target.inputs)
+    for i in target.argnums:
+        if not any((i, o) in analytic for o in target.checked_outputs):
+            continue
+        x = target.inputs[i]
+        numeric = jacobian_columns(projected, target.inputs, i, tol.eps, at_x)
+        for o in target.checked_outputs:
+            if (i, o) not in analytic:
+                continue
+            pair = compare_jacobians(
+                analytic[i, o],
+                numeric.central[o],
+                numeric.left[o],
+                numeric.right[o],
+                input_index=i,
+                output_index=o,
+                input_shape=x.shape,
+                input_dtype=str(x.dtype),
+                output_shape=(),  # one row: the projection onto the cotangent
+                atol=tol.atol,
+                rtol=tol.rtol,
+                check_kinks=check_kinks,
+            )
+            pair.mode, pair.output_shape = "vjp", target.outputs[o].shape
+            result.pairs.append(pair)
+    result.problems = list(target.problems)
+    return result
+
+
+def _cotangents(cotangent: Any, outputs: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    cots = as_output_tuple(cotangent)
+    if len(cots) != len(outputs) or any(
+        c.shape != o.shape for c, o in zip(cots, outputs, strict=True)
+    ):
+        raise _Abort(
+            f"cotangent shapes {[c.shape for c in cots]} do not match the output shapes "
+            f"{[o.shape for o in outputs]}"
+        )
+    return cots
+
+
+def _run(
+    target: _Target,
+    *,
+    eps: float | None,
+    atol: float | None,
+    rtol: float | None,
+    mode: str,
+    seed: int,
+    raise_exception: bool,
+    check_kinks: bool,
+    notes: list[str],
+    cotangents: tuple[np.ndarray, ...] | None = None,
+) -> GradcheckResult:
+    tol = _choose_tolerances(target, eps, atol, rtol, notes)
+    if not target.argnums:
+        notes.append("there is no floating input: nothing was checked")
+    for o in target.checked_outputs:
+        bad = int(np.count_nonzero(~np.isfinite(target.outputs[o])))
+        if bad:
+            target.problems.append(
+                f"output {o} has {bad} non-finite value(s) at the given inputs: "
+                "choose inputs inside the function's domain"
+            )
+    if cotangents is not None:
+        result = _vjp_check(target, tol, cotangents, check_kinks)
+    elif mode == "full":
+        result = _full_check(target, tol, check_kinks)
+    else:
+        result = _fast_check(target, tol, seed)
+        if result.failed_pairs and (mode == "auto" or check_kinks):
+            failed = ", ".join(
+                f"input {p.input_index} -> output {p.output_index}" for p in result.failed_pairs
+            )
+            fast_note = f"the fast check (a random projection vᵀJu) failed for {failed}"
+            result = _full_check(target, tol, check_kinks)
+            verdict = "and the full Jacobian check passed" if result.ok else "full Jacobians shown"
+            notes = [f"{fast_note}; {verdict}", *notes]
+    result.notes = notes + result.notes
+    if raise_exception and not result.ok:
+        raise GradcheckError(result)
+    return result
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+
+
+def _abort(checker: str, problem: str, raise_exception: bool) -> GradcheckResult:
+    tol = DEFAULT_TOLERANCES["float64"]
+    result = GradcheckResult(checker, "none", tol.eps, tol.atol, tol.rtol, problems=[problem])
+    if raise_exception:
+        raise GradcheckError(result)
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# check_vjp: a NumPy forward/backward pair
+# --------------------------------------------------------------------------------------------
+
+
+def _snapshot(obj: Any) -> Any:
+    """A copy of every ndarray inside tuples, lists and dicts (other objects kept as they are)."""
+    if isinstance(obj, np.ndarray):
+        return obj.copy()
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_snapshot(x) for x in obj)
+    if isinstance(obj, dict):
+        return {k: _snapshot(x) for k, x in obj.items()}
+    return obj
+
+
+def _unchanged(before: Any, after: Any) -> bool:
+    if isinstance(before, np.ndarray):
+        return (
+            isinstance(after, np.ndarray)
+            and before.shape == after.shape
+            and bool(np.array_equal(before, after, equal_nan=before.dtype.kind in "fc"))
+        )
+    if isinstance(before, (tuple, list)):
+        return len(before) == len(after) and all(map(_unchanged, before, after))
+    if isinstance(before, dict):
+        return before.keys() == after.keys() and all(
+            _unchanged(before[k], after[k]) for k in before
+        )
+    return True
+
+
+def _grads_for_argnums(grads: Any, n_inputs: int, argnums: tuple[int, ...]) -> list[Any]:
+    """Accept one grad per input or one per checked input; a bare array for a single input."""
+    if not isinstance(grads, (tuple, list)):
+        if len(argnums) != 1:
+            raise _Abort(
+                f"backward returned a single {type(grads).__name__}, but {len(argnums)} inputs "
+                f"are checked ({', '.join(map(str, argnums))}): return a tuple of grads"
+            )
+        return [grads]
+    if len(grads) == n_inputs:
+        return [grads[i] for i in argnums]
+    if len(grads) == len(argnums):
+        return list(grads)
+    raise _Abort(
+        f"backward returned {len(grads)} grads; expected one per input ({n_inputs}) or one per "
+        f"checked input ({len(argnums)}: inputs {', '.join(map(str, argnums))})"
+    )
+
+
+def check_vjp(
+    forward: Callable[..., Any],
+    backward: Callable[..., Any],
+    inputs: Sequence[Any],
+    *,
+    cache: bool = True,
+    argnums: int | Sequence[int] | None = None,
+    cotangent: np.ndarray | Sequence[np.ndarray] | None = None,
+    eps: float | None = None,
+    atol: float | None = None,
+    rtol: float | None = None,
+    mode: str = "auto",
+    seed: int = 0,
+    raise_exception: bool = True,
+    check_kinks: bool = False,
+) -> GradcheckResult:
+    """Check a hand-written NumPy backward against finite differences of its forward.
+
+    The convention of the project's hand-derived layers (``cache=True``)::
+
+        out, cache = forward(*inputs)
+        grads = backward(dout, cache)      # one grad per input, or per checked input
+
+    and with ``cache=False``::
+
+        out = forward(*inputs)
+        grads = backward(dout, *inputs)
+
+    ``out`` may be a tuple of arrays; ``dout`` is then a tuple of the same shapes. A bare array
+    is accepted for ``grads`` when one input is checked, and ``None`` for an input the output does
+    not depend on. Floating inputs are checked (or those in ``argnums``); integer inputs (indices)
+    are passed through unchanged. The check runs on float64 copies of the inputs: the caller's
+    arrays are never modified.
+
+    Besides the values, the check fails when a grad's shape differs from its input's (the classic
+    broadcast-not-reduced bug) and when ``backward`` modifies ``dout``, the cache or the inputs in
+    place.
+
+    Given a ``cotangent`` (a ``dout``; a tuple for several outputs), the check compares
+    ``backward(cotangent, ...)`` with :func:`numerical_vjp`, element by element of each input's
+    grad: the product a training step computes, for one backward per output and two evaluations
+    per input element (``mode`` is then ``"vjp"`` and the argument is ignored).
+
+    Modes (see the module docstring): ``"full"`` compares whole Jacobians (one backward per output
+    element); ``"fast"`` one random projection vᵀJu per pair (seeded by ``seed``); ``"auto"``
+    fast, then full on failure so the report names elements.
+
+    Default tolerances, chosen by the dtype ``forward`` computes in (the dtype of ``out``); an
+    entry passes when |analytic − numeric| ≤ atol + rtol·|numeric|:
+
+    ========  ======  ======  ======
+    computes  eps     atol    rtol
+    ========  ======  ======  ======
+    float64   1e-6    1e-5    1e-3
+    float32   1e-3    1e-2    1e-2
+    ========  ======  ======  ======
+
+    A ``forward`` that computes in float32 but returns float64 cannot be told apart from a
+    float64 one: pass the float32 row's values yourself.
+
+    With ``check_kinks=True`` an entry where the one-sided differences disagree (relu or abs at
+    0, a tie in max) is accepted when the analytic value lies between them (a subgradient), and
+    listed as a kink in the report instead of failing.
+
+    Returns a :class:`GradcheckResult` (truthy when the check passed); on failure raises
+    :class:`GradcheckError` (an ``AssertionError``) carrying it, unless ``raise_exception=False``.
+
+    Example: a linear layer, and the same layer with the bias gradient left unreduced.
+
+        >>> import numpy as np
+        >>> def linear_forward(x, w, b):
+        ...     return x @ w + b, (x, w)
+        >>> def linear_backward(dout, cache):
+        ...     x, w = cache
+        ...     return dout @ w.T, x.T @ dout, dout.sum(axis=0)
+        >>> rng = np.random.default_rng(0)
+        >>> x, w, b = rng.normal(size=(3, 4)), rng.normal(size=(4, 2)), rng.normal(size=2)
+        >>> bool(check_vjp(linear_forward, linear_backward, [x, w, b]))
+        True
+        >>> def buggy_backward(dout, cache):
+        ...     x, w = cache
+        ...     return dout @ w.T, x.T @ dout, dout
+        >>> result = check_vjp(linear_forward, buggy_backward, [x, w, b], raise_exception=False)
+        >>> result.ok
+        False
+        >>> print(result)  # doctest: +ELLIPSIS
+        check_vjp failed (mode=fast, eps=1e-06, atol=1e-05, rtol=0.001)
+          backward returned grad of shape (3, 2) for input 2 of shape (2,) (broadcast not reduced?)
+          2 input/output pair(s) within tolerance (max abs err ...)
+    """
+    _check_mode(mode)
+    xs = float64_inputs(inputs)
+    nums = resolve_argnums(xs, argnums)
+    problems: list[str] = []
+
+    def evaluate(*args: Any) -> tuple[np.ndarray, ...]:
+        return as_output_tuple(forward(*args)[0] if cache else forward(*args))
+
+    inputs_before = _snapshot(xs)
+    raw = forward(*xs)
+    raw_out, state_cache = (raw[0], raw[1]) if cache else (raw, None)
+    if not _unchanged(inputs_before, xs):
+        problems.append("forward modified its inputs in place")
+        xs = float64_inputs(inputs)
+    single_output = not isinstance(raw_out, (tuple, list))
+    outputs = as_output_tuple(raw_out)
+    dtypes = tuple(np.asarray(o).dtype for o in (raw_out if not single_output else (raw_out,)))
+    cache_before = _snapshot(state_cache)
+    fresh_cache_each_call = False
+
+    def pullback(output_index: int, cot: np.ndarray) -> list[Any]:
+        nonlocal fresh_cache_each_call
+        douts = [np.zeros(o.shape, dtype=dt) for o, dt in zip(outputs, dtypes, strict=True)]
+        douts[output_index] = cot.astype(dtypes[output_index])
+        dout = douts[0] if single_output else tuple(douts)
+        dout_before = _snapshot(dout)
+        args_before = _snapshot(xs)
+        if cache:
+            c = forward(*float64_inputs(xs))[1] if fresh_cache_each_call else state_cache
+            grads = backward(dout, c)
+            if not fresh_cache_each_call and not _unchanged(cache_before, state_cache):
+                # Later calls get a fresh cache (from copies: the cache may hold the inputs
+                # themselves), so the values are still checked.
+                problems.append("backward modified the cache in place")
+                fresh_cache_each_call = True
+                xs[:] = float64_inputs(inputs)
+        else:
+            grads = backward(dout, *xs)
+            if not _unchanged(args_before, xs):
+                problems.append("backward modified its inputs in place")
+                xs[:] = float64_inputs(inputs)
+        if not _unchanged(dout_before, dout) and "backward modified dout in place" not in problems:
+            problems.append("backward modified dout in place")
+        return _grads_for_argnums(grads, len(xs), nums)
+
+    target = _Target(
+        checker="check_vjp",
+        evaluate=evaluate,
+        pullback=pullback,
+        inputs=xs,
+        argnums=nums,
+        outputs=outputs,
+        checked_outputs=tuple(range(len(outputs))),
+        problems=problems,
+        low_precision=next(
+            (f"forward returns {d}" for d in dtypes if d.kind == "f" and d != np.float64), None
+        ),
+    )
+    try:
+        return _run(
+            target,
+            eps=eps,
+            atol=atol,
+            rtol=rtol,
+            mode=mode,
+            seed=seed,
+            raise_exception=raise_exception,
+            check_kinks=check_kinks,
+            notes=[],
+            cotangents=None if cotangent is None else _cotangents(cotangent, outputs),
+        )
+    except _Abort as e:
+        return _abort("check_vjp", str(e), raise_exception)
+
+
+# --------------------------------------------------------------------------------------------
+# gradcheck: a function on autograd Tensors
+# --------------------------------------------------------------------------------------------
+
+
+def _low_precision_in_graph(outputs: list[Any]) -> str | None:
+    """Why float32 tolerances apply: an output, or a tensor on the way to it, that is narrower
+    than float64 (``fn`` casts inside, as in ``x.float().double()``), or None.
+
+    Walks the graph the engine recorded, through ``Tensor.parents``.
+    """
+    for k, out in enumerate(outputs):
+        if out.dtype != np.float64:
+            return f"output {k} is {out.dtype}"
+    seen: set[int] = set()
+    stack = list(outputs)
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node.dtype.kind == "f" and node.dtype != np.float64:
+            return f"fn computes in {node.dtype} inside (a {node.dtype} tensor is in its graph)"
+        stack.extend(node.parents)
+    return None
+
+
+def gradcheck(
+    fn: Callable[..., Any],
+    inputs: Sequence[Any],
+    *,
+    eps: float | None = None,
+    atol: float | None = None,
+    rtol: float | None = None,
+    mode: str = "auto",
+    seed: int = 0,
+    raise_exception: bool = True,
+    check_kinks: bool = False,
+) -> GradcheckResult:
+    """Check the autograd engine's gradients of ``fn`` against finite differences.
+
+    ``fn`` maps Tensors to a Tensor or a tuple of Tensors. ``inputs`` are NumPy arrays, Tensors
+    or Python scalars: floating ones are checked, as float64 Tensors with ``requires_grad=True``
+    (the engine keeps float64 end to end); integer ones (indices) are passed as integer Tensors and
+    not checked; scalars are passed as they are. Analytic gradients come from ``.backward(grad)``
+    on a freshly built graph; numeric ones are central differences in float64.
+
+    Modes: ``"full"`` compares whole Jacobians (one backward per output element, two evaluations
+    of ``fn`` per input element); ``"fast"`` compares one random projection vᵀJu per
+    (input, output) pair (one backward per output, two evaluations per input; u and v drawn from
+    ``seed``), for large inputs; ``"auto"`` runs fast, then full on failure so the report names
+    the wrong elements.
+
+    Default tolerances, chosen by the dtype ``fn`` computes in (the dtype of its outputs); an
+    entry passes when |analytic − numeric| ≤ atol + rtol·|numeric|:
+
+    ========  ======  ======  ======  ==============================================
+    computes  eps     atol    rtol
+    ========  ======  ======  ======  ==============================================
+    float64   1e-6    1e-5    1e-3    as torch.autograd.gradcheck
+    float32   1e-3    1e-2    1e-2    ``fn`` casts to float32 inside; a loose check
+    ========  ======  ======  ======  ==============================================
+
+    With ``check_kinks=True`` an entry where the one-sided differences disagree (relu or abs at
+    0, a tie in max) is accepted when the analytic value lies between them (a subgradient), and
+    listed as a kink in the report instead of failing. In fast mode a failing projection is then
+    redone in full mode, which is where kinks are found.
+
+    Returns a :class:`GradcheckResult` (truthy when the check passed); on failure raises
+    :class:`GradcheckError` (an ``AssertionError``) carrying it, unless ``raise_exception=False``.
+
+    Example:
+        >>> import numpy as np
+        >>> from tinygradlm.autograd import Tensor
+        >>> x = np.array([[0.5, -1.0], [2.0, 0.3]])
+        >>> w = np.array([1.5, -0.5])
+        >>> result = gradcheck(lambda x, w: ((x @ w).tanh() * 2.0).sum(), [x, w], mode="full")
+        >>> result.ok
+        True
+        >>> idx = np.array([1, 1, 0])  # integer: passed through, not checked
+        >>> bool(gradcheck(lambda idx, x: (x[idx] * x[idx]).sum(), [idx, x]))
+        True
+    """
+    from tinygradlm.autograd import Tensor, no_grad
+
+    _check_mode(mode)
+    arrays = [x.data if isinstance(x, Tensor) else x for x in inputs]
+    xs = float64_inputs(arrays)
+    nums = resolve_argnums(xs, None)
+
+    def wrap(x: Any) -> Any:
+        return Tensor(x) if isinstance(x, np.ndarray) else x
+
+    def outputs_of(out: Any) -> tuple[Any, ...]:
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        for k, o in enumerate(outs):
+            if not isinstance(o, Tensor):
+                raise TypeError(
+                    f"gradcheck: fn must return a Tensor or a tuple of Tensors; output {k} is a "
+                    f"{type(o).__name__}"
+                )
+        return tuple(outs)
+
+    def evaluate(*args: Any) -> tuple[np.ndarray, ...]:
+        with no_grad():
+            return as_output_tuple([o.data for o in outputs_of(fn(*map(wrap, args)))])
+
+    def leaves_at(arrays: list[Any]) -> list[Any]:
+        return [
+            Tensor(x.copy(), requires_grad=True) if i in nums else wrap(x)
+            for i, x in enumerate(arrays)
+        ]
+
+    def pullback(output_index: int, cot: np.ndarray) -> list[Any]:
+        leaves = leaves_at(xs)
+        out = outputs_of(fn(*leaves))[output_index]
+        if out.requires_grad:  # otherwise no checked input reaches this output
+            out.backward(cot.astype(out.dtype))
+        return [leaves[i].grad for i in nums]
+
+    raw = outputs_of(fn(*leaves_at(xs)))
+    dtypes = tuple(o.dtype for o in raw)
+    checked_outputs = tuple(k for k, d in enumerate(dtypes) if is_floating(np.empty(0, d)))
+    low_precision = _low_precision_in_graph([raw[k] for k in checked_outputs])
+    notes = [
+        f"output {k} ({dtypes[k]}) is not floating: not checked"
+        for k in range(len(raw))
+        if k not in checked_outputs
+    ]
+    target = _Target(
+        checker="gradcheck",
+        evaluate=evaluate,
+        pullback=pullback,
+        inputs=xs,
+        argnums=nums,
+        outputs=as_output_tuple([o.data for o in raw]),
+        checked_outputs=checked_outputs,
+        problems=[],
+        low_precision=low_precision,
+    )
+    return _run(
+        target,
+        eps=eps,
+        atol=atol,
+        rtol=rtol,
+        mode=mode,
+        seed=seed,
+        raise_exception=raise_exception,
+        check_kinks=check_kinks,
+        notes=notes,
+    )
