@@ -50,9 +50,12 @@ def test_venv_mpiexec_runs_a_two_rank_allreduce():
     code = (
         "import numpy as np\n"
         "from mpi4py import MPI\n"
-        "buf = np.full(4, MPI.COMM_WORLD.Get_rank() + 1.0)\n"
-        "MPI.COMM_WORLD.Allreduce(MPI.IN_PLACE, buf)\n"
-        "print(buf.sum())\n"
+        "comm = MPI.COMM_WORLD\n"
+        "buf = np.full(4, comm.Get_rank() + 1.0)\n"
+        "comm.Allreduce(MPI.IN_PLACE, buf)\n"
+        "sums = comm.gather(float(buf.sum()))\n"
+        "if comm.Get_rank() == 0:\n"
+        "    print(comm.Get_size(), *sums)\n"
     )
     result = subprocess.run(
         [str(mpiexec), "-n", "2", sys.executable, "-c", code],
@@ -61,4 +64,4 @@ def test_venv_mpiexec_runs_a_two_rank_allreduce():
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["12.0", "12.0"]
+    assert result.stdout.split() == ["2", "12.0", "12.0"]  # (1 + 2) · 4 on both ranks
