@@ -25,6 +25,9 @@ from .checks import DEFAULT_TOLERANCES, Tolerances, check_vjp, gradcheck
 from .numerical import numerical_jacobian, numerical_vjp
 from .report import GradcheckError, GradcheckResult, Kink, PairResult
 
+# shown in pytest failures as tinygradlm.testing.GradcheckError, the name users import
+GradcheckError.__module__ = __name__
+
 __all__ = [
     "DEFAULT_TOLERANCES",
     "GradcheckError",

@@ -296,6 +296,7 @@ def _run(
     notes: list[str],
     cotangents: tuple[np.ndarray, ...] | None = None,
 ) -> GradcheckResult:
+    __tracebackhide__ = True  # pytest shows the report, not the checker's frames
     tol = _choose_tolerances(target, eps, atol, rtol, notes)
     if not target.argnums:
         notes.append("there is no floating input: nothing was checked")
@@ -332,6 +333,7 @@ def _check_mode(mode: str) -> None:
 
 
 def _abort(checker: str, problem: str, raise_exception: bool) -> GradcheckResult:
+    __tracebackhide__ = True
     tol = DEFAULT_TOLERANCES["float64"]
     result = GradcheckResult(checker, "none", tol.eps, tol.atol, tol.rtol, problems=[problem])
     if raise_exception:
@@ -480,6 +482,7 @@ def check_vjp(
           backward returned grad of shape (3, 2) for input 2 of shape (2,) (broadcast not reduced?)
           2 input/output pair(s) within tolerance (max abs err ...)
     """
+    __tracebackhide__ = True
     _check_mode(mode)
     xs = float64_inputs(inputs)
     nums = resolve_argnums(xs, argnums)
@@ -638,6 +641,7 @@ def gradcheck(
         >>> bool(gradcheck(lambda idx, x: (x[idx] * x[idx]).sum(), [idx, x]))
         True
     """
+    __tracebackhide__ = True
     from tinygradlm.autograd import Tensor, no_grad
 
     _check_mode(mode)
