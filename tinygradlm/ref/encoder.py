@@ -1,0 +1,76 @@
+"""The encoder: token embedding plus position embedding, GPT-2's first layer.
+
+    out[b, t] = wte[idx[b, t]] + wpe[t]
+
+Derivation: docs/derivations.md, "Encoder".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _checks
+
+EncoderCache = tuple[np.ndarray, tuple[int, int], tuple[int, int], np.dtype]
+
+
+def encoder_forward(
+    idx: np.ndarray, wte: np.ndarray, wpe: np.ndarray, *, out: np.ndarray | None = None
+) -> tuple[np.ndarray, EncoderCache]:
+    """Look up each token's embedding row and add its position's row.
+
+    Shapes: idx (B, T) integer token ids in [0, Vp), wte (Vp, C) token embeddings, wpe (maxT, C)
+    position embeddings with T <= maxT -> out (B, T, C). The cache is (idx, wte.shape, wpe.shape,
+    dtype): the backward needs where each row went, not the tables' values.
+
+    Derivation: out is a sum of two row lookups, each linear in its table. The gradient of a
+    lookup is a scatter: dout[b, t] goes back to row idx[b, t] of wte, and a token that occurs at
+    several positions receives the sum of their gradients (scatter-add, not assignment). Row t of
+    wpe was added at position t in every sequence, so dwpe[t] = Σ_b dout[b, t]; rows t >= T were
+    not used and get zero.
+    """
+    fn = "encoder_forward"
+    _checks.int_array(fn, "idx", idx)
+    dtype = _checks.float_array(fn, "wte", wte)
+    _checks.float_array(fn, "wpe", wpe)
+    _checks.same_dtype(fn, "wpe", wpe, "wte", dtype)
+    if idx.ndim != 2:
+        raise ValueError(f"{fn}: idx must be (B, T), got shape {idx.shape}")
+    if wte.ndim != 2 or wpe.ndim != 2:
+        raise ValueError(
+            f"{fn}: wte must be (Vp, C) and wpe (maxT, C), got shapes {wte.shape} and {wpe.shape}"
+        )
+    B, T = idx.shape
+    Vp, C = wte.shape
+    maxT = wpe.shape[0]
+    if wpe.shape[1] != C:
+        raise ValueError(f"{fn}: wpe has shape {wpe.shape} but wte has C={C} channels")
+    if T > maxT:
+        raise ValueError(f"{fn}: T={T} positions but wpe has only maxT={maxT} rows")
+    if idx.size and (idx.min() < 0 or idx.max() >= Vp):
+        bad = int(idx.min()) if idx.min() < 0 else int(idx.max())
+        position = tuple(int(i) for i in np.argwhere(idx == bad)[0])
+        raise IndexError(f"{fn}: token id {bad} at position {position} is outside [0, {Vp})")
+    out = _checks.out_array(fn, out, (B, T, C), dtype)
+
+    np.take(wte, idx, axis=0, out=out)  # (B, T, C) the token's row
+    out += wpe[:T]  # (T, C) broadcast over B: the position's row
+    return out, (idx, wte.shape, wpe.shape, dtype)
+
+
+def encoder_backward(dout: np.ndarray, cache: EncoderCache) -> tuple[np.ndarray, np.ndarray]:
+    """Gradients of the two embedding tables: dwte (Vp, C), dwpe (maxT, C), both new arrays.
+
+    dout is (B, T, C). See :func:`encoder_forward` for the derivation.
+    """
+    idx, wte_shape, wpe_shape, dtype = cache
+    B, T = idx.shape
+    _checks.upstream("encoder_backward", dout, (B, T, wte_shape[1]), dtype)
+
+    # in the forward pass this was: out[b, t] = wte[idx[b, t]] + wpe[t], so now:
+    dwte = np.zeros(wte_shape, dtype=dtype)  # (Vp, C) tokens that never occur get zero
+    # add.at accumulates when a token repeats; dwte[idx] += dout would keep only one of them
+    np.add.at(dwte, idx, dout)
+    dwpe = np.zeros(wpe_shape, dtype=dtype)  # (maxT, C) rows T.. were not used
+    dwpe[:T] = dout.sum(axis=0)  # (T, C) position t was added in every sequence of the batch
+    return dwte, dwpe
