@@ -30,6 +30,8 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/autograd_overhead.py
+	$(PY) bench/kernels.py
+	$(PY) bench/step.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -108,8 +108,6 @@ def worker(engine: str, preset: str, B: int, T: int, steps: int) -> dict:
     }
     if engine.startswith("fused"):
         result["activation_mib"] = model.activation_bytes(B, T) / 2**20
-    if engine == "fused-numba":
-        result["gemm_gflops"] = gemm_gflops(config, B, T)
     return result
 
 
@@ -128,6 +126,9 @@ def main() -> None:
 
     config = GPTConfig.preset(args.config)
     T = args.seq or config.block_size
+    if args.worker == "gemm":
+        print(json.dumps({"engine": "gemm", "gemm_gflops": gemm_gflops(config, args.batch, T)}))
+        return
     if args.worker:
         print(json.dumps(worker(args.worker, args.config, args.batch, T, args.steps)))
         return
@@ -136,7 +137,7 @@ def main() -> None:
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         env[var] = str(args.threads)
     results = []
-    for engine in args.engines.split(","):
+    for engine in ["gemm", *args.engines.split(",")]:
         if engine == "torch":
             try:
                 import torch  # noqa: F401
@@ -151,7 +152,11 @@ def main() -> None:
             continue
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
 
-    gemm = next((r["gemm_gflops"] for r in results if "gemm_gflops" in r), float("nan"))
+    gemm = (
+        results.pop(0)["gemm_gflops"]
+        if results and results[0]["engine"] == "gemm"
+        else float("nan")
+    )
     print(
         f"config {args.config}: n_layer={config.n_layer} n_head={config.n_head} "
         f"C={config.n_embd} V={config.vocab_size}, B={args.batch} T={T}, {args.threads} thread(s), "

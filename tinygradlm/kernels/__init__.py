@@ -1,0 +1,63 @@
+"""Numba twins of the reference layers' hot loops: the same functions, signatures and caches.
+
+``tinygradlm.kernels`` is a drop-in replacement for :mod:`tinygradlm.ref` (select it with
+``tinygradlm.backend``): every function takes the same arguments, checks them with the same
+messages, returns the same dtypes and agrees with ref to float32 rounding (tests/kernels). Where a
+layer's time goes into elementwise passes and row reductions, a Numba kernel fuses them into one
+pass per row; where it goes into matrix products, the work stays in BLAS:
+
+=================  ===========================================================================
+layer              implementation
+=================  ===========================================================================
+``encoder``        Numba: gather + add in one pass; backward scatter-add split by columns
+``layernorm``      Numba: one kernel per row, forward and backward (float64 row statistics)
+``attention``      hybrid: ``np.matmul`` (BLAS) + a Numba scale/causal-mask/softmax kernel and
+                   its Jacobian-vector backward, both skipping the masked upper triangle
+``gelu``           Numba: one pass, via sigmoid(2u) and a vectorized exp (no libm tanh)
+``crossentropy``   Numba: softmax + loss in one kernel per row; backward in one pass
+``adamw_update``   Numba: the whole update in one pass over the flat buffers
+``linear``         ref's (a BLAS matmul either way)
+``residual``       ref's (one ``np.add`` either way)
+=================  ===========================================================================
+
+Every kernel is compiled with ``cache=True`` (the first call in a fresh checkout compiles, about
+a second per kernel and dtype; later processes load the cache) and ``parallel=True``: threads
+come from ``NUMBA_NUM_THREADS`` (set it to 1 when running one MPI rank per core). Results do not
+depend on the number of threads. Fast-math flags and the vectorized exp are described in
+``tinygradlm/kernels/_vecmath.py``; measurements in docs/performance.md ("Kernels").
+"""
+
+from ..ref import (
+    GELU_CUBIC,
+    GELU_SCALE,
+    linear_backward,
+    linear_forward,
+    residual_backward,
+    residual_forward,
+)
+from .adamw import adamw_update
+from .attention import attention_backward, attention_forward
+from .crossentropy import crossentropy_backward, crossentropy_forward
+from .encoder import encoder_backward, encoder_forward
+from .gelu import gelu_backward, gelu_forward
+from .layernorm import layernorm_backward, layernorm_forward
+
+__all__ = [
+    "GELU_CUBIC",
+    "GELU_SCALE",
+    "adamw_update",
+    "attention_backward",
+    "attention_forward",
+    "crossentropy_backward",
+    "crossentropy_forward",
+    "encoder_backward",
+    "encoder_forward",
+    "gelu_backward",
+    "gelu_forward",
+    "layernorm_backward",
+    "layernorm_forward",
+    "linear_backward",
+    "linear_forward",
+    "residual_backward",
+    "residual_forward",
+]

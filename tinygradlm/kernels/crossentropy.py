@@ -1,0 +1,140 @@
+"""Cross-entropy over a (padded) vocabulary: fused softmax + loss, and its gradient (Numba).
+
+The forward does one row of logits at a time, the row staying in L1/L2 cache: its max over the
+real vocabulary [0, V), exp(logit − max) into probs, their sum (in float64: up to 50,257 positive
+terms), one pass normalizing, and the row's loss −log p[target] = log Σ − (logit[target] − max)
+from the same numbers. The padding columns [V, Vp) are never read, only zeroed in probs. ref
+computes the same with about eight NumPy passes over the whole (N, Vp) array (max, subtract, exp,
+sum, divide, log, gather, mask). The backward is one pass writing (probs − onehot)·dloss/n_valid.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from numba import njit, prange
+
+from . import _checks
+from ._vecmath import FASTMATH, exp_shifted_and_sum, row_max
+
+
+@njit(cache=True, fastmath=FASTMATH, parallel=True)
+def _crossentropy_forward_rows(logits, targets, valid, vocab_size, probs, losses):
+    """logits, probs (N, Vp); targets (N,) int64, valid (N,) bool; losses (N,) float64 written
+    (0 where not valid)."""
+    N, Vp = logits.shape
+    zero, one = logits.dtype.type(0.0), logits.dtype.type(1.0)
+    for i in prange(N):
+        p = probs[i]
+        if not valid[i]:
+            p[:] = zero
+            losses[i] = 0.0
+            continue
+        row = logits[i]
+        m = row_max(row, vocab_size)
+        total = exp_shifted_and_sum(row, vocab_size, m, one, p)
+        inv = one / logits.dtype.type(total)
+        for j in range(vocab_size):
+            p[j] *= inv
+        for j in range(vocab_size, Vp):
+            p[j] = zero  # padding: no probability
+        # −log p[target] = −(logit[target] − max − log Σ exp(logit − max))
+        losses[i] = math.log(total) - (float(row[targets[i]]) - float(m))
+
+
+@njit(cache=True, fastmath=FASTMATH, parallel=True)
+def _crossentropy_backward_rows(probs, targets, valid, scale, dlogits):
+    """dlogits (N, Vp) = (probs − onehot(targets))·scale on valid rows, 0 elsewhere (probs is
+    0 in the padding, so the padding gets 0 too)."""
+    N, Vp = probs.shape
+    zero = probs.dtype.type(0.0)
+    for i in prange(N):
+        d = dlogits[i]
+        if not valid[i]:
+            d[:] = zero  # ignored position: no gradient
+            continue
+        p = probs[i]
+        # same as ref.crossentropy_backward: dlogits = (probs − onehot)·dloss/n_valid
+        for j in range(Vp):
+            d[j] = p[j] * scale
+        d[targets[i]] -= scale
+
+
+def crossentropy_forward(
+    logits: np.ndarray,
+    targets: np.ndarray,
+    vocab_size: int | None = None,
+    ignore_index: int = -100,
+) -> tuple[np.ndarray, Any]:
+    """Mean over valid positions of −log softmax(logits[..., :V])[target]; a 0-d array.
+
+    logits (..., Vp), targets (...) integer, V = vocab_size (None: Vp); positions whose target is
+    ``ignore_index`` are left out of the mean (NaN when none is left). cache (probs,
+    safe_targets, valid, n_valid) as ref's, except that probs (..., Vp) is zero in ignored rows as
+    well as in the padding (an ignored row's softmax is never needed, so it is not computed).
+
+    Pure Numba, parallel over rows; one fused kernel (module docstring).
+    """
+    fn = "crossentropy_forward"
+    dtype = _checks.float_array(fn, "logits", logits)
+    _checks.int_array(fn, "targets", targets)
+    if logits.ndim == 0:
+        raise ValueError(f"{fn}: logits must have a vocabulary axis (..., Vp), got a 0-d array")
+    Vp = logits.shape[-1]
+    if targets.shape != logits.shape[:-1]:
+        raise ValueError(
+            f"{fn}: targets have shape {targets.shape} but logits {logits.shape} need targets "
+            f"of shape {logits.shape[:-1]}"
+        )
+    V = Vp if vocab_size is None else int(vocab_size)
+    if not 1 <= V <= Vp:
+        raise ValueError(f"{fn}: vocab_size={vocab_size} must be in [1, Vp={Vp}]")
+    valid = targets != ignore_index  # (B, T)
+    # a jitted loop does no bounds checking: a target outside [0, V) must stop here
+    out_of_range = valid & ((targets < 0) | (targets >= V))
+    if out_of_range.any():
+        position = tuple(int(i) for i in np.argwhere(out_of_range)[0])
+        raise IndexError(
+            f"{fn}: target {int(targets[position])} at position {position} is outside "
+            f"[0, {V}) and is not ignore_index={ignore_index}"
+        )
+    n_valid = int(np.count_nonzero(valid))
+    safe_targets = np.where(valid, targets, 0).astype(np.int64)  # (B, T) as ref's cache
+
+    probs = np.empty(logits.shape, dtype=dtype)  # (B, T, Vp)
+    losses = np.empty(valid.size)  # (B·T,) float64
+    _crossentropy_forward_rows(
+        np.ascontiguousarray(logits).reshape(-1, Vp),
+        safe_targets.reshape(-1),
+        valid.reshape(-1),
+        V,
+        probs.reshape(-1, Vp),
+        losses,
+    )
+    loss = losses.sum() / n_valid if n_valid else math.nan  # float64 sum, rounded once
+    return np.asarray(loss, dtype=dtype), (probs, safe_targets, valid, n_valid)
+
+
+def crossentropy_backward(dloss: Any, cache: Any) -> tuple[np.ndarray]:
+    """(dlogits,) of :func:`crossentropy_forward`: (probs − onehot)·dloss/n_valid at valid
+    positions, 0 at ignored positions and in the padding. One pass (Numba, parallel over rows)."""
+    probs, targets, valid, n_valid = cache
+    if np.ndim(dloss) != 0:
+        raise ValueError(
+            f"crossentropy_backward: dloss must be a scalar (the loss is one number), got "
+            f"shape {np.shape(dloss)}"
+        )
+    Vp = probs.shape[-1]
+    # max: when every position is ignored the gradient is 0, not NaN (as ref)
+    scale = probs.dtype.type(float(dloss) / max(n_valid, 1))
+    dlogits = np.empty(probs.shape, dtype=probs.dtype)
+    _crossentropy_backward_rows(
+        probs.reshape(-1, Vp),
+        targets.reshape(-1),
+        valid.reshape(-1),
+        scale,
+        dlogits.reshape(-1, Vp),
+    )
+    return (dlogits,)

@@ -1,0 +1,106 @@
+"""Token + position embedding, forward and backward (Numba).
+
+The forward writes wte[idx[b, t]] + wpe[t] in one pass (ref gathers into a temporary, then adds).
+The backward scatter-adds dout into dwte: repeated tokens add up, so two threads must never own the
+same row of dwte. Splitting the work by token would race; it is split by columns instead (each
+thread owns a block of channels of every row of dwte and visits the tokens in order), which adds
+in the same order as a serial loop: the result is the same for any number of threads.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numba import njit, prange
+
+from . import _checks
+from ._vecmath import FASTMATH
+
+COLUMNS_PER_BLOCK = 64  # 256 bytes of float32: a few cache lines per (token, block)
+
+
+@njit(cache=True, fastmath=FASTMATH, parallel=True)
+def _encoder_forward_rows(idx, wte, wpe, out):
+    """idx (B, T) int64, wte (Vp, C), wpe (maxT, C) -> out (B, T, C) written."""
+    B, T = idx.shape
+    C = wte.shape[1]
+    for r in prange(B * T):
+        b, t = r // T, r % T
+        token = idx[b, t]
+        for c in range(C):
+            out[b, t, c] = wte[token, c] + wpe[t, c]
+
+
+@njit(cache=True, fastmath=FASTMATH, parallel=True)
+def _encoder_backward_scatter(dout, idx, dwte, dwpe):
+    """dout (B, T, C); dwte (Vp, C) and dwpe (maxT, C) zero on entry, accumulated into."""
+    B, T, C = dout.shape
+    n_blocks = (C + COLUMNS_PER_BLOCK - 1) // COLUMNS_PER_BLOCK
+    for block in prange(n_blocks):
+        lo, hi = block * COLUMNS_PER_BLOCK, min(C, (block + 1) * COLUMNS_PER_BLOCK)
+        for b in range(B):
+            for t in range(T):
+                token = idx[b, t]
+                # in the forward pass this was: out[b, t] = wte[token] + wpe[t], so now
+                # both rows receive dout[b, t], summed over every (b, t) that used them
+                for c in range(lo, hi):
+                    dwte[token, c] += dout[b, t, c]
+                    dwpe[t, c] += dout[b, t, c]
+
+
+def encoder_forward(
+    idx: np.ndarray, wte: np.ndarray, wpe: np.ndarray, *, out: np.ndarray | None = None
+) -> tuple[np.ndarray, Any]:
+    """out (B, T, C) = wte[idx] + wpe[:T] from idx (B, T) integer, wte (Vp, C), wpe (maxT, C).
+
+    cache (idx, wte.shape, wpe.shape, dtype), as ref's. One pass, parallel over positions (Numba).
+    """
+    fn = "encoder_forward"
+    _checks.int_array(fn, "idx", idx)
+    dtype = _checks.float_array(fn, "wte", wte)
+    _checks.float_array(fn, "wpe", wpe)
+    _checks.same_dtype(fn, "wpe", wpe, "wte", dtype)
+    if idx.ndim != 2:
+        raise ValueError(f"{fn}: idx must be (B, T), got shape {idx.shape}")
+    if wte.ndim != 2 or wpe.ndim != 2:
+        raise ValueError(
+            f"{fn}: wte must be (Vp, C) and wpe (maxT, C), got shapes {wte.shape} and {wpe.shape}"
+        )
+    B, T = idx.shape
+    Vp, C = wte.shape
+    maxT = wpe.shape[0]
+    if wpe.shape[1] != C:
+        raise ValueError(f"{fn}: wpe has shape {wpe.shape} but wte has C={C} channels")
+    if T > maxT:
+        raise ValueError(f"{fn}: T={T} positions but wpe has only maxT={maxT} rows")
+    # a jitted loop does no bounds checking: an id outside the table must stop here
+    if idx.size and (idx.min() < 0 or idx.max() >= Vp):
+        position = tuple(int(i) for i in np.argwhere((idx < 0) | (idx >= Vp))[0])
+        raise IndexError(
+            f"{fn}: token id {int(idx[position])} at position {position} is outside [0, {Vp})"
+        )
+    out = _checks.out_array(fn, out, (B, T, C), dtype)
+    work = _checks.work_buffer(out)
+    _encoder_forward_rows(
+        np.ascontiguousarray(idx, dtype=np.int64),
+        np.ascontiguousarray(wte),
+        np.ascontiguousarray(wpe),
+        work,
+    )
+    _checks.copy_back(out, work)
+    return out, (idx, wte.shape, wpe.shape, dtype)
+
+
+def encoder_backward(dout: np.ndarray, cache: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(dwte, dwpe) of :func:`encoder_forward`: dwte (Vp, C) scatter-adds dout by token (repeated
+    tokens add up), dwpe (maxT, C) sums dout over the batch (rows >= T stay zero)."""
+    idx, wte_shape, wpe_shape, dtype = cache
+    B, T = idx.shape
+    _checks.upstream("encoder_backward", dout, (B, T, wte_shape[1]), dtype)
+    dwte = np.zeros(wte_shape, dtype=dtype)  # tokens that never occur get zero
+    dwpe = np.zeros(wpe_shape, dtype=dtype)  # rows T.. were not used
+    _encoder_backward_scatter(
+        np.ascontiguousarray(dout), np.ascontiguousarray(idx, dtype=np.int64), dwte, dwpe
+    )
+    return dwte, dwpe
