@@ -1,9 +1,36 @@
-"""The command line: ``python -m tinygradlm COMMAND``."""
+"""The command line: ``python -m tinygradlm COMMAND`` (or ``tinygradlm COMMAND``)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tomllib
+from pathlib import Path
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from .data.errors import DataError
+    from .data.prepare import PrepareConfig, prepare
+
+    settings: dict = {}
+    if args.config:
+        try:
+            with open(args.config, "rb") as f:
+                settings = tomllib.load(f)
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            print(f"tinygradlm prepare: cannot read {args.config}: {e}", file=sys.stderr)
+            return 2
+    for key in ("vocab_size", "pattern", "val_fraction", "seed", "shard_tokens"):
+        value = getattr(args, key)
+        if value is not None:
+            settings[key] = value
+    try:
+        config = PrepareConfig.from_dict(settings)
+        prepare(args.inputs, args.out, config, overwrite=args.overwrite)
+    except (DataError, ValueError) as e:
+        print(f"tinygradlm prepare: {e}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,11 +42,38 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser(
         "demo", help="check a hand-written layer-norm backward with tinygradlm.testing"
     )
+    prep = commands.add_parser(
+        "prepare",
+        help="clean, deduplicate and tokenize text into shards",
+        description="Clean and deduplicate text, train a BPE tokenizer and write token shards. "
+        "With no INPUT, uses the help topics that ship with Python (pydoc_data).",
+    )
+    prep.add_argument(
+        "inputs",
+        nargs="*",
+        type=Path,
+        metavar="INPUT",
+        help="text files, directories of them, or JSONL files with a 'text' field",
+    )
+    prep.add_argument("--out", required=True, type=Path, help="output directory")
+    prep.add_argument("--vocab-size", dest="vocab_size", type=int, help="default 4096")
+    prep.add_argument("--pattern", help="pre-tokenization split: gpt2, gpt4 (default) or a regex")
+    prep.add_argument("--val-fraction", dest="val_fraction", type=float, help="default 0.05")
+    prep.add_argument("--seed", type=int, help="default 0")
+    prep.add_argument("--shard-tokens", dest="shard_tokens", type=int, help="default 10,000,000")
+    prep.add_argument(
+        "--config", type=Path, help="a TOML file of these settings, with [clean] and [dedup] tables"
+    )
+    prep.add_argument(
+        "--overwrite", action="store_true", help="replace shards and tokenizer already in --out"
+    )
     args = parser.parse_args(argv)
     if args.command == "demo":
         from .demo import main as demo
 
         return demo()
+    if args.command == "prepare":
+        return _prepare(args)
     parser.error(f"unknown command {args.command!r}")
     return 2
 
