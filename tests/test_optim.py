@@ -1,0 +1,296 @@
+"""tinygradlm.optim: AdamW on the flat buffers (by hand, against torch.optim.AdamW, on both
+backends, through a state_dict round trip), the learning-rate schedule and gradient clipping."""
+
+import doctest
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+import tinygradlm.optim as optim
+from tinygradlm import backend
+from tinygradlm.model import GPT, GPTConfig
+from tinygradlm.optim import AdamW, clip_grad_norm, grad_norm, lr_schedule
+
+BACKENDS = ["numpy", "numba"]
+CONFIG = GPTConfig(vocab_size=40, block_size=8, n_layer=2, n_head=2, n_embd=8, padded_vocab_size=48)
+
+
+def random_grads(n, steps, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.normal(size=n).astype(np.float32) for _ in range(steps)]
+
+
+def run_model_steps(kernels, steps=6, seed=0):
+    """A small GPT's flat buffers after ``steps`` AdamW steps on random gradients, lr from the
+    schedule: (model, optimizer)."""
+    model = GPT(CONFIG, seed=seed)
+    opt = AdamW.for_model(model, lr=1e-2, weight_decay=0.1)
+    with backend.use_kernels(kernels):
+        for step, g in enumerate(random_grads(model.flat_grads.size, steps, seed)):
+            model.flat_grads[...] = g
+            opt.step(lr=lr_schedule(step, max_lr=1e-2, min_lr=1e-3, warmup_steps=2, max_steps=5))
+    return model, opt
+
+
+# --------------------------------------------------------------------------------------------
+# AdamW
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kernels", BACKENDS)
+def test_adamw_one_step_equals_a_hand_computation(kernels):
+    # two parameters: the first is decayed (a weight), the second is not (a bias)
+    params = np.array([1.0, -2.0], dtype=np.float32)
+    grads = np.array([0.5, -0.25], dtype=np.float32)
+    mask = np.array([1.0, 0.0], dtype=np.float32)
+    lr, beta1, beta2, eps, wd = 0.1, 0.9, 0.95, 1e-8, 0.1
+    opt = AdamW(
+        params, grads, lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=wd, decay_mask=mask
+    )
+    with backend.use_kernels(kernels):
+        opt.step()
+
+    # by hand, step t = 1, first parameter (p = 1, g = 0.5, decayed)
+    m = (1 - beta1) * 0.5  # 0.05
+    v = (1 - beta2) * 0.5**2  # 0.0125
+    m_hat = m / (1 - beta1**1)  # 0.5
+    v_hat = v / (1 - beta2**1)  # 0.25
+    p0 = 1.0 - lr * (m_hat / (math.sqrt(v_hat) + eps) + wd * 1.0)  # 1 - 0.1·(1 + 0.1) = 0.89
+    # second parameter (p = -2, g = -0.25, not decayed): the step is -lr·sign(g)
+    m1 = (1 - beta1) * -0.25
+    v1 = (1 - beta2) * 0.0625
+    p1 = -2.0 - lr * ((m1 / (1 - beta1)) / (math.sqrt(v1 / (1 - beta2)) + eps))  # -1.9
+    assert p0 == pytest.approx(0.89, abs=1e-7) and p1 == pytest.approx(-1.9, abs=1e-7)
+
+    np.testing.assert_allclose(params, [p0, p1], rtol=1e-6)
+    np.testing.assert_allclose(opt.m, [m, m1], rtol=1e-6)
+    np.testing.assert_allclose(opt.v, [v, v1], rtol=1e-6)
+    assert opt.step_count == 1
+    assert params.dtype == opt.m.dtype == opt.v.dtype == np.float32
+
+
+@pytest.mark.parametrize("kernels", BACKENDS)
+def test_adamw_matches_torch_with_2d_weights_decayed_only(kernels):
+    torch = pytest.importorskip("torch")
+    model, opt = run_model_steps(kernels)
+
+    # torch: the same initial tensors, 2-D weights in a decayed group, the rest with decay 0
+    reference = GPT(CONFIG, seed=0)
+    tensors = {n: torch.tensor(p.copy(), requires_grad=True) for n, p in reference.params.items()}
+    decayed = [t for t in tensors.values() if t.ndim == 2]
+    undecayed = [t for t in tensors.values() if t.ndim != 2]
+    torch_opt = torch.optim.AdamW(
+        [{"params": decayed, "weight_decay": 0.1}, {"params": undecayed, "weight_decay": 0.0}],
+        lr=1e-2,
+        betas=(0.9, 0.95),
+        eps=1e-8,
+    )
+    for step, g in enumerate(random_grads(reference.flat_grads.size, 6, seed=0)):
+        reference.flat_grads[...] = g
+        for name, t in tensors.items():
+            t.grad = torch.tensor(reference.grads[name].copy())
+        for group in torch_opt.param_groups:
+            group["lr"] = lr_schedule(step, max_lr=1e-2, min_lr=1e-3, warmup_steps=2, max_steps=5)
+        torch_opt.step()
+
+    for name, t in tensors.items():
+        np.testing.assert_allclose(
+            model.params[name], t.detach().numpy(), rtol=1e-5, atol=1e-6, err_msg=name
+        )
+    state = torch_opt.state[tensors["h.0.attn.c_attn.weight"]]
+    np.testing.assert_allclose(
+        opt.state_dict()["v"][: model.params["wte.weight"].size].reshape(CONFIG.Vp, -1),
+        torch_opt.state[tensors["wte.weight"]]["exp_avg_sq"].numpy(),
+        rtol=1e-5,
+        atol=1e-12,
+    )
+    assert int(state["step"]) == opt.step_count == 6
+
+
+def test_adamw_numpy_and_numba_backends_agree():
+    a, opt_a = run_model_steps("numpy")
+    b, opt_b = run_model_steps("numba")
+    np.testing.assert_allclose(a.flat_params, b.flat_params, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(opt_a.m, opt_b.m, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(opt_a.v, opt_b.v, rtol=1e-5, atol=1e-10)
+
+
+def test_adamw_decay_mask_none_decays_every_entry():
+    params = np.ones(3, np.float32)
+    opt = AdamW(params, np.zeros(3, np.float32), lr=0.5, weight_decay=0.1)
+    with backend.use_kernels("numpy"):
+        opt.step()
+    np.testing.assert_allclose(params, 1 - 0.5 * 0.1)  # zero gradient: the decay alone
+
+
+@pytest.mark.parametrize("kernels", BACKENDS)
+def test_adamw_state_dict_round_trip_continues_bit_identically(kernels):
+    grads = random_grads(CONFIG.Vp * 8, 6, seed=3)
+
+    def fresh(params):
+        g = np.zeros_like(params)
+        return AdamW(params, g, lr=3e-3, decay_mask=(np.arange(params.size) % 2).astype(bool)), g
+
+    params = np.random.default_rng(1).normal(size=CONFIG.Vp * 8).astype(np.float32)
+    opt, g = fresh(params)
+    with backend.use_kernels(kernels):
+        for i in range(3):
+            g[...] = grads[i]
+            opt.step(lr=1e-3 * (i + 1))
+        saved_params = params.copy()
+        saved = {k: np.copy(v) if k in ("m", "v") else v for k, v in opt.state_dict().items()}
+        for i in range(3, 6):
+            g[...] = grads[i]
+            opt.step()
+
+        resumed_params = saved_params.copy()
+        resumed, g2 = fresh(resumed_params)
+        resumed.load_state_dict(saved)
+        assert resumed.lr == 3e-3 and resumed.step_count == 3
+        for i in range(3, 6):
+            g2[...] = grads[i]
+            resumed.step()
+    np.testing.assert_array_equal(resumed_params, params)
+    np.testing.assert_array_equal(resumed.m, opt.m)
+    np.testing.assert_array_equal(resumed.v, opt.v)
+    assert resumed.step_count == opt.step_count == 6
+
+
+def test_adamw_load_state_dict_names_every_difference_and_changes_nothing():
+    opt = AdamW(np.zeros(4, np.float32), np.zeros(4, np.float32), lr=1e-3)
+    bad = {
+        "m": np.zeros(5, np.float32),
+        "v": np.zeros(4, np.float64),
+        "step": -1,
+        "beta2": 1.5,
+        "momentum": 0.9,
+    }
+    with pytest.raises(ValueError) as info:
+        opt.load_state_dict(bad)
+    message = str(info.value)
+    for fragment in ("m: shape (5,), expected (4,)", "v: dtype float64", "step:", "momentum"):
+        assert fragment in message
+    assert opt.step_count == 0 and opt.beta2 == 0.95
+    with pytest.raises(ValueError, match="beta2 must be in"):
+        opt.load_state_dict({"m": opt.m.copy(), "v": opt.v.copy(), "step": 1, "beta2": 1.5})
+    with pytest.raises(ValueError, match="missing: step"):
+        opt.load_state_dict({"m": opt.m.copy(), "v": opt.v.copy()})
+    # a one-element int64 array (how optimizer.safetensors holds it) is a valid step
+    opt.load_state_dict({"m": opt.m.copy(), "v": opt.v.copy(), "step": np.array([7])})
+    assert opt.step_count == 7
+
+
+def test_adamw_rejects_bad_buffers_and_hyperparameters():
+    p = np.zeros(4, np.float32)
+    with pytest.raises(TypeError, match="grads"):
+        AdamW(p, [0.0] * 4, lr=1e-3)
+    with pytest.raises(ValueError, match="do not match"):
+        AdamW(p, np.zeros(4, np.float64), lr=1e-3)
+    with pytest.raises(ValueError, match="decay_mask"):
+        AdamW(p, np.zeros(4, np.float32), lr=1e-3, decay_mask=np.ones(3))
+    with pytest.raises(ValueError, match="beta1"):
+        AdamW(p, np.zeros(4, np.float32), lr=1e-3, betas=(1.0, 0.95))
+
+
+def test_optim_docstring_example_runs():
+    assert doctest.testmod(optim).failed == 0
+
+
+# --------------------------------------------------------------------------------------------
+# the learning-rate schedule
+# --------------------------------------------------------------------------------------------
+
+SCHEDULE = {"max_lr": 6e-4, "min_lr": 6e-5, "warmup_steps": 10, "max_steps": 110}
+
+
+@pytest.mark.parametrize(
+    ("step", "expected"),
+    [
+        (0, 6e-4 / 10),  # warmup starts at max_lr / warmup_steps, not 0
+        (4, 6e-4 * 5 / 10),
+        (9, 6e-4),  # warmup - 1: the end of the warmup
+        (10, 6e-4),  # warmup: the cosine at 0
+        (60, 6e-5 + 0.5 * (6e-4 - 6e-5)),  # halfway through the decay: cos(π/2) = 0
+        (35, 6e-5 + 0.5 * (1 + math.cos(math.pi / 4)) * (6e-4 - 6e-5)),
+        (110, 6e-5),  # max_steps
+        (10_000, 6e-5),  # beyond
+    ],
+)
+def test_lr_schedule_values_at_known_steps(step, expected):
+    assert lr_schedule(step, **SCHEDULE) == pytest.approx(expected, rel=1e-12)
+
+
+def test_lr_schedule_rises_in_warmup_and_never_rises_after():
+    lrs = [lr_schedule(s, **SCHEDULE) for s in range(130)]
+    assert all(a < b for a, b in itertools.pairwise(lrs[:10]))
+    assert all(a >= b for a, b in itertools.pairwise(lrs[10:]))
+    assert min(lrs[10:]) == 6e-5 and max(lrs) == 6e-4
+
+
+def test_lr_schedule_without_warmup_starts_at_max_lr():
+    kw = {**SCHEDULE, "warmup_steps": 0}
+    assert lr_schedule(0, **kw) == 6e-4
+    assert lr_schedule(55, **kw) == pytest.approx(6e-5 + 0.5 * (6e-4 - 6e-5))
+    assert lr_schedule(110, **kw) == 6e-5
+
+
+def test_lr_schedule_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="step"):
+        lr_schedule(-1, **SCHEDULE)
+    with pytest.raises(ValueError, match="warmup_steps <= max_steps"):
+        lr_schedule(0, **{**SCHEDULE, "warmup_steps": 200})
+    with pytest.raises(ValueError, match="min_lr <= max_lr"):
+        lr_schedule(0, **{**SCHEDULE, "min_lr": 1.0})
+
+
+# --------------------------------------------------------------------------------------------
+# clipping
+# --------------------------------------------------------------------------------------------
+
+
+def test_clip_grad_norm_scales_a_large_gradient_to_max_norm():
+    grads = np.array([3.0, 4.0, 0.0, -12.0], dtype=np.float32)  # norm 13
+    before = grads.copy()
+    norm = clip_grad_norm(grads, 1.0)
+    assert norm == 13.0
+    assert grads.dtype == np.float32
+    assert grad_norm(grads) == pytest.approx(1.0, rel=1e-6)
+    np.testing.assert_allclose(grads, before / 13, rtol=1e-6)  # the direction is kept
+
+
+def test_clip_grad_norm_leaves_a_small_gradient_untouched():
+    grads = np.array([0.3, -0.4], dtype=np.float32)
+    before = grads.copy()
+    assert clip_grad_norm(grads, 1.0) == pytest.approx(0.5, rel=1e-7)
+    np.testing.assert_array_equal(grads, before)
+    assert clip_grad_norm(grads, 0.0) == pytest.approx(0.5, rel=1e-7)  # 0 disables clipping
+    big = np.full(3, 100.0, np.float32)
+    clip_grad_norm(big, -1.0)
+    np.testing.assert_array_equal(big, 100.0)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_clip_grad_norm_leaves_a_non_finite_gradient_untouched(bad):
+    grads = np.array([1e3, bad, 2.0], dtype=np.float32)
+    before = grads.copy()
+    norm = clip_grad_norm(grads, 1.0)
+    assert not math.isfinite(norm)
+    np.testing.assert_array_equal(grads, before)
+
+
+def test_grad_norm_accumulates_in_float64():
+    # squares of 1e30 overflow float32; and 10^6 small entries lose digits in a float32 sum
+    assert grad_norm(np.array([3e30, 4e30], np.float32)) == pytest.approx(5e30, rel=1e-6)
+    grads = np.full(1_000_003, 1e-3, np.float32)
+    expected = math.sqrt(math.fsum([float(np.float32(1e-3)) ** 2] * grads.size))
+    assert grad_norm(grads) == pytest.approx(expected, rel=1e-12)
+
+
+def test_grad_norm_is_the_same_across_chunk_boundaries(monkeypatch):
+    grads = np.random.default_rng(0).normal(size=1001).astype(np.float32)
+    whole = grad_norm(grads)
+    monkeypatch.setattr(optim, "_NORM_CHUNK", 7)
+    assert grad_norm(grads) == pytest.approx(whole, rel=1e-13)
+    assert grad_norm(grads.reshape(7, 143)) == pytest.approx(whole, rel=1e-13)

@@ -1,0 +1,541 @@
+"""Checkpoints: a directory of safetensors and JSON files, written atomically, read without pickle.
+
+    run_dir/ckpt_00001000/
+      model.safetensors      the parameters, HF GPT-2 names (wte.weight, h.0.attn.c_attn.weight, …)
+      config.json            HF GPT2Config, plus our GPTConfig under the key "tinygradlm"
+      optimizer.safetensors  AdamW's m and v (flat, like the parameters) and step
+      trainer.json           the trainer's state: step, RNG states, loader position, run config
+      <tokenizer files>      copied as given
+      manifest.json          every other file's size and SHA-256, written last
+
+A checkpoint is written into ``run_dir/.tmp-ckpt_<step>-<pid>/``, every file and the directory
+are fsynced, and the directory is renamed to ``ckpt_<step:08d>`` in one ``os.replace``: a reader
+sees a complete checkpoint or none. Parameters or moments that are not finite are refused before
+anything is written. :func:`load_checkpoint` checks the manifest (sizes and hashes), the JSON,
+the safetensors headers and every tensor's name, shape and dtype, and says which file is wrong.
+Nothing is ever unpickled: arrays come from ``safetensors``, everything else from ``json``.
+The layout, and how to open a checkpoint in ``transformers``, are in docs/checkpoints.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors
+import safetensors.numpy
+
+from .model import GPTConfig, parameter_shapes
+
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+OPTIMIZER_FILE = "optimizer.safetensors"
+TRAINER_FILE = "trainer.json"
+MANIFEST_FILE = "manifest.json"
+REQUIRED_FILES = (MODEL_FILE, CONFIG_FILE, OPTIMIZER_FILE, TRAINER_FILE)
+
+FORMAT = "tinygradlm-checkpoint"
+VERSION = 1
+
+_CHECKPOINT_NAME = re.compile(r"ckpt_(\d{8,})")  # {step:08d}: 8 digits, more past 10^8 steps
+_TMP_PREFIX = ".tmp-ckpt_"
+_TRASH_PREFIX = ".trash-ckpt_"
+_SAFETENSORS_DTYPES = {
+    name: np.dtype(t) for name, t in [("F32", "f4"), ("F64", "f8"), ("I64", "i8")]
+}
+_HASH_CHUNK = 1 << 22
+_OPTIMIZER_HYPERPARAMETERS = ("lr", "beta1", "beta2", "eps", "weight_decay")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be written or read; the message names the file and the problem."""
+
+
+@dataclass
+class Checkpoint:
+    """What :func:`load_checkpoint` read, validated.
+
+    model_state: HF GPT-2 names to arrays (what ``GPT.load_state_dict`` takes).
+    optimizer_state: ``m``, ``v`` (flat), ``step`` and the AdamW hyperparameters (what
+    ``AdamW.load_state_dict`` takes). trainer_state: trainer.json as a dict (its ``step`` equals
+    ``step``). tokenizer_files: the copied tokenizer files, as paths in the checkpoint.
+    """
+
+    path: Path
+    step: int
+    config: GPTConfig
+    model_state: dict[str, np.ndarray]
+    optimizer_state: dict[str, Any]
+    trainer_state: dict[str, Any]
+    tokenizer_files: list[Path] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------
+# writing
+# --------------------------------------------------------------------------------------------
+
+
+def save_checkpoint(
+    run_dir: str | os.PathLike[str],
+    step: int,
+    model: Any,
+    optimizer: Any,
+    trainer_state: Mapping[str, Any],
+    *,
+    tokenizer_files: Iterable[str | os.PathLike[str]] = (),
+    keep_last: int | None = 3,
+    extra_config: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``run_dir/ckpt_{step:08d}/`` atomically and return its path.
+
+    ``model`` is a ``GPT``; ``optimizer`` an ``AdamW`` on its buffers. ``trainer_state`` must be
+    JSON-able (NumPy scalars are converted; a ``Generator``'s ``bit_generator.state`` is) and
+    finite; it is written as trainer.json with ``"step": step`` added (a different ``step`` in it
+    is an error). ``tokenizer_files`` are copied in under their own names. ``extra_config`` adds
+    keys to config.json (``bos_token_id``, ``eos_token_id``, …). Afterwards only the newest
+    ``keep_last`` checkpoints are kept (None keeps all).
+
+    Raises CheckpointError, having written nothing, when a parameter or moment is not finite,
+    the trainer state is not JSON-able, a tokenizer file is missing, or the checkpoint exists.
+    """
+    run_dir = Path(run_dir)
+    step = _check_step(step)
+    if keep_last is not None and (isinstance(keep_last, bool) or keep_last < 1):
+        raise CheckpointError(f"keep_last must be >= 1 or None, got {keep_last!r}")
+    final = run_dir / f"ckpt_{step:08d}"
+    if final.exists():
+        raise CheckpointError(f"{final}: a checkpoint for step {step} already exists")
+
+    # everything that can be refused is checked before the first byte is written
+    arrays = {"parameters": model.flat_params, "AdamW m": optimizer.m, "AdamW v": optimizer.v}
+    for what, array in arrays.items():
+        _refuse_non_finite(what, array)
+    trainer = {"step": step, **trainer_state}
+    if trainer["step"] != step:
+        raise CheckpointError(
+            f"trainer_state['step'] is {trainer_state['step']!r} but the checkpoint is for "
+            f"step {step}"
+        )
+    trainer_json = _to_json(trainer, "trainer_state")
+    config_json = _to_json(hf_config(model.config, model.dtype, extra_config), "config")
+    tokenizer = [Path(p) for p in tokenizer_files]
+    names = [p.name for p in tokenizer]
+    for path in tokenizer:
+        if not path.is_file():
+            raise CheckpointError(f"tokenizer file {path} does not exist")
+        if path.name in (*REQUIRED_FILES, MANIFEST_FILE) or names.count(path.name) > 1:
+            raise CheckpointError(f"tokenizer file name {path.name!r} is taken")
+    optimizer_tensors = {
+        "m": np.ascontiguousarray(optimizer.m),
+        "v": np.ascontiguousarray(optimizer.v),
+        "step": np.array([optimizer.step_count], dtype=np.int64),
+    }
+    # the hyperparameters ride in the header's string metadata, repr() so they read back exactly
+    state = optimizer.state_dict()
+    hyper = {key: float(state[key]) for key in _OPTIMIZER_HYPERPARAMETERS}
+    for key, value in hyper.items():
+        if not math.isfinite(value):
+            raise CheckpointError(f"refusing to write a checkpoint: AdamW {key} is {value}")
+    metadata = {key: repr(value) for key, value in hyper.items()}
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / f"{_TMP_PREFIX}{step:08d}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        model_tensors = {k: np.ascontiguousarray(v) for k, v in model.state_dict().items()}
+        # "format": "pt" is what transformers' from_pretrained looks for in the header
+        safetensors.numpy.save_file(model_tensors, tmp / MODEL_FILE, metadata={"format": "pt"})
+        safetensors.numpy.save_file(optimizer_tensors, tmp / OPTIMIZER_FILE, metadata=metadata)
+        _write_text(tmp / CONFIG_FILE, config_json)
+        _write_text(tmp / TRAINER_FILE, trainer_json)
+        for path in tokenizer:
+            shutil.copyfile(path, tmp / path.name)
+        files = {}
+        for name in (MODEL_FILE, OPTIMIZER_FILE, CONFIG_FILE, TRAINER_FILE, *names):
+            _fsync_file(tmp / name)
+            files[name] = {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
+        manifest = {"format": FORMAT, "version": VERSION, "step": step, "files": files}
+        _write_text(tmp / MANIFEST_FILE, _to_json(manifest, "manifest"))
+        _fsync_file(tmp / MANIFEST_FILE)
+        _fsync_dir(tmp)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_dir(run_dir)
+    _prune(run_dir, keep_last)
+    return final
+
+
+def hf_config(
+    config: GPTConfig, dtype: Any = np.float32, extra: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """config.json: HF's ``GPT2Config`` fields for ``config``, and ours under "tinygradlm".
+
+    ``extra`` adds keys (``bos_token_id``, ``eos_token_id``, …) but may not change the ones
+    that describe the architecture. The token ids are null unless given: HF's defaults (50256)
+    belong to GPT-2's own vocabulary.
+    """
+    values: dict[str, Any] = {
+        "model_type": "gpt2",
+        "architectures": ["GPT2LMHeadModel"],
+        "vocab_size": config.vocab_size,
+        "n_positions": config.block_size,
+        "n_ctx": config.block_size,
+        "n_embd": config.n_embd,
+        "n_layer": config.n_layer,
+        "n_head": config.n_head,
+        "n_inner": None,  # 4·n_embd
+        "layer_norm_epsilon": config.layer_norm_epsilon,
+        "activation_function": "gelu_new",  # GPT-2's tanh approximation, as ref/gelu.py
+        "resid_pdrop": 0.0,
+        "embd_pdrop": 0.0,
+        "attn_pdrop": 0.0,
+        "scale_attn_weights": True,
+        "tie_word_embeddings": True,
+        "dtype": np.dtype(dtype).name,  # transformers < 4.56 called it torch_dtype
+        "bos_token_id": None,
+        "eos_token_id": None,
+        "tinygradlm": config.to_dict(),
+    }
+    fixed = set(values) - {"bos_token_id", "eos_token_id"}
+    clash = sorted(fixed & set(extra or {}))
+    if clash:
+        raise CheckpointError(f"extra_config may not set {', '.join(clash)}")
+    values.update(extra or {})
+    return values
+
+
+def _refuse_non_finite(what: str, array: np.ndarray) -> None:
+    finite = np.isfinite(array)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise CheckpointError(
+            f"refusing to write a checkpoint: {what} has {bad.size} non-finite value(s), the "
+            f"first at flat index {bad[0]} ({array.reshape(-1)[bad[0]]})"
+        )
+
+
+def _to_json(value: Any, what: str) -> str:
+    def numpy_scalar(obj: Any) -> Any:
+        if isinstance(obj, (np.integer, np.floating, np.bool_)):
+            return obj.item()
+        raise TypeError(f"{type(obj).__name__} is not JSON-able")
+
+    try:
+        return json.dumps(value, indent=2, allow_nan=False, default=numpy_scalar) + "\n"
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"cannot write {what} as JSON: {err}") from err
+
+
+def _write_text(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    # a rename or a new file is durable only once its directory is
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints in ``run_dir`` (named ckpt_<step>, with a manifest), oldest first."""
+    found = []
+    if run_dir.is_dir():
+        for path in run_dir.iterdir():
+            match = _CHECKPOINT_NAME.fullmatch(path.name)
+            if match and path.is_dir() and (path / MANIFEST_FILE).is_file():
+                found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def _prune(run_dir: Path, keep_last: int | None) -> None:
+    """Delete all but the newest ``keep_last`` checkpoints, and leftovers of crashed writes.
+
+    A checkpoint is first renamed to .trash-ckpt_… (atomic), then deleted: a crash mid-delete
+    leaves a name :func:`latest_checkpoint` ignores, never a half-deleted ckpt_ directory.
+    """
+    checkpoints = [path for _, path in _checkpoints(run_dir)]
+    for path in checkpoints[:-keep_last] if keep_last is not None else []:
+        trash = run_dir / f"{_TRASH_PREFIX}{path.name}-{os.getpid()}"
+        os.replace(path, trash)
+    _fsync_dir(run_dir)
+    # one writer per run directory: another process's temporary directory is a crash's leftover
+    mine = f"-{os.getpid()}"
+    for path in run_dir.iterdir():
+        leftover = path.name.startswith(_TMP_PREFIX) and not path.name.endswith(mine)
+        if path.name.startswith(_TRASH_PREFIX) or leftover:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
+    """The complete checkpoint with the highest step in ``run_dir``, or None.
+
+    Temporary directories (.tmp-ckpt_…) and ckpt_ directories without a manifest are skipped;
+    whether the newest one is intact is :func:`load_checkpoint`'s to check.
+    """
+    found = _checkpoints(Path(run_dir))
+    return found[-1][1] if found else None
+
+
+# --------------------------------------------------------------------------------------------
+# reading
+# --------------------------------------------------------------------------------------------
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Read and validate the checkpoint directory ``path``.
+
+    In order: manifest.json parses and lists the required files; every listed file exists with
+    the recorded size and SHA-256; config.json and trainer.json parse; both safetensors headers
+    parse; every expected tensor is present with the shape and dtype the config implies, and no
+    other is; every array is finite. The first layer that fails raises CheckpointError naming
+    the file and listing what is wrong. Only ``json`` and ``safetensors`` read the files.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: no such checkpoint directory")
+    manifest = _read_manifest(path)
+    _verify_files(path, manifest)
+
+    hf = _read_json(path / CONFIG_FILE)
+    config, dtype = _config_from_hf(path / CONFIG_FILE, hf)
+    trainer = _read_json(path / TRAINER_FILE)
+    if not isinstance(trainer, dict):
+        raise CheckpointError(f"{path / TRAINER_FILE}: expected a JSON object")
+    step = manifest["step"]
+    if trainer.get("step") != step:
+        raise CheckpointError(
+            f"{path / TRAINER_FILE}: step is {trainer.get('step')!r} but {MANIFEST_FILE} says "
+            f"{step}"
+        )
+
+    model_shapes = parameter_shapes(config)
+    model_shapes["wte.weight"] = (config.vocab_size, config.n_embd)  # padding rows not stored
+    model_state, _ = _read_safetensors(
+        path / MODEL_FILE, {name: (shape, dtype) for name, shape in model_shapes.items()}
+    )
+    n = sum(math.prod(shape) for shape in parameter_shapes(config).values())
+    optimizer_expected = {"m": ((n,), dtype), "v": ((n,), dtype), "step": ((1,), np.int64)}
+    optimizer_tensors, hyper = _read_safetensors(path / OPTIMIZER_FILE, optimizer_expected)
+    optimizer_state: dict[str, Any] = {
+        "m": optimizer_tensors["m"],
+        "v": optimizer_tensors["v"],
+        "step": int(optimizer_tensors["step"][0]),
+    }
+    for key, text in hyper.items():
+        if key not in _OPTIMIZER_HYPERPARAMETERS:
+            raise CheckpointError(
+                f"{path / OPTIMIZER_FILE}: metadata {key!r} is not an AdamW hyperparameter "
+                f"({', '.join(_OPTIMIZER_HYPERPARAMETERS)})"
+            )
+        try:
+            optimizer_state[key] = float(text)
+        except ValueError:
+            raise CheckpointError(
+                f"{path / OPTIMIZER_FILE}: metadata {key!r} is not a number: {text!r}"
+            ) from None
+
+    tokenizer = [path / name for name in manifest["files"] if name not in REQUIRED_FILES]
+    return Checkpoint(
+        path=path,
+        step=step,
+        config=config,
+        model_state=model_state,
+        optimizer_state=optimizer_state,
+        trainer_state=trainer,
+        tokenizer_files=tokenizer,
+    )
+
+
+def restore(model: Any, optimizer: Any, checkpoint: Checkpoint) -> None:
+    """Copy a loaded checkpoint into ``model`` (a GPT of the same config) and ``optimizer`` (an
+    AdamW on its buffers; None to restore the model alone). The trainer state is the caller's."""
+    if model.config != checkpoint.config:
+        ours, theirs = model.config.to_dict(), checkpoint.config.to_dict()
+        diff = [f"{k}: model {ours[k]!r}, checkpoint {theirs[k]!r}" for k in ours]
+        diff = [line for line, k in zip(diff, ours, strict=True) if ours[k] != theirs[k]]
+        raise CheckpointError(
+            f"{checkpoint.path}: the model's config differs from the checkpoint's:\n  "
+            + "\n  ".join(diff)
+        )
+    model.load_state_dict(checkpoint.model_state)
+    if optimizer is not None:
+        optimizer.load_state_dict(checkpoint.optimizer_state)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing") from None
+    except UnicodeDecodeError as err:
+        raise CheckpointError(f"{path}: not UTF-8 text: {err}") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except (json.JSONDecodeError, ValueError) as err:
+        raise CheckpointError(f"{path}: not valid JSON: {err}") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # json.loads would otherwise accept NaN, Infinity
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    file = path / MANIFEST_FILE
+    if not file.is_file():
+        raise CheckpointError(
+            f"{file}: missing (an incomplete checkpoint, or not a checkpoint directory)"
+        )
+    manifest = _read_json(file)
+    problems = []
+    if not isinstance(manifest, dict):
+        raise CheckpointError(f"{file}: expected a JSON object")
+    if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+        problems.append(
+            f"format {manifest.get('format')!r} version {manifest.get('version')!r}, expected "
+            f"{FORMAT!r} version {VERSION}"
+        )
+    if _check_step(manifest.get("step"), raise_error=False) is None:
+        problems.append(f"step {manifest.get('step')!r} is not an integer >= 0")
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        problems.append("'files' is not an object")
+        files = {}
+    problems += [f"does not list {name}" for name in REQUIRED_FILES if name not in files]
+    for name, entry in files.items():
+        # plain names only: a manifest must not point the reader outside the directory
+        if not isinstance(name, str) or name != Path(name).name or name in ("", ".", ".."):
+            problems.append(f"file name {name!r} is not a plain file name")
+        elif not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("bytes"), int)
+            and isinstance(entry.get("sha256"), str)
+        ):
+            problems.append(f"{name}: entry {entry!r} lacks integer 'bytes' and string 'sha256'")
+    if problems:
+        raise CheckpointError(f"{file}: malformed:\n  " + "\n  ".join(problems))
+    return manifest
+
+
+def _verify_files(path: Path, manifest: Mapping[str, Any]) -> None:
+    problems = []
+    for name, entry in manifest["files"].items():
+        file = path / name
+        if not file.is_file():
+            problems.append(f"{file}: missing")
+            continue
+        size = file.stat().st_size
+        if size != entry["bytes"]:
+            what = "truncated" if size < entry["bytes"] else "too long"
+            problems.append(f"{file}: {what}: {size} bytes, the manifest says {entry['bytes']}")
+        elif _sha256(file) != entry["sha256"]:
+            problems.append(f"{file}: SHA-256 differs from the manifest's (modified or corrupt)")
+    if problems:
+        raise CheckpointError(
+            f"{path}: files do not match {MANIFEST_FILE}:\n  " + "\n  ".join(problems)
+        )
+
+
+def _config_from_hf(file: Path, hf: Any) -> tuple[GPTConfig, np.dtype]:
+    if not isinstance(hf, dict) or not isinstance(hf.get("tinygradlm"), dict):
+        raise CheckpointError(f"{file}: no 'tinygradlm' object holding the GPTConfig")
+    try:
+        config = GPTConfig.from_dict(hf["tinygradlm"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{file}: invalid 'tinygradlm' config: {err}") from None
+    # the HF fields must describe the same model (transformers reads those, we read ours)
+    pairs = {
+        "vocab_size": config.vocab_size,
+        "n_positions": config.block_size,
+        "n_embd": config.n_embd,
+        "n_layer": config.n_layer,
+        "n_head": config.n_head,
+        "layer_norm_epsilon": config.layer_norm_epsilon,
+    }
+    problems = [
+        f"{key} is {hf.get(key)!r} but tinygradlm's config implies {value!r}"
+        for key, value in pairs.items()
+        if hf.get(key) != value
+    ]
+    dtype_name = hf.get("dtype", "float32")
+    if dtype_name not in ("float32", "float64"):
+        problems.append(f"dtype {dtype_name!r} is not float32 or float64")
+    if problems:
+        raise CheckpointError(f"{file}: inconsistent:\n  " + "\n  ".join(problems))
+    return config, np.dtype(dtype_name)
+
+
+def _read_safetensors(
+    file: Path, expected: Mapping[str, tuple[tuple[int, ...], Any]]
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The tensors of ``file``, after checking the header against ``expected`` (name → (shape,
+    dtype)), and the header's string metadata (``format`` left out)."""
+    try:
+        with safetensors.safe_open(file, framework="np") as f:
+            header = {
+                name: (tuple(f.get_slice(name).get_shape()), f.get_slice(name).get_dtype())
+                for name in f.keys()
+            }
+            metadata = dict(f.metadata() or {})
+            problems = [f"missing tensor {name}" for name in expected if name not in header]
+            problems += [f"unexpected tensor {name}" for name in header if name not in expected]
+            for name, (shape, dtype) in expected.items():
+                if name not in header:
+                    continue
+                got_shape, got_dtype = header[name]
+                if got_shape != shape:
+                    problems.append(f"{name}: shape {got_shape}, expected {shape}")
+                got = _SAFETENSORS_DTYPES.get(got_dtype)
+                if got is None or got != np.dtype(dtype):
+                    problems.append(f"{name}: dtype {got_dtype}, expected {np.dtype(dtype)}")
+            if problems:
+                raise CheckpointError(
+                    f"{file}: tensors do not match the config:\n  " + "\n  ".join(problems)
+                )
+            tensors = {name: np.array(f.get_tensor(name)) for name in expected}
+    except safetensors.SafetensorError as err:
+        raise CheckpointError(f"{file}: not a valid safetensors file: {err}") from None
+    except FileNotFoundError:
+        raise CheckpointError(f"{file}: missing") from None
+    for name, array in tensors.items():
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise CheckpointError(f"{file}: tensor {name} has non-finite values")
+    metadata.pop("format", None)
+    return tensors, metadata
+
+
+def _check_step(step: Any, raise_error: bool = True) -> int | None:
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+        if raise_error:
+            raise CheckpointError(f"step must be an integer >= 0, got {step!r}")
+        return None
+    return int(step)
