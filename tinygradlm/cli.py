@@ -33,6 +33,28 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from .checkpoint import CheckpointError, latest_checkpoint
+    from .data.errors import DataError
+    from .train import Trainer, load_config
+
+    try:
+        config = load_config(args.config, args.overrides)
+        if args.no_resume and latest_checkpoint(config.out_dir) is not None:
+            raise ValueError(
+                f"{config.out_dir} already holds checkpoints: choose another out_dir to start "
+                "from scratch (nothing there is overwritten)"
+            )
+        trainer = Trainer(config)
+        if not args.no_resume:
+            trainer.resume()
+        trainer.train()
+    except (DataError, CheckpointError, ValueError) as e:
+        print(f"tinygradlm train: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="tinygradlm",
@@ -67,6 +89,28 @@ def main(argv: list[str] | None = None) -> int:
     prep.add_argument(
         "--overwrite", action="store_true", help="replace shards and tokenizer already in --out"
     )
+    train = commands.add_parser(
+        "train",
+        help="train a GPT on prepared shards",
+        description="Train a GPT on the shards of `tinygradlm prepare`. Resumes from the newest "
+        "checkpoint in out_dir unless --no-resume.",
+    )
+    train.add_argument(
+        "--config",
+        default="tiny",
+        help="a preset (tiny, small, gpt2) or a TOML file (default: tiny)",
+    )
+    train.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="settings on top of the config, e.g. max_steps=100 model.n_layer=2",
+    )
+    train.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="start from scratch even if out_dir has checkpoints",
+    )
     args = parser.parse_args(argv)
     if args.command == "demo":
         from .demo import main as demo
@@ -74,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         return demo()
     if args.command == "prepare":
         return _prepare(args)
+    if args.command == "train":
+        return _train(args)
     parser.error(f"unknown command {args.command!r}")
     return 2
 

@@ -1,0 +1,435 @@
+"""The training loop: one loop for pretraining (and, later, fine-tuning), on the flat buffers.
+
+A step is: for each of ``grad_accum_steps`` micro-batches, forward and backward with the
+gradient of ``loss / grad_accum_steps`` added into ``flat_grads``; then global-norm clipping,
+the divergence guard, and one AdamW update at the scheduled learning rate. Every
+``eval_interval`` steps the validation loss, every ``sample_interval`` a sample, every
+``checkpoint_interval`` an atomic checkpoint; the last step does all three.
+
+Determinism: the model's initialisation, the loader's order and the samples all come from
+``seed``, and nothing else is random, so the same config gives the same run. A checkpoint holds
+the parameters, AdamW's moments, the step and the loader's position, so a run resumed from it
+continues bit-identically (``tests/test_train.py`` kills a run with SIGKILL to check).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import backend
+from .checkpoint import latest_checkpoint, load_checkpoint, restore, save_checkpoint
+from .data.errors import DataError
+from .data.loader import DataLoader
+from .data.shards import find_shards
+from .model import GPT, GPTConfig
+from .optim import AdamW, clip_grad_norm, lr_schedule
+
+TOKENIZER_FILE = "tokenizer.txt"
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run, with its default. Sizes are global: ``batch_size``
+    sequences of ``seq_len`` tokens per micro-step, across all ranks."""
+
+    data_dir: str = "runs/data"  # the output of `tinygradlm prepare`
+    out_dir: str = "runs/train"  # checkpoints, metrics.jsonl
+    model: dict[str, Any] = field(default_factory=lambda: {"preset": "tiny"})
+    batch_size: int = 8
+    seq_len: int = 64
+    grad_accum_steps: int = 1
+    max_steps: int = 200
+    lr: float = 3e-3
+    min_lr: float = 3e-4
+    warmup_steps: int = 20
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # 0 disables clipping
+    eval_interval: int = 50
+    eval_batches: int = 8
+    sample_interval: int = 100
+    sample_tokens: int = 64
+    sample_prompt: str = ""
+    temperature: float = 1.0
+    top_k: int = 40
+    checkpoint_interval: int = 100
+    keep_last: int = 3
+    log_interval: int = 10
+    seed: int = 0
+    kernels: str = "numba"  # "numba" or "numpy" (tinygradlm.backend)
+    engine: str = "fused"  # "fused" or "autograd"
+    max_bad_steps: int = 5  # non-finite steps in a row before rolling back
+
+    def __post_init__(self) -> None:
+        positive = (
+            "batch_size",
+            "seq_len",
+            "grad_accum_steps",
+            "max_steps",
+            "eval_batches",
+            "log_interval",
+            "keep_last",
+        )
+        for name in positive:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"train config: {name} must be a positive integer, got {value!r}")
+        for name in (
+            "warmup_steps",
+            "eval_interval",
+            "sample_interval",
+            "checkpoint_interval",
+            "sample_tokens",
+            "seed",
+            "max_bad_steps",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"train config: {name} must be an integer ≥ 0, got {value!r}")
+        for name in ("lr", "min_lr", "weight_decay", "eps", "grad_clip", "temperature"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"train config: {name} must be a number ≥ 0, got {value!r}")
+        for name in ("beta1", "beta2"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise ValueError(f"train config: {name} must be in [0, 1), got {value!r}")
+        if self.warmup_steps > self.max_steps:
+            raise ValueError(
+                f"train config: warmup_steps ({self.warmup_steps}) exceeds max_steps "
+                f"({self.max_steps})"
+            )
+        if self.min_lr > self.lr:
+            raise ValueError(f"train config: min_lr ({self.min_lr}) exceeds lr ({self.lr})")
+        if self.kernels not in backend.KERNELS:
+            raise ValueError(f"train config: kernels must be one of {sorted(backend.KERNELS)}")
+        if self.engine not in ("fused", "autograd"):
+            raise ValueError("train config: engine must be 'fused' or 'autograd'")
+        self.gpt_config()  # validates the model table
+
+    def gpt_config(self, vocab_size: int | None = None) -> GPTConfig:
+        """The model: a preset with the [model] table's fields on top (vocab from the data)."""
+        fields = dict(self.model)
+        preset = fields.pop("preset", None)
+        if vocab_size is not None:
+            fields["vocab_size"] = vocab_size
+        try:
+            base = GPTConfig.preset(preset) if preset else GPTConfig()
+            return GPTConfig.from_dict({**base.to_dict(), **fields})
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"train config: [model]: {e}") from None
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(
+                f"train config: unknown key(s) {', '.join(unknown)} "
+                f"(known: {', '.join(sorted(known))})"
+            )
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # a couple of minutes on 2 cores: the README's demo
+    "tiny": {
+        "model": {"preset": "tiny", "block_size": 128, "n_layer": 4, "n_head": 4, "n_embd": 128},
+        "batch_size": 16,
+        "seq_len": 128,
+        "max_steps": 300,
+        "lr": 3e-3,
+        "min_lr": 3e-4,
+        "warmup_steps": 30,
+        "eval_interval": 50,
+        "sample_interval": 150,
+        "checkpoint_interval": 100,
+    },
+    # the benchmark model: 4 layers, 4 heads, width 256, T=256
+    "small": {
+        "model": {"preset": "small"},
+        "batch_size": 8,
+        "seq_len": 256,
+        "max_steps": 2000,
+        "lr": 1e-3,
+        "min_lr": 1e-4,
+        "warmup_steps": 100,
+        "eval_interval": 200,
+        "sample_interval": 500,
+        "checkpoint_interval": 500,
+    },
+    # GPT-2 124M's shape (nanoGPT's schedule, scaled to what a CPU cluster can run)
+    "gpt2": {
+        "model": {"preset": "gpt2", "padded_vocab_size": 50304},
+        "batch_size": 8,
+        "seq_len": 1024,
+        "grad_accum_steps": 8,
+        "max_steps": 5000,
+        "lr": 6e-4,
+        "min_lr": 6e-5,
+        "warmup_steps": 700,
+        "eval_interval": 250,
+        "sample_interval": 1000,
+        "checkpoint_interval": 500,
+    },
+}
+
+
+def load_config(source: str | None, overrides: Sequence[str] = ()) -> TrainConfig:
+    """A preset name or a TOML file, then ``key=value`` overrides (values in TOML syntax, dotted
+    keys for tables: ``model.n_layer=6``; a bare word is a string)."""
+    values: dict[str, Any] = {}
+    if source:
+        if source in PRESETS:
+            values = _deep_copy(PRESETS[source])
+        else:
+            try:
+                with open(source, "rb") as f:
+                    values = tomllib.load(f)
+            except OSError as e:
+                raise ValueError(f"cannot read config {source!r}: {e.strerror}") from None
+            except tomllib.TOMLDecodeError as e:
+                raise ValueError(f"config {source}: {e}") from None
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {item!r} is not KEY=VALUE")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw  # a bare word: a string
+        *tables, last = key.strip().split(".")
+        target = values
+        for table in tables:
+            target = target.setdefault(table, {})
+            if not isinstance(target, dict):
+                raise ValueError(f"override {item!r}: {table} is not a table")
+        target[last] = value
+    return TrainConfig.from_dict(values)
+
+
+def _deep_copy(d: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in d.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# the trainer
+# --------------------------------------------------------------------------------------------
+
+
+class Trainer:
+    """Holds a run's model, optimizer, loaders and position; :meth:`train` runs the loop."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.config = config
+        self.rank, self.world_size = rank, world_size
+        self.log = log if rank == 0 else (lambda _msg: None)
+        backend.set_kernels(config.kernels)
+        data_dir = Path(config.data_dir)
+        if not data_dir.is_dir() or not find_shards(data_dir, "train"):
+            raise DataError(
+                f"{data_dir}: no training shards (train_*.bin); run `tinygradlm prepare --out "
+                f"{data_dir}` first"
+            )
+        self.tokenizer_path = data_dir / TOKENIZER_FILE
+        vocab_size = self._vocab_size(data_dir)
+        self.model = GPT(config.gpt_config(vocab_size), seed=config.seed)
+        if config.seq_len > self.model.config.block_size:
+            raise ValueError(
+                f"train config: seq_len {config.seq_len} exceeds the model's block_size "
+                f"{self.model.config.block_size}"
+            )
+        self.optimizer = AdamW.for_model(
+            self.model,
+            lr=config.lr,
+            betas=(config.beta1, config.beta2),
+            eps=config.eps,
+            weight_decay=config.weight_decay,
+        )
+        loader_args = {
+            "batch_size": config.batch_size,
+            "seq_len": config.seq_len,
+            "rank": rank,
+            "world_size": world_size,
+            "seed": config.seed,
+            "vocab_size": self.model.config.vocab_size,
+        }
+        self.train_loader = DataLoader(data_dir, split="train", **loader_args)
+        self.val_loader = (
+            DataLoader(data_dir, split="val", shuffle=False, **loader_args)
+            if find_shards(data_dir, "val")
+            else None
+        )
+        self.step = 0
+        self.out_dir = Path(config.out_dir)
+
+    def _vocab_size(self, data_dir: Path) -> int:
+        """The vocabulary of the prepared data: from its tokenizer, else the largest token id."""
+        if self.tokenizer_path.exists():
+            from .tokenizer import Tokenizer
+
+            self.tokenizer = Tokenizer.load(self.tokenizer_path)
+            return self.tokenizer.vocab_size
+        self.tokenizer = None
+        from .data.shards import read_shard
+
+        return 1 + max(int(read_shard(p).max(initial=0)) for p in find_shards(data_dir, "train"))
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def trainer_state(self) -> dict[str, Any]:
+        return {"loader": self.train_loader.state_dict(), "config": self.config.to_dict()}
+
+    def resume(self) -> bool:
+        """Continue from the newest checkpoint in ``out_dir``, if there is one."""
+        path = latest_checkpoint(self.out_dir)
+        if path is None:
+            return False
+        ckpt = load_checkpoint(path)
+        restore(self.model, self.optimizer, ckpt)
+        self.train_loader.load_state_dict(ckpt.trainer_state["loader"])
+        self.step = ckpt.step
+        self.log(f"resumed from {path} at step {self.step}")
+        return True
+
+    def save(self) -> Path:
+        files = [self.tokenizer_path] if self.tokenizer_path.exists() else []
+        path = save_checkpoint(
+            self.out_dir,
+            self.step,
+            self.model,
+            self.optimizer,
+            self.trainer_state(),
+            tokenizer_files=files,
+            keep_last=self.config.keep_last,
+        )
+        self.log(f"step {self.step}: checkpoint {path}")
+        return path
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def train_step(self) -> dict[str, float]:
+        """One optimizer step: accumulate micro-batch gradients, clip, update."""
+        cfg = self.config
+        timings = {"data": 0.0, "fwd_bwd": 0.0, "optim": 0.0}
+        loss_sum = 0.0
+        for micro in range(cfg.grad_accum_steps):
+            t0 = time.perf_counter()
+            x, y = self.train_loader.next_batch()
+            t1 = time.perf_counter()
+            loss, _ = self.model.forward_backward(
+                x,
+                y,
+                engine=cfg.engine,
+                accumulate=micro > 0,
+                loss_scale=1.0 / cfg.grad_accum_steps,
+            )
+            t2 = time.perf_counter()
+            timings["data"] += t1 - t0
+            timings["fwd_bwd"] += t2 - t1
+            loss_sum += loss
+        t0 = time.perf_counter()
+        lr = lr_schedule(
+            self.step,
+            max_lr=cfg.lr,
+            min_lr=cfg.min_lr,
+            warmup_steps=cfg.warmup_steps,
+            max_steps=cfg.max_steps,
+        )
+        norm = clip_grad_norm(self.model.flat_grads, cfg.grad_clip)
+        loss = loss_sum / cfg.grad_accum_steps
+        skipped = not (math.isfinite(loss) and math.isfinite(norm))
+        if not skipped:
+            self.optimizer.step(lr)
+        timings["optim"] = time.perf_counter() - t0
+        self.step += 1
+        return {"loss": loss, "lr": lr, "grad_norm": norm, "skipped": skipped, **timings}
+
+    def evaluate(self) -> float:
+        """Mean loss over ``eval_batches`` validation batches, from the split's start."""
+        if self.val_loader is None:
+            return float("nan")
+        self.val_loader.reset()
+        losses = []
+        for _ in range(min(self.config.eval_batches, self.val_loader.batches_per_epoch)):
+            x, y = self.val_loader.next_batch()
+            losses.append(self._loss(x, y))
+        return float(np.mean(losses))
+
+    def _loss(self, x: np.ndarray, y: np.ndarray) -> float:
+        loss, _ = backend.layers().crossentropy_forward(self.model.logits(x), y)
+        return float(loss)
+
+    def train(self) -> dict[str, Any]:
+        cfg = self.config
+        tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum_steps
+        last: dict[str, Any] = {}
+        while self.step < cfg.max_steps:
+            started = time.perf_counter()
+            last = self.train_step()
+            seconds = time.perf_counter() - started
+            last["tokens_per_s"] = tokens_per_step / seconds
+            if self.step % cfg.log_interval == 0 or self.step == 1:
+                self.log(
+                    f"step {self.step:>5}/{cfg.max_steps} | loss {last['loss']:.4f} | "
+                    f"lr {last['lr']:.2e} | norm {last['grad_norm']:.3f} | "
+                    f"{last['tokens_per_s']:,.0f} tok/s"
+                )
+            done = self.step == cfg.max_steps
+            if cfg.eval_interval and (self.step % cfg.eval_interval == 0 or done):
+                val = self.evaluate()
+                last["val_loss"] = val
+                self.log(f"step {self.step}: val loss {val:.4f} | perplexity {math.exp(val):.2f}")
+            if cfg.sample_interval and (self.step % cfg.sample_interval == 0 or done):
+                self.log(f"step {self.step}: sample: {self.sample()!r}")
+            if cfg.checkpoint_interval and (self.step % cfg.checkpoint_interval == 0 or done):
+                if self.rank == 0:
+                    self.save()
+        return last
+
+    def sample(self) -> str:
+        """A sample from the current model (seeded by the run's seed and the step)."""
+        if self.tokenizer is None:
+            return "(no tokenizer in the data directory)"
+        from .generate import generate
+
+        tok = self.tokenizer
+        prompt = tok.encode(self.config.sample_prompt) if self.config.sample_prompt else []
+        ids = generate(
+            self.model,
+            [tok.eot_token, *prompt],
+            self.config.sample_tokens,
+            temperature=self.config.temperature,
+            top_k=self.config.top_k,
+            seed=self.config.seed * 1_000_003 + self.step,
+        )
+        return tok.decode(list(ids)[1:])
+
+
+def train(config: TrainConfig, *, resume: bool = True) -> dict[str, Any]:
+    """Run (or continue) a training run; returns the last step's metrics."""
+    trainer = Trainer(config)
+    if resume:
+        trainer.resume()
+    return trainer.train()
