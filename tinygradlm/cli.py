@@ -55,6 +55,28 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sample(args: argparse.Namespace) -> int:
+    from .checkpoint import CheckpointError
+    from .data.errors import DataError
+    from .generate import sample_from_checkpoint
+
+    try:
+        text = sample_from_checkpoint(
+            args.ckpt,
+            args.prompt,
+            args.max_new_tokens,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            seed=args.seed,
+            top_p=args.top_p,
+        )
+    except (DataError, CheckpointError, ValueError, FileNotFoundError) as e:
+        print(f"tinygradlm sample: {e}", file=sys.stderr)
+        return 1
+    print(text)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="tinygradlm",
@@ -111,6 +133,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="start from scratch even if out_dir has checkpoints",
     )
+    sample = commands.add_parser("sample", help="generate text from a checkpoint")
+    sample.add_argument("--ckpt", required=True, type=Path, help="a checkpoint directory")
+    sample.add_argument("--prompt", default="", help="text to continue (default: from scratch)")
+    sample.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=200)
+    sample.add_argument("--temperature", type=float, default=1.0, help="0 for greedy")
+    sample.add_argument("--top-k", dest="top_k", type=int, default=None)
+    sample.add_argument("--top-p", dest="top_p", type=float, default=None)
+    sample.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.command == "demo":
         from .demo import main as demo
@@ -120,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         return _prepare(args)
     if args.command == "train":
         return _train(args)
+    if args.command == "sample":
+        return _sample(args)
     parser.error(f"unknown command {args.command!r}")
     return 2
 

@@ -416,15 +416,18 @@ class Trainer:
 
         tok = self.tokenizer
         prompt = tok.encode(self.config.sample_prompt) if self.config.sample_prompt else []
-        ids = generate(
+        new = generate(
             self.model,
             [tok.eot_token, *prompt],
             self.config.sample_tokens,
             temperature=self.config.temperature,
             top_k=self.config.top_k,
             seed=self.config.seed * 1_000_003 + self.step,
+            stop_token=tok.eot_token,
         )
-        return tok.decode(list(ids)[1:])
+        if new and new[-1] == tok.eot_token:
+            new = new[:-1]
+        return tok.decode(prompt + list(new))
 
 
 def train(config: TrainConfig, *, resume: bool = True) -> dict[str, Any]:
