@@ -13,6 +13,7 @@ import pytest
 
 from tinygradlm.checkpoint import latest_checkpoint, load_checkpoint
 from tinygradlm.data.shards import write_shards
+from tinygradlm.optim import lr_schedule
 from tinygradlm.train import TrainConfig, Trainer, load_config
 
 V = 32
@@ -132,14 +133,34 @@ def test_missing_data_says_to_prepare(tmp_path):
 
 def run_cli(tmp_path, steps, *extra, wait=True):
     args = [
-        sys.executable, "-m", "tinygradlm", "train", "--config", "tiny",
-        f"data_dir='{tmp_path / 'data'}'", f"out_dir='{tmp_path / 'run'}'",
-        "model.block_size=16", "model.n_layer=2", "model.n_head=2", "model.n_embd=32",
-        "batch_size=8", "seq_len=16", f"max_steps={steps}", "warmup_steps=3",
-        "checkpoint_interval=4", "eval_interval=0", "sample_interval=0", "log_interval=1", *extra,
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-           "NUMBA_NUM_THREADS": "1"}  # fmt: skip
+        sys.executable,
+        "-m",
+        "tinygradlm",
+        "train",
+        "--config",
+        "tiny",
+        f"data_dir='{tmp_path / 'data'}'",
+        f"out_dir='{tmp_path / 'run'}'",
+        "model.block_size=16",
+        "model.n_layer=2",
+        "model.n_head=2",
+        "model.n_embd=32",
+        "batch_size=8",
+        "seq_len=16",
+        f"max_steps={steps}",
+        "warmup_steps=3",
+        "checkpoint_interval=4",
+        "eval_interval=0",
+        "sample_interval=0",
+        "log_interval=1",
+        *extra,
+    ]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "NUMBA_NUM_THREADS": "1",
+    }
     if wait:
         return subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -175,3 +196,67 @@ def test_a_run_killed_with_sigkill_resumes_bit_identically(tmp_path):
     for name in ("m", "v"):
         np.testing.assert_array_equal(a.optimizer_state[name], b.optimizer_state[name])
     assert a.trainer_state["loader"] == b.trainer_state["loader"]
+
+
+def poison(trainer, bad_calls):
+    """Make the given forward_backward calls (0-based) return a NaN loss and NaN gradients."""
+    real = trainer.model.forward_backward
+    calls = {"n": 0}
+
+    def forward_backward(*args, **kwargs):
+        loss, grads = real(*args, **kwargs)
+        n = calls["n"]
+        calls["n"] += 1
+        if n in bad_calls:
+            trainer.model.flat_grads[:] = np.nan
+            return float("nan"), grads
+        return loss, grads
+
+    trainer.model.forward_backward = forward_backward
+
+
+def test_a_non_finite_step_is_skipped_and_logged(tmp_path, data):
+    from tinygradlm.monitor import read_metrics
+
+    trainer = Trainer(tiny_config(tmp_path, max_steps=6, warmup_steps=1), log=lambda _m: None)
+    poison(trainer, {3})  # the 4th step
+    trainer.train()
+    assert trainer.step == 6 and trainer.optimizer.step_count == 5  # one update skipped
+    records = read_metrics(tmp_path / "run")
+    skips = [r["step"] for r in records if r["kind"] == "event" and r["event"] == "skip"]
+    assert skips == [4]
+    assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3, 4, 5, 6]
+
+
+def test_repeated_non_finite_steps_roll_back_at_a_lower_learning_rate(tmp_path, data):
+    from tinygradlm.monitor import read_metrics
+
+    config = tiny_config(
+        tmp_path, max_steps=10, warmup_steps=1, checkpoint_interval=4, max_bad_steps=3
+    )
+    trainer = Trainer(config, log=lambda _m: None)
+    poison(trainer, {5, 6, 7})  # steps 6, 7 and 8 fail; the checkpoint at step 4 is restored
+    trainer.train()
+    assert trainer.step == 10 and trainer.guard.rollbacks == 1
+    assert trainer.guard.lr_factor == 0.5
+    assert np.isfinite(trainer.model.flat_params).all()
+    events = [r for r in read_metrics(tmp_path / "run") if r["kind"] == "event"]
+    rollback = next(r for r in events if r["event"] == "rollback")
+    assert rollback["step"] == 4 and rollback["from_step"] == 8
+    last = [r for r in read_metrics(tmp_path / "run") if r["kind"] == "train"][-1]
+    expected = lr_schedule(9, max_lr=1e-2, min_lr=1e-3, warmup_steps=1, max_steps=10)
+    assert last["lr"] == pytest.approx(0.5 * expected, rel=1e-6)  # the schedule, halved
+
+
+def test_metrics_file_has_train_and_val_records(tmp_path, data):
+    from tinygradlm.monitor import read_metrics
+
+    Trainer(
+        tiny_config(tmp_path, max_steps=4, warmup_steps=1, eval_interval=2), log=lambda _m: None
+    ).train()
+    records = read_metrics(tmp_path / "run")
+    train = [r for r in records if r["kind"] == "train"]
+    assert [r["step"] for r in train] == [1, 2, 3, 4]
+    assert all(r["tokens_per_s"] > 0 and 0 < r["mfu"] < 1.5 for r in train)
+    assert set(train[0]["time"]) >= {"data", "fwd_bwd", "optim"}
+    assert [r["step"] for r in records if r["kind"] == "val"] == [2, 4]

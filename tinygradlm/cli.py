@@ -77,6 +77,19 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plot(args: argparse.Namespace) -> int:
+    from .monitor import MetricsError, plot_run
+
+    try:
+        paths = plot_run(args.run_dir, args.out)
+    except (MetricsError, ImportError, FileNotFoundError) as e:
+        print(f"tinygradlm plot: {e}", file=sys.stderr)
+        return 1
+    for path in paths:
+        print(path)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="tinygradlm",
@@ -141,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     sample.add_argument("--top-k", dest="top_k", type=int, default=None)
     sample.add_argument("--top-p", dest="top_p", type=float, default=None)
     sample.add_argument("--seed", type=int, default=0)
+    plot = commands.add_parser("plot", help="draw a run's curves as PNG files")
+    plot.add_argument("run_dir", type=Path, help="a training run's out_dir (has metrics.jsonl)")
+    plot.add_argument("--out", type=Path, default=None, help="where to write (default: run_dir)")
     args = parser.parse_args(argv)
     if args.command == "demo":
         from .demo import main as demo
@@ -152,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         return _train(args)
     if args.command == "sample":
         return _sample(args)
+    if args.command == "plot":
+        return _plot(args)
     parser.error(f"unknown command {args.command!r}")
     return 2
 

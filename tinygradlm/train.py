@@ -31,6 +31,15 @@ from .data.errors import DataError
 from .data.loader import DataLoader
 from .data.shards import find_shards
 from .model import GPT, GPTConfig
+from .monitor import (
+    Action,
+    DivergenceGuard,
+    MetricsLogger,
+    ProgressLine,
+    StepTimer,
+    measure_gemm_flops,
+    mfu,
+)
 from .optim import AdamW, clip_grad_norm, lr_schedule
 
 TOKENIZER_FILE = "tokenizer.txt"
@@ -283,6 +292,9 @@ class Trainer:
         )
         self.step = 0
         self.out_dir = Path(config.out_dir)
+        self.guard = DivergenceGuard(max(config.max_bad_steps, 1))
+        self.timer = StepTimer()
+        self.metrics: MetricsLogger | None = None  # opened by train(), after a resume
 
     def _vocab_size(self, data_dir: Path) -> int:
         """The vocabulary of the prepared data: from its tokenizer, else the largest token id."""
@@ -299,19 +311,50 @@ class Trainer:
     # -- state ---------------------------------------------------------------------------------
 
     def trainer_state(self) -> dict[str, Any]:
-        return {"loader": self.train_loader.state_dict(), "config": self.config.to_dict()}
+        return {
+            "loader": self.train_loader.state_dict(),
+            "guard": self.guard.state_dict(),
+            "config": self.config.to_dict(),
+        }
 
     def resume(self) -> bool:
         """Continue from the newest checkpoint in ``out_dir``, if there is one."""
         path = latest_checkpoint(self.out_dir)
         if path is None:
             return False
+        self._restore(path)
+        guard = self._checkpoint_state.get("guard")
+        if guard is not None:
+            self.guard.load_state_dict(guard)
+        self.log(f"resumed from {path} at step {self.step}")
+        return True
+
+    def _restore(self, path: Path) -> None:
+        """Parameters, moments, step and data position from the checkpoint at ``path``."""
         ckpt = load_checkpoint(path)
         restore(self.model, self.optimizer, ckpt)
         self.train_loader.load_state_dict(ckpt.trainer_state["loader"])
         self.step = ckpt.step
-        self.log(f"resumed from {path} at step {self.step}")
-        return True
+        self._checkpoint_state = ckpt.trainer_state
+
+    def rollback(self) -> None:
+        """After repeated non-finite steps: back to the last checkpoint, at a lower learning rate
+        (the guard's ``lr_factor``, which a rollback does not restore)."""
+        path = latest_checkpoint(self.out_dir)
+        if path is None:
+            raise RuntimeError(
+                f"{self.guard.max_bad_steps} non-finite steps in a row at step {self.step} and "
+                f"no checkpoint in {self.out_dir} to roll back to"
+            )
+        failed_at = self.step
+        self._restore(path)
+        message = (
+            f"{self.guard.max_bad_steps} non-finite steps in a row at step {failed_at}: rolled "
+            f"back to step {self.step}, learning rate scaled by {self.guard.lr_factor:g}"
+        )
+        self.log(message)
+        if self.metrics is not None:
+            self.metrics.log_event(self.step, "rollback", message, from_step=failed_at)
 
     def save(self) -> Path:
         files = [self.tokenizer_path] if self.tokenizer_path.exists() else []
@@ -324,47 +367,44 @@ class Trainer:
             tokenizer_files=files,
             keep_last=self.config.keep_last,
         )
-        self.log(f"step {self.step}: checkpoint {path}")
+        if self.metrics is not None:
+            self.metrics.log_event(self.step, "checkpoint", str(path))
         return path
 
     # -- the loop ------------------------------------------------------------------------------
 
-    def train_step(self) -> dict[str, float]:
-        """One optimizer step: accumulate micro-batch gradients, clip, update."""
-        cfg = self.config
-        timings = {"data": 0.0, "fwd_bwd": 0.0, "optim": 0.0}
+    def train_step(self) -> dict[str, Any]:
+        """One optimizer step: accumulate micro-batch gradients, clip, check, update."""
+        cfg, timer = self.config, self.timer
+        timer.reset()
         loss_sum = 0.0
         for micro in range(cfg.grad_accum_steps):
-            t0 = time.perf_counter()
-            x, y = self.train_loader.next_batch()
-            t1 = time.perf_counter()
-            loss, _ = self.model.forward_backward(
-                x,
-                y,
-                engine=cfg.engine,
-                accumulate=micro > 0,
-                loss_scale=1.0 / cfg.grad_accum_steps,
-            )
-            t2 = time.perf_counter()
-            timings["data"] += t1 - t0
-            timings["fwd_bwd"] += t2 - t1
+            with timer("data"):
+                x, y = self.train_loader.next_batch()
+            with timer("fwd_bwd"):
+                loss, _ = self.model.forward_backward(
+                    x,
+                    y,
+                    engine=cfg.engine,
+                    accumulate=micro > 0,
+                    loss_scale=1.0 / cfg.grad_accum_steps,
+                )
             loss_sum += loss
-        t0 = time.perf_counter()
-        lr = lr_schedule(
-            self.step,
-            max_lr=cfg.lr,
-            min_lr=cfg.min_lr,
-            warmup_steps=cfg.warmup_steps,
-            max_steps=cfg.max_steps,
-        )
-        norm = clip_grad_norm(self.model.flat_grads, cfg.grad_clip)
-        loss = loss_sum / cfg.grad_accum_steps
-        skipped = not (math.isfinite(loss) and math.isfinite(norm))
-        if not skipped:
-            self.optimizer.step(lr)
-        timings["optim"] = time.perf_counter() - t0
+        with timer("optim"):
+            lr = self.guard.lr_factor * lr_schedule(
+                self.step,
+                max_lr=cfg.lr,
+                min_lr=cfg.min_lr,
+                warmup_steps=cfg.warmup_steps,
+                max_steps=cfg.max_steps,
+            )
+            norm = clip_grad_norm(self.model.flat_grads, cfg.grad_clip)
+            loss = loss_sum / cfg.grad_accum_steps
+            action = self.guard.check(loss, norm)
+            if action == Action.OK:
+                self.optimizer.step(lr)
         self.step += 1
-        return {"loss": loss, "lr": lr, "grad_norm": norm, "skipped": skipped, **timings}
+        return {"loss": loss, "lr": lr, "grad_norm": norm, "action": action}
 
     def evaluate(self) -> float:
         """Mean loss over ``eval_batches`` validation batches, from the split's start."""
@@ -382,31 +422,61 @@ class Trainer:
         return float(loss)
 
     def train(self) -> dict[str, Any]:
+        """Run from the current step to ``max_steps``; returns the last step's record."""
         cfg = self.config
+        model_cfg = self.model.config
         tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum_steps
-        last: dict[str, Any] = {}
-        while self.step < cfg.max_steps:
-            started = time.perf_counter()
-            last = self.train_step()
-            seconds = time.perf_counter() - started
-            last["tokens_per_s"] = tokens_per_step / seconds
-            if self.step % cfg.log_interval == 0 or self.step == 1:
-                self.log(
-                    f"step {self.step:>5}/{cfg.max_steps} | loss {last['loss']:.4f} | "
-                    f"lr {last['lr']:.2e} | norm {last['grad_norm']:.3f} | "
-                    f"{last['tokens_per_s']:,.0f} tok/s"
+        flops_per_step = self.model.flops_per_token(cfg.seq_len) * tokens_per_step
+        rows = cfg.batch_size // self.world_size * cfg.seq_len
+        peak = measure_gemm_flops(model_cfg.n_embd, rows, vocab_size=model_cfg.Vp)
+        peak *= self.world_size
+        self.metrics = MetricsLogger(
+            self.out_dir, enabled=self.rank == 0, resume_step=self.step if self.step else None
+        )
+        progress = ProgressLine(cfg.max_steps, every=cfg.log_interval, enabled=self.rank == 0)
+        record: dict[str, Any] = {}
+        try:
+            while self.step < cfg.max_steps:
+                started = time.perf_counter()
+                result = self.train_step()
+                seconds = time.perf_counter() - started
+                if result["action"] == Action.ROLLBACK:
+                    self.rollback()
+                    continue
+                record = self.metrics.log_train(
+                    self.step,
+                    loss=result["loss"],
+                    lr=result["lr"],
+                    grad_norm=result["grad_norm"],
+                    tokens_per_s=tokens_per_step / seconds,
+                    mfu=mfu(flops_per_step, seconds, peak),
+                    time=self.timer.split(),
                 )
-            done = self.step == cfg.max_steps
-            if cfg.eval_interval and (self.step % cfg.eval_interval == 0 or done):
-                val = self.evaluate()
-                last["val_loss"] = val
-                self.log(f"step {self.step}: val loss {val:.4f} | perplexity {math.exp(val):.2f}")
-            if cfg.sample_interval and (self.step % cfg.sample_interval == 0 or done):
-                self.log(f"step {self.step}: sample: {self.sample()!r}")
-            if cfg.checkpoint_interval and (self.step % cfg.checkpoint_interval == 0 or done):
-                if self.rank == 0:
-                    self.save()
-        return last
+                if result["action"] == Action.SKIP:
+                    message = "non-finite loss or gradient norm: update skipped"
+                    self.metrics.log_event(self.step, "skip", message)
+                    progress.message(f"step {self.step}: {message}")
+                progress.update(record)
+                self._periodic(progress)
+        finally:
+            progress.close()
+            self.metrics.close()
+        return record
+
+    def _periodic(self, progress: ProgressLine) -> None:
+        """Validation, samples and checkpoints when their intervals (or the last step) come."""
+        cfg, step = self.config, self.step
+        done = step == cfg.max_steps
+        if cfg.eval_interval and (step % cfg.eval_interval == 0 or done):
+            val = self.evaluate()
+            if math.isfinite(val):
+                self.metrics.log_val(step, loss=val)
+                progress.message(f"step {step}: val loss {val:.4f}, perplexity {math.exp(val):.2f}")
+        if cfg.sample_interval and (step % cfg.sample_interval == 0 or done):
+            progress.message(f"step {step}: sample: {self.sample()!r}")
+        if cfg.checkpoint_interval and (step % cfg.checkpoint_interval == 0 or done):
+            if self.rank == 0:
+                progress.message(f"step {step}: checkpoint {self.save()}")
 
     def sample(self) -> str:
         """A sample from the current model (seeded by the run's seed and the step)."""
