@@ -1,0 +1,110 @@
+"""`tinygradlm prepare` end to end: from text to a tokenizer, shards and a report that adds up."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tinygradlm.data import DataError, DataLoader, read_shard
+from tinygradlm.data.documents import Document
+from tinygradlm.data.prepare import PrepareConfig, prepare, split_documents
+from tinygradlm.tokenizer import Tokenizer
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    out = tmp_path_factory.mktemp("prepared")
+    report = prepare(None, out, PrepareConfig(vocab_size=512), log=lambda _m: None)
+    return out, report
+
+
+def test_default_corpus_gives_tokenizer_shards_and_report(prepared):
+    out, report = prepared
+    tok = Tokenizer.load(out / "tokenizer.txt")
+    assert tok.vocab_size == 512 and tok.eot_token is not None
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk["splits"] == report["splits"]
+    for split in ("train", "val"):
+        info = report["splits"][split]
+        tokens = np.concatenate([read_shard(out / name, vocab_size=512) for name in info["shards"]])
+        assert len(tokens) == info["tokens"]  # the report adds up to the shards
+        assert (tokens == tok.eot_token).sum() == info["documents"]  # one delimiter per document
+        assert tokens[0] == tok.eot_token
+    cleaned = report["cleaning"]["after"]["documents"]
+    deduped = report["dedup"]["after"]["documents"]
+    assert deduped <= cleaned <= report["cleaning"]["before"]["documents"]
+    assert report["splits"]["train"]["documents"] + report["splits"]["val"]["documents"] == deduped
+
+
+def test_shards_decode_back_to_the_cleaned_text(prepared):
+    out, _ = prepared
+    tok = Tokenizer.load(out / "tokenizer.txt")
+    tokens = read_shard(sorted(out.glob("val_*.bin"))[0])
+    text = tok.decode([int(t) for t in tokens])
+    assert text.startswith("<|endoftext|>")
+    assert len(text) > 1000 and "\ufffd" not in text
+
+
+def test_prepared_data_feeds_the_loader(prepared):
+    out, _ = prepared
+    loader = DataLoader(out, split="train", batch_size=4, seq_len=32, vocab_size=512)
+    x, y = loader.next_batch()
+    assert x.shape == y.shape == (4, 32)
+    np.testing.assert_array_equal(x[:, 1:], y[:, :-1])
+
+
+def test_prepare_refuses_to_overwrite_without_being_asked(prepared, tmp_path):
+    out, _ = prepared
+    with pytest.raises(DataError, match="already holds prepared data"):
+        prepare(None, out, PrepareConfig(vocab_size=512), log=lambda _m: None)
+
+
+def test_prepare_reads_a_directory_and_reports_what_it_removed(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    prose = " ".join(f"The {w} of the river was in the valley and it ran." for w in "abcdefghij")
+    (src / "a.txt").write_text(prose * 3)
+    (src / "b.txt").write_text(prose * 3)  # an exact duplicate
+    (src / "c.txt").write_text("too short")
+    (src / "d.txt").write_text(" ".join(f"Word{i} and the next one is here." for i in range(80)))
+    report = prepare([src], tmp_path / "out", PrepareConfig(vocab_size=300), log=lambda _m: None)
+    assert report["cleaning"]["rules"]["word_count"]["documents"] == 1
+    assert report["dedup"]["rules"]["exact_duplicate"]["documents"] == 1
+    assert report["splits"]["train"]["documents"] + report["splits"]["val"]["documents"] == 2
+
+
+def test_a_single_document_is_split_at_a_line_boundary():
+    text = "".join(f"line {i} of the only document\n" for i in range(100))
+    train, val = split_documents([Document(text, "one.txt")], 0.1, seed=0)
+    assert train[0].text + val[0].text == text
+    assert 0.05 < len(val[0].text) / len(text) < 0.2
+
+
+def test_empty_result_names_the_problem(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "tiny.txt").write_text("just a few words")
+    with pytest.raises(DataError, match="no documents are left"):
+        prepare([src], tmp_path / "out", log=lambda _m: None)
+
+
+def test_command_line_reports_bad_input_without_a_traceback(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tinygradlm",
+            "prepare",
+            str(tmp_path / "missing"),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "tinygradlm prepare:" in result.stderr and "missing" in result.stderr
+    assert "Traceback" not in result.stderr

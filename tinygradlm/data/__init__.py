@@ -1,0 +1,38 @@
+"""The data path: raw text → cleaned, deduplicated documents → token shards → batches.
+
+- :mod:`.documents`: read text files, directories and JSONL; the embedded default corpus.
+- :mod:`.clean`: normalisation, C4-style line filters, Gopher-style document filters.
+- :mod:`.dedup`: exact and MinHash-LSH near-duplicate removal.
+- :mod:`.report`: what was removed, by which rule, with examples.
+- :mod:`.shards`: llm.c-compatible token shards, written atomically, read memory-mapped.
+- :mod:`.loader`: deterministic, resumable batches, sliced across data-parallel ranks.
+- :mod:`.prepare`: all of it in order (``tinygradlm prepare``).
+
+The tokenizer is :mod:`tinygradlm.tokenizer`. See ``docs/data.md``, ``docs/shards.md``.
+"""
+
+from .clean import CleanConfig, clean_documents
+from .dedup import DedupConfig, deduplicate
+from .documents import Document, default_corpus, read_documents, write_documents
+from .errors import DataError
+from .loader import DataLoader
+from .report import Report
+from .shards import read_shard, shard_info, write_shard, write_shards
+
+__all__ = [
+    "CleanConfig",
+    "DataError",
+    "DataLoader",
+    "DedupConfig",
+    "Document",
+    "Report",
+    "clean_documents",
+    "deduplicate",
+    "default_corpus",
+    "read_documents",
+    "read_shard",
+    "shard_info",
+    "write_documents",
+    "write_shard",
+    "write_shards",
+]
