@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo check-demo test lint format bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,8 +12,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The main job on the embedded corpus: prepare it (once), train the "tiny" preset (resuming if
+# a run is there), then sample from the last checkpoint.
+DEMO := runs/demo
 demo: $(STAMP)
-	$(PY) -m tinygradlm demo
+	test -f $(DEMO)/data/report.json || $(PY) -m tinygradlm prepare --out $(DEMO)/data
+	$(PY) -m tinygradlm train --config tiny data_dir=$(DEMO)/data out_dir=$(DEMO)/train
+	$(PY) -m tinygradlm sample --ckpt "$$(ls -d $(DEMO)/train/ckpt_* | tail -n 1)" \
+		--prompt "The" --max-new-tokens 120 --temperature 0.8 --top-k 40
+
+check-demo: $(STAMP)
+	$(PY) -m tinygradlm check-demo
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -35,7 +35,10 @@ def test_import_works_when_mpi4py_cannot_be_imported(tmp_path):
 
 def test_demo_command_passes_and_shows_the_caught_bug():
     result = subprocess.run(
-        [sys.executable, "-m", "tinygradlm", "demo"], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "tinygradlm", "check-demo"],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "check_vjp failed" in result.stdout  # the planted bug is reported

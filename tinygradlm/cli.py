@@ -48,6 +48,12 @@ def _train(args: argparse.Namespace) -> int:
         trainer = Trainer(config)
         if not args.no_resume:
             trainer.resume()
+        if trainer.step >= config.max_steps:
+            print(
+                f"{config.out_dir} already finished {trainer.step} of {config.max_steps} steps: "
+                "raise max_steps to continue, or choose another out_dir"
+            )
+            return 0
         trainer.train()
     except (DataError, CheckpointError, ValueError) as e:
         print(f"tinygradlm train: {e}", file=sys.stderr)
@@ -97,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser(
-        "demo", help="check a hand-written layer-norm backward with tinygradlm.testing"
+        "check-demo", help="check a hand-written layer-norm backward with tinygradlm.testing"
     )
     prep = commands.add_parser(
         "prepare",
@@ -158,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     plot.add_argument("run_dir", type=Path, help="a training run's out_dir (has metrics.jsonl)")
     plot.add_argument("--out", type=Path, default=None, help="where to write (default: run_dir)")
     args = parser.parse_args(argv)
-    if args.command == "demo":
+    if args.command == "check-demo":
         from .demo import main as demo
 
         return demo()

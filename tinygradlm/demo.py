@@ -1,6 +1,6 @@
 """A demonstration of the gradient-checking toolkit on a hand-written layer.
 
-``python -m tinygradlm demo`` runs it. It writes a layer-norm forward/backward pair in plain
+``python -m tinygradlm check-demo`` runs it. It writes a layer-norm forward/backward pair in plain
 NumPy, verifies the backward against float64 finite differences with ``check_vjp``, shows the
 report the checker gives for a backward with a planted bug, and cross-checks the layer against
 the autograd engine's layer norm (composed from primitive ops) with ``gradcheck``.

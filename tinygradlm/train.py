@@ -160,7 +160,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": {"preset": "tiny", "block_size": 128, "n_layer": 4, "n_head": 4, "n_embd": 128},
         "batch_size": 16,
         "seq_len": 128,
-        "max_steps": 300,
+        "max_steps": 500,
         "lr": 3e-3,
         "min_lr": 3e-4,
         "warmup_steps": 30,
