@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from kernel_inputs import IMPLEMENTATIONS
+from layer_inputs import IMPLEMENTATIONS
 
 from tinygradlm import backend
 from tinygradlm.testing import strategies as tst

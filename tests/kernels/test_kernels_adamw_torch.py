@@ -4,7 +4,7 @@ without a decay mask. Skipped when PyTorch is not installed."""
 import numpy as np
 import pytest
 from hypothesis import given
-from kernel_inputs import IMPLEMENTATIONS
+from layer_inputs import IMPLEMENTATIONS
 from test_kernels_adamw import draw_run, hyperparameters, run
 
 from tinygradlm import backend

@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 import pytest
-from kernel_inputs import IMPLEMENTATIONS, LAYERS, example, floating, upstream_gradient
+from layer_inputs import IMPLEMENTATIONS, LAYERS, example, floating, upstream_gradient
 
 from tinygradlm import backend, kernels, ref
 

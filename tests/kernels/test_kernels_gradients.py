@@ -5,7 +5,7 @@ hypothesis-drawn shapes, comparing whole Jacobians (mode="full": the shapes are 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from kernel_inputs import FUSED, STRATEGIES, example, upstream_gradient
+from layer_inputs import FUSED, STRATEGIES, example, upstream_gradient
 
 from tinygradlm import kernels
 from tinygradlm.testing import check_vjp

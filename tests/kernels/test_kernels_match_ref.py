@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from kernel_inputs import FUSED, STRATEGIES, cast, example, floating, upstream_gradient
+from layer_inputs import FUSED, STRATEGIES, cast, example, floating, upstream_gradient
 
 from tinygradlm import kernels, ref
 

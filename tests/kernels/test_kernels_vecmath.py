@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from kernel_inputs import example, upstream_gradient
+from layer_inputs import example, upstream_gradient
 from numba import njit
 
 from tinygradlm import kernels

@@ -4,9 +4,9 @@ same gradients, via ``.backward(dout)`` on float64 Tensors, to about 1e-10."""
 
 import math
 
+import layer_inputs as ri
 import numpy as np
 import pytest
-import ref_inputs as ri
 from hypothesis import given
 
 from tinygradlm.autograd import Tensor, cross_entropy, embedding, layer_norm, masked_fill, softmax

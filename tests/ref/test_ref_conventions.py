@@ -5,9 +5,9 @@ cache alone, and the package imports nothing of tinygradlm."""
 import ast
 from pathlib import Path
 
+import layer_inputs as ri
 import numpy as np
 import pytest
-import ref_inputs as ri
 
 from tinygradlm import ref
 

@@ -3,9 +3,9 @@ that names the function, the argument and what was expected."""
 
 import re
 
+import layer_inputs as ri
 import numpy as np
 import pytest
-import ref_inputs as ri
 
 from tinygradlm import ref
 

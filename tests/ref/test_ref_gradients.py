@@ -1,7 +1,7 @@
 """Every backward in tinygradlm.ref against float64 finite differences of its forward, over
 hypothesis-drawn shapes, comparing whole Jacobians (mode="full": the shapes are small)."""
 
-import ref_inputs as ri
+import layer_inputs as ri
 from hypothesis import given
 
 from tinygradlm import ref

@@ -4,9 +4,9 @@ AdamW's first step."""
 
 import math
 
+import layer_inputs as ri
 import numpy as np
 import pytest
-import ref_inputs as ri
 from hypothesis import given
 from hypothesis import strategies as st
 

@@ -2,9 +2,9 @@
 forward values and gradients; AdamW against torch.optim.AdamW over several steps in float32.
 Skipped when PyTorch is not installed."""
 
+import layer_inputs as ri
 import numpy as np
 import pytest
-import ref_inputs as ri
 from hypothesis import given
 from hypothesis import strategies as st
 

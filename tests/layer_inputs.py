@@ -1,4 +1,5 @@
-"""Inputs for the kernel tests, shared by the modules in tests/kernels.
+"""Inputs for the layer tests, shared by tests/ref (the NumPy reference) and tests/kernels (the
+Numba twins), so both are held to the same cases.
 
 - ``STRATEGIES[layer]``: hypothesis strategies of float64 argument lists for ``<layer>_forward``,
   drawn with :mod:`tinygradlm.testing.strategies` and kept away from trouble (layer-norm rows
@@ -8,6 +9,7 @@
 - ``cast(args, dtype)``: the same arguments with every floating array in ``dtype``.
 - ``example(layer, dtype)``: one fixed argument list at GPT-like shapes.
 - ``IMPLEMENTATIONS``: the names ``tinygradlm.backend.layers`` takes.
+- ``PAIRS[layer]``: the reference's (forward, backward) pair.
 """
 
 from __future__ import annotations
@@ -18,12 +20,16 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from tinygradlm import ref
 from tinygradlm.testing import strategies as tst
 
 IMPLEMENTATIONS = ["numpy", "numba"]
 LAYERS = ["encoder", "layernorm", "linear", "attention", "gelu", "residual", "crossentropy"]
 FUSED = ["encoder", "layernorm", "attention", "gelu", "crossentropy"]  # Numba's own kernels
 IGNORE = -1  # the ignore_index the cross-entropy strategy uses (the default elsewhere)
+PAIRS = {
+    layer: (getattr(ref, f"{layer}_forward"), getattr(ref, f"{layer}_backward")) for layer in LAYERS
+}
 
 leading_shapes = tst.shapes(min_dims=0, max_dims=2, min_side=1, max_side=4)  # the (B, T) part
 
