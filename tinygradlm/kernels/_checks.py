@@ -1,27 +1,21 @@
 """Input checks for the kernels' Python wrappers.
 
-The kernels check their arguments exactly as ``tinygradlm.ref`` does, with ref's helpers and
-messages (one place for each check), before any jitted code runs: a wrong shape or dtype raises an
-error naming the function and the argument, never a crash or a garbage read inside a Numba loop
-(which does no bounds checking). The two helpers here are the kernels' own: a jitted loop writes
-through a flat or (rows, C) view, which is only a view of a C-contiguous ``out``.
+The kernels check their arguments exactly as ``tinygradlm.ref`` does, before any jitted code runs:
+each forward calls its ref layer's own check (``check_encoder_forward`` in ``ref/encoder.py``, and
+so on: one place for each check and its messages) and each backward ref's ``upstream``, so a wrong
+shape, dtype or index raises an error naming the function and the argument, never a crash or a
+garbage read inside a Numba loop (which does no bounds checking). The two helpers here are the
+kernels' own: a jitted loop writes through a flat or (rows, C) view, which is only a view of a
+C-contiguous ``out``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..ref._checks import float_array, int_array, out_array, same_dtype, upstream
+from ..ref._checks import upstream
 
-__all__ = [
-    "copy_back",
-    "float_array",
-    "int_array",
-    "out_array",
-    "same_dtype",
-    "upstream",
-    "work_buffer",
-]
+__all__ = ["copy_back", "upstream", "work_buffer"]
 
 
 def work_buffer(out: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from . import _checks
+from ..ref.adamw import check_adamw_update
 from ._vecmath import FASTMATH
 
 
@@ -54,26 +54,9 @@ def adamw_update(
     the decay only where ``decay_mask`` (N,) is 1 (everywhere when it is None). step is 1-based.
     Same formula as torch.optim.AdamW. Pure Numba, one pass, parallel over elements.
     """
-    fn = "adamw_update"
-    dtype = _checks.float_array(fn, "params", params)
-    if params.ndim != 1:
-        raise ValueError(f"{fn}: params must be a flat (N,) buffer, got shape {params.shape}")
-    for name, buf in (("grads", grads), ("m", m), ("v", v)):
-        _checks.float_array(fn, name, buf)
-        if buf.shape != params.shape:
-            raise ValueError(f"{fn}: {name} has shape {buf.shape} but params {params.shape}")
-        _checks.same_dtype(fn, name, buf, "params", dtype)
-    if decay_mask is not None:
-        if not isinstance(decay_mask, np.ndarray) or decay_mask.dtype.kind not in "bf":
-            raise TypeError(f"{fn}: decay_mask must be a bool or float array (or None)")
-        if decay_mask.shape != params.shape:
-            raise ValueError(
-                f"{fn}: decay_mask has shape {decay_mask.shape} but params {params.shape}"
-            )
-    if not isinstance(step, (int, np.integer)) or isinstance(step, bool) or step < 1:
-        raise ValueError(f"{fn}: step must be an integer >= 1 (the 1-based step), got {step!r}")
+    check_adamw_update(params, grads, m, v, step, decay_mask)
     # the hyperparameters enter the loop as scalars of the buffers' dtype: no float64 promotion
-    t = dtype.type
+    t = params.dtype.type
     _adamw_flat(
         params,
         grads,

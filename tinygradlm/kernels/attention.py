@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from numba import njit, prange
 
+from ..ref.attention import check_attention_forward
 from . import _checks
 from ._vecmath import FASTMATH, exp_shifted_and_sum, row_max
 
@@ -93,21 +94,11 @@ def attention_forward(
     (``np.matmul``, skipping the blocks above the diagonal) around one fused Numba kernel for
     scale + causal mask + softmax (module docstring).
     """
-    fn = "attention_forward"
-    dtype = _checks.float_array(fn, "qkv", qkv)
-    if qkv.ndim != 3:
-        raise ValueError(f"{fn}: qkv must be (B, T, 3C), got shape {qkv.shape}")
-    B, T, C3 = qkv.shape
-    if C3 % 3:
-        raise ValueError(
-            f"{fn}: qkv's last axis has {C3} channels, not 3C (q, k and v side by side)"
-        )
-    C = C3 // 3
-    if not isinstance(n_head, (int, np.integer)) or n_head < 1 or C % n_head:
-        raise ValueError(f"{fn}: C={C} channels do not split into n_head={n_head!r} heads")
+    out = check_attention_forward(qkv, n_head, out)
+    B, T, C = out.shape
+    dtype = qkv.dtype
     n_head = int(n_head)
     HS = C // n_head
-    out = _checks.out_array(fn, out, (B, T, C), dtype, contiguous=True, kept=(("qkv", qkv),))
 
     q, k, v = _heads(qkv, n_head)  # (B, NH, T, HS) each
     att = np.empty((B, n_head, T, T), dtype=dtype)  # blocks above the diagonal stay unwritten

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from numba import njit, prange
 
-from . import _checks
+from ..ref.crossentropy import check_crossentropy_backward, check_crossentropy_forward
 from ._vecmath import FASTMATH, exp_shifted_and_sum, row_max
 
 
@@ -77,29 +77,8 @@ def crossentropy_forward(
 
     Pure Numba, parallel over rows; one fused kernel (module docstring).
     """
-    fn = "crossentropy_forward"
-    dtype = _checks.float_array(fn, "logits", logits)
-    _checks.int_array(fn, "targets", targets)
-    if logits.ndim == 0:
-        raise ValueError(f"{fn}: logits must have a vocabulary axis (..., Vp), got a 0-d array")
-    Vp = logits.shape[-1]
-    if targets.shape != logits.shape[:-1]:
-        raise ValueError(
-            f"{fn}: targets have shape {targets.shape} but logits {logits.shape} need targets "
-            f"of shape {logits.shape[:-1]}"
-        )
-    V = Vp if vocab_size is None else int(vocab_size)
-    if not 1 <= V <= Vp:
-        raise ValueError(f"{fn}: vocab_size={vocab_size} must be in [1, Vp={Vp}]")
-    valid = targets != ignore_index  # (B, T)
-    # a jitted loop does no bounds checking: a target outside [0, V) must stop here
-    out_of_range = valid & ((targets < 0) | (targets >= V))
-    if out_of_range.any():
-        position = tuple(int(i) for i in np.argwhere(out_of_range)[0])
-        raise IndexError(
-            f"{fn}: target {int(targets[position])} at position {position} is outside "
-            f"[0, {V}) and is not ignore_index={ignore_index}"
-        )
+    V, valid = check_crossentropy_forward(logits, targets, vocab_size, ignore_index)
+    dtype, Vp = logits.dtype, logits.shape[-1]
     n_valid = int(np.count_nonzero(valid))
     safe_targets = np.where(valid, targets, 0).astype(np.int64)  # (B, T) as ref's cache
 
@@ -121,11 +100,7 @@ def crossentropy_backward(dloss: Any, cache: Any) -> tuple[np.ndarray]:
     """(dlogits,) of :func:`crossentropy_forward`: (probs − onehot)·dloss/n_valid at valid
     positions, 0 at ignored positions and in the padding. One pass (Numba, parallel over rows)."""
     probs, targets, valid, n_valid = cache
-    if np.ndim(dloss) != 0:
-        raise ValueError(
-            f"crossentropy_backward: dloss must be a scalar (the loss is one number), got "
-            f"shape {np.shape(dloss)}"
-        )
+    check_crossentropy_backward(dloss)
     Vp = probs.shape[-1]
     # max: when every position is ignored the gradient is 0, not NaN (as ref)
     scale = probs.dtype.type(float(dloss) / max(n_valid, 1))

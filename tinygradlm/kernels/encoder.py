@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from numba import njit, prange
 
+from ..ref.encoder import check_encoder_forward
 from . import _checks
 from ._vecmath import FASTMATH
 
@@ -56,31 +57,7 @@ def encoder_forward(
 
     cache (idx, wte.shape, wpe.shape, dtype), as ref's. One pass, parallel over positions (Numba).
     """
-    fn = "encoder_forward"
-    _checks.int_array(fn, "idx", idx)
-    dtype = _checks.float_array(fn, "wte", wte)
-    _checks.float_array(fn, "wpe", wpe)
-    _checks.same_dtype(fn, "wpe", wpe, "wte", dtype)
-    if idx.ndim != 2:
-        raise ValueError(f"{fn}: idx must be (B, T), got shape {idx.shape}")
-    if wte.ndim != 2 or wpe.ndim != 2:
-        raise ValueError(
-            f"{fn}: wte must be (Vp, C) and wpe (maxT, C), got shapes {wte.shape} and {wpe.shape}"
-        )
-    B, T = idx.shape
-    Vp, C = wte.shape
-    maxT = wpe.shape[0]
-    if wpe.shape[1] != C:
-        raise ValueError(f"{fn}: wpe has shape {wpe.shape} but wte has C={C} channels")
-    if T > maxT:
-        raise ValueError(f"{fn}: T={T} positions but wpe has only maxT={maxT} rows")
-    # a jitted loop does no bounds checking: an id outside the table must stop here
-    if idx.size and (idx.min() < 0 or idx.max() >= Vp):
-        position = tuple(int(i) for i in np.argwhere((idx < 0) | (idx >= Vp))[0])
-        raise IndexError(
-            f"{fn}: token id {int(idx[position])} at position {position} is outside [0, {Vp})"
-        )
-    out = _checks.out_array(fn, out, (B, T, C), dtype)
+    out = check_encoder_forward(idx, wte, wpe, out)  # (B, T, C)
     work = _checks.work_buffer(out)
     _encoder_forward_rows(
         np.ascontiguousarray(idx, dtype=np.int64),
@@ -89,7 +66,7 @@ def encoder_forward(
         work,
     )
     _checks.copy_back(out, work)
-    return out, (idx, wte.shape, wpe.shape, dtype)
+    return out, (idx, wte.shape, wpe.shape, wte.dtype)
 
 
 def encoder_backward(dout: np.ndarray, cache: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from numba import njit, prange
 
-from ..ref.gelu import GELU_CUBIC, GELU_SCALE
+from ..ref.gelu import GELU_CUBIC, GELU_SCALE, check_gelu_forward
 from . import _checks
 from ._vecmath import FASTMATH, exp
 
@@ -63,9 +63,7 @@ def gelu_forward(x: np.ndarray, *, out: np.ndarray | None = None) -> tuple[np.nd
     One vectorized pass (pure Numba, parallel over elements): ref makes about ten passes with
     temporaries (the cube, the tanh argument, the tanh, ...).
     """
-    fn = "gelu_forward"
-    dtype = _checks.float_array(fn, "x", x)
-    out = _checks.out_array(fn, out, x.shape, dtype, kept=(("x", x),))
+    out = check_gelu_forward(x, out)  # like x
     work = _checks.work_buffer(out)
     _gelu_forward_flat(np.ascontiguousarray(x).reshape(-1), work.reshape(-1))
     _checks.copy_back(out, work)

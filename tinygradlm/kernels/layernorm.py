@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from numba import njit, prange
 
+from ..ref.layernorm import check_layernorm_forward
 from . import _checks
 from ._vecmath import FASTMATH
 
@@ -88,17 +89,8 @@ def layernorm_forward(
     Fuses mean, variance, normalization and the affine map into one kernel over rows (three
     reads of each row from L1, one write); parallel over rows.
     """
-    fn = "layernorm_forward"
-    dtype = _checks.float_array(fn, "x", x)
-    if x.ndim == 0:
-        raise ValueError(f"{fn}: x must have a channel axis (..., C), got a 0-d array")
-    C = x.shape[-1]
-    for name, p in (("weight", weight), ("bias", bias)):
-        _checks.float_array(fn, name, p)
-        if p.shape != (C,):
-            raise ValueError(f"{fn}: {name} has shape {p.shape} but x has C={C} channels")
-        _checks.same_dtype(fn, name, p, "x", dtype)
-    out = _checks.out_array(fn, out, x.shape, dtype, kept=(("x", x),))
+    out = check_layernorm_forward(x, weight, bias, out)  # like x
+    C, dtype = x.shape[-1], x.dtype
     work = _checks.work_buffer(out)
     mean = np.empty(x.shape[:-1], dtype=dtype)
     rstd = np.empty(x.shape[:-1], dtype=dtype)

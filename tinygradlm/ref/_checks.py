@@ -5,6 +5,10 @@ cross-entropy are one pass over an integer array) and raises an error that names
 the argument and what was expected, so a caller sees ``layernorm_forward: weight has shape (7,)
 but x has C=8 channels`` instead of a broadcasting error from deep inside NumPy, or, worse, a
 silent float32 → float64 promotion.
+
+Each layer gathers its own checks in one function named after the function it checks
+(``check_encoder_forward``, ``check_adamw_update``, ...), at the end of the layer's module; the
+forward calls it on its first line, and so does its twin in ``tinygradlm.kernels``.
 """
 
 from __future__ import annotations

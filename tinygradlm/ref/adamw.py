@@ -42,24 +42,7 @@ def adamw_update(
     scale. The weight decay is applied to the parameters directly ("decoupled"), not added to
     the gradient, where Adam's normalization would rescale it differently per parameter.
     """
-    fn = "adamw_update"
-    dtype = _checks.float_array(fn, "params", params)
-    if params.ndim != 1:
-        raise ValueError(f"{fn}: params must be a flat (N,) buffer, got shape {params.shape}")
-    for name, buf in (("grads", grads), ("m", m), ("v", v)):
-        _checks.float_array(fn, name, buf)
-        if buf.shape != params.shape:
-            raise ValueError(f"{fn}: {name} has shape {buf.shape} but params {params.shape}")
-        _checks.same_dtype(fn, name, buf, "params", dtype)
-    if decay_mask is not None:
-        if not isinstance(decay_mask, np.ndarray) or decay_mask.dtype.kind not in "bf":
-            raise TypeError(f"{fn}: decay_mask must be a bool or float array (or None)")
-        if decay_mask.shape != params.shape:
-            raise ValueError(
-                f"{fn}: decay_mask has shape {decay_mask.shape} but params {params.shape}"
-            )
-    if not isinstance(step, (int, np.integer)) or isinstance(step, bool) or step < 1:
-        raise ValueError(f"{fn}: step must be an integer >= 1 (the 1-based step), got {step!r}")
+    check_adamw_update(params, grads, m, v, step, decay_mask)
     # Python floats: a np.float64 learning rate (from a schedule) would promote float32 buffers
     lr, beta1, beta2 = float(lr), float(beta1), float(beta2)
     eps, weight_decay = float(eps), float(weight_decay)
@@ -82,3 +65,33 @@ def adamw_update(
             decay *= decay_mask
         update += decay
     params -= lr * update
+
+
+def check_adamw_update(
+    params: np.ndarray,
+    grads: np.ndarray,
+    m: np.ndarray,
+    v: np.ndarray,
+    step: int,
+    decay_mask: np.ndarray | None,
+) -> None:
+    """The argument checks of :func:`adamw_update` (and of its Numba twin in
+    tinygradlm.kernels)."""
+    fn = "adamw_update"
+    dtype = _checks.float_array(fn, "params", params)
+    if params.ndim != 1:
+        raise ValueError(f"{fn}: params must be a flat (N,) buffer, got shape {params.shape}")
+    for name, buf in (("grads", grads), ("m", m), ("v", v)):
+        _checks.float_array(fn, name, buf)
+        if buf.shape != params.shape:
+            raise ValueError(f"{fn}: {name} has shape {buf.shape} but params {params.shape}")
+        _checks.same_dtype(fn, name, buf, "params", dtype)
+    if decay_mask is not None:
+        if not isinstance(decay_mask, np.ndarray) or decay_mask.dtype.kind not in "bf":
+            raise TypeError(f"{fn}: decay_mask must be a bool or float array (or None)")
+        if decay_mask.shape != params.shape:
+            raise ValueError(
+                f"{fn}: decay_mask has shape {decay_mask.shape} but params {params.shape}"
+            )
+    if not isinstance(step, (int, np.integer)) or isinstance(step, bool) or step < 1:
+        raise ValueError(f"{fn}: step must be an integer >= 1 (the 1-based step), got {step!r}")

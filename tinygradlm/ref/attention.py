@@ -53,20 +53,9 @@ def attention_forward(
     where att is 0 (the masked entries); then dq = dpreatt k/sqrt(HS) and dk = dpreattᵀ
     q/sqrt(HS) (from preatt = q kᵀ/sqrt(HS)).
     """
-    fn = "attention_forward"
-    dtype = _checks.float_array(fn, "qkv", qkv)
-    if qkv.ndim != 3:
-        raise ValueError(f"{fn}: qkv must be (B, T, 3C), got shape {qkv.shape}")
-    B, T, C3 = qkv.shape
-    if C3 % 3:
-        raise ValueError(
-            f"{fn}: qkv's last axis has {C3} channels, not 3C (q, k and v side by side)"
-        )
-    C = C3 // 3
-    if not isinstance(n_head, (int, np.integer)) or n_head < 1 or C % n_head:
-        raise ValueError(f"{fn}: C={C} channels do not split into n_head={n_head!r} heads")
+    out = check_attention_forward(qkv, n_head, out)
+    T, C = out.shape[1:]  # out is (B, T, C)
     HS = C // n_head
-    out = _checks.out_array(fn, out, (B, T, C), dtype, contiguous=True, kept=(("qkv", qkv),))
 
     q, k, v = _split_qkv(qkv, n_head)  # (B, NH, T, HS) each
     preatt = q @ k.swapaxes(-1, -2)  # (B, NH, T, T) preatt[.., t, s] = q_t · k_s
@@ -117,3 +106,21 @@ def attention_backward(dout: np.ndarray, cache: AttentionCache) -> tuple[np.ndar
     np.matmul(dpreatt, k, out=dq)  # (B, NH, T, HS)
     np.matmul(dpreatt.swapaxes(-1, -2), q, out=dk)  # (B, NH, T, HS)
     return (dqkv,)
+
+
+def check_attention_forward(qkv: np.ndarray, n_head: int, out: np.ndarray | None) -> np.ndarray:
+    """The argument checks of :func:`attention_forward` (and of its twin in tinygradlm.kernels);
+    returns the array to write the output into, ``out`` or a new (B, T, C) one."""
+    fn = "attention_forward"
+    dtype = _checks.float_array(fn, "qkv", qkv)
+    if qkv.ndim != 3:
+        raise ValueError(f"{fn}: qkv must be (B, T, 3C), got shape {qkv.shape}")
+    B, T, C3 = qkv.shape
+    if C3 % 3:
+        raise ValueError(
+            f"{fn}: qkv's last axis has {C3} channels, not 3C (q, k and v side by side)"
+        )
+    C = C3 // 3
+    if not isinstance(n_head, (int, np.integer)) or n_head < 1 or C % n_head:
+        raise ValueError(f"{fn}: C={C} channels do not split into n_head={n_head!r} heads")
+    return _checks.out_array(fn, out, (B, T, C), dtype, contiguous=True, kept=(("qkv", qkv),))

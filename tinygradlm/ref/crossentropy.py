@@ -39,28 +39,8 @@ def crossentropy_forward(
     dlogits = (probs − onehot(target))·dloss/n_valid at valid positions, 0 at ignored ones, and
     0 in the padding (those columns never entered the loss).
     """
-    fn = "crossentropy_forward"
-    dtype = _checks.float_array(fn, "logits", logits)
-    _checks.int_array(fn, "targets", targets)
-    if logits.ndim == 0:
-        raise ValueError(f"{fn}: logits must have a vocabulary axis (..., Vp), got a 0-d array")
-    Vp = logits.shape[-1]
-    if targets.shape != logits.shape[:-1]:
-        raise ValueError(
-            f"{fn}: targets have shape {targets.shape} but logits {logits.shape} need targets "
-            f"of shape {logits.shape[:-1]}"
-        )
-    V = Vp if vocab_size is None else int(vocab_size)
-    if not 1 <= V <= Vp:
-        raise ValueError(f"{fn}: vocab_size={vocab_size} must be in [1, Vp={Vp}]")
-    valid = targets != ignore_index  # (B, T)
-    out_of_range = valid & ((targets < 0) | (targets >= V))
-    if out_of_range.any():
-        position = tuple(int(i) for i in np.argwhere(out_of_range)[0])
-        raise IndexError(
-            f"{fn}: target {int(targets[position])} at position {position} is outside "
-            f"[0, {V}) and is not ignore_index={ignore_index}"
-        )
+    V, valid = check_crossentropy_forward(logits, targets, vocab_size, ignore_index)
+    dtype = logits.dtype
     n_valid = int(valid.sum())
 
     # softmax over the real vocabulary only: the padded columns never enter the maximum, the
@@ -94,11 +74,7 @@ def crossentropy_backward(dloss: Any, cache: CrossEntropyCache) -> tuple[np.ndar
     0 at ignored positions and in the padded columns. See :func:`crossentropy_forward`.
     """
     probs, targets, valid, n_valid = cache
-    if np.ndim(dloss) != 0:
-        raise ValueError(
-            f"crossentropy_backward: dloss must be a scalar (the loss is one number), got "
-            f"shape {np.shape(dloss)}"
-        )
+    check_crossentropy_backward(dloss)
     dtype = probs.dtype
     Vp = probs.shape[-1]
 
@@ -109,3 +85,44 @@ def crossentropy_backward(dloss: Any, cache: CrossEntropyCache) -> tuple[np.ndar
     dlogits.reshape(-1, Vp)[rows, targets.reshape(-1)[rows]] -= 1  # a view: dlogits is new
     dlogits *= dtype.type(dloss) / dtype.type(max(n_valid, 1))  # max: all ignored gives 0, not NaN
     return (dlogits,)
+
+
+def check_crossentropy_forward(
+    logits: np.ndarray, targets: np.ndarray, vocab_size: int | None, ignore_index: int
+) -> tuple[int, np.ndarray]:
+    """The argument checks of :func:`crossentropy_forward` (and of its Numba twin in
+    tinygradlm.kernels); returns V and the mask of valid positions (B, T)."""
+    fn = "crossentropy_forward"
+    _checks.float_array(fn, "logits", logits)
+    _checks.int_array(fn, "targets", targets)
+    if logits.ndim == 0:
+        raise ValueError(f"{fn}: logits must have a vocabulary axis (..., Vp), got a 0-d array")
+    Vp = logits.shape[-1]
+    if targets.shape != logits.shape[:-1]:
+        raise ValueError(
+            f"{fn}: targets have shape {targets.shape} but logits {logits.shape} need targets "
+            f"of shape {logits.shape[:-1]}"
+        )
+    V = Vp if vocab_size is None else int(vocab_size)
+    if not 1 <= V <= Vp:
+        raise ValueError(f"{fn}: vocab_size={vocab_size} must be in [1, Vp={Vp}]")
+    valid = targets != ignore_index  # (B, T)
+    # NumPy would read a negative target from the end of the row, and a jitted loop does no
+    # bounds checking at all: a target outside [0, V) must stop here
+    out_of_range = valid & ((targets < 0) | (targets >= V))
+    if out_of_range.any():
+        position = tuple(int(i) for i in np.argwhere(out_of_range)[0])
+        raise IndexError(
+            f"{fn}: target {int(targets[position])} at position {position} is outside "
+            f"[0, {V}) and is not ignore_index={ignore_index}"
+        )
+    return V, valid
+
+
+def check_crossentropy_backward(dloss: Any) -> None:
+    """The argument check of :func:`crossentropy_backward` (and of its Numba twin)."""
+    if np.ndim(dloss) != 0:
+        raise ValueError(
+            f"crossentropy_backward: dloss must be a scalar (the loss is one number), got "
+            f"shape {np.shape(dloss)}"
+        )

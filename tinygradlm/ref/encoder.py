@@ -29,33 +29,12 @@ def encoder_forward(
     wpe was added at position t in every sequence, so dwpe[t] = Σ_b dout[b, t]; rows t >= T were
     not used and get zero.
     """
-    fn = "encoder_forward"
-    _checks.int_array(fn, "idx", idx)
-    dtype = _checks.float_array(fn, "wte", wte)
-    _checks.float_array(fn, "wpe", wpe)
-    _checks.same_dtype(fn, "wpe", wpe, "wte", dtype)
-    if idx.ndim != 2:
-        raise ValueError(f"{fn}: idx must be (B, T), got shape {idx.shape}")
-    if wte.ndim != 2 or wpe.ndim != 2:
-        raise ValueError(
-            f"{fn}: wte must be (Vp, C) and wpe (maxT, C), got shapes {wte.shape} and {wpe.shape}"
-        )
-    B, T = idx.shape
-    Vp, C = wte.shape
-    maxT = wpe.shape[0]
-    if wpe.shape[1] != C:
-        raise ValueError(f"{fn}: wpe has shape {wpe.shape} but wte has C={C} channels")
-    if T > maxT:
-        raise ValueError(f"{fn}: T={T} positions but wpe has only maxT={maxT} rows")
-    if idx.size and (idx.min() < 0 or idx.max() >= Vp):
-        bad = int(idx.min()) if idx.min() < 0 else int(idx.max())
-        position = tuple(int(i) for i in np.argwhere(idx == bad)[0])
-        raise IndexError(f"{fn}: token id {bad} at position {position} is outside [0, {Vp})")
-    out = _checks.out_array(fn, out, (B, T, C), dtype)
+    out = check_encoder_forward(idx, wte, wpe, out)  # (B, T, C)
+    T = idx.shape[1]
 
     np.take(wte, idx, axis=0, out=out)  # (B, T, C) the token's row
     out += wpe[:T]  # (T, C) broadcast over B: the position's row
-    return out, (idx, wte.shape, wpe.shape, dtype)
+    return out, (idx, wte.shape, wpe.shape, wte.dtype)
 
 
 def encoder_backward(dout: np.ndarray, cache: EncoderCache) -> tuple[np.ndarray, np.ndarray]:
@@ -74,3 +53,36 @@ def encoder_backward(dout: np.ndarray, cache: EncoderCache) -> tuple[np.ndarray,
     dwpe = np.zeros(wpe_shape, dtype=dtype)  # (maxT, C) rows T.. were not used
     dwpe[:T] = dout.sum(axis=0)  # (T, C) position t was added in every sequence of the batch
     return dwte, dwpe
+
+
+def check_encoder_forward(
+    idx: np.ndarray, wte: np.ndarray, wpe: np.ndarray, out: np.ndarray | None
+) -> np.ndarray:
+    """The argument checks of :func:`encoder_forward` (and of its Numba twin in
+    tinygradlm.kernels); returns the array to write the output into, ``out`` or a new one."""
+    fn = "encoder_forward"
+    _checks.int_array(fn, "idx", idx)
+    dtype = _checks.float_array(fn, "wte", wte)
+    _checks.float_array(fn, "wpe", wpe)
+    _checks.same_dtype(fn, "wpe", wpe, "wte", dtype)
+    if idx.ndim != 2:
+        raise ValueError(f"{fn}: idx must be (B, T), got shape {idx.shape}")
+    if wte.ndim != 2 or wpe.ndim != 2:
+        raise ValueError(
+            f"{fn}: wte must be (Vp, C) and wpe (maxT, C), got shapes {wte.shape} and {wpe.shape}"
+        )
+    B, T = idx.shape
+    Vp, C = wte.shape
+    maxT = wpe.shape[0]
+    if wpe.shape[1] != C:
+        raise ValueError(f"{fn}: wpe has shape {wpe.shape} but wte has C={C} channels")
+    if T > maxT:
+        raise ValueError(f"{fn}: T={T} positions but wpe has only maxT={maxT} rows")
+    # NumPy would read a negative id from the end of wte, and a jitted loop does no bounds
+    # checking at all: an id outside the table must stop here
+    if idx.size and (idx.min() < 0 or idx.max() >= Vp):
+        position = tuple(int(i) for i in np.argwhere((idx < 0) | (idx >= Vp))[0])
+        raise IndexError(
+            f"{fn}: token id {int(idx[position])} at position {position} is outside [0, {Vp})"
+        )
+    return _checks.out_array(fn, out, (B, T, C), dtype)

@@ -30,9 +30,7 @@ def gelu_forward(x: np.ndarray, *, out: np.ndarray | None = None) -> tuple[np.nd
     By the product rule, dout/dx = 0.5·(1 + tanh u) + 0.5·x·(1 − tanh² u)·du/dx, and
     du/dx = s·(1 + 3c·x²); dx = dout·dout/dx elementwise.
     """
-    fn = "gelu_forward"
-    dtype = _checks.float_array(fn, "x", x)
-    out = _checks.out_array(fn, out, x.shape, dtype, kept=(("x", x),))
+    out = check_gelu_forward(x, out)  # like x
 
     u = GELU_SCALE * (x + GELU_CUBIC * x * x * x)  # (B, T, 4C)
     np.multiply(0.5 * x, 1.0 + np.tanh(u), out=out)  # (B, T, 4C)
@@ -51,3 +49,11 @@ def gelu_backward(dout: np.ndarray, cache: GeluCache) -> tuple[np.ndarray]:
     local_grad = 0.5 * (1.0 + tanh_u) + 0.5 * x * (1.0 - tanh_u * tanh_u) * du_dx
     dx = dout * local_grad  # (B, T, 4C)
     return (dx,)
+
+
+def check_gelu_forward(x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    """The argument checks of :func:`gelu_forward` (and of its Numba twin in tinygradlm.kernels);
+    returns the array to write the output into, ``out`` or a new one."""
+    fn = "gelu_forward"
+    dtype = _checks.float_array(fn, "x", x)
+    return _checks.out_array(fn, out, x.shape, dtype, kept=(("x", x),))

@@ -37,18 +37,8 @@ def layernorm_forward(
     nothing), the second what the division by the standard deviation absorbs (a scaling of the
     centred row changes nothing).
     """
-    fn = "layernorm_forward"
-    dtype = _checks.float_array(fn, "x", x)
-    if x.ndim == 0:
-        raise ValueError(f"{fn}: x must have a channel axis (..., C), got a 0-d array")
-    C = x.shape[-1]
-    for name, p in (("weight", weight), ("bias", bias)):
-        _checks.float_array(fn, name, p)
-        if p.shape != (C,):
-            raise ValueError(f"{fn}: {name} has shape {p.shape} but x has C={C} channels")
-        _checks.same_dtype(fn, name, p, "x", dtype)
-    out = _checks.out_array(fn, out, x.shape, dtype, kept=(("x", x),))
-    eps = dtype.type(eps)  # a float64 eps would promote float32 rows to float64
+    out = check_layernorm_forward(x, weight, bias, out)  # like x
+    eps = x.dtype.type(eps)  # a float64 eps would promote float32 rows to float64
 
     mean = x.mean(axis=-1)  # (B, T)
     xc = x - mean[..., None]  # (B, T, C) centred
@@ -84,3 +74,21 @@ def layernorm_backward(
     dx -= xhat * (dxhat * xhat).mean(axis=-1, keepdims=True)  # none along a rescaling
     dx *= rstd[..., None]
     return dx, dweight, dbias
+
+
+def check_layernorm_forward(
+    x: np.ndarray, weight: np.ndarray, bias: np.ndarray, out: np.ndarray | None
+) -> np.ndarray:
+    """The argument checks of :func:`layernorm_forward` (and of its Numba twin in
+    tinygradlm.kernels); returns the array to write the output into, ``out`` or a new one."""
+    fn = "layernorm_forward"
+    dtype = _checks.float_array(fn, "x", x)
+    if x.ndim == 0:
+        raise ValueError(f"{fn}: x must have a channel axis (..., C), got a 0-d array")
+    C = x.shape[-1]
+    for name, p in (("weight", weight), ("bias", bias)):
+        _checks.float_array(fn, name, p)
+        if p.shape != (C,):
+            raise ValueError(f"{fn}: {name} has shape {p.shape} but x has C={C} channels")
+        _checks.same_dtype(fn, name, p, "x", dtype)
+    return _checks.out_array(fn, out, x.shape, dtype, kept=(("x", x),))

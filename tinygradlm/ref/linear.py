@@ -34,27 +34,8 @@ def linear_forward(
     flattened (the weight is shared by every position, so their contributions add); dbias[o] =
     Σ_n dout[n, o].
     """
-    fn = "linear_forward"
-    dtype = _checks.float_array(fn, "x", x)
-    _checks.float_array(fn, "weight", weight)
-    _checks.same_dtype(fn, "weight", weight, "x", dtype)
-    if x.ndim == 0:
-        raise ValueError(f"{fn}: x must have a channel axis (..., C), got a 0-d array")
-    C = x.shape[-1]
-    if weight.ndim != 2 or weight.shape[0] != C:
-        raise ValueError(
-            f"{fn}: weight has shape {weight.shape} but x has C={C} channels (weight is "
-            f"(C, OC), the (in, out) layout of HF GPT-2's Conv1D)"
-        )
-    OC = weight.shape[1]
-    if bias is not None:
-        _checks.float_array(fn, "bias", bias)
-        _checks.same_dtype(fn, "bias", bias, "x", dtype)
-        if bias.shape != (OC,):
-            raise ValueError(f"{fn}: bias has shape {bias.shape} but weight has OC={OC} outputs")
-    out = _checks.out_array(
-        fn, out, (*x.shape[:-1], OC), dtype, contiguous=True, kept=(("x", x), ("weight", weight))
-    )
+    out = check_linear_forward(x, weight, bias, out)  # (B, T, OC)
+    C, OC = weight.shape
 
     # one (B·T, C) @ (C, OC) product rather than B of shape (T, C): the same numbers, and the
     # shape at which BLAS is fastest
@@ -83,3 +64,31 @@ def linear_backward(dout: np.ndarray, cache: LinearCache) -> tuple[np.ndarray, .
         return dx, dweight
     dbias = dout2.sum(axis=0)  # (OC,)
     return dx, dweight, dbias
+
+
+def check_linear_forward(
+    x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, out: np.ndarray | None
+) -> np.ndarray:
+    """The argument checks of :func:`linear_forward`; returns the array to write the output
+    into, ``out`` or a new one."""
+    fn = "linear_forward"
+    dtype = _checks.float_array(fn, "x", x)
+    _checks.float_array(fn, "weight", weight)
+    _checks.same_dtype(fn, "weight", weight, "x", dtype)
+    if x.ndim == 0:
+        raise ValueError(f"{fn}: x must have a channel axis (..., C), got a 0-d array")
+    C = x.shape[-1]
+    if weight.ndim != 2 or weight.shape[0] != C:
+        raise ValueError(
+            f"{fn}: weight has shape {weight.shape} but x has C={C} channels (weight is "
+            f"(C, OC), the (in, out) layout of HF GPT-2's Conv1D)"
+        )
+    OC = weight.shape[1]
+    if bias is not None:
+        _checks.float_array(fn, "bias", bias)
+        _checks.same_dtype(fn, "bias", bias, "x", dtype)
+        if bias.shape != (OC,):
+            raise ValueError(f"{fn}: bias has shape {bias.shape} but weight has OC={OC} outputs")
+    return _checks.out_array(
+        fn, out, (*x.shape[:-1], OC), dtype, contiguous=True, kept=(("x", x), ("weight", weight))
+    )

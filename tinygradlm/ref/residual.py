@@ -25,16 +25,10 @@ def residual_forward(
     Derivation: ∂out/∂a and ∂out/∂b are both the identity, so da = db = dout: the stream
     carries the gradient past the branch unchanged, which is why deep residual networks train.
     """
-    fn = "residual_forward"
-    dtype = _checks.float_array(fn, "a", a)
-    _checks.float_array(fn, "b", b)
-    _checks.same_dtype(fn, "b", b, "a", dtype)
-    if a.shape != b.shape:
-        raise ValueError(f"{fn}: a has shape {a.shape} but b has shape {b.shape}")
-    out = _checks.out_array(fn, out, a.shape, dtype)
+    out = check_residual_forward(a, b, out)  # like a
 
     np.add(a, b, out=out)  # (B, T, C)
-    return out, (a.shape, dtype)
+    return out, (a.shape, a.dtype)
 
 
 def residual_backward(dout: np.ndarray, cache: ResidualCache) -> tuple[np.ndarray, np.ndarray]:
@@ -44,3 +38,15 @@ def residual_backward(dout: np.ndarray, cache: ResidualCache) -> tuple[np.ndarra
     # in the forward pass this was: out = a + b, so now: both get dout unchanged. Copies, so a
     # caller may accumulate into da (da += ...) without changing db or dout.
     return dout.copy(), dout.copy()
+
+
+def check_residual_forward(a: np.ndarray, b: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    """The argument checks of :func:`residual_forward`; returns the array to write the output
+    into, ``out`` or a new one."""
+    fn = "residual_forward"
+    dtype = _checks.float_array(fn, "a", a)
+    _checks.float_array(fn, "b", b)
+    _checks.same_dtype(fn, "b", b, "a", dtype)
+    if a.shape != b.shape:
+        raise ValueError(f"{fn}: a has shape {a.shape} but b has shape {b.shape}")
+    return _checks.out_array(fn, out, a.shape, dtype)
