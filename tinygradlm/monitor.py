@@ -488,7 +488,7 @@ class ProgressLine:
         for field, template in (
             ("loss", "loss {:.3f}"),
             ("lr", "lr {:.1e}"),
-            ("grad_norm", "norm {:.3g}"),
+            ("grad_norm", "norm {:#.3g}"),  # "#": 1.00, not 1
             ("tokens_per_s", "{:,.0f} tok/s"),
         ):
             if record.get(field) is not None:
