@@ -425,3 +425,20 @@ def test_sample_from_checkpoint_without_a_tokenizer_file(checkpoint_dir, tmp_pat
         bare, "the", 3, temperature=0, tokenizer_path=path / "tokenizer.txt"
     )
     assert text == sample_from_checkpoint(path, "the", 3, temperature=0)
+
+
+def test_generate_applies_lora_adapters():
+    from tinygradlm.lora import LoRAConfig
+
+    config = GPTConfig(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=16)
+    model = GPT(config, seed=0)
+    model.add_lora(LoRAConfig(rank=2, alpha=4.0), seed=1)
+    rng = np.random.default_rng(3)
+    model.lora.flat_params[...] = rng.normal(0, 0.5, size=model.lora.flat_params.shape)
+    adapted = generate(model, [1, 2, 3], 8, temperature=0.0)
+    merged_model = GPT(config, seed=0)
+    merged_model.flat_params[...] = model.flat_params
+    model.lora.merge_into(merged_model.params)
+    assert adapted == generate(merged_model, [1, 2, 3], 8, temperature=0.0)
+    base = GPT(config, seed=0)
+    assert adapted != generate(base, [1, 2, 3], 8, temperature=0.0)  # the adapters mattered

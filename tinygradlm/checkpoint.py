@@ -5,8 +5,14 @@
       config.json            HF GPT2Config, plus our GPTConfig under the key "tinygradlm"
       optimizer.safetensors  AdamW's m and v (flat, like the parameters) and step
       trainer.json           the trainer's state: step, RNG states, loader position, run config
+      adapters.safetensors   LoRA adapters, when the model has them (tinygradlm.lora); AdamW's
+                             m and v are then the adapters', the base being frozen
       <tokenizer files>      copied as given
       manifest.json          every other file's size and SHA-256, written last
+
+:func:`save_model` writes a model-only directory (model.safetensors, config.json, tokenizer
+files, manifest.json with ``"contents": "model"``): what ``tinygradlm export`` writes, which
+loads as a GPT and starts a fine-tuning run but cannot resume one.
 
 A checkpoint is written into ``run_dir/.tmp-ckpt_<step>-<pid>/``, every file and the directory
 are fsynced, and the directory is renamed to ``ckpt_<step:08d>`` in one ``os.replace``: a reader
@@ -34,6 +40,7 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
+from .lora import LoRAAdapters, LoRAConfig, adapter_shapes
 from .model import GPTConfig, parameter_shapes
 
 MODEL_FILE = "model.safetensors"
@@ -41,7 +48,10 @@ CONFIG_FILE = "config.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 TRAINER_FILE = "trainer.json"
 MANIFEST_FILE = "manifest.json"
+ADAPTERS_FILE = "adapters.safetensors"
 REQUIRED_FILES = (MODEL_FILE, CONFIG_FILE, OPTIMIZER_FILE, TRAINER_FILE)
+MODEL_ONLY_FILES = (MODEL_FILE, CONFIG_FILE)  # a manifest with "contents": "model"
+_RESERVED_NAMES = (*REQUIRED_FILES, ADAPTERS_FILE, MANIFEST_FILE)  # not tokenizer files
 
 FORMAT = "tinygradlm-checkpoint"
 VERSION = 1
@@ -66,17 +76,21 @@ class Checkpoint:
 
     model_state: HF GPT-2 names to arrays (what ``GPT.load_state_dict`` takes).
     optimizer_state: ``m``, ``v`` (flat), ``step`` and the AdamW hyperparameters (what
-    ``AdamW.load_state_dict`` takes). trainer_state: trainer.json as a dict (its ``step`` equals
-    ``step``). tokenizer_files: the copied tokenizer files, as paths in the checkpoint.
+    ``AdamW.load_state_dict`` takes); None in a model-only checkpoint. trainer_state:
+    trainer.json as a dict (its ``step`` equals ``step``; just the step in a model-only one).
+    tokenizer_files: the copied tokenizer files, as paths in the checkpoint. lora and
+    adapter_state: the LoRA adapters' config and tensors (PEFT names), or None.
     """
 
     path: Path
     step: int
     config: GPTConfig
     model_state: dict[str, np.ndarray]
-    optimizer_state: dict[str, Any]
+    optimizer_state: dict[str, Any] | None
     trainer_state: dict[str, Any]
     tokenizer_files: list[Path] = field(default_factory=list)
+    lora: LoRAConfig | None = None
+    adapter_state: dict[str, np.ndarray] | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -97,7 +111,8 @@ def save_checkpoint(
 ) -> Path:
     """Write ``run_dir/ckpt_{step:08d}/`` atomically and return its path.
 
-    ``model`` is a ``GPT``; ``optimizer`` an ``AdamW`` on its buffers. ``trainer_state`` must be
+    ``model`` is a ``GPT``; ``optimizer`` an ``AdamW`` on its buffers, or on its LoRA adapters'
+    buffers when it has adapters (written to adapters.safetensors). ``trainer_state`` must be
     JSON-able (NumPy scalars are converted; a ``Generator``'s ``bit_generator.state`` is) and
     finite; it is written as trainer.json with ``"step": step`` added (a different ``step`` in it
     is an error). ``tokenizer_files`` are copied in under their own names. ``extra_config`` adds
@@ -116,7 +131,10 @@ def save_checkpoint(
         raise CheckpointError(f"{final}: a checkpoint for step {step} already exists")
 
     # everything that can be refused is checked before the first byte is written
+    lora = getattr(model, "lora", None)
     arrays = {"parameters": model.flat_params, "AdamW m": optimizer.m, "AdamW v": optimizer.v}
+    if lora is not None:
+        arrays["LoRA adapters"] = lora.flat_params
     for what, array in arrays.items():
         _refuse_non_finite(what, array)
     trainer = {"step": step, **trainer_state}
@@ -132,7 +150,7 @@ def save_checkpoint(
     for path in tokenizer:
         if not path.is_file():
             raise CheckpointError(f"tokenizer file {path} does not exist")
-        if path.name in (*REQUIRED_FILES, MANIFEST_FILE) or names.count(path.name) > 1:
+        if path.name in _RESERVED_NAMES or names.count(path.name) > 1:
             raise CheckpointError(f"tokenizer file name {path.name!r} is taken")
     optimizer_tensors = {
         "m": np.ascontiguousarray(optimizer.m),
@@ -157,18 +175,14 @@ def save_checkpoint(
         # "format": "pt" is what transformers' from_pretrained looks for in the header
         safetensors.numpy.save_file(model_tensors, tmp / MODEL_FILE, metadata={"format": "pt"})
         safetensors.numpy.save_file(optimizer_tensors, tmp / OPTIMIZER_FILE, metadata=metadata)
+        if lora is not None:
+            _save_adapters(tmp / ADAPTERS_FILE, lora)
+            names.insert(0, ADAPTERS_FILE)
         _write_text(tmp / CONFIG_FILE, config_json)
         _write_text(tmp / TRAINER_FILE, trainer_json)
         for path in tokenizer:
             shutil.copyfile(path, tmp / path.name)
-        files = {}
-        for name in (MODEL_FILE, OPTIMIZER_FILE, CONFIG_FILE, TRAINER_FILE, *names):
-            _fsync_file(tmp / name)
-            files[name] = {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
-        manifest = {"format": FORMAT, "version": VERSION, "step": step, "files": files}
-        _write_text(tmp / MANIFEST_FILE, _to_json(manifest, "manifest"))
-        _fsync_file(tmp / MANIFEST_FILE)
-        _fsync_dir(tmp)
+        _seal(tmp, step, (MODEL_FILE, OPTIMIZER_FILE, CONFIG_FILE, TRAINER_FILE, *names))
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -215,6 +229,81 @@ def hf_config(
         raise CheckpointError(f"extra_config may not set {', '.join(clash)}")
     values.update(extra or {})
     return values
+
+
+def save_model(
+    path: str | os.PathLike[str],
+    model: Any,
+    *,
+    step: int = 0,
+    tokenizer_files: Iterable[str | os.PathLike[str]] = (),
+    extra_config: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a model-only checkpoint directory at ``path`` atomically and return it.
+
+    model.safetensors, config.json and the tokenizer files, with a manifest that says
+    ``"contents": "model"``: what ``transformers`` reads, and what :func:`load_checkpoint`
+    reads (with no optimizer or trainer state, so it starts runs but resumes none). ``step`` is
+    recorded in the manifest. A model with LoRA adapters is refused: merge them first
+    (``GPT.merge_lora``). So is an existing ``path`` and a parameter that is not finite.
+    """
+    final = Path(path)
+    step = _check_step(step)
+    if final.exists():
+        raise CheckpointError(f"{final} already exists: choose a new directory")
+    if getattr(model, "lora", None) is not None:
+        raise CheckpointError("the model has LoRA adapters: merge them first (GPT.merge_lora)")
+    _refuse_non_finite("parameters", model.flat_params)
+    config_json = _to_json(hf_config(model.config, model.dtype, extra_config), "config")
+    tokenizer = [Path(p) for p in tokenizer_files]
+    names = [p.name for p in tokenizer]
+    for file in tokenizer:
+        if not file.is_file():
+            raise CheckpointError(f"tokenizer file {file} does not exist")
+        if file.name in _RESERVED_NAMES or names.count(file.name) > 1:
+            raise CheckpointError(f"tokenizer file name {file.name!r} is taken")
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        model_tensors = {k: np.ascontiguousarray(v) for k, v in model.state_dict().items()}
+        safetensors.numpy.save_file(model_tensors, tmp / MODEL_FILE, metadata={"format": "pt"})
+        _write_text(tmp / CONFIG_FILE, config_json)
+        for file in tokenizer:
+            shutil.copyfile(file, tmp / file.name)
+        _seal(tmp, step, (MODEL_FILE, CONFIG_FILE, *names), contents="model")
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_dir(final.parent)
+    return final
+
+
+def _save_adapters(file: Path, lora: LoRAAdapters) -> None:
+    """The adapters' tensors under PEFT's names, their config as JSON in the header metadata."""
+    tensors = {k: np.ascontiguousarray(v) for k, v in lora.state_dict().items()}
+    metadata = {"format": "pt", "lora": json.dumps(lora.config.to_dict())}
+    safetensors.numpy.save_file(tensors, file, metadata=metadata)
+
+
+def _seal(tmp: Path, step: int, names: Iterable[str], contents: str | None = None) -> None:
+    """fsync every file, then write manifest.json (each file's size and SHA-256) last, and fsync
+    it and the directory: once the manifest is on disk, so is everything it lists."""
+    files = {}
+    for name in names:
+        _fsync_file(tmp / name)
+        files[name] = {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
+    manifest: dict[str, Any] = {"format": FORMAT, "version": VERSION, "step": step}
+    if contents is not None:
+        manifest["contents"] = contents
+    manifest["files"] = files
+    _write_text(tmp / MANIFEST_FILE, _to_json(manifest, "manifest"))
+    _fsync_file(tmp / MANIFEST_FILE)
+    _fsync_dir(tmp)
 
 
 def _refuse_non_finite(what: str, array: np.ndarray) -> None:
@@ -319,19 +408,24 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     parse; every expected tensor is present with the shape and dtype the config implies, and no
     other is; every array is finite. The first layer that fails raises CheckpointError naming
     the file and listing what is wrong. Only ``json`` and ``safetensors`` read the files.
+
+    A model-only checkpoint (:func:`save_model`) has no optimizer.safetensors or trainer.json to
+    check; adapters.safetensors, when listed, is checked against the LoRA config in its header.
     """
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"{path}: no such checkpoint directory")
     manifest = _read_manifest(path)
     _verify_files(path, manifest)
+    files = manifest["files"]
+    model_only = manifest.get("contents") == "model"
 
     hf = _read_json(path / CONFIG_FILE)
     config, dtype = _config_from_hf(path / CONFIG_FILE, hf)
-    trainer = _read_json(path / TRAINER_FILE)
+    step = manifest["step"]
+    trainer = {"step": step} if model_only else _read_json(path / TRAINER_FILE)
     if not isinstance(trainer, dict):
         raise CheckpointError(f"{path / TRAINER_FILE}: expected a JSON object")
-    step = manifest["step"]
     if trainer.get("step") != step:
         raise CheckpointError(
             f"{path / TRAINER_FILE}: step is {trainer.get('step')!r} but {MANIFEST_FILE} says "
@@ -343,7 +437,31 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     model_state, _ = _read_safetensors(
         path / MODEL_FILE, {name: (shape, dtype) for name, shape in model_shapes.items()}
     )
-    n = sum(math.prod(shape) for shape in parameter_shapes(config).values())
+    lora, adapter_state = None, None
+    if ADAPTERS_FILE in files:
+        lora = _lora_config(path / ADAPTERS_FILE)
+        shapes = adapter_shapes(config, lora)
+        adapter_state, _ = _read_safetensors(
+            path / ADAPTERS_FILE, {name: (shape, dtype) for name, shape in shapes.items()}
+        )
+    tokenizer = [path / name for name in files if name not in _RESERVED_NAMES]
+    checkpoint = Checkpoint(
+        path=path,
+        step=step,
+        config=config,
+        model_state=model_state,
+        optimizer_state=None,
+        trainer_state=trainer,
+        tokenizer_files=tokenizer,
+        lora=lora,
+        adapter_state=adapter_state,
+    )
+    if model_only:
+        return checkpoint
+
+    # AdamW's moments are those of the buffer that trains: the adapters' when there are any
+    shapes = adapter_shapes(config, lora) if lora is not None else parameter_shapes(config)
+    n = sum(math.prod(shape) for shape in shapes.values())
     optimizer_expected = {"m": ((n,), dtype), "v": ((n,), dtype), "step": ((1,), np.int64)}
     optimizer_tensors, hyper = _read_safetensors(path / OPTIMIZER_FILE, optimizer_expected)
     optimizer_state: dict[str, Any] = {
@@ -364,21 +482,34 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
                 f"{path / OPTIMIZER_FILE}: metadata {key!r} is not a number: {text!r}"
             ) from None
 
-    tokenizer = [path / name for name in manifest["files"] if name not in REQUIRED_FILES]
-    return Checkpoint(
-        path=path,
-        step=step,
-        config=config,
-        model_state=model_state,
-        optimizer_state=optimizer_state,
-        trainer_state=trainer,
-        tokenizer_files=tokenizer,
-    )
+    checkpoint.optimizer_state = optimizer_state
+    return checkpoint
+
+
+def _lora_config(file: Path) -> LoRAConfig:
+    """The LoRAConfig in the adapters file's header metadata."""
+    try:
+        with safetensors.safe_open(file, framework="np") as f:
+            metadata = dict(f.metadata() or {})
+    except safetensors.SafetensorError as err:
+        raise CheckpointError(f"{file}: not a valid safetensors file: {err}") from None
+    if "lora" not in metadata:
+        raise CheckpointError(f"{file}: no 'lora' entry (the LoRA config) in the header metadata")
+    try:
+        return LoRAConfig.from_dict(json.loads(metadata["lora"], parse_constant=_reject_constant))
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{file}: invalid LoRA config in the header: {err}") from None
 
 
 def restore(model: Any, optimizer: Any, checkpoint: Checkpoint) -> None:
     """Copy a loaded checkpoint into ``model`` (a GPT of the same config) and ``optimizer`` (an
-    AdamW on its buffers; None to restore the model alone). The trainer state is the caller's."""
+    AdamW on its buffers; None to restore the model alone). The trainer state is the caller's.
+
+    LoRA adapters: a model with adapters gets the checkpoint's (same LoRAConfig required) and
+    its base weights, exactly; a model without adapters gets the adapted function, the adapters
+    merged into its weights (W + scale·A·B), which is what sampling and fine-tuning from the
+    checkpoint want. Resuming (an optimizer given) needs a model with the checkpoint's adapters.
+    """
     if model.config != checkpoint.config:
         ours, theirs = model.config.to_dict(), checkpoint.config.to_dict()
         diff = [f"{k}: model {ours[k]!r}, checkpoint {theirs[k]!r}" for k in ours]
@@ -387,7 +518,35 @@ def restore(model: Any, optimizer: Any, checkpoint: Checkpoint) -> None:
             f"{checkpoint.path}: the model's config differs from the checkpoint's:\n  "
             + "\n  ".join(diff)
         )
+    lora = getattr(model, "lora", None)
+    where = checkpoint.path
+    if optimizer is not None and checkpoint.optimizer_state is None:
+        raise CheckpointError(
+            f"{where}: a model-only checkpoint (no optimizer state): it can start a run "
+            "(tinygradlm finetune --from) but not resume one"
+        )
+    if lora is not None and checkpoint.lora is None:
+        raise CheckpointError(
+            f"{where}: the model has LoRA adapters but the checkpoint has none: restore the base "
+            "weights into a model without adapters, then add them"
+        )
+    if lora is not None and lora.config != checkpoint.lora:
+        raise CheckpointError(
+            f"{where}: the model's LoRA config {lora.config.to_dict()} differs from the "
+            f"checkpoint's {checkpoint.lora.to_dict()}"
+        )
+    if lora is None and checkpoint.lora is not None and optimizer is not None:
+        raise CheckpointError(
+            f"{where}: the optimizer state is that of the checkpoint's LoRA adapters "
+            f"{checkpoint.lora.to_dict()}: add them to the model (GPT.add_lora) to resume"
+        )
     model.load_state_dict(checkpoint.model_state)
+    if lora is not None:
+        lora.load_state_dict(checkpoint.adapter_state)
+    elif checkpoint.lora is not None:
+        adapters = LoRAAdapters(checkpoint.config, checkpoint.lora, dtype=model.dtype)
+        adapters.load_state_dict(checkpoint.adapter_state)
+        adapters.merge_into(model.params)
     if optimizer is not None:
         optimizer.load_state_dict(checkpoint.optimizer_state)
 
@@ -430,7 +589,11 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     if not isinstance(files, dict):
         problems.append("'files' is not an object")
         files = {}
-    problems += [f"does not list {name}" for name in REQUIRED_FILES if name not in files]
+    contents = manifest.get("contents", "checkpoint")
+    if contents not in ("checkpoint", "model"):
+        problems.append(f"contents {contents!r} is not 'checkpoint' or 'model'")
+    required = MODEL_ONLY_FILES if contents == "model" else REQUIRED_FILES
+    problems += [f"does not list {name}" for name in required if name not in files]
     for name, entry in files.items():
         # plain names only: a manifest must not point the reader outside the directory
         if not isinstance(name, str) or name != Path(name).name or name in ("", ".", ".."):

@@ -61,6 +61,73 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finetune(args: argparse.Namespace) -> int:
+    from .checkpoint import CheckpointError, latest_checkpoint
+    from .data.errors import DataError
+    from .finetune import FinetuneTrainer, load_finetune_config
+
+    try:
+        config = load_finetune_config(
+            args.config, args.overrides, init_from=args.init_from, data=args.data
+        )
+        if args.no_resume and latest_checkpoint(config.out_dir) is not None:
+            raise ValueError(
+                f"{config.out_dir} already holds checkpoints: choose another out_dir to start "
+                "from scratch (nothing there is overwritten)"
+            )
+        trainer = FinetuneTrainer(config)
+        if not args.no_resume:
+            trainer.resume()
+        if trainer.step >= config.max_steps:
+            print(
+                f"{config.out_dir} already finished {trainer.step} of {config.max_steps} steps: "
+                "raise max_steps to continue, or choose another out_dir"
+            )
+            return 0
+        trainer.train()
+    except (DataError, CheckpointError, ValueError) as e:
+        print(f"tinygradlm finetune: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .checkpoint import CheckpointError
+    from .finetune import export
+
+    try:
+        path = export(args.ckpt, args.out)
+    except (CheckpointError, ValueError) as e:
+        print(f"tinygradlm export: {e}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .checkpoint import CheckpointError
+    from .data.errors import DataError
+    from .train import evaluate_checkpoint
+
+    try:
+        result = evaluate_checkpoint(
+            args.ckpt,
+            args.data,
+            split=args.split,
+            batches=args.batches,
+            batch_size=args.batch_size,
+            seq_len=args.seq_len,
+        )
+    except (DataError, CheckpointError, ValueError) as e:
+        print(f"tinygradlm eval: {e}", file=sys.stderr)
+        return 1
+    print(
+        f"{args.split}: loss {result['loss']:.4f}, perplexity {result['perplexity']:.2f} "
+        f"({result['tokens']:,} tokens, checkpoint step {result['step']})"
+    )
+    return 0
+
+
 def _sample(args: argparse.Namespace) -> int:
     from .checkpoint import CheckpointError
     from .data.errors import DataError
@@ -152,6 +219,60 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="start from scratch even if out_dir has checkpoints",
     )
+    tune = commands.add_parser(
+        "finetune",
+        help="fine-tune a trained GPT on prompt/response pairs (optionally with LoRA)",
+        description="Fine-tune the model of a checkpoint on prompt/response JSON Lines, the loss "
+        "on the responses only, with a fresh optimizer and schedule; LoRA adapters with "
+        "lora_rank=R. Resumes from the newest checkpoint in out_dir unless --no-resume.",
+    )
+    tune.add_argument(
+        "--from",
+        dest="init_from",
+        metavar="CKPT",
+        help="the pretrained checkpoint directory (init_from)",
+    )
+    tune.add_argument(
+        "--data", help="a JSON Lines file, or a directory with train.jsonl (and val.jsonl)"
+    )
+    tune.add_argument("--config", default=None, help="a TOML file of settings")
+    tune.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="settings on top of the config, e.g. lora_rank=8 max_steps=200 "
+        'freeze=\'["wte", "h.0"]\'',
+    )
+    tune.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="start from scratch even if out_dir has checkpoints",
+    )
+    export = commands.add_parser(
+        "export",
+        help="write a checkpoint's model, LoRA merged in, as a plain model directory",
+    )
+    export.add_argument("--ckpt", required=True, type=Path, help="a checkpoint directory")
+    export.add_argument("--out", required=True, type=Path, help="the new model directory")
+    evaluate = commands.add_parser(
+        "eval",
+        help="loss and perplexity of a checkpoint on a split",
+        description="Mean loss and perplexity of a checkpoint on a split of prepared shards, or "
+        "on SFT JSON Lines (the loss on the responses).",
+    )
+    evaluate.add_argument("--ckpt", required=True, type=Path, help="a checkpoint directory")
+    evaluate.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        help="shards (tinygradlm prepare's output), a .jsonl file or a directory of SPLIT.jsonl",
+    )
+    evaluate.add_argument("--split", default="val", help="default: val")
+    evaluate.add_argument("--batches", type=int, default=None, help="default: the whole split")
+    evaluate.add_argument("--batch-size", dest="batch_size", type=int, default=8)
+    evaluate.add_argument(
+        "--seq-len", dest="seq_len", type=int, default=None, help="default: the run's"
+    )
     sample = commands.add_parser("sample", help="generate text from a checkpoint")
     sample.add_argument("--ckpt", required=True, type=Path, help="a checkpoint directory")
     sample.add_argument("--prompt", default="", help="text to continue (default: from scratch)")
@@ -172,6 +293,12 @@ def main(argv: list[str] | None = None) -> int:
         return _prepare(args)
     if args.command == "train":
         return _train(args)
+    if args.command == "finetune":
+        return _finetune(args)
+    if args.command == "export":
+        return _export(args)
+    if args.command == "eval":
+        return _eval(args)
     if args.command == "sample":
         return _sample(args)
     if args.command == "plot":

@@ -112,6 +112,11 @@ def _forward(model: GPT, idx: np.ndarray, cache: KVCache) -> np.ndarray:
     cache) uses the causal ``attention_forward`` of training, one new token
     :func:`attend_to_cache`.
     """
+    if getattr(model, "lora", None) is not None:
+        raise ValueError(
+            "the model has LoRA adapters attached, which this forward does not apply: wrap the "
+            "call in `with tinygradlm.lora.merged(model):` (generate does this itself)"
+        )
     L = backend.layers()
     cfg, p = model.config, model.params
     B, T = idx.shape
@@ -369,20 +374,41 @@ def generate(
     finished = np.zeros(B, dtype=bool)
     n = 0
     if max_new_tokens:
-        context = Context(model, prompt)
-        while True:
-            token = sample_next(context.logits, rng, temperature, top_k, top_p)  # (B,)
-            if stop_token is not None:
-                token[finished] = stop_token
-                finished |= token == stop_token
-            new[:, n] = token
-            n += 1
-            if n == max_new_tokens or finished.all():
-                break  # the last token's logits are never needed: no forward pass for it
-            context.append(token)
+        from .lora import merged
+
+        with merged(model):  # adapters folded into the weights for the KV-cache forward
+            n = _sample_loop(
+                model, prompt, new, finished, rng, temperature, top_k, top_p, stop_token
+            )
     if single:
         return new[0, :n].tolist()
     return new[:, :n]
+
+
+def _sample_loop(
+    model: GPT,
+    prompt: np.ndarray,
+    new: np.ndarray,
+    finished: np.ndarray,
+    rng: np.random.Generator,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    stop_token: int | None,
+) -> int:
+    """Fill ``new`` (B, max_new_tokens) token by token; returns how many columns were filled."""
+    n = 0
+    context = Context(model, prompt)
+    while True:
+        token = sample_next(context.logits, rng, temperature, top_k, top_p)  # (B,)
+        if stop_token is not None:
+            token[finished] = stop_token
+            finished |= token == stop_token
+        new[:, n] = token
+        n += 1
+        if n == new.shape[1] or finished.all():
+            return n  # the last token's logits are never needed: no forward pass for it
+        context.append(token)
 
 
 def sample_from_checkpoint(

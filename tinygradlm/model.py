@@ -12,7 +12,8 @@ independent ways:
   buffers allocated once per batch shape and reused across steps;
 - ``"autograd"``: the same network composed from the ``Tensor`` engine's primitive ops.
 
-The tests hold the two to the same loss and gradients.
+The tests hold the two to the same loss and gradients. LoRA adapters (``tinygradlm.lora``,
+attached with ``add_lora``) add their term to the attention and MLP projections in both.
 """
 
 from __future__ import annotations
@@ -21,11 +22,14 @@ import dataclasses
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import backend
+
+if TYPE_CHECKING:
+    from .lora import LoRAAdapters, LoRAConfig
 
 # --------------------------------------------------------------------------------------------
 # configuration
@@ -188,6 +192,8 @@ class GPT:
         self.params = _views(self.flat_params, self.shapes)
         self.grads = _views(self.flat_grads, self.shapes)
         self._acts: _Activations | None = None
+        self.lora: LoRAAdapters | None = None  # see add_lora
+        self._lora_caches: dict[str, Any] = {}
         self.init_weights(seed)
 
     # -- parameters ----------------------------------------------------------------------------
@@ -302,6 +308,8 @@ class GPT:
             raise ValueError(f"targets shape {targets.shape} differs from idx shape {idx.shape}")
         if not accumulate:
             self.flat_grads[...] = 0
+            if self.lora is not None:
+                self.lora.flat_grads[...] = 0
         if engine == "fused":
             loss = self._fused(idx, targets, ignore_index, loss_scale)
         elif engine == "autograd":
@@ -334,6 +342,7 @@ class GPT:
         B, T = idx.shape
         acts = self._activations(B, T)
         caches: list[Any] = []
+        self._lora_caches = {}
         x, cache = L.encoder_forward(idx, p["wte.weight"], p["wpe.weight"], out=acts.x[0])
         caches.append(cache)  # (B, T, C)
         for i, a in enumerate(acts.layers):
@@ -344,10 +353,12 @@ class GPT:
             qkv, c2 = L.linear_forward(
                 ln1, p[h + "attn.c_attn.weight"], p[h + "attn.c_attn.bias"], out=a.qkv
             )  # (B, T, 3C)
+            self._lora_forward(h + "attn.c_attn", ln1, qkv, keep)
             atty, c3 = L.attention_forward(qkv, cfg.n_head, out=a.atty)  # (B, T, C)
             attproj, c4 = L.linear_forward(
                 atty, p[h + "attn.c_proj.weight"], p[h + "attn.c_proj.bias"], out=a.proj
             )
+            self._lora_forward(h + "attn.c_proj", atty, attproj, keep)
             x2, _ = L.residual_forward(x, attproj, out=a.x2)  # (B, T, C)
             ln2, c5 = L.layernorm_forward(
                 x2, p[h + "ln_2.weight"], p[h + "ln_2.bias"], cfg.layer_norm_epsilon, out=a.ln2
@@ -355,10 +366,12 @@ class GPT:
             fch, c6 = L.linear_forward(
                 ln2, p[h + "mlp.c_fc.weight"], p[h + "mlp.c_fc.bias"], out=a.fch
             )  # (B, T, 4C)
+            self._lora_forward(h + "mlp.c_fc", ln2, fch, keep)
             fcg, c7 = L.gelu_forward(fch, out=a.fcg)  # (B, T, 4C)
             fcproj, c8 = L.linear_forward(
                 fcg, p[h + "mlp.c_proj.weight"], p[h + "mlp.c_proj.bias"], out=a.proj
             )
+            self._lora_forward(h + "mlp.c_proj", fcg, fcproj, keep)
             x, _ = L.residual_forward(x2, fcproj, out=acts.x[i + 1])  # (B, T, C)
             if keep:
                 caches.append((c1, c2, c3, c4, c5, c6, c7, c8))
@@ -396,10 +409,12 @@ class GPT:
             dfcg, dw, db = L.linear_backward(dx, c8)
             g[h + "mlp.c_proj.weight"] += dw
             g[h + "mlp.c_proj.bias"] += db
+            self._lora_backward(h + "mlp.c_proj", dx, dfcg)
             (dfch,) = L.gelu_backward(dfcg, c7)
             dln2, dw, db = L.linear_backward(dfch, c6)
             g[h + "mlp.c_fc.weight"] += dw
             g[h + "mlp.c_fc.bias"] += db
+            self._lora_backward(h + "mlp.c_fc", dfch, dln2)
             dx2, dw, db = L.layernorm_backward(dln2, c5)
             g[h + "ln_2.weight"] += dw
             g[h + "ln_2.bias"] += db
@@ -408,10 +423,12 @@ class GPT:
             datty, dw, db = L.linear_backward(dx2, c4)
             g[h + "attn.c_proj.weight"] += dw
             g[h + "attn.c_proj.bias"] += db
+            self._lora_backward(h + "attn.c_proj", dx2, datty)
             (dqkv,) = L.attention_backward(datty, c3)
             dln1, dw, db = L.linear_backward(dqkv, c2)
             g[h + "attn.c_attn.weight"] += dw
             g[h + "attn.c_attn.bias"] += db
+            self._lora_backward(h + "attn.c_attn", dqkv, dln1)
             dx, dw, db = L.layernorm_backward(dln1, c1)
             g[h + "ln_1.weight"] += dw
             g[h + "ln_1.bias"] += db
@@ -432,13 +449,26 @@ class GPT:
         C, NH, HS = cfg.n_embd, cfg.n_head, cfg.head_size
         eps = cfg.layer_norm_epsilon
         p = {name: Tensor(view, requires_grad=True) for name, view in self.params.items()}
+        lora = self.lora
+        adapters = {}
+        if lora is not None:
+            adapters = {name: Tensor(v, requires_grad=True) for name, v in lora.params.items()}
+
+        def linear(x: Any, module: str) -> Any:  # x·W + b, and an adapter's scale·(x·A)·B
+            y = x @ p[module + ".weight"] + p[module + ".bias"]
+            if module + ".lora_A.weight" in adapters:
+                A = adapters[module + ".lora_A.weight"].T  # (C_in, r)
+                B = adapters[module + ".lora_B.weight"].T  # (r, C_out)
+                y = y + ((x @ A) * lora.scale) @ B
+            return y
+
         future = np.triu(np.ones((T, T), dtype=bool), k=1)  # position t must not see t' > t
 
         x = embedding(idx, p["wte.weight"]) + p["wpe.weight"][:T]  # (B, T, C)
         for i in range(cfg.n_layer):
             h = f"h.{i}."
             a = layer_norm(x, p[h + "ln_1.weight"], p[h + "ln_1.bias"], eps)
-            qkv = a @ p[h + "attn.c_attn.weight"] + p[h + "attn.c_attn.bias"]  # (B, T, 3C)
+            qkv = linear(a, h + "attn.c_attn")  # (B, T, 3C)
             q, k, v = (
                 qkv[..., j * C : (j + 1) * C].reshape(B, T, NH, HS).transpose(0, 2, 1, 3)
                 for j in range(3)
@@ -446,10 +476,10 @@ class GPT:
             att = (q @ k.transpose(0, 1, 3, 2)) * (1.0 / math.sqrt(HS))  # (B, NH, T, T)
             att = softmax(masked_fill(att, future, -np.inf), axis=-1)
             y = (att @ v).transpose(0, 2, 1, 3).reshape(B, T, C)
-            x = x + (y @ p[h + "attn.c_proj.weight"] + p[h + "attn.c_proj.bias"])
+            x = x + linear(y, h + "attn.c_proj")
             m = layer_norm(x, p[h + "ln_2.weight"], p[h + "ln_2.bias"], eps)
-            m = (m @ p[h + "mlp.c_fc.weight"] + p[h + "mlp.c_fc.bias"]).gelu()
-            x = x + (m @ p[h + "mlp.c_proj.weight"] + p[h + "mlp.c_proj.bias"])
+            m = linear(m, h + "mlp.c_fc").gelu()
+            x = x + linear(m, h + "mlp.c_proj")
         x = layer_norm(x, p["ln_f.weight"], p["ln_f.bias"], eps)
         logits = x @ p["wte.weight"].T  # (B, T, Vp)
         loss = cross_entropy(logits[..., : cfg.vocab_size], targets, ignore_index=ignore_index)
@@ -457,7 +487,61 @@ class GPT:
         for name, t in p.items():
             if t.grad is not None:
                 self.grads[name] += t.grad
+        for name, t in adapters.items():
+            if t.grad is not None:
+                lora.grads[name] += t.grad
         return float(loss.item())
+
+    # -- LoRA adapters (tinygradlm.lora) -------------------------------------------------------
+
+    def add_lora(self, config: LoRAConfig, seed: int = 0) -> LoRAAdapters:
+        """Attach LoRA adapters to the projections ``config.targets`` of every block.
+
+        They live in their own flat buffers (``self.lora.flat_params`` / ``flat_grads``, PEFT's
+        names); ``forward_backward`` then also writes their gradients, and an optimizer on the
+        adapters' buffers alone trains them with the base left as it is. B starts at zero, so
+        the model computes exactly what it computed before.
+        """
+        from .lora import LoRAAdapters
+
+        if self.lora is not None:
+            raise ValueError("this model already has LoRA adapters (merge_lora() removes them)")
+        self.lora = LoRAAdapters(self.config, config, dtype=self.dtype, seed=seed)
+        return self.lora
+
+    def merge_lora(self) -> None:
+        """Fold the adapters into the base weights (W ← W + scale·A·B) and detach them."""
+        if self.lora is None:
+            raise ValueError("this model has no LoRA adapters to merge")
+        self.lora.merge_into(self.params)
+        self.lora = None
+
+    def _lora_forward(self, module: str, x: np.ndarray, out: np.ndarray, keep: bool) -> None:
+        """If ``module`` has an adapter, add its term scale·(x·A)·B into the projection's output
+        ``out`` (in place) and keep its cache for :meth:`_lora_backward`."""
+        if self.lora is None or module not in self.lora.modules:
+            return
+        from .lora import lora_forward
+
+        delta, cache = lora_forward(x, self.lora.A(module), self.lora.B(module), self.lora.scale)
+        out += delta  # (B, T, OC)
+        if keep:
+            self._lora_caches[module] = cache
+
+    def _lora_backward(self, module: str, dout: np.ndarray, dx: np.ndarray) -> None:
+        """The adapter's share of ``module``'s backward: its input gradient is added into the
+        projection's ``dx`` (the input feeds both branches), dA and dB into the adapters'
+        gradient buffer. The frozen base weight's gradient is still computed by the chain."""
+        cache = self._lora_caches.pop(module, None)
+        if cache is None:
+            return
+        from .lora import lora_backward
+
+        dx_lora, dA, dB = lora_backward(dout, cache)
+        dx += dx_lora
+        g = self.lora.grads  # PEFT's layouts: lora_A (r, C_in), lora_B (C_out, r)
+        g[module + ".lora_A.weight"] += dA.T
+        g[module + ".lora_B.weight"] += dB.T
 
     # -- accounting ----------------------------------------------------------------------------
 

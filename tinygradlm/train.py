@@ -1,4 +1,5 @@
-"""The training loop: one loop for pretraining (and, later, fine-tuning), on the flat buffers.
+"""The training loop: one loop for pretraining and fine-tuning (``tinygradlm.finetune``), on the
+flat buffers.
 
 A step is: for each of ``grad_accum_steps`` micro-batches, forward and backward with the
 gradient of ``loss / grad_accum_steps`` added into ``flat_grads``; then global-norm clipping,
@@ -29,6 +30,7 @@ from . import backend
 from .checkpoint import latest_checkpoint, load_checkpoint, restore, save_checkpoint
 from .data.errors import DataError
 from .data.loader import DataLoader
+from .data.sft import IGNORE_INDEX
 from .data.shards import find_shards
 from .model import GPT, GPTConfig
 from .monitor import (
@@ -81,50 +83,7 @@ class TrainConfig:
     max_bad_steps: int = 5  # non-finite steps in a row before rolling back
 
     def __post_init__(self) -> None:
-        positive = (
-            "batch_size",
-            "seq_len",
-            "grad_accum_steps",
-            "max_steps",
-            "eval_batches",
-            "log_interval",
-            "keep_last",
-        )
-        for name in positive:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"train config: {name} must be a positive integer, got {value!r}")
-        for name in (
-            "warmup_steps",
-            "eval_interval",
-            "sample_interval",
-            "checkpoint_interval",
-            "sample_tokens",
-            "seed",
-            "max_bad_steps",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"train config: {name} must be an integer ≥ 0, got {value!r}")
-        for name in ("lr", "min_lr", "weight_decay", "eps", "grad_clip", "temperature"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"train config: {name} must be a number ≥ 0, got {value!r}")
-        for name in ("beta1", "beta2"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0 <= value < 1:
-                raise ValueError(f"train config: {name} must be in [0, 1), got {value!r}")
-        if self.warmup_steps > self.max_steps:
-            raise ValueError(
-                f"train config: warmup_steps ({self.warmup_steps}) exceeds max_steps "
-                f"({self.max_steps})"
-            )
-        if self.min_lr > self.lr:
-            raise ValueError(f"train config: min_lr ({self.min_lr}) exceeds lr ({self.lr})")
-        if self.kernels not in backend.KERNELS:
-            raise ValueError(f"train config: kernels must be one of {sorted(backend.KERNELS)}")
-        if self.engine not in ("fused", "autograd"):
-            raise ValueError("train config: engine must be 'fused' or 'autograd'")
+        check_loop_settings(self, "train config")
         self.gpt_config()  # validates the model table
 
     def gpt_config(self, vocab_size: int | None = None) -> GPTConfig:
@@ -152,6 +111,54 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def check_loop_settings(config: Any, what: str) -> None:
+    """The checks of the settings every run has (TrainConfig's and FinetuneConfig's); errors
+    start with ``what`` and name the key."""
+    positive = (
+        "batch_size",
+        "seq_len",
+        "grad_accum_steps",
+        "max_steps",
+        "eval_batches",
+        "log_interval",
+        "keep_last",
+    )
+    for name in positive:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{what}: {name} must be a positive integer, got {value!r}")
+    for name in (
+        "warmup_steps",
+        "eval_interval",
+        "sample_interval",
+        "checkpoint_interval",
+        "sample_tokens",
+        "seed",
+        "max_bad_steps",
+    ):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{what}: {name} must be an integer ≥ 0, got {value!r}")
+    for name in ("lr", "min_lr", "weight_decay", "eps", "grad_clip", "temperature"):
+        value = getattr(config, name)
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"{what}: {name} must be a number ≥ 0, got {value!r}")
+    for name in ("beta1", "beta2"):
+        value = getattr(config, name)
+        if not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise ValueError(f"{what}: {name} must be in [0, 1), got {value!r}")
+    if config.warmup_steps > config.max_steps:
+        raise ValueError(
+            f"{what}: warmup_steps ({config.warmup_steps}) exceeds max_steps ({config.max_steps})"
+        )
+    if config.min_lr > config.lr:
+        raise ValueError(f"{what}: min_lr ({config.min_lr}) exceeds lr ({config.lr})")
+    if config.kernels not in backend.KERNELS:
+        raise ValueError(f"{what}: kernels must be one of {sorted(backend.KERNELS)}")
+    if config.engine not in ("fused", "autograd"):
+        raise ValueError(f"{what}: engine must be 'fused' or 'autograd'")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -201,10 +208,18 @@ PRESETS: dict[str, dict[str, Any]] = {
 def load_config(source: str | None, overrides: Sequence[str] = ()) -> TrainConfig:
     """A preset name or a TOML file, then ``key=value`` overrides (values in TOML syntax, dotted
     keys for tables: ``model.n_layer=6``; a bare word is a string)."""
+    return TrainConfig.from_dict(read_settings(source, overrides, PRESETS))
+
+
+def read_settings(
+    source: str | None, overrides: Sequence[str] = (), presets: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The settings of a preset (a key of ``presets``) or a TOML file, with ``key=value``
+    overrides on top, as a plain dict (what ``load_config`` validates into a TrainConfig)."""
     values: dict[str, Any] = {}
     if source:
-        if source in PRESETS:
-            values = _deep_copy(PRESETS[source])
+        if presets and source in presets:
+            values = _deep_copy(presets[source])
         else:
             try:
                 with open(source, "rb") as f:
@@ -228,7 +243,7 @@ def load_config(source: str | None, overrides: Sequence[str] = ()) -> TrainConfi
             if not isinstance(target, dict):
                 raise ValueError(f"override {item!r}: {table} is not a table")
         target[last] = value
-    return TrainConfig.from_dict(values)
+    return values
 
 
 def _deep_copy(d: Mapping[str, Any]) -> dict[str, Any]:
@@ -290,9 +305,15 @@ class Trainer:
             if find_shards(data_dir, "val")
             else None
         )
+        self.grad_mask: np.ndarray | None = None  # 0 on frozen parameters (fine-tuning)
+        self._init_loop_state()
+
+    def _init_loop_state(self) -> None:
+        """The loop's own state, the same for every kind of run (FinetuneTrainer calls it too,
+        after building its model, optimizer and loaders)."""
         self.step = 0
-        self.out_dir = Path(config.out_dir)
-        self.guard = DivergenceGuard(max(config.max_bad_steps, 1))
+        self.out_dir = Path(self.config.out_dir)
+        self.guard = DivergenceGuard(max(self.config.max_bad_steps, 1))
         self.timer = StepTimer()
         self.metrics: MetricsLogger | None = None  # opened by train(), after a resume
 
@@ -398,7 +419,10 @@ class Trainer:
                 warmup_steps=cfg.warmup_steps,
                 max_steps=cfg.max_steps,
             )
-            norm = clip_grad_norm(self.model.flat_grads, cfg.grad_clip)
+            if self.grad_mask is not None:  # frozen parameters get no gradient, so no update
+                self.optimizer.grads *= self.grad_mask
+            # the buffer the optimizer trains: the model's, or its LoRA adapters'
+            norm = clip_grad_norm(self.optimizer.grads, cfg.grad_clip)
             loss = loss_sum / cfg.grad_accum_steps
             action = self.guard.check(loss, norm)
             if action == Action.OK:
@@ -407,19 +431,11 @@ class Trainer:
         return {"loss": loss, "lr": lr, "grad_norm": norm, "action": action}
 
     def evaluate(self) -> float:
-        """Mean loss over ``eval_batches`` validation batches, from the split's start."""
+        """Mean loss over the targets of ``eval_batches`` validation batches, from the split's
+        start."""
         if self.val_loader is None:
             return float("nan")
-        self.val_loader.reset()
-        losses = []
-        for _ in range(min(self.config.eval_batches, self.val_loader.batches_per_epoch)):
-            x, y = self.val_loader.next_batch()
-            losses.append(self._loss(x, y))
-        return float(np.mean(losses))
-
-    def _loss(self, x: np.ndarray, y: np.ndarray) -> float:
-        loss, _ = backend.layers().crossentropy_forward(self.model.logits(x), y)
-        return float(loss)
+        return evaluate_loss(self.model, self.val_loader, self.config.eval_batches)[0]
 
     def train(self) -> dict[str, Any]:
         """Run from the current step to ``max_steps``; returns the last step's record."""
@@ -506,3 +522,94 @@ def train(config: TrainConfig, *, resume: bool = True) -> dict[str, Any]:
     if resume:
         trainer.resume()
     return trainer.train()
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation
+# --------------------------------------------------------------------------------------------
+
+
+def evaluate_loss(model: GPT, loader: Any, batches: int | None = None) -> tuple[float, int]:
+    """The mean cross-entropy over every target token of the loader's first ``batches`` batches
+    (the whole split when None), and the number of those tokens. Targets equal to -100 (an SFT
+    prompt, padding) are left out, so batches weigh by their target tokens."""
+    loader.reset()
+    n = loader.batches_per_epoch if batches is None else min(batches, loader.batches_per_epoch)
+    total, tokens = 0.0, 0
+    for _ in range(n):
+        x, y = loader.next_batch()
+        count = int((y != IGNORE_INDEX).sum())
+        if count == 0:
+            continue
+        loss, _ = backend.layers().crossentropy_forward(model.logits(x), y)
+        total += float(loss) * count
+        tokens += count
+    return (total / tokens if tokens else float("nan")), tokens
+
+
+def evaluate_checkpoint(
+    ckpt_dir: str | Path,
+    data: str | Path,
+    *,
+    split: str = "val",
+    batches: int | None = None,
+    batch_size: int = 8,
+    seq_len: int | None = None,
+) -> dict[str, Any]:
+    """Loss and perplexity of a checkpoint on a split: what ``tinygradlm eval`` prints.
+
+    ``data`` is a directory of shards (``tinygradlm prepare``'s output: the split's windows of
+    ``seq_len`` tokens, in order), or SFT JSON Lines: a ``.jsonl`` file or a directory with
+    ``{split}.jsonl`` (the loss on the responses, encoded with the checkpoint's tokenizer).
+    ``seq_len`` defaults to the run's, else the model's block_size. A checkpoint with LoRA
+    adapters is evaluated with them, as during its training.
+    """
+    from .data.sft import SFTLoader, load_sft
+    from .tokenizer import Tokenizer
+
+    ckpt = load_checkpoint(ckpt_dir)
+    dtype = next(iter(ckpt.model_state.values())).dtype
+    model = GPT(ckpt.config, dtype=dtype)
+    if ckpt.lora is not None:
+        model.add_lora(ckpt.lora)
+    restore(model, None, ckpt)
+    if seq_len is None:
+        run_config = ckpt.trainer_state.get("config", {})
+        seq_len = run_config.get("seq_len") or ckpt.config.block_size
+    if seq_len > ckpt.config.block_size:
+        raise ValueError(
+            f"seq_len {seq_len} exceeds the model's block_size {ckpt.config.block_size}"
+        )
+    data = Path(data)
+    jsonl = data if data.suffix == ".jsonl" else data / f"{split}.jsonl"
+    if jsonl.is_file():
+        tokenizer = Tokenizer.load(checkpoint_tokenizer_file(ckpt))
+        examples = load_sft(jsonl, tokenizer, seq_len)
+        loader: Any = SFTLoader(examples, batch_size=batch_size, shuffle=False, drop_last=False)
+    else:
+        loader = DataLoader(
+            data,
+            split=split,
+            batch_size=batch_size,
+            seq_len=seq_len,
+            shuffle=False,
+            vocab_size=ckpt.config.vocab_size,
+        )
+    loss, tokens = evaluate_loss(model, loader, batches)
+    return {
+        "loss": loss,
+        "perplexity": math.exp(loss) if math.isfinite(loss) else float("nan"),
+        "tokens": tokens,
+        "step": ckpt.step,
+    }
+
+
+def checkpoint_tokenizer_file(ckpt: Any) -> Path:
+    """The tokenizer file a loaded checkpoint carries (its tokenizer.txt), or a DataError."""
+    for path in ckpt.tokenizer_files:
+        if path.name == TOKENIZER_FILE:
+            return path
+    raise DataError(
+        f"{ckpt.path}: no {TOKENIZER_FILE} in the checkpoint, which encoding text needs; give "
+        "the tokenizer the model was trained with"
+    )

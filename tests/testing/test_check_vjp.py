@@ -331,3 +331,17 @@ def test_a_failing_check_raises_an_assertion_error_carrying_the_result():
 def test_an_unknown_mode_is_rejected():
     with pytest.raises(ValueError, match="mode must be one of"):
         check_vjp(pb.square_forward, pb.square_backward, [X], mode="slow")
+
+
+def test_check_vjp_handles_a_transposed_input():
+    # a Fortran-ordered input must be perturbed element by element like any other
+    x = np.arange(12.0).reshape(3, 4).T / 7.0
+
+    def forward(a):
+        return np.sin(a), a
+
+    def backward(dout, a):
+        return (dout * np.cos(a),)
+
+    assert check_vjp(forward, backward, [x], mode="full").ok
+    assert not check_vjp(forward, lambda d, a: (d * np.sin(a),), [x], raise_exception=False).ok

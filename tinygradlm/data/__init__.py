@@ -6,6 +6,7 @@
 - :mod:`.report`: what was removed, by which rule, with examples.
 - :mod:`.shards`: llm.c-compatible token shards, written atomically, read memory-mapped.
 - :mod:`.loader`: deterministic, resumable batches, sliced across data-parallel ranks.
+- :mod:`.sft`: prompt/response JSON Lines for fine-tuning, the loss on the responses only.
 - :mod:`.prepare`: all of it in order (``tinygradlm prepare``).
 
 The tokenizer is :mod:`tinygradlm.tokenizer`. See ``docs/data.md``, ``docs/shards.md``.

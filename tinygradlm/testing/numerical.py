@@ -37,8 +37,11 @@ def as_output_tuple(out: Any) -> tuple[np.ndarray, ...]:
 
 
 def float64_inputs(inputs: Sequence[Any]) -> list[Any]:
-    """Float64 copies of the floating inputs; everything else passed through as it is."""
-    return [np.array(x, dtype=np.float64, copy=True) if is_floating(x) else x for x in inputs]
+    """Float64 copies of the floating inputs, C-contiguous (the perturbations write through a flat
+    view, which a transposed array would not give); everything else passed through as it is."""
+    return [
+        np.array(x, dtype=np.float64, copy=True, order="C") if is_floating(x) else x for x in inputs
+    ]
 
 
 def resolve_argnums(inputs: Sequence[Any], argnums: int | Sequence[int] | None) -> tuple[int, ...]:
