@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import backend
+from .precision import PrecisionPolicy
 
 if TYPE_CHECKING:
     from .lora import LoRAAdapters, LoRAConfig
@@ -180,7 +181,9 @@ class GPT:
     (64, 192)
     """
 
-    def __init__(self, config: GPTConfig, seed: int = 0, dtype: Any = np.float32) -> None:
+    def __init__(
+        self, config: GPTConfig, seed: int = 0, dtype: Any = np.float32, precision: str = "fp32"
+    ) -> None:
         self.config = config
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
@@ -194,7 +197,30 @@ class GPT:
         self._acts: _Activations | None = None
         self.lora: LoRAAdapters | None = None  # see add_lora
         self._lora_caches: dict[str, Any] = {}
+        self.set_precision(precision)
         self.init_weights(seed)
+
+    def set_precision(self, precision: str) -> None:
+        """Compute in "fp32", "bf16" or "fp16" (emulated, tinygradlm.precision): the fused
+        engine's forward reads weights rounded from the float32 masters, and rounds matmul
+        operands, stored activations and the gradients between layers."""
+        policy = PrecisionPolicy(precision)
+        if policy.enabled and self.dtype != np.float32:
+            raise ValueError(
+                f"precision {policy.precision} needs a float32 model, not {self.dtype}"
+            )
+        self.precision = policy
+        # the weights the layers read (fp32: the masters themselves)
+        self._compute_flat = np.empty_like(self.flat_params) if policy.enabled else self.flat_params
+        self._compute_views = (
+            _views(self._compute_flat, self.shapes) if policy.enabled else self.params
+        )
+
+    def _compute_params(self) -> dict[str, np.ndarray]:
+        """The parameter views the layers read: rounded afresh from ``flat_params`` (fp32: the
+        masters, untouched)."""
+        self.precision.compute_params(self.flat_params, out=self._compute_flat)
+        return self._compute_views
 
     # -- parameters ----------------------------------------------------------------------------
 
@@ -313,6 +339,10 @@ class GPT:
         if engine == "fused":
             loss = self._fused(idx, targets, ignore_index, loss_scale)
         elif engine == "autograd":
+            if self.precision.enabled:
+                raise ValueError(
+                    f"precision {self.precision.precision} is emulated by the fused engine only"
+                )
             loss = self._autograd(idx, targets, ignore_index, loss_scale)
         else:
             raise ValueError(f"unknown engine {engine!r}: use 'fused' or 'autograd'")
@@ -338,7 +368,8 @@ class GPT:
     def _fused_forward(self, idx: np.ndarray, keep: bool) -> np.ndarray:
         """The layer chain up to the logits (B, T, Vp); caches go to ``self._caches``."""
         L = backend.layers()
-        cfg, p = self.config, self.params
+        P = self.precision
+        cfg, p = self.config, self._compute_params()
         B, T = idx.shape
         acts = self._activations(B, T)
         caches: list[Any] = []
@@ -350,36 +381,46 @@ class GPT:
             ln1, c1 = L.layernorm_forward(
                 x, p[h + "ln_1.weight"], p[h + "ln_1.bias"], cfg.layer_norm_epsilon, out=a.ln1
             )
+            P.matmul_input(ln1, out=ln1)
             qkv, c2 = L.linear_forward(
                 ln1, p[h + "attn.c_attn.weight"], p[h + "attn.c_attn.bias"], out=a.qkv
             )  # (B, T, 3C)
             self._lora_forward(h + "attn.c_attn", ln1, qkv, keep)
+            P.activation(qkv)
             atty, c3 = L.attention_forward(qkv, cfg.n_head, out=a.atty)  # (B, T, C)
+            P.matmul_input(atty, out=atty)
             attproj, c4 = L.linear_forward(
                 atty, p[h + "attn.c_proj.weight"], p[h + "attn.c_proj.bias"], out=a.proj
             )
             self._lora_forward(h + "attn.c_proj", atty, attproj, keep)
+            P.activation(attproj)
             x2, _ = L.residual_forward(x, attproj, out=a.x2)  # (B, T, C)
             ln2, c5 = L.layernorm_forward(
                 x2, p[h + "ln_2.weight"], p[h + "ln_2.bias"], cfg.layer_norm_epsilon, out=a.ln2
             )
+            P.matmul_input(ln2, out=ln2)
             fch, c6 = L.linear_forward(
                 ln2, p[h + "mlp.c_fc.weight"], p[h + "mlp.c_fc.bias"], out=a.fch
             )  # (B, T, 4C)
             self._lora_forward(h + "mlp.c_fc", ln2, fch, keep)
+            P.activation(fch)
             fcg, c7 = L.gelu_forward(fch, out=a.fcg)  # (B, T, 4C)
+            P.matmul_input(fcg, out=fcg)
             fcproj, c8 = L.linear_forward(
                 fcg, p[h + "mlp.c_proj.weight"], p[h + "mlp.c_proj.bias"], out=a.proj
             )
             self._lora_forward(h + "mlp.c_proj", fcg, fcproj, keep)
+            P.activation(fcproj)
             x, _ = L.residual_forward(x2, fcproj, out=acts.x[i + 1])  # (B, T, C)
             if keep:
                 caches.append((c1, c2, c3, c4, c5, c6, c7, c8))
         lnf, cf = L.layernorm_forward(
             x, p["ln_f.weight"], p["ln_f.bias"], cfg.layer_norm_epsilon, out=acts.lnf
         )
+        P.matmul_input(lnf, out=lnf)
         # the LM head is tied to the token embedding: logits = lnf · wteᵀ
         logits, ch = L.linear_forward(lnf, p["wte.weight"].T, out=acts.logits)  # (B, T, Vp)
+        P.activation(logits)
         if keep:
             caches += [cf, ch]
             self._caches = caches
@@ -389,6 +430,7 @@ class GPT:
         self, idx: np.ndarray, targets: np.ndarray, ignore_index: int, scale: float
     ) -> float:
         L = backend.layers()
+        P = self.precision
         cfg, g = self.config, self.grads
         logits = self._fused_forward(idx, keep=True)
         loss, cache_ce = L.crossentropy_forward(logits, targets, cfg.vocab_size, ignore_index)
@@ -397,8 +439,10 @@ class GPT:
 
         # backward, in reverse; every parameter gradient is added (+=) into flat_grads
         (dlogits,) = L.crossentropy_backward(self.dtype.type(scale), cache_ce)  # (B, T, Vp)
+        P.gradient(dlogits)
         dlnf, dwte_t = L.linear_backward(dlogits, cache_head)  # dwte_t is (C, Vp)
-        g["wte.weight"] += dwte_t.T
+        P.gradient(dlnf)
+        g["wte.weight"] += P.gradient(dwte_t).T
         dx, dw, db = L.layernorm_backward(dlnf, cache_lnf)
         g["ln_f.weight"] += dw
         g["ln_f.bias"] += db
@@ -406,29 +450,35 @@ class GPT:
             h = f"h.{i}."
             c1, c2, c3, c4, c5, c6, c7, c8 = blocks[i]
             # x_out = x2 + mlp(ln2(x2)): the residual passes dx to both branches
-            dfcg, dw, db = L.linear_backward(dx, c8)
-            g[h + "mlp.c_proj.weight"] += dw
-            g[h + "mlp.c_proj.bias"] += db
-            self._lora_backward(h + "mlp.c_proj", dx, dfcg)
-            (dfch,) = L.gelu_backward(dfcg, c7)
+            dx_16 = P.matmul_input(dx)  # a copy: dx itself goes on, in float32, to dx2
+            dfcg, dw, db = L.linear_backward(dx_16, c8)
+            g[h + "mlp.c_proj.weight"] += P.gradient(dw)
+            g[h + "mlp.c_proj.bias"] += P.gradient(db)
+            self._lora_backward(h + "mlp.c_proj", dx_16, dfcg)
+            (dfch,) = L.gelu_backward(P.gradient(dfcg), c7)
+            P.gradient(dfch)
             dln2, dw, db = L.linear_backward(dfch, c6)
-            g[h + "mlp.c_fc.weight"] += dw
-            g[h + "mlp.c_fc.bias"] += db
+            g[h + "mlp.c_fc.weight"] += P.gradient(dw)
+            g[h + "mlp.c_fc.bias"] += P.gradient(db)
             self._lora_backward(h + "mlp.c_fc", dfch, dln2)
+            P.gradient(dln2)
             dx2, dw, db = L.layernorm_backward(dln2, c5)
             g[h + "ln_2.weight"] += dw
             g[h + "ln_2.bias"] += db
             dx2 += dx
             # x2 = x + attn(ln1(x))
-            datty, dw, db = L.linear_backward(dx2, c4)
-            g[h + "attn.c_proj.weight"] += dw
-            g[h + "attn.c_proj.bias"] += db
-            self._lora_backward(h + "attn.c_proj", dx2, datty)
-            (dqkv,) = L.attention_backward(datty, c3)
+            dx2_16 = P.matmul_input(dx2)  # a copy: dx2 goes on, in float32, to dx
+            datty, dw, db = L.linear_backward(dx2_16, c4)
+            g[h + "attn.c_proj.weight"] += P.gradient(dw)
+            g[h + "attn.c_proj.bias"] += P.gradient(db)
+            self._lora_backward(h + "attn.c_proj", dx2_16, datty)
+            (dqkv,) = L.attention_backward(P.gradient(datty), c3)
+            P.gradient(dqkv)
             dln1, dw, db = L.linear_backward(dqkv, c2)
-            g[h + "attn.c_attn.weight"] += dw
-            g[h + "attn.c_attn.bias"] += db
+            g[h + "attn.c_attn.weight"] += P.gradient(dw)
+            g[h + "attn.c_attn.bias"] += P.gradient(db)
             self._lora_backward(h + "attn.c_attn", dqkv, dln1)
+            P.gradient(dln1)
             dx, dw, db = L.layernorm_backward(dln1, c1)
             g[h + "ln_1.weight"] += dw
             g[h + "ln_1.bias"] += db

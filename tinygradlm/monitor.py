@@ -539,6 +539,7 @@ class Action(enum.StrEnum):
     OK = "ok"
     SKIP = "skip"
     ROLLBACK = "rollback"
+    OVERFLOW = "overflow"  # fp16 gradients overflowed the loss scale: skipped, not divergence
 
 
 class DivergenceError(RuntimeError):

@@ -20,6 +20,7 @@ import math
 import time
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from .monitor import (
     mfu,
 )
 from .optim import AdamW, clip_grad_norm, lr_schedule
+from .precision import Precision
 
 TOKENIZER_FILE = "tokenizer.txt"
 
@@ -81,6 +83,9 @@ class TrainConfig:
     kernels: str = "numba"  # "numba" or "numpy" (tinygradlm.backend)
     engine: str = "fused"  # "fused" or "autograd"
     max_bad_steps: int = 5  # non-finite steps in a row before rolling back
+    precision: str = "fp32"  # "fp32", "bf16" or "fp16" (emulated: tinygradlm.precision)
+    loss_scale_init: float = 65536.0  # fp16 only: the first loss scale
+    loss_scale_growth_interval: int = 2000  # fp16 only: clean steps before the scale doubles
 
     def __post_init__(self) -> None:
         check_loop_settings(self, "train config")
@@ -159,6 +164,19 @@ def check_loop_settings(config: Any, what: str) -> None:
         raise ValueError(f"{what}: kernels must be one of {sorted(backend.KERNELS)}")
     if config.engine not in ("fused", "autograd"):
         raise ValueError(f"{what}: engine must be 'fused' or 'autograd'")
+    precision = getattr(config, "precision", "fp32")
+    try:
+        precision = Precision.parse(precision)
+    except ValueError as e:
+        raise ValueError(f"{what}: {e}") from None
+    if precision != Precision.FP32 and config.engine != "fused":
+        raise ValueError(f"{what}: precision {precision} needs engine 'fused'")
+    interval = getattr(config, "loss_scale_growth_interval", 1)
+    if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+        raise ValueError(f"{what}: loss_scale_growth_interval must be an integer >= 1")
+    scale = getattr(config, "loss_scale_init", 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < 3e38:
+        raise ValueError(f"{what}: loss_scale_init must be a number > 0, got {scale!r}")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -278,7 +296,9 @@ class Trainer:
             )
         self.tokenizer_path = data_dir / TOKENIZER_FILE
         vocab_size = self._vocab_size(data_dir)
-        self.model = GPT(config.gpt_config(vocab_size), seed=config.seed)
+        self.model = GPT(
+            config.gpt_config(vocab_size), seed=config.seed, precision=config.precision
+        )
         if config.seq_len > self.model.config.block_size:
             raise ValueError(
                 f"train config: seq_len {config.seq_len} exceeds the model's block_size "
@@ -314,6 +334,10 @@ class Trainer:
         self.step = 0
         self.out_dir = Path(self.config.out_dir)
         self.guard = DivergenceGuard(max(self.config.max_bad_steps, 1))
+        self.scaler = self.model.precision.loss_scaler(
+            init_scale=getattr(self.config, "loss_scale_init", 2.0**16),
+            growth_interval=getattr(self.config, "loss_scale_growth_interval", 2000),
+        )
         self.timer = StepTimer()
         self.metrics: MetricsLogger | None = None  # opened by train(), after a resume
 
@@ -335,6 +359,7 @@ class Trainer:
         return {
             "loader": self.train_loader.state_dict(),
             "guard": self.guard.state_dict(),
+            "scaler": self.scaler.state_dict(),
             "config": self.config.to_dict(),
         }
 
@@ -355,6 +380,8 @@ class Trainer:
         ckpt = load_checkpoint(path)
         restore(self.model, self.optimizer, ckpt)
         self.train_loader.load_state_dict(ckpt.trainer_state["loader"])
+        if "scaler" in ckpt.trainer_state:
+            self.scaler.load_state_dict(ckpt.trainer_state["scaler"])
         self.step = ckpt.step
         self._checkpoint_state = ckpt.trainer_state
 
@@ -399,16 +426,23 @@ class Trainer:
         cfg, timer = self.config, self.timer
         timer.reset()
         loss_sum = 0.0
+        scale = self.scaler.scale  # 1 unless fp16
         for micro in range(cfg.grad_accum_steps):
             with timer("data"):
                 x, y = self.train_loader.next_batch()
-            with timer("fwd_bwd"):
+            # fp16 overflows are expected and handled below: no NumPy warnings for them
+            quiet = (
+                np.errstate(over="ignore", invalid="ignore")
+                if self.scaler.enabled
+                else nullcontext()
+            )
+            with timer("fwd_bwd"), quiet:
                 loss, _ = self.model.forward_backward(
                     x,
                     y,
                     engine=cfg.engine,
                     accumulate=micro > 0,
-                    loss_scale=1.0 / cfg.grad_accum_steps,
+                    loss_scale=scale / cfg.grad_accum_steps,
                 )
             loss_sum += loss
         with timer("optim"):
@@ -421,14 +455,28 @@ class Trainer:
             )
             if self.grad_mask is not None:  # frozen parameters get no gradient, so no update
                 self.optimizer.grads *= self.grad_mask
-            # the buffer the optimizer trains: the model's, or its LoRA adapters'
-            norm = clip_grad_norm(self.optimizer.grads, cfg.grad_clip)
             loss = loss_sum / cfg.grad_accum_steps
+            # the buffer the optimizer trains: the model's, or its LoRA adapters'
+            found_finite = self.scaler.unscale_and_check(self.optimizer.grads)
+            if self.scaler.is_overflow(loss, found_finite):
+                # fp16 gradients overflowed the scale: skip, back off; the guard is not told
+                self.scaler.update(False)
+                self.step += 1
+                return {
+                    "loss": loss,
+                    "lr": lr,
+                    "grad_norm": None,
+                    "action": Action.OVERFLOW,
+                    "loss_scale": scale,
+                }
+            norm = clip_grad_norm(self.optimizer.grads, cfg.grad_clip)
             action = self.guard.check(loss, norm)
             if action == Action.OK:
                 self.optimizer.step(lr)
+            if math.isfinite(loss):
+                self.scaler.update(found_finite)
         self.step += 1
-        return {"loss": loss, "lr": lr, "grad_norm": norm, "action": action}
+        return {"loss": loss, "lr": lr, "grad_norm": norm, "action": action, "loss_scale": scale}
 
     def evaluate(self) -> float:
         """Mean loss over the targets of ``eval_batches`` validation batches, from the split's
@@ -467,7 +515,14 @@ class Trainer:
                     tokens_per_s=tokens_per_step / seconds,
                     mfu=mfu(flops_per_step, seconds, peak),
                     time=self.timer.split(),
+                    **({"loss_scale": result["loss_scale"]} if self.scaler.enabled else {}),
                 )
+                if result["action"] == Action.OVERFLOW:
+                    message = (
+                        f"fp16 gradient overflow at loss scale {result['loss_scale']:g}: update "
+                        f"skipped, scale now {self.scaler.scale:g}"
+                    )
+                    self.metrics.log_event(self.step, "overflow", message)
                 if result["action"] == Action.SKIP:
                     message = "non-finite loss or gradient norm: update skipped"
                     self.metrics.log_event(self.step, "skip", message)
