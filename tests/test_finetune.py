@@ -236,10 +236,15 @@ def load_sft_records(pairs, seq_len=8):
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("lora_rank", [0, 8])
-def test_finetuning_lowers_the_response_loss(root, pretrained, lora_rank):
+@pytest.mark.parametrize("lora_rank, precision", [(0, "fp32"), (8, "fp32"), (0, "bf16")])
+def test_finetuning_lowers_the_response_loss(root, pretrained, lora_rank, precision):
     config = settings(
-        root, init_from=str(pretrained), lora_rank=lora_rank, lora_alpha=32.0, max_steps=30
+        root,
+        init_from=str(pretrained),
+        lora_rank=lora_rank,
+        lora_alpha=32.0,
+        max_steps=30,
+        precision=precision,
     )
     trainer = quiet(config)
     before = trainer.evaluate()

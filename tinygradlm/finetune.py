@@ -85,6 +85,9 @@ class FinetuneConfig:
     kernels: str = "numba"
     engine: str = "fused"
     max_bad_steps: int = 5
+    precision: str = "fp32"  # "fp32", "bf16" or "fp16" (emulated: tinygradlm.precision)
+    loss_scale_init: float = 65536.0  # fp16 only
+    loss_scale_growth_interval: int = 2000  # fp16 only
 
     def __post_init__(self) -> None:
         what = "finetune config"
@@ -181,7 +184,7 @@ class FinetuneTrainer(Trainer):
         self.tokenizer_path = Path(tokenizer) if tokenizer else checkpoint_tokenizer_file(base)
         self.tokenizer = Tokenizer.load(self.tokenizer_path)
         dtype = next(iter(base.model_state.values())).dtype
-        self.model = GPT(base.config, dtype=dtype)
+        self.model = GPT(base.config, dtype=dtype, precision=config.precision)
         restore(self.model, None, base)  # a LoRA checkpoint arrives merged: its function
         if config.seq_len > self.model.config.block_size:
             raise ValueError(

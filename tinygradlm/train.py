@@ -164,17 +164,17 @@ def check_loop_settings(config: Any, what: str) -> None:
         raise ValueError(f"{what}: kernels must be one of {sorted(backend.KERNELS)}")
     if config.engine not in ("fused", "autograd"):
         raise ValueError(f"{what}: engine must be 'fused' or 'autograd'")
-    precision = getattr(config, "precision", "fp32")
+    precision = config.precision
     try:
         precision = Precision.parse(precision)
     except ValueError as e:
         raise ValueError(f"{what}: {e}") from None
     if precision != Precision.FP32 and config.engine != "fused":
         raise ValueError(f"{what}: precision {precision} needs engine 'fused'")
-    interval = getattr(config, "loss_scale_growth_interval", 1)
+    interval = config.loss_scale_growth_interval
     if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
         raise ValueError(f"{what}: loss_scale_growth_interval must be an integer >= 1")
-    scale = getattr(config, "loss_scale_init", 1.0)
+    scale = config.loss_scale_init
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < 3e38:
         raise ValueError(f"{what}: loss_scale_init must be a number > 0, got {scale!r}")
 
@@ -335,8 +335,8 @@ class Trainer:
         self.out_dir = Path(self.config.out_dir)
         self.guard = DivergenceGuard(max(self.config.max_bad_steps, 1))
         self.scaler = self.model.precision.loss_scaler(
-            init_scale=getattr(self.config, "loss_scale_init", 2.0**16),
-            growth_interval=getattr(self.config, "loss_scale_growth_interval", 2000),
+            init_scale=self.config.loss_scale_init,
+            growth_interval=self.config.loss_scale_growth_interval,
         )
         self.timer = StepTimer()
         self.metrics: MetricsLogger | None = None  # opened by train(), after a resume
