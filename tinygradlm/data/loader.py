@@ -21,21 +21,20 @@ The sampling scheme, in full (docs/shards.md has the pictures):
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .errors import DataError
+from .sampler import EpochSampler, SampledBatches, check_integers
 from .shards import find_shards, read_shard
 
 __all__ = ["DataLoader"]
 
-_STATE_KEYS = ("epoch", "batch", "seed", "shuffle", "batch_size", "seq_len", "dataset")
 
-
-class DataLoader:
+class DataLoader(SampledBatches):
     """Batches ``(x, y)`` for this rank, each (B // world_size, T) int64, where y[:, t] is the
     token after x[:, t] in the stream (so y[:, :-1] == x[:, 1:]).
 
@@ -64,15 +63,14 @@ class DataLoader:
         shuffle: bool = True,
         vocab_size: int | None = None,
     ) -> None:
-        for name, value, low in (
-            ("batch_size", batch_size, 1),
-            ("seq_len", seq_len, 1),
-            ("world_size", world_size, 1),
-            ("rank", rank, 0),
-            ("seed", seed, 0),
-        ):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise DataError(f"DataLoader: {name} must be an integer ≥ {low}, got {value!r}")
+        check_integers(
+            "DataLoader",
+            batch_size=batch_size,
+            seq_len=seq_len,
+            world_size=world_size,
+            rank=rank,
+            seed=seed,
+        )
         if rank >= world_size:
             raise DataError(f"DataLoader: rank {rank} is not below world_size {world_size}")
         if batch_size % world_size:
@@ -80,12 +78,7 @@ class DataLoader:
                 f"DataLoader: the global batch_size {batch_size} is not divisible by world_size "
                 f"{world_size}: every rank must take the same number of rows"
             )
-        self.batch_size = int(batch_size)  # B, global
         self.seq_len = int(seq_len)  # T
-        self.rank = int(rank)
-        self.world_size = int(world_size)
-        self.seed = int(seed)
-        self.shuffle = bool(shuffle)
         self.split = split
 
         self.files = _shard_files(source, split)
@@ -95,47 +88,34 @@ class DataLoader:
         self._starts = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])  # (shards + 1,)
         self.n_tokens = int(self._starts[-1])
         self.n_windows = max(0, (self.n_tokens - 1) // self.seq_len)
-        if self.n_windows < self.batch_size:
+        if self.n_windows < batch_size:
             raise DataError(
                 f"DataLoader: {_describe(self.files)} {self.n_tokens:,} tokens, "
                 f"{self.n_windows:,} windows of T={self.seq_len} (+1), fewer than one global batch "
-                f"of B={self.batch_size}: need at least {self.batch_size * self.seq_len + 1:,} "
+                f"of B={batch_size}: need at least {batch_size * self.seq_len + 1:,} "
                 f"tokens; use a smaller batch_size or seq_len, or more data"
             )
         self._fingerprint = {"files": [f.name for f in self.files], "tokens": counts}
-        self._epoch = 0
-        self._batch = 0  # the next batch of the epoch
-        self._order_epoch = -1
-        self._order = np.zeros(0, dtype=np.int64)  # (n_windows,) the window order of _order_epoch
+        # the window order, this rank's windows of each batch, and the position (epoch, batch)
+        self.sampler = EpochSampler(
+            self.n_windows,
+            batch_size,
+            rank=rank,
+            world_size=world_size,
+            seed=seed,
+            shuffle=shuffle,
+            drop_last=True,  # the windows left over at the end of an epoch are skipped
+            owner="DataLoader",
+        )
 
     # ---------------------------------------------------------------------------------------
-    # sizes and position
+    # sizes (the position and batches_per_epoch = n_windows // B: SampledBatches)
     # ---------------------------------------------------------------------------------------
-
-    @property
-    def epoch(self) -> int:
-        """The epoch of the next batch (0-based)."""
-        return self._epoch
-
-    @property
-    def batch_index(self) -> int:
-        """The index within its epoch of the next batch."""
-        return self._batch
-
-    @property
-    def batches_per_epoch(self) -> int:
-        """Whole global batches in one pass over the windows: n_windows // B."""
-        return self.n_windows // self.batch_size
 
     @property
     def tokens_per_batch(self) -> int:
         """Tokens one global batch (one optimizer step, all ranks together) trains on: B·T."""
         return self.batch_size * self.seq_len
-
-    @property
-    def local_batch_size(self) -> int:
-        """Rows of this rank's x and y: B // world_size."""
-        return self.batch_size // self.world_size
 
     # ---------------------------------------------------------------------------------------
     # batches
@@ -143,40 +123,14 @@ class DataLoader:
 
     def next_batch(self) -> tuple[np.ndarray, np.ndarray]:
         """This rank's slice of the next global batch: x, y, each (B // world_size, T) int64."""
-        B, T = self.batch_size, self.seq_len
-        rows = self.local_batch_size
-        first = self._batch * B + self.rank * rows  # this rank's first row, in the epoch's order
-        windows = self._windows(first, rows)  # (B/P,) window indices
-        buffer = np.empty((rows, T + 1), dtype=np.int64)  # (B/P, T+1) inputs and last target
+        T = self.seq_len
+        windows = self.sampler.next_indices()  # (B/P,) window indices; then the next batch
+        buffer = np.empty((len(windows), T + 1), dtype=np.int64)  # (B/P, T+1) inputs, last target
         for row, window in enumerate(windows):
             self._read(int(window) * T, buffer[row])
         x = np.ascontiguousarray(buffer[:, :-1])  # (B/P, T)
         y = np.ascontiguousarray(buffer[:, 1:])  # (B/P, T) the token after each input
-
-        self._batch += 1
-        if self._batch == self.batches_per_epoch:
-            self._epoch, self._batch = self._epoch + 1, 0
         return x, y
-
-    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        return self
-
-    def __next__(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.next_batch()
-
-    def reset(self) -> None:
-        """Back to the first batch of epoch 0 (e.g. before each pass over the validation set)."""
-        self._epoch, self._batch = 0, 0
-
-    def _windows(self, first: int, count: int) -> np.ndarray:
-        """Positions [first, first + count) of the current epoch's window order: (count,)."""
-        if not self.shuffle:
-            return np.arange(first, first + count, dtype=np.int64)
-        if self._order_epoch != self._epoch:  # one permutation per epoch, shared by its batches
-            rng = np.random.default_rng([self.seed, self._epoch])
-            self._order = rng.permutation(self.n_windows)  # (n_windows,)
-            self._order_epoch = self._epoch
-        return self._order[first : first + count]
 
     def _read(self, start: int, out: np.ndarray) -> None:
         """Copy the stream's tokens [start, start + len(out)) into ``out``, across as many
@@ -199,12 +153,10 @@ class DataLoader:
         """Where the loader is, as JSON-able plain values: the next batch (epoch, batch), what
         fixes the batches (seed, shuffle, B, T) and the data (file names, token counts).
         world_size and rank are not part of it: any number of ranks can resume from it."""
+        return {**self.sampler.state_dict(), **self._own_state()}
+
+    def _own_state(self) -> dict[str, Any]:
         return {
-            "epoch": self._epoch,
-            "batch": self._batch,
-            "seed": self.seed,
-            "shuffle": self.shuffle,
-            "batch_size": self.batch_size,
             "seq_len": self.seq_len,
             "dataset": {
                 "files": list(self._fingerprint["files"]),
@@ -216,37 +168,15 @@ class DataLoader:
         """Continue from ``state`` (from :meth:`state_dict`): the next batch is the one that
         would have followed. The seed, shuffle, B, T and the data must match this loader's;
         a DataError lists every difference, and nothing changes unless all match."""
-        if not isinstance(state, dict):
-            raise DataError(f"DataLoader state must be a dict, got {type(state).__name__}")
-        missing = [k for k in _STATE_KEYS if k not in state]
-        unknown = sorted(set(state) - set(_STATE_KEYS))
-        if missing or unknown:
-            raise DataError(f"DataLoader state: missing keys {missing}, unknown keys {unknown}")
-        mine = self.state_dict()
-        differences = [
-            f"{key} is {state[key]!r} in the state but {mine[key]!r} here"
-            for key in ("seed", "shuffle", "batch_size", "seq_len")
-            if state[key] != mine[key]
-        ]
-        differences += _dataset_differences(state["dataset"], mine["dataset"])
-        if differences:
-            raise DataError("DataLoader: cannot resume: " + "; ".join(differences))
-        epoch, batch = state["epoch"], state["batch"]
-        for name, value in (("epoch", epoch), ("batch", batch)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise DataError(f"DataLoader state: {name} must be an integer ≥ 0, got {value!r}")
-        if batch >= self.batches_per_epoch:
-            raise DataError(
-                f"DataLoader state: batch {batch} is not below batches_per_epoch "
-                f"{self.batches_per_epoch}"
-            )
-        self._epoch, self._batch = epoch, batch
+        self.sampler.load_state_dict(
+            state, self._own_state(), differ={"dataset": _dataset_differences}
+        )
 
     def __repr__(self) -> str:
         return (
             f"DataLoader({len(self.files)} shard(s), {self.n_tokens:,} tokens, B={self.batch_size}"
-            f", T={self.seq_len}, rank {self.rank}/{self.world_size}, epoch {self._epoch}, batch "
-            f"{self._batch}/{self.batches_per_epoch})"
+            f", T={self.seq_len}, rank {self.rank}/{self.world_size}, epoch {self.epoch}, batch "
+            f"{self.batch_index}/{self.batches_per_epoch})"
         )
 
 

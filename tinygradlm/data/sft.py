@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,12 +44,11 @@ import numpy as np
 
 from .documents import _decode, _text_of, _valid_text
 from .errors import DataError
+from .sampler import EpochSampler, SampledBatches, check_integers
 
 __all__ = ["IGNORE_INDEX", "SFTData", "SFTLoader", "encode_example", "load_sft", "read_sft"]
 
 IGNORE_INDEX = -100  # the target that adds nothing to the loss (GPT.forward_backward's default)
-
-_STATE_KEYS = ("epoch", "batch", "seed", "shuffle", "batch_size", "dataset")
 
 
 def read_sft(
@@ -199,7 +198,7 @@ def load_sft(
     )
 
 
-class SFTLoader:
+class SFTLoader(SampledBatches):
     """Batches ``(x, y)`` of SFT rows for this rank, each (B // world_size, T) int64.
 
     The same scheme and interface as :class:`~tinygradlm.data.DataLoader` (``next_batch``,
@@ -219,14 +218,9 @@ class SFTLoader:
         shuffle: bool = True,
         drop_last: bool = True,
     ) -> None:
-        for name, value, low in (
-            ("batch_size", batch_size, 1),
-            ("world_size", world_size, 1),
-            ("rank", rank, 0),
-            ("seed", seed, 0),
-        ):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise DataError(f"SFTLoader: {name} must be an integer ≥ {low}, got {value!r}")
+        check_integers(
+            "SFTLoader", batch_size=batch_size, world_size=world_size, rank=rank, seed=seed
+        )
         if rank >= world_size or batch_size % world_size:
             raise DataError(
                 f"SFTLoader: need rank < world_size and batch_size divisible by world_size, got "
@@ -238,122 +232,51 @@ class SFTLoader:
                 f"batch of B={batch_size}: use a smaller batch_size or more examples"
             )
         self.data = data
-        self.batch_size = int(batch_size)
         self.seq_len = data.seq_len
-        self.rank, self.world_size = int(rank), int(world_size)
-        self.seed = int(seed)
-        self.shuffle = bool(shuffle)
-        self.drop_last = bool(drop_last)
-        self._epoch = 0
-        self._batch = 0
-        self._order_epoch = -1
-        self._order = np.zeros(0, dtype=np.int64)
+        # the example order, this rank's examples of each batch, and the position (epoch, batch)
+        self.sampler = EpochSampler(
+            len(data),
+            batch_size,
+            rank=rank,
+            world_size=world_size,
+            seed=seed,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            owner="SFTLoader",
+        )
         self._fingerprint = data.fingerprint()
         self._pad = np.full(self.seq_len, data.x[0, 0], dtype=np.int64)  # an eot: any valid id
         self._ignored = np.full(self.seq_len, IGNORE_INDEX, dtype=np.int64)
 
-    @property
-    def epoch(self) -> int:
-        return self._epoch
-
-    @property
-    def batch_index(self) -> int:
-        return self._batch
-
-    @property
-    def batches_per_epoch(self) -> int:
-        n, B = len(self.data), self.batch_size
-        return n // B if self.drop_last else -(-n // B)
-
-    @property
-    def local_batch_size(self) -> int:
-        return self.batch_size // self.world_size
-
     def next_batch(self) -> tuple[np.ndarray, np.ndarray]:
         """This rank's slice of the next global batch: x, y, each (B // world_size, T) int64."""
         rows = self.local_batch_size
-        first = self._batch * self.batch_size + self.rank * rows  # in the epoch's order
-        order = self._epoch_order()
+        examples = self.sampler.next_indices()  # (≤ B/P,) fewer only in a partial last batch
         x = np.empty((rows, self.seq_len), dtype=np.int64)  # (B/P, T)
         y = np.empty((rows, self.seq_len), dtype=np.int64)  # (B/P, T)
-        for row in range(rows):
-            if first + row < len(order):
-                example = order[first + row]
-                x[row], y[row] = self.data.x[example], self.data.y[example]
-            else:  # past the end of a partial last batch: a row that adds nothing
-                x[row], y[row] = self._pad, self._ignored
-        self._batch += 1
-        if self._batch == self.batches_per_epoch:
-            self._epoch, self._batch = self._epoch + 1, 0
+        x[: len(examples)], y[: len(examples)] = self.data.x[examples], self.data.y[examples]
+        # past the end of a partial last batch: rows that add nothing
+        x[len(examples) :], y[len(examples) :] = self._pad, self._ignored
         return x, y
-
-    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        return self
-
-    def __next__(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.next_batch()
-
-    def reset(self) -> None:
-        """Back to the first batch of epoch 0."""
-        self._epoch, self._batch = 0, 0
-
-    def _epoch_order(self) -> np.ndarray:
-        """The current epoch's order of the examples: (n,)."""
-        if not self.shuffle:
-            return np.arange(len(self.data), dtype=np.int64)
-        if self._order_epoch != self._epoch:
-            rng = np.random.default_rng([self.seed, self._epoch])
-            self._order = rng.permutation(len(self.data))
-            self._order_epoch = self._epoch
-        return self._order
 
     def state_dict(self) -> dict[str, Any]:
         """The next batch (epoch, batch) and what fixes the batches (seed, shuffle, B, the data's
         fingerprint), as JSON-able values; rank and world_size are not part of it."""
-        return {
-            "epoch": self._epoch,
-            "batch": self._batch,
-            "seed": self.seed,
-            "shuffle": self.shuffle,
-            "batch_size": self.batch_size,
-            "dataset": dict(self._fingerprint),
-        }
+        return {**self.sampler.state_dict(), "dataset": dict(self._fingerprint)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from ``state``: the next batch is the one that would have followed. The
         seed, shuffle, B and the data (rows and their hash) must match; a DataError lists every
         difference, and nothing changes unless all match."""
-        if not isinstance(state, dict):
-            raise DataError(f"SFTLoader state must be a dict, got {type(state).__name__}")
-        missing = [k for k in _STATE_KEYS if k not in state]
-        unknown = sorted(set(state) - set(_STATE_KEYS))
-        if missing or unknown:
-            raise DataError(f"SFTLoader state: missing keys {missing}, unknown keys {unknown}")
-        mine = self.state_dict()
-        differences = [
-            f"{key} is {state[key]!r} in the state but {mine[key]!r} here"
-            for key in ("seed", "shuffle", "batch_size", "dataset")
-            if state[key] != mine[key]
-        ]
-        if differences:
-            raise DataError(
-                "SFTLoader: cannot resume (the examples, their encoding or seq_len changed?): "
-                + "; ".join(differences)
-            )
-        epoch, batch = state["epoch"], state["batch"]
-        for name, value in (("epoch", epoch), ("batch", batch)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise DataError(f"SFTLoader state: {name} must be an integer ≥ 0, got {value!r}")
-        if batch >= self.batches_per_epoch:
-            raise DataError(
-                f"SFTLoader state: batch {batch} is not below batches_per_epoch "
-                f"{self.batches_per_epoch}"
-            )
-        self._epoch, self._batch = epoch, batch
+        self.sampler.load_state_dict(
+            state,
+            {"dataset": dict(self._fingerprint)},
+            hint=" (the examples, their encoding or seq_len changed?)",
+        )
 
     def __repr__(self) -> str:
         return (
             f"SFTLoader({len(self.data):,} examples, B={self.batch_size}, T={self.seq_len}, rank "
-            f"{self.rank}/{self.world_size}, epoch {self._epoch}, batch "
-            f"{self._batch}/{self.batches_per_epoch})"
+            f"{self.rank}/{self.world_size}, epoch {self.epoch}, batch "
+            f"{self.batch_index}/{self.batches_per_epoch})"
         )
