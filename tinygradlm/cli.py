@@ -6,6 +6,7 @@ import argparse
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -33,7 +34,7 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace) -> int:
+def _train(args: argparse.Namespace, dist: Any) -> int:
     from .checkpoint import CheckpointError, latest_checkpoint
     from .data.errors import DataError
     from .train import Trainer, load_config
@@ -45,7 +46,7 @@ def _train(args: argparse.Namespace) -> int:
                 f"{config.out_dir} already holds checkpoints: choose another out_dir to start "
                 "from scratch (nothing there is overwritten)"
             )
-        trainer = Trainer(config)
+        trainer = Trainer(config, dist=dist)
         if not args.no_resume:
             trainer.resume()
         if trainer.step >= config.max_steps:
@@ -61,7 +62,7 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _finetune(args: argparse.Namespace) -> int:
+def _finetune(args: argparse.Namespace, dist: Any) -> int:
     from .checkpoint import CheckpointError, latest_checkpoint
     from .data.errors import DataError
     from .finetune import FinetuneTrainer, load_finetune_config
@@ -75,7 +76,7 @@ def _finetune(args: argparse.Namespace) -> int:
                 f"{config.out_dir} already holds checkpoints: choose another out_dir to start "
                 "from scratch (nothing there is overwritten)"
             )
-        trainer = FinetuneTrainer(config)
+        trainer = FinetuneTrainer(config, dist=dist)
         if not args.no_resume:
             trainer.resume()
         if trainer.step >= config.max_steps:
@@ -291,10 +292,14 @@ def main(argv: list[str] | None = None) -> int:
         return demo()
     if args.command == "prepare":
         return _prepare(args)
-    if args.command == "train":
-        return _train(args)
-    if args.command == "finetune":
-        return _finetune(args)
+    if args.command in ("train", "finetune"):
+        # under mpiexec: threads per rank, then MPI; any error on any rank ends the whole job
+        from . import dist as dist_module
+
+        dist_module.default_threads()
+        dist = dist_module.init()
+        command = _train if args.command == "train" else _finetune
+        return dist_module.run_or_abort(dist, command, args, dist)
     if args.command == "export":
         return _export(args)
     if args.command == "eval":

@@ -88,6 +88,8 @@ class FinetuneConfig:
     precision: str = "fp32"  # "fp32", "bf16" or "fp16" (emulated: tinygradlm.precision)
     loss_scale_init: float = 65536.0  # fp16 only
     loss_scale_growth_interval: int = 2000  # fp16 only
+    bucket_size_mb: float = 0  # data parallel: as in TrainConfig
+    deterministic_reduce: bool = False
 
     def __post_init__(self) -> None:
         what = "finetune config"
@@ -172,9 +174,13 @@ class FinetuneTrainer(Trainer):
         rank: int = 0,
         world_size: int = 1,
         log: Callable[[str], None] = print,
+        dist: Any = None,
     ) -> None:
         # not Trainer.__init__: the model comes from a checkpoint and the data from JSON Lines
         self.config = config
+        if dist is not None:
+            rank, world_size = dist.rank, dist.world_size
+        self.dist = dist
         self.rank, self.world_size = rank, world_size
         self.log = log if rank == 0 else (lambda _msg: None)
         backend.set_kernels(config.kernels)

@@ -11,12 +11,26 @@ Determinism: the model's initialisation, the loader's order and the samples all 
 ``seed``, and nothing else is random, so the same config gives the same run. A checkpoint holds
 the parameters, AdamW's moments, the step and the loader's position, so a run resumed from it
 continues bit-identically (``tests/test_train.py`` kills a run with SIGKILL to check).
+
+Data parallel (``mpiexec -n P tinygradlm train ...``, ``tinygradlm.dist``): every rank trains
+on its slice of each global batch. Before the first step the ranks compare a digest of the
+parameter layout and config and take rank 0's parameters and optimizer state. Each micro-batch's
+loss is the mean over the targets of all ranks' slices, as one process computes it; only after
+the last micro-step are the gradients averaged (buffer ``Allreduce`` in fixed-order buckets of
+``bucket_size_mb``, under the step timer's "comm"), so P ranks reach one process's parameters
+within float32 rounding (bitwise with ``deterministic_reduce``). Validation is collective; rank 0
+alone logs, samples and writes checkpoints, which any number of ranks can resume from. Test
+hook: ``TINYGRADLM_FAIL_RANK=r`` (with ``TINYGRADLM_FAIL_STEP=s``, default 1) makes rank r raise
+at step s, to check that an error on one rank ends the whole job.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
+import os
 import time
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
@@ -86,6 +100,11 @@ class TrainConfig:
     precision: str = "fp32"  # "fp32", "bf16" or "fp16" (emulated: tinygradlm.precision)
     loss_scale_init: float = 65536.0  # fp16 only: the first loss scale
     loss_scale_growth_interval: int = 2000  # fp16 only: clean steps before the scale doubles
+    # data parallel (tinygradlm.dist): gradients are averaged in fixed-order buckets of this many
+    # MiB (0: one fused buffer); deterministic_reduce makes the step bitwise identical for any
+    # number of ranks, at a cost in speed
+    bucket_size_mb: float = 0
+    deterministic_reduce: bool = False
 
     def __post_init__(self) -> None:
         check_loop_settings(self, "train config")
@@ -171,6 +190,11 @@ def check_loop_settings(config: Any, what: str) -> None:
         raise ValueError(f"{what}: {e}") from None
     if precision != Precision.FP32 and config.engine != "fused":
         raise ValueError(f"{what}: precision {precision} needs engine 'fused'")
+    bucket = config.bucket_size_mb
+    if isinstance(bucket, bool) or not isinstance(bucket, (int, float)) or not bucket >= 0:
+        raise ValueError(f"{what}: bucket_size_mb must be a number ≥ 0, got {bucket!r}")
+    if not isinstance(config.deterministic_reduce, bool):
+        raise ValueError(f"{what}: deterministic_reduce must be true or false")
     interval = config.loss_scale_growth_interval
     if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
         raise ValueError(f"{what}: loss_scale_growth_interval must be an integer >= 1")
@@ -283,8 +307,12 @@ class Trainer:
         rank: int = 0,
         world_size: int = 1,
         log: Callable[[str], None] = print,
+        dist: Any = None,
     ) -> None:
         self.config = config
+        if dist is not None:
+            rank, world_size = dist.rank, dist.world_size
+        self.dist = dist
         self.rank, self.world_size = rank, world_size
         self.log = log if rank == 0 else (lambda _msg: None)
         backend.set_kernels(config.kernels)
@@ -332,6 +360,18 @@ class Trainer:
         """The loop's own state, the same for every kind of run (FinetuneTrainer calls it too,
         after building its model, optimizer and loaders)."""
         self.step = 0
+        if getattr(self, "dist", None) is None:
+            from .dist import Dist
+
+            self.dist = Dist()
+        self._synced = False
+        # a test hook: raise at this step on this rank (TINYGRADLM_FAIL_RANK, TINYGRADLM_FAIL_STEP)
+        fail_rank = os.environ.get("TINYGRADLM_FAIL_RANK")
+        self._fail_step = (
+            int(os.environ.get("TINYGRADLM_FAIL_STEP", "1"))
+            if fail_rank is not None and int(fail_rank) == self.rank
+            else None
+        )
         self.out_dir = Path(self.config.out_dir)
         self.guard = DivergenceGuard(max(self.config.max_bad_steps, 1))
         self.scaler = self.model.precision.loss_scaler(
@@ -425,26 +465,30 @@ class Trainer:
         """One optimizer step: accumulate micro-batch gradients, clip, check, update."""
         cfg, timer = self.config, self.timer
         timer.reset()
+        if self._fail_step is not None and self.step + 1 >= self._fail_step:
+            raise RuntimeError(
+                f"injected failure at step {self.step + 1} on rank {self.rank} "
+                "(the TINYGRADLM_FAIL_RANK / TINYGRADLM_FAIL_STEP test hook)"
+            )
         loss_sum = 0.0
         scale = self.scaler.scale  # 1 unless fp16
-        for micro in range(cfg.grad_accum_steps):
-            with timer("data"):
-                x, y = self.train_loader.next_batch()
-            # fp16 overflows are expected and handled below: no NumPy warnings for them
-            quiet = (
-                np.errstate(over="ignore", invalid="ignore")
-                if self.scaler.enabled
-                else nullcontext()
-            )
-            with timer("fwd_bwd"), quiet:
-                loss, _ = self.model.forward_backward(
-                    x,
-                    y,
-                    engine=cfg.engine,
-                    accumulate=micro > 0,
-                    loss_scale=scale / cfg.grad_accum_steps,
-                )
-            loss_sum += loss
+        if cfg.deterministic_reduce:
+            loss_sum = self._deterministic_micro_steps(scale)
+        elif self.dist.enabled:
+            loss_sum = self._parallel_micro_steps(scale)
+        else:
+            for micro in range(cfg.grad_accum_steps):
+                with timer("data"):
+                    x, y = self.train_loader.next_batch()
+                with timer("fwd_bwd"), self._quiet():
+                    loss, _ = self.model.forward_backward(
+                        x,
+                        y,
+                        engine=cfg.engine,
+                        accumulate=micro > 0,
+                        loss_scale=scale / cfg.grad_accum_steps,
+                    )
+                loss_sum += loss
         with timer("optim"):
             lr = self.guard.lr_factor * lr_schedule(
                 self.step,
@@ -478,12 +522,142 @@ class Trainer:
         self.step += 1
         return {"loss": loss, "lr": lr, "grad_norm": norm, "action": action, "loss_scale": scale}
 
+    def _quiet(self) -> Any:
+        # fp16 overflows are expected and handled in train_step: no NumPy warnings for them
+        if self.scaler.enabled:
+            return np.errstate(over="ignore", invalid="ignore")
+        return nullcontext()
+
+    def _micro_batches(self) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
+        """This rank's slices of the step's micro-batches and, per micro-batch, the target tokens
+        of all ranks together (one Allreduce of grad_accum_steps numbers)."""
+        with self.timer("data"):
+            batches = [self.train_loader.next_batch() for _ in range(self.config.grad_accum_steps)]
+        counts = np.array([(y != IGNORE_INDEX).sum() for _, y in batches], dtype=np.float64)
+        with self.timer("comm"):
+            totals = self.dist.allreduce_sum_(counts.copy())
+        return batches, totals
+
+    def _parallel_micro_steps(self, scale: float) -> float:
+        """Several ranks: each micro-batch's loss is the mean over the targets of all ranks' slices
+        (as one process computes it), so a rank weighs its slice's mean by its share of the
+        targets; only after the last micro-step are the gradients averaged (fixed-order buckets).
+        Returns the sum of the micro-steps' losses."""
+        cfg, timer = self.config, self.timer
+        grads = self.optimizer.grads
+        batches, totals = self._micro_batches()
+        P = self.world_size
+        local = np.zeros(1, dtype=np.float64)
+        written = False
+        for (x, y), total in zip(batches, totals, strict=True):
+            n = int((y != IGNORE_INDEX).sum())
+            if n == 0:
+                continue  # no targets in this rank's slice: it adds nothing
+            weight = P * n / total  # 1.0 exactly when every slice has the same targets
+            with timer("fwd_bwd"), self._quiet():
+                loss, _ = self.model.forward_backward(
+                    x,
+                    y,
+                    engine=cfg.engine,
+                    accumulate=written,
+                    loss_scale=scale / cfg.grad_accum_steps * weight,
+                )
+            local[0] += loss * weight
+            written = True
+        if not written:
+            grads[...] = 0
+        with timer("comm"):
+            mb = cfg.bucket_size_mb
+            elems = max(int(mb * 2**20) // grads.itemsize, 1) if mb else 0
+            self.dist.allreduce_mean_(grads, elems)
+            self.dist.allreduce_sum_(local)
+        return float(local[0]) / P
+
+    def _deterministic_micro_steps(self, scale: float) -> float:
+        """``deterministic_reduce``: the gradient of every sequence on its own (weighed by its
+        share of the micro-batch's targets), summed in float32 in the global batch's order through
+        the ranks (tinygradlm.dist's docstring); returns the sum of the micro-steps' losses."""
+        cfg, timer = self.config, self.timer
+        grads = self.optimizer.grads
+        acc = np.zeros_like(grads)
+        batches, totals = self._micro_batches()
+        loss_sum = 0.0
+        for (x, y), total in zip(batches, totals, strict=True):
+            rows = np.zeros((x.shape[0], grads.size), dtype=grads.dtype)
+            weighted = np.zeros(x.shape[0], dtype=np.float64)
+            with timer("fwd_bwd"), self._quiet():
+                for i in range(x.shape[0]):
+                    n = int((y[i] != IGNORE_INDEX).sum())
+                    if n == 0:
+                        continue
+                    loss, _ = self.model.forward_backward(
+                        x[i : i + 1],
+                        y[i : i + 1],
+                        engine=cfg.engine,
+                        loss_scale=scale / cfg.grad_accum_steps * (n / total),
+                    )
+                    rows[i] = grads
+                    weighted[i] = loss * (n / total)
+            with timer("comm"):
+                self.dist.ordered_sum_(acc, rows)
+                all_weighted = self.dist.allgather(weighted)
+            for w in all_weighted:  # in the global order: the same sum for any P
+                loss_sum += float(w)
+        grads[...] = acc
+        return loss_sum
+
+    def _sync_start(self) -> None:
+        """With several ranks, before the first step: the same layout and config everywhere,
+        then rank 0's parameters and optimizer state on every rank."""
+        if self._synced or not self.dist.enabled:
+            return
+        self._synced = True
+        d = self.dist
+        self.log(
+            f"data parallel: {d.world_size} ranks ({d.local_size} on this node), "
+            f"{self.config.batch_size // d.world_size} sequences per rank per micro-step"
+            + (", deterministic reduce" if self.config.deterministic_reduce else "")
+        )
+        self.dist.check_same(self.layout_digest(), "parameter layout and config")
+        self.dist.broadcast_(self.model.flat_params)
+        lora = self.model.lora
+        if lora is not None:
+            self.dist.broadcast_(lora.flat_params)
+        opt = self.optimizer
+        self.dist.broadcast_(opt.params)
+        self.dist.broadcast_(opt.m)
+        self.dist.broadcast_(opt.v)
+        step = self.dist.broadcast_(np.array([opt.step_count, self.step], dtype=np.int64))
+        opt.step_count, self.step = int(step[0]), int(step[1])
+
+    def layout_digest(self) -> str:
+        """sha256 of the parameter layout (names, shapes, dtypes) and the run's config."""
+        layout = [
+            [name, list(view.shape), str(view.dtype)] for name, view in self.model.params.items()
+        ]
+        opt = self.optimizer
+        text = json.dumps(
+            {
+                "layout": layout,
+                "optimizer": [int(opt.params.size), str(opt.params.dtype)],
+                "config": self.config.to_dict(),
+            },
+            sort_keys=True,
+            default=str,
+        )
+        return hashlib.sha256(text.encode()).hexdigest()
+
     def evaluate(self) -> float:
         """Mean loss over the targets of ``eval_batches`` validation batches, from the split's
-        start."""
+        start (with several ranks: a collective, over every rank's slice)."""
         if self.val_loader is None:
             return float("nan")
-        return evaluate_loss(self.model, self.val_loader, self.config.eval_batches)[0]
+        loss, tokens = evaluate_loss(self.model, self.val_loader, self.config.eval_batches)
+        if not self.dist.enabled:
+            return loss
+        both = np.array([loss * tokens if tokens else 0.0, tokens], dtype=np.float64)
+        self.dist.allreduce_sum_(both)
+        return float(both[0] / both[1]) if both[1] else float("nan")
 
     def train(self) -> dict[str, Any]:
         """Run from the current step to ``max_steps``; returns the last step's record."""
@@ -499,6 +673,7 @@ class Trainer:
         )
         progress = ProgressLine(cfg.max_steps, every=cfg.log_interval, enabled=self.rank == 0)
         record: dict[str, Any] = {}
+        self._sync_start()
         try:
             while self.step < cfg.max_steps:
                 started = time.perf_counter()
@@ -543,11 +718,12 @@ class Trainer:
             if math.isfinite(val):
                 self.metrics.log_val(step, loss=val)
                 progress.message(f"step {step}: val loss {val:.4f}, perplexity {math.exp(val):.2f}")
-        if cfg.sample_interval and (step % cfg.sample_interval == 0 or done):
+        if cfg.sample_interval and (step % cfg.sample_interval == 0 or done) and self.rank == 0:
             progress.message(f"step {step}: sample: {self.sample()!r}")
         if cfg.checkpoint_interval and (step % cfg.checkpoint_interval == 0 or done):
             if self.rank == 0:
                 progress.message(f"step {step}: checkpoint {self.save()}")
+            self.dist.barrier()  # the checkpoint exists for every rank (a rollback reads it)
 
     def sample(self) -> str:
         """A sample from the current model (seeded by the run's seed and the step)."""

@@ -1,0 +1,171 @@
+"""Data-parallel training under ``mpiexec`` (tinygradlm.dist): P ranks against one process."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinygradlm.checkpoint import latest_checkpoint, load_checkpoint
+from tinygradlm.data.shards import write_shards
+
+MPIEXEC = Path(sys.executable).with_name("mpiexec")
+pytestmark = pytest.mark.skipif(
+    not MPIEXEC.exists(), reason="no mpiexec beside this Python (the dev extra brings mpich)"
+)
+V = 32
+ONE_THREAD = {
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "NUMBA_NUM_THREADS": "1",
+}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    path = tmp_path_factory.mktemp("dist") / "data"
+    rng = np.random.default_rng(0)
+    tokens = (np.cumsum(rng.integers(1, 3, size=4000)) % V).astype(np.uint16)
+    write_shards([tokens[:3600]], path, split="train", vocab_size=V, shard_tokens=1000)
+    write_shards([tokens[3600:]], path, split="val", vocab_size=V)
+    return path
+
+
+def overrides(data: Path, out: Path, **extra) -> list[str]:
+    values = {
+        "data_dir": f'"{data}"',
+        "out_dir": f'"{out}"',
+        "model.preset": '"tiny"',
+        "model.block_size": 16,
+        "model.n_layer": 2,
+        "model.n_head": 2,
+        "model.n_embd": 32,
+        "batch_size": 12,
+        "seq_len": 16,
+        "max_steps": 5,
+        "lr": 1e-2,
+        "min_lr": 1e-3,
+        "warmup_steps": 2,
+        "eval_interval": 5,
+        "sample_interval": 0,
+        "checkpoint_interval": 1000,  # and the last step
+        "log_interval": 1000,
+        "kernels": '"numpy"',
+    }
+    values.update(extra)
+    return [f"{k}={v}" for k, v in values.items()]
+
+
+def launch(P: int, args: list[str], timeout: float = 60, env: dict | None = None):
+    command = [str(MPIEXEC), "-n", str(P), sys.executable, *args]
+    full_env = {**os.environ, **ONE_THREAD, **(env or {})}
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+def train(P: int, data: Path, out: Path, *, env: dict | None = None, **extra):
+    result = launch(P, ["-m", "tinygradlm", "train", *overrides(data, out, **extra)], env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    if P > 1:  # really P ranks of one job, not P separate runs
+        assert f"data parallel: {P} ranks" in result.stdout, result.stdout
+    ckpt = load_checkpoint(latest_checkpoint(out))
+    return ckpt
+
+
+def flat(ckpt) -> np.ndarray:
+    return np.concatenate([np.ravel(v) for _, v in sorted(ckpt.model_state.items())])
+
+
+def test_p_ranks_match_one_process(data, tmp_path):
+    one = flat(train(1, data, tmp_path / "p1"))
+    for P, extra in ((2, {"bucket_size_mb": 0.01}), (3, {})):
+        many = flat(train(P, data, tmp_path / f"p{P}", **extra))
+        np.testing.assert_allclose(
+            many, one, rtol=1e-4, atol=1e-4
+        )  # Adam magnifies near-zero gradients
+
+
+def test_deterministic_reduce_is_bitwise_identical_for_any_p(data, tmp_path):
+    runs = [
+        flat(
+            train(
+                P,
+                data,
+                tmp_path / f"p{P}",
+                deterministic_reduce="true",
+                grad_accum_steps=2,
+                batch_size=4,
+                max_steps=3,
+            )
+        )
+        for P in (1, 2, 4)
+    ]
+    for other in runs[1:]:
+        assert np.array_equal(other, runs[0])
+
+
+def test_resume_on_another_number_of_ranks(data, tmp_path):
+    straight = flat(train(2, data, tmp_path / "straight", max_steps=6))
+    train(2, data, tmp_path / "split", max_steps=3, checkpoint_interval=3)
+    resumed = flat(train(1, data, tmp_path / "split", max_steps=6, checkpoint_interval=3))
+    np.testing.assert_allclose(
+        resumed, straight, rtol=1e-4, atol=1e-4
+    )  # Adam magnifies near-zero gradients
+
+
+def test_a_layout_mismatch_stops_the_job_with_a_message():
+    code = (
+        "from tinygradlm import dist\n"
+        "d = dist.init()\n"
+        "d.check_same('same', 'parameter layout and config')\n"
+        "d.check_same('x' if d.rank == 2 else 'y', 'parameter layout and config')\n"
+    )
+    code = f"from tinygradlm import dist; dist.run_or_abort(dist.init(), exec, {code!r})"
+    result = launch(3, ["-c", code], timeout=30)
+    assert result.returncode != 0
+    assert "disagree on the parameter layout and config: rank(s) 2 differ" in result.stderr
+
+
+def test_an_error_on_one_rank_ends_the_job(data, tmp_path):
+    started = time.monotonic()
+    env = {"TINYGRADLM_FAIL_RANK": "1", "TINYGRADLM_FAIL_STEP": "2"}
+    args = ["-m", "tinygradlm", "train", *overrides(data, tmp_path / "run", max_steps=50)]
+    result = launch(2, args, timeout=30, env=env)
+    assert result.returncode != 0
+    assert "[rank 1]" in result.stderr, result.stderr + result.stdout
+    assert "injected failure at step 2 on rank 1" in result.stderr
+    assert time.monotonic() - started < 30
+
+
+def test_finetune_on_p_ranks_matches_one_process(tmp_path):
+    # responses of different lengths: the ranks' slices hold different numbers of targets
+    import json
+
+    from tinygradlm.checkpoint import save_model
+    from tinygradlm.model import GPT, GPTConfig
+    from tinygradlm.tokenizer import Tokenizer
+
+    tok = Tokenizer({bytes([i]): i for i in range(256)}, special_tokens={"<|endoftext|>": 256})
+    tok.save(tmp_path / "tokenizer.txt")
+    model = GPT(GPTConfig(vocab_size=257, block_size=16, n_layer=2, n_head=2, n_embd=32), seed=0)
+    save_model(tmp_path / "base", model, tokenizer_files=[tmp_path / "tokenizer.txt"])
+    rng = np.random.default_rng(0)
+    words = ["".join(rng.choice(list("abcde"), size=rng.integers(1, 6))) for _ in range(24)]
+    (tmp_path / "task").mkdir()
+    (tmp_path / "task" / "train.jsonl").write_text(
+        "".join(json.dumps({"prompt": w + "=", "response": w[::-1]}) + "\n" for w in words)
+    )
+    finals = []
+    for P in (1, 2):
+        out = tmp_path / f"ft{P}"
+        args = ["-m", "tinygradlm", "finetune", "--from", str(tmp_path / "base")]
+        args += ["--data", str(tmp_path / "task"), f"out_dir='{out}'", "batch_size=8"]
+        args += ["seq_len=12", "max_steps=4", "warmup_steps=1", "checkpoint_interval=4"]
+        args += ["log_interval=1000", "eval_interval=0", "sample_interval=0", "lr=1e-2"]
+        result = launch(P, args)
+        assert result.returncode == 0, result.stdout + result.stderr
+        finals.append(flat(load_checkpoint(latest_checkpoint(out))))
+    np.testing.assert_allclose(finals[1], finals[0], rtol=1e-4, atol=1e-4)

@@ -1,0 +1,263 @@
+"""Data-parallel training over MPI: the same ``train`` and ``finetune`` commands under ``mpiexec``.
+
+``init()`` returns a :class:`Dist`: an MPI one when the process was started by an MPI launcher
+with more than one rank, else a single-process one whose operations do nothing. Importing this
+module (or ``tinygradlm``) never imports ``mpi4py``; ``init()`` does, and only under a launcher.
+
+Arrays travel with mpi4py's buffer-based, upper-case API only (``Bcast``, ``Allreduce`` with
+``MPI.IN_PLACE``, ``Send``/``Recv``); the pickle-based lower-case API carries short strings only
+(the layout/config digests of :meth:`Dist.check_same`).
+
+Threads per rank: :func:`default_threads` sets ``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``,
+``MKL_NUM_THREADS`` and ``NUMBA_NUM_THREADS`` to ``max(1, cores // ranks on this node)`` when
+they are unset, reading the ranks per node from the launcher's environment (``MPI_LOCALNRANKS``
+from MPICH's Hydra, ``OMPI_COMM_WORLD_LOCAL_SIZE`` from Open MPI, ``PMI_LOCAL_SIZE``), and the CLI
+calls it first thing, before Numba is imported (Numba reads ``NUMBA_NUM_THREADS`` then). NumPy's
+OpenBLAS is loaded by ``import tinygradlm`` already, so its thread count is also set through
+OpenBLAS's own ``openblas_set_num_threads`` (found with ctypes). Set any of these variables
+yourself to override.
+
+Deterministic reduce (``deterministic_reduce = true``, opt-in): the step's gradient is bitwise
+identical for any number of ranks P given the same global batch. The unit of computation is made
+independent of P: every rank computes the gradient of each of its sequences on its own (a batch
+of one, so the same arithmetic whatever P is), and the sum over the global batch is taken in
+float32 in a fixed order, the sequences' global order: a chain through the ranks
+(:meth:`Dist.ordered_sum_`): rank 0 adds its sequences to the running sum, sends it to rank 1,
+which adds its own, ..., and the last rank broadcasts the result. The additions are the same
+float32 operations in the same order for any P, hence the same bits. It costs batch-of-one
+kernels, a copy of every sequence's gradient per rank, and a serial chain (one per micro-step),
+so it is off by default.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+from typing import Any
+
+import numpy as np
+
+LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")
+LOCAL_SIZE_VARS = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "PMI_LOCAL_SIZE")
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+
+def launched_by_mpi() -> bool:
+    """Whether an MPI launcher started this process (from its environment; imports nothing)."""
+    return any(v in os.environ for v in (*LAUNCHER_SIZE_VARS, "PMIX_RANK", "PMI_RANK"))
+
+
+def default_threads(environ: dict[str, str] | Any = None) -> int | None:
+    """Under an MPI launcher: set the unset thread variables to ``max(1, cores // local ranks)``
+    and return that number; None (nothing set) when not launched by MPI. Call it before NumPy
+    is imported for OpenBLAS to see it."""
+    env = os.environ if environ is None else environ
+    local = None
+    for name in LOCAL_SIZE_VARS:
+        try:
+            local = int(env[name])
+            break
+        except (KeyError, ValueError):
+            continue
+    if local is None:
+        return None
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    threads = max(1, cores // max(local, 1))
+    blas_was_set = "OPENBLAS_NUM_THREADS" in env or "OMP_NUM_THREADS" in env
+    for name in THREAD_VARS:
+        env.setdefault(name, str(threads))
+    if environ is None and "numpy" in sys.modules:
+        # NumPy's OpenBLAS has started already: tell it (the variables it would have read)
+        blas = int(env.get("OPENBLAS_NUM_THREADS") or env["OMP_NUM_THREADS"])
+        if not blas_was_set or blas != threads:
+            set_blas_threads(blas)
+    return threads
+
+
+def set_blas_threads(threads: int) -> bool:
+    """Set the thread count of an OpenBLAS that is already loaded (NumPy's wheels load it when
+    NumPy is imported, before the CLI runs, so the environment variable comes too late for it);
+    False when no OpenBLAS is found. Numba reads ``NUMBA_NUM_THREADS`` at its own import."""
+    import ctypes
+
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if "openblas" in line.lower()}
+    except OSError:
+        return False
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in (
+            "scipy_openblas_set_num_threads64_",
+            "openblas_set_num_threads64_",
+            "openblas_set_num_threads",
+        ):
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                fn(ctypes.c_int(threads))
+                return True
+    return False
+
+
+class Dist:
+    """One process: rank 0 of 1; every operation leaves its arguments as they are."""
+
+    rank = 0
+    world_size = 1
+    local_size = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    def broadcast_(self, array: np.ndarray, root: int = 0) -> np.ndarray:
+        return array
+
+    def allreduce_mean_(self, flat: np.ndarray, bucket_elems: int = 0) -> np.ndarray:
+        return flat
+
+    def allreduce_sum_(self, array: np.ndarray) -> np.ndarray:
+        return array
+
+    def ordered_sum_(self, acc: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """``acc`` plus the rows of every rank, in rank order then row order, one float32 add at a
+        time (the same operations for any P); the result in ``acc`` on every rank."""
+        for row in rows:
+            acc += row
+        return acc
+
+    def allgather(self, array: np.ndarray) -> np.ndarray:
+        return array.copy()
+
+    def check_same(self, digest: str, what: str) -> None:
+        pass
+
+    def barrier(self) -> None:
+        pass
+
+    def abort(self, code: int = 1) -> None:
+        sys.stderr.flush()
+        os._exit(code)
+
+
+class MPIDist(Dist):
+    """Ranks of ``MPI.COMM_WORLD``."""
+
+    def __init__(self, comm: Any = None) -> None:
+        from mpi4py import MPI
+
+        self.MPI = MPI
+        self.comm = MPI.COMM_WORLD if comm is None else comm
+        self.rank = self.comm.Get_rank()
+        self.world_size = self.comm.Get_size()
+        node = self.comm.Split_type(MPI.COMM_TYPE_SHARED)
+        self.local_size = node.Get_size()
+        node.Free()
+
+    def broadcast_(self, array: np.ndarray, root: int = 0) -> np.ndarray:
+        _check_contiguous(array)
+        self.comm.Bcast(array, root=root)
+        return array
+
+    def allreduce_mean_(self, flat: np.ndarray, bucket_elems: int = 0) -> np.ndarray:
+        """Sum ``flat`` over the ranks in place, in fixed-order slices of ``bucket_elems``
+        elements (0: one buffer), then divide by P."""
+        _check_contiguous(flat)
+        n = flat.size
+        step = n if bucket_elems <= 0 else int(bucket_elems)
+        for start in range(0, n, max(step, 1)):
+            self.comm.Allreduce(self.MPI.IN_PLACE, flat[start : start + step])
+        flat *= flat.dtype.type(1.0 / self.world_size)
+        return flat
+
+    def allreduce_sum_(self, array: np.ndarray) -> np.ndarray:
+        _check_contiguous(array)
+        self.comm.Allreduce(self.MPI.IN_PLACE, array)
+        return array
+
+    def ordered_sum_(self, acc: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        _check_contiguous(acc)
+        if self.rank > 0:
+            self.comm.Recv(acc, source=self.rank - 1, tag=77)
+        for row in rows:
+            acc += row
+        if self.rank < self.world_size - 1:
+            self.comm.Send(acc, dest=self.rank + 1, tag=77)
+        self.comm.Bcast(acc, root=self.world_size - 1)
+        return acc
+
+    def allgather(self, array: np.ndarray) -> np.ndarray:
+        array = np.ascontiguousarray(array)
+        out = np.empty((self.world_size, *array.shape), dtype=array.dtype)
+        self.comm.Allgather(array, out)
+        return out.reshape(self.world_size * array.shape[0], *array.shape[1:])
+
+    def check_same(self, digest: str, what: str) -> None:
+        """Stop with a message naming the ranks whose ``digest`` differs from rank 0's."""
+        digests = self.comm.allgather(str(digest))
+        differ = [r for r, d in enumerate(digests) if d != digests[0]]
+        if differ:
+            raise RuntimeError(
+                f"the ranks disagree on the {what}: rank(s) {', '.join(map(str, differ))} differ "
+                f"from rank 0 ({digests[differ[0]][:12]} vs {digests[0][:12]})"
+            )
+
+    def barrier(self) -> None:
+        self.comm.Barrier()
+
+    def abort(self, code: int = 1) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.comm.Abort(code)
+
+
+def _check_contiguous(array: np.ndarray) -> None:
+    if not array.flags.c_contiguous:
+        raise ValueError("MPI buffers must be C-contiguous arrays")
+
+
+_DIST: Dist | None = None
+
+
+def init() -> Dist:
+    """The process's :class:`Dist` (made once): MPI when launched by an MPI launcher with more
+    than one rank, else the single-process one."""
+    global _DIST
+    if _DIST is None:
+        if launched_by_mpi():
+            d = MPIDist()
+            _DIST = d if d.world_size > 1 else Dist()
+        else:
+            _DIST = Dist()
+    return _DIST
+
+
+def run_or_abort(dist: Dist, fn: Any, *args: Any) -> int:
+    """``fn(*args)`` (an int exit status); with several ranks, an exception or a non-zero status
+    on any rank prints its error with the rank and aborts the whole job, instead of leaving the
+    other ranks waiting in a collective forever."""
+    if not dist.enabled:
+        return fn(*args)
+    try:
+        code = fn(*args)
+    except BaseException as e:  # any error must end the job
+        text = "".join(traceback.format_exception(e))
+        prefix = f"[rank {dist.rank}] "
+        print("".join(prefix + line for line in text.splitlines(True)), file=sys.stderr, end="")
+        print(f"{prefix}aborting the job", file=sys.stderr)
+        sys.stderr.flush()
+        time.sleep(0.5)  # time for the launcher to forward the message before Abort kills all
+        dist.abort(1)
+        return 1
+    if code:
+        print(f"[rank {dist.rank}] exit status {code}: aborting the job", file=sys.stderr)
+        dist.abort(code)
+    return code
