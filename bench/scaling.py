@@ -1,0 +1,272 @@
+"""Data-parallel scaling: tokens/s of a full training step at P = 1, 2, … MPI ranks, allreduce
+bandwidth, and PyTorch's single-process multi-threaded step beside them.
+
+A step is what ``tinygradlm train`` does per optimizer step with one micro-batch: the fused
+forward+backward (Numba kernels) of the rank's slice of a synthetic global batch (random token
+ids, no data files), ``dist.allreduce_mean_`` of the full gradient, and one AdamW update. Each
+configuration runs under ``mpiexec -n P`` in fresh processes with one thread per rank (BLAS,
+Numba and OpenMP); a barrier starts every timed step, the slowest rank's time counts, and the
+median of the timed steps (after warm-up) is reported.
+
+- weak scaling: a fixed batch per rank (``--batch``, 8), so the global batch grows with P;
+- strong scaling: a fixed global batch (``--batch``), so each rank gets ``batch / P``;
+- allreduce: ``Allreduce`` of float32 buffers from 1 MB up to the model's gradient size, with
+  bus bandwidth = 2(P−1)/P · bytes / time (as NCCL's tests define it);
+- context: one process with ``--threads`` threads (PyTorch eager with its AdamW, and the same
+  fused step), the way a single multi-threaded process would use the same cores.
+
+    python bench/scaling.py                      # "small": 4 layers, 4 heads, C=256, T=256, V=4096
+    python bench/scaling.py --max-ranks 4        # also oversubscribe: more ranks than cores
+    python bench/scaling.py --config tiny --steps 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+MPIEXEC = Path(sys.executable).with_name("mpiexec")
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _batch(config, global_batch: int, T: int, rank: int, per_rank: int):
+    """Rank ``rank``'s slice of a synthetic global batch (the same global batch for any P)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, config.vocab_size, size=(global_batch, T + 1))
+    rows = tokens[rank * per_rank : (rank + 1) * per_rank]
+    return rows[:, :-1].copy(), rows[:, 1:].copy()
+
+
+def step_worker(preset: str, per_rank: int, T: int, steps: int, warmup: int) -> dict | None:
+    """Under mpiexec (or alone): time ``steps`` data-parallel steps; rank 0 returns the result."""
+    import numpy as np
+
+    from tinygradlm import backend, dist
+    from tinygradlm.model import GPT, GPTConfig
+    from tinygradlm.optim import AdamW
+
+    d = dist.init()
+    P = d.world_size
+    backend.set_kernels("numba")
+    config = GPTConfig.preset(preset)
+    model = GPT(config, seed=0)
+    d.broadcast_(model.flat_params)
+    opt = AdamW.for_model(model, lr=1e-4)
+    idx, targets = _batch(config, per_rank * P, T, d.rank, per_rank)
+
+    def step() -> tuple[float, float]:
+        d.barrier()
+        t0 = time.perf_counter()
+        model.forward_backward(idx, targets, engine="fused")
+        t1 = time.perf_counter()
+        d.allreduce_mean_(model.flat_grads)
+        t2 = time.perf_counter()
+        opt.step()
+        t3 = time.perf_counter()
+        return t3 - t0, t2 - t1
+
+    for _ in range(warmup):
+        step()
+    times = np.array([step() for _ in range(steps)], dtype=np.float64)  # (steps, 2)
+    slowest = np.ascontiguousarray(times[:, 0])
+    if d.enabled:
+        from mpi4py import MPI
+
+        d.comm.Allreduce(MPI.IN_PLACE, slowest, op=MPI.MAX)
+    if d.rank != 0:
+        return None
+    return {
+        "P": P,
+        "per_rank": per_rank,
+        "global_batch": per_rank * P,
+        "seconds": float(np.median(slowest)),
+        "best_seconds": float(slowest.min()),
+        "comm_seconds": float(np.median(times[:, 1])),  # rank 0's allreduce, inside the step
+        "grad_bytes": int(model.flat_grads.nbytes),
+        "tokens": per_rank * P * T,
+    }
+
+
+def allreduce_worker(sizes: list[int], repeats: int) -> dict | None:
+    """Under mpiexec: median time of an in-place float32 ``Allreduce`` (slowest rank) per size."""
+    import numpy as np
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    rows = []
+    for nbytes in sizes:
+        buf = np.ones(nbytes // 4, dtype=np.float32)
+        comm.Allreduce(MPI.IN_PLACE, buf)  # warm-up: connection and page set-up
+        times = np.empty(repeats)
+        for i in range(repeats):
+            comm.Barrier()
+            t0 = time.perf_counter()
+            comm.Allreduce(MPI.IN_PLACE, buf)
+            times[i] = time.perf_counter() - t0
+        comm.Allreduce(MPI.IN_PLACE, times, op=MPI.MAX)
+        rows.append({"bytes": buf.nbytes, "seconds": float(np.median(times))})
+    if comm.Get_rank() != 0:
+        return None
+    return {"P": comm.Get_size(), "rows": rows}
+
+
+def torch_worker(preset: str, B: int, T: int, steps: int, warmup: int, threads: int) -> dict:
+    """One process: PyTorch eager forward+backward and ``torch.optim.AdamW`` on ``threads``."""
+    import numpy as np
+    import torch
+
+    from tinygradlm.model import GPT, GPTConfig
+    from tinygradlm.testing.torch_gpt2 import gpt2_loss
+
+    torch.set_num_threads(threads)
+    config = GPTConfig.preset(preset)
+    model = GPT(config, seed=0)
+    sd = {k: torch.tensor(v, requires_grad=True) for k, v in model.state_dict().items()}
+    opt = torch.optim.AdamW(list(sd.values()), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
+    idx, targets = _batch(config, B, T, 0, B)
+    tidx, ttargets = torch.tensor(idx), torch.tensor(targets)
+
+    def step() -> float:
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        gpt2_loss(torch, sd, tidx, ttargets, config).backward()
+        opt.step()
+        return time.perf_counter() - t0
+
+    for _ in range(warmup):
+        step()
+    times = [step() for _ in range(steps)]
+    return {"seconds": float(np.median(times)), "tokens": B * T}
+
+
+def _run(cmd: list[str], threads: int) -> dict:
+    env = {**os.environ, **{v: str(threads) for v in THREAD_VARS}}
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if out.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stdout}\n{out.stderr}")
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    return json.loads(lines[-1])
+
+
+def _mpi(P: int, args: list[str]) -> dict:
+    return _run([str(MPIEXEC), "-n", str(P), sys.executable, __file__, *args], threads=1)
+
+
+def _fmt_bytes(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="small", help="a GPTConfig preset")
+    parser.add_argument("--batch", type=int, default=8, help="per rank (weak), global (strong)")
+    parser.add_argument("--seq", type=int, default=None, help="T (default: the block size)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps (median)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--max-ranks", type=int, default=_cores())
+    parser.add_argument("--threads", type=int, default=_cores(), help="for the one-process rows")
+    parser.add_argument("--repeats", type=int, default=20, help="allreduce timings per size")
+    parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--per-rank", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--sizes", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    from tinygradlm.model import GPTConfig
+
+    config = GPTConfig.preset(args.config)
+    T = args.seq or config.block_size
+    if args.worker:
+        if args.worker == "step":
+            result = step_worker(args.config, args.per_rank, T, args.steps, args.warmup)
+        elif args.worker == "allreduce":
+            sizes = [int(s) for s in args.sizes.split(",")]
+            result = allreduce_worker(sizes, args.repeats)
+        else:
+            result = torch_worker(args.config, args.batch, T, args.steps, args.warmup, args.threads)
+        if result is not None:
+            print(json.dumps(result), flush=True)
+        return
+
+    if not MPIEXEC.exists():
+        sys.exit(f"no mpiexec beside {sys.executable} (pip install mpich mpi4py)")
+    common = ["--config", args.config, "--seq", str(T), "--steps", str(args.steps),
+              "--warmup", str(args.warmup)]  # fmt: skip
+    ranks = list(range(1, args.max_ranks + 1))
+    print(
+        f"config {args.config}: n_layer={config.n_layer} n_head={config.n_head} "
+        f"C={config.n_embd} T={T} V={config.vocab_size}; {_cores()} cores; fused step "
+        f"(Numba kernels) + allreduce_mean_ + AdamW, median of {args.steps} steps after "
+        f"{args.warmup} warm-up, slowest rank"
+    )
+
+    def table(title: str, rows: list[dict]) -> None:
+        print(f"\n{title}")
+        head = f"{'P':>3}{'thr/rank':>9}{'global B':>9}{'B/rank':>7}{'ms/step':>9}"
+        print(head + f"{'tokens/s':>10}{'speedup':>9}{'effic.':>8}{'allreduce ms':>13}")
+        base = rows[0]["tokens"] / rows[0]["seconds"]
+        for r in rows:
+            rate = r["tokens"] / r["seconds"]
+            print(
+                f"{r['P']:>3}{1:>9}{r['global_batch']:>9}{r['per_rank']:>7}"
+                f"{1e3 * r['seconds']:>9.1f}{rate:>10.0f}{rate / base:>8.2f}x"
+                f"{rate / base / r['P']:>8.0%}{1e3 * r['comm_seconds']:>13.2f}"
+            )
+
+    weak = [_mpi(P, ["--worker", "step", "--per-rank", str(args.batch), *common]) for P in ranks]
+    table(f"weak scaling: B={args.batch} per rank", weak)
+    strong = [weak[0]]
+    for P in ranks[1:]:
+        if args.batch % P:
+            print(f"(strong scaling: global B={args.batch} does not split over {P} ranks)")
+            continue
+        strong.append(_mpi(P, ["--worker", "step", "--per-rank", str(args.batch // P), *common]))
+    table(f"strong scaling: global B={args.batch}", strong)
+
+    grad_bytes = weak[0]["grad_bytes"]
+    sizes = [s for s in (2**20, 2**21, 2**22, 2**23) if s < grad_bytes] + [grad_bytes]
+    print(f"\nallreduce (in place, float32; gradient of {args.config}: {_fmt_bytes(grad_bytes)})")
+    print(f"{'P':>3}{'size':>10}{'ms':>9}{'algbw GB/s':>12}{'busbw GB/s':>12}")
+    for P in ranks[1:]:
+        res = _mpi(P, ["--worker", "allreduce", "--sizes", ",".join(map(str, sizes)),
+                       "--repeats", str(args.repeats)])  # fmt: skip
+        for r in res["rows"]:
+            algbw = r["bytes"] / r["seconds"] / 1e9
+            print(
+                f"{P:>3}{_fmt_bytes(r['bytes']):>10}{1e3 * r['seconds']:>9.2f}{algbw:>12.2f}"
+                f"{algbw * 2 * (P - 1) / P:>12.2f}"
+            )
+
+    print(f"\none process, {args.threads} threads, B={args.batch} (context)")
+    print(f"{'engine':<28}{'ms/step':>9}{'tokens/s':>10}{'vs 1 rank x 1 thread':>22}")
+    base = weak[0]["tokens"] / weak[0]["seconds"]
+    one = [("tinygradlm fused (no MPI)", ["--worker", "step", "--per-rank", str(args.batch)])]
+    if not args.no_torch:
+        one.append(("PyTorch eager + AdamW", ["--worker", "torch", "--batch", str(args.batch)]))
+    for name, extra in one:
+        cmd = [sys.executable, __file__, *extra, *common, "--threads", str(args.threads)]
+        try:
+            r = _run(cmd, threads=args.threads)
+        except (RuntimeError, ImportError) as e:
+            print(f"{name}: {str(e).splitlines()[0]}")
+            continue
+        rate = r["tokens"] / r["seconds"]
+        print(f"{name:<28}{1e3 * r['seconds']:>9.1f}{rate:>10.0f}{rate / base:>21.2f}x")
+
+
+if __name__ == "__main__":
+    main()
