@@ -79,6 +79,13 @@ def flat(ckpt) -> np.ndarray:
     return np.concatenate([np.ravel(v) for _, v in sorted(ckpt.model_state.items())])
 
 
+def train_records(out: Path) -> list[dict]:
+    import json
+
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r.get("kind") == "train"]
+
+
 def test_p_ranks_match_one_process(data, tmp_path):
     one = flat(train(1, data, tmp_path / "p1"))
     for P, extra in ((2, {"bucket_size_mb": 0.01}), (3, {})):
@@ -86,6 +93,16 @@ def test_p_ranks_match_one_process(data, tmp_path):
         np.testing.assert_allclose(
             many, one, rtol=1e-4, atol=1e-4
         )  # Adam magnifies near-zero gradients
+    # the communication metrics: under MPI only, the ring's bytes and the compute imbalance
+    assert all("comm_bytes" not in r for r in train_records(tmp_path / "p1"))
+    records = train_records(tmp_path / "p2")
+    assert len(records) == 5
+    ckpt = load_checkpoint(latest_checkpoint(tmp_path / "p2"))
+    grad_bytes = 4 * sum(np.size(v) for v in ckpt.model_state.values())
+    for r in records:
+        assert r["comm_bytes"] == int(2 * (2 - 1) / 2 * grad_bytes)
+        assert r["imbalance"] >= 1.0
+        assert r["time"]["comm"] > 0
 
 
 def test_deterministic_reduce_is_bitwise_identical_for_any_p(data, tmp_path):
@@ -116,6 +133,23 @@ def test_resume_on_another_number_of_ranks(data, tmp_path):
     )  # Adam magnifies near-zero gradients
 
 
+def test_zero1_matches_plain_data_parallel_and_resumes_under_another_p(data, tmp_path):
+    runs = ("plain", "zero")
+    plain = flat(train(2, data, tmp_path / "plain", max_steps=6))
+    zero = flat(train(2, data, tmp_path / "zero", max_steps=6, zero_stage=1))
+    np.testing.assert_allclose(zero, plain, rtol=1e-4, atol=1e-4)
+    moments = [load_checkpoint(latest_checkpoint(tmp_path / r)).optimizer_state for r in runs]
+    for key in ("m", "v"):  # gathered to rank 0 whole: the same checkpoint as without ZeRO
+        assert np.count_nonzero(moments[1][key]) > 0.9 * moments[1][key].size
+        np.testing.assert_allclose(moments[1][key], moments[0][key], rtol=1e-3, atol=1e-6)
+    # a ZeRO-1 checkpoint has the usual format: it resumes plain on 1 rank, and ZeRO-1 on 3
+    for P, extra in ((1, {}), (3, {"zero_stage": 1})):
+        out = tmp_path / f"split{P}"
+        train(2, data, out, max_steps=3, checkpoint_interval=3, zero_stage=1)
+        resumed = flat(train(P, data, out, max_steps=6, checkpoint_interval=3, **extra))
+        np.testing.assert_allclose(resumed, plain, rtol=1e-4, atol=1e-4)
+
+
 def test_a_layout_mismatch_stops_the_job_with_a_message():
     code = (
         "from tinygradlm import dist\n"
@@ -138,6 +172,25 @@ def test_an_error_on_one_rank_ends_the_job(data, tmp_path):
     assert "[rank 1]" in result.stderr, result.stderr + result.stdout
     assert "injected failure at step 2 on rank 1" in result.stderr
     assert time.monotonic() - started < 30
+
+
+def test_the_watchdog_reports_a_stalled_collective_and_ends_the_job(data, tmp_path):
+    started = time.monotonic()
+    env = {
+        "TINYGRADLM_STALL_RANK": "1",
+        "TINYGRADLM_STALL_STEP": "2",
+        "TINYGRADLM_STALL_SECONDS": "60",
+    }
+    # 10 s: far longer than any start-up gap between the ranks (a cold Numba cache included), far
+    # shorter than the 60 s stall
+    extra = {"max_steps": 50, "collective_timeout_s": 10}
+    args = ["-m", "tinygradlm", "train", *overrides(data, tmp_path / "run", **extra)]
+    result = launch(2, args, timeout=50, env=env)
+    assert result.returncode != 0
+    assert (
+        "[rank 0] collective allreduce_mean at step 2 has not completed after 10s" in result.stderr
+    ), result.stderr + result.stdout
+    assert time.monotonic() - started < 50
 
 
 def test_finetune_on_p_ranks_matches_one_process(tmp_path):

@@ -27,14 +27,23 @@ which adds its own, ..., and the last rank broadcasts the result. The additions 
 float32 operations in the same order for any P, hence the same bits. It costs batch-of-one
 kernels, a copy of every sequence's gradient per rank, and a serial chain (one per micro-step),
 so it is off by default.
+
+Watchdog (``collective_timeout_s``, default 300 s, 0 disables): every collective of
+:class:`MPIDist` is timed by a daemon thread per rank. When one has not returned within the
+timeout, the thread prints ``[rank r] collective <name> at step s has not completed after Ns
+(waiting on the other ranks: ...)`` to stderr and, unless ``collective_timeout_abort = false``,
+aborts the job (``MPI_Abort``) so that a stalled rank does not leave the job hanging forever.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import threading
 import time
 import traceback
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -107,12 +116,71 @@ def set_blas_threads(threads: int) -> bool:
     return False
 
 
+class Watchdog:
+    """A daemon thread that reports (and by default aborts on) a collective that has not
+    returned within ``timeout_s`` seconds; :meth:`watch` arms it around one collective."""
+
+    def __init__(self, rank: int, timeout_s: float, abort: Any = None) -> None:
+        self.rank, self.timeout_s, self._abort = rank, float(timeout_s), abort
+        self.step = 0  # the training step, for the message (the trainer sets it)
+        self._cond = threading.Condition()
+        self._armed: tuple[str, int, float] | None = None  # name, step, start
+        self._thread = threading.Thread(target=self._run, name="collective-watchdog", daemon=True)
+        self._thread.start()
+
+    @contextlib.contextmanager
+    def watch(self, name: str) -> Iterator[None]:
+        with self._cond:
+            self._armed = (name, self.step, time.monotonic())
+            self._cond.notify()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._armed = None
+                self._cond.notify()
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                armed = self._armed
+                if armed is None:
+                    self._cond.wait()
+                    continue
+                left = armed[2] + self.timeout_s - time.monotonic()
+                if left > 0:
+                    self._cond.wait(left)
+                    continue
+                if self._armed is not armed:
+                    continue
+                name, step, start = armed
+                print(
+                    f"[rank {self.rank}] collective {name} at step {step} has not completed "
+                    f"after {time.monotonic() - start:.0f}s (waiting on the other ranks: one has "
+                    "not reached it, or has died or stalled)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                if self._abort is not None:
+                    print(f"[rank {self.rank}] aborting the job", file=sys.stderr, flush=True)
+                    time.sleep(0.5)  # for the launcher to forward the message
+                    self._abort(1)
+                self._armed = None  # reported once
+
+
 class Dist:
     """One process: rank 0 of 1; every operation leaves its arguments as they are."""
 
     rank = 0
     world_size = 1
     local_size = 1
+    step = 0  # the training step, for the watchdog's messages
+
+    def set_watchdog(self, timeout_s: float, abort: bool = True) -> None:
+        """Time every collective: report one that takes over ``timeout_s`` (0: no watchdog)."""
+
+    def set_step(self, step: int) -> None:
+        self.step = step
 
     @property
     def enabled(self) -> bool:
@@ -127,6 +195,9 @@ class Dist:
     def allreduce_sum_(self, array: np.ndarray) -> np.ndarray:
         return array
 
+    def allreduce_max_(self, array: np.ndarray) -> np.ndarray:
+        return array
+
     def ordered_sum_(self, acc: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """``acc`` plus the rows of every rank, in rank order then row order, one float32 add at a
         time (the same operations for any P); the result in ``acc`` on every rank."""
@@ -136,6 +207,27 @@ class Dist:
 
     def allgather(self, array: np.ndarray) -> np.ndarray:
         return array.copy()
+
+    def shard_range(self, n: int) -> tuple[int, int]:
+        """This rank's slice ``[lo, hi)`` of a flat buffer of ``n`` entries for ZeRO-1: P contiguous
+        shards of ``ceil(n / P)`` entries (the buffer padded to a multiple of P; the padding is
+        in no shard, so the last shards may be shorter or empty)."""
+        return shard_ranges(n, self.world_size)[self.rank]
+
+    def reduce_scatter_mean_(self, flat: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """The mean over the ranks of ``flat``'s entries in this rank's shard, into ``out``."""
+        lo, hi = self.shard_range(flat.size)
+        out[...] = flat[lo:hi]
+        return out
+
+    def allgather_shards_(self, flat: np.ndarray) -> np.ndarray:
+        """Every rank's shard of ``flat`` (where it lies in ``flat``) onto every rank, in place."""
+        return flat
+
+    def gather_shards(self, shard: np.ndarray, full: np.ndarray) -> np.ndarray:
+        """Every rank's ``shard`` into ``full`` on rank 0 (``full`` is untouched elsewhere)."""
+        full[...] = shard
+        return full
 
     def check_same(self, digest: str, what: str) -> None:
         pass
@@ -161,10 +253,31 @@ class MPIDist(Dist):
         node = self.comm.Split_type(MPI.COMM_TYPE_SHARED)
         self.local_size = node.Get_size()
         node.Free()
+        self.watchdog: Watchdog | None = None
+
+    def set_watchdog(self, timeout_s: float, abort: bool = True) -> None:
+        if self.watchdog is not None:
+            self.watchdog.timeout_s = float(timeout_s)
+            self.watchdog._abort = self.abort if abort else None
+            if not timeout_s:
+                self.watchdog = None  # its idle thread stays parked
+        elif timeout_s:
+            self.watchdog = Watchdog(self.rank, timeout_s, self.abort if abort else None)
+        if self.watchdog is not None:
+            self.watchdog.step = self.step
+
+    def set_step(self, step: int) -> None:
+        self.step = step
+        if self.watchdog is not None:
+            self.watchdog.step = step
+
+    def _watch(self, name: str) -> Any:
+        return self.watchdog.watch(name) if self.watchdog is not None else contextlib.nullcontext()
 
     def broadcast_(self, array: np.ndarray, root: int = 0) -> np.ndarray:
         _check_contiguous(array)
-        self.comm.Bcast(array, root=root)
+        with self._watch("broadcast"):
+            self.comm.Bcast(array, root=root)
         return array
 
     def allreduce_mean_(self, flat: np.ndarray, bucket_elems: int = 0) -> np.ndarray:
@@ -174,35 +287,77 @@ class MPIDist(Dist):
         n = flat.size
         step = n if bucket_elems <= 0 else int(bucket_elems)
         for start in range(0, n, max(step, 1)):
-            self.comm.Allreduce(self.MPI.IN_PLACE, flat[start : start + step])
+            with self._watch("allreduce_mean"):
+                self.comm.Allreduce(self.MPI.IN_PLACE, flat[start : start + step])
         flat *= flat.dtype.type(1.0 / self.world_size)
         return flat
 
     def allreduce_sum_(self, array: np.ndarray) -> np.ndarray:
         _check_contiguous(array)
-        self.comm.Allreduce(self.MPI.IN_PLACE, array)
+        with self._watch("allreduce_sum"):
+            self.comm.Allreduce(self.MPI.IN_PLACE, array)
+        return array
+
+    def allreduce_max_(self, array: np.ndarray) -> np.ndarray:
+        _check_contiguous(array)
+        with self._watch("allreduce_max"):
+            self.comm.Allreduce(self.MPI.IN_PLACE, array, op=self.MPI.MAX)
         return array
 
     def ordered_sum_(self, acc: np.ndarray, rows: np.ndarray) -> np.ndarray:
         _check_contiguous(acc)
         if self.rank > 0:
-            self.comm.Recv(acc, source=self.rank - 1, tag=77)
+            with self._watch("ordered_sum (receive)"):
+                self.comm.Recv(acc, source=self.rank - 1, tag=77)
         for row in rows:
             acc += row
-        if self.rank < self.world_size - 1:
-            self.comm.Send(acc, dest=self.rank + 1, tag=77)
-        self.comm.Bcast(acc, root=self.world_size - 1)
+        with self._watch("ordered_sum"):
+            if self.rank < self.world_size - 1:
+                self.comm.Send(acc, dest=self.rank + 1, tag=77)
+            self.comm.Bcast(acc, root=self.world_size - 1)
         return acc
 
     def allgather(self, array: np.ndarray) -> np.ndarray:
         array = np.ascontiguousarray(array)
         out = np.empty((self.world_size, *array.shape), dtype=array.dtype)
-        self.comm.Allgather(array, out)
+        with self._watch("allgather"):
+            self.comm.Allgather(array, out)
         return out.reshape(self.world_size * array.shape[0], *array.shape[1:])
+
+    def reduce_scatter_mean_(self, flat: np.ndarray, out: np.ndarray) -> np.ndarray:
+        _check_contiguous(flat)
+        counts = [hi - lo for lo, hi in shard_ranges(flat.size, self.world_size)]
+        with self._watch("reduce_scatter"):
+            self.comm.Reduce_scatter(flat, out, recvcounts=counts, op=self.MPI.SUM)
+        out *= out.dtype.type(1.0 / self.world_size)
+        return out
+
+    def allgather_shards_(self, flat: np.ndarray) -> np.ndarray:
+        _check_contiguous(flat)
+        ranges = shard_ranges(flat.size, self.world_size)
+        counts, displs = [hi - lo for lo, hi in ranges], [lo for lo, _ in ranges]
+        mpi_type = self.MPI._typedict[flat.dtype.char]
+        with self._watch("allgather_shards"):
+            self.comm.Allgatherv(self.MPI.IN_PLACE, [flat, counts, displs, mpi_type])
+        return flat
+
+    def gather_shards(self, shard: np.ndarray, full: np.ndarray) -> np.ndarray:
+        _check_contiguous(full)
+        ranges = shard_ranges(full.size, self.world_size)
+        counts, displs = [hi - lo for lo, hi in ranges], [lo for lo, _ in ranges]
+        mpi_type = self.MPI._typedict[full.dtype.char]
+        send = np.ascontiguousarray(shard)
+        with self._watch("gather_shards"):
+            if self.rank == 0:
+                self.comm.Gatherv(send, [full, counts, displs, mpi_type], root=0)
+            else:
+                self.comm.Gatherv(send, None, root=0)
+        return full
 
     def check_same(self, digest: str, what: str) -> None:
         """Stop with a message naming the ranks whose ``digest`` differs from rank 0's."""
-        digests = self.comm.allgather(str(digest))
+        with self._watch("check_same"):
+            digests = self.comm.allgather(str(digest))
         differ = [r for r, d in enumerate(digests) if d != digests[0]]
         if differ:
             raise RuntimeError(
@@ -211,12 +366,20 @@ class MPIDist(Dist):
             )
 
     def barrier(self) -> None:
-        self.comm.Barrier()
+        with self._watch("barrier"):
+            self.comm.Barrier()
 
     def abort(self, code: int = 1) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         self.comm.Abort(code)
+
+
+def shard_ranges(n: int, world_size: int) -> list[tuple[int, int]]:
+    """The ZeRO-1 shards ``[lo, hi)`` of a flat buffer of ``n`` entries over ``world_size``
+    ranks: contiguous, ``ceil(n / P)`` entries each, the last ones shorter (or empty)."""
+    size = -(-n // world_size)
+    return [(min(r * size, n), min((r + 1) * size, n)) for r in range(world_size)]
 
 
 def _check_contiguous(array: np.ndarray) -> None:

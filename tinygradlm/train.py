@@ -19,9 +19,15 @@ loss is the mean over the targets of all ranks' slices, as one process computes 
 the last micro-step are the gradients averaged (buffer ``Allreduce`` in fixed-order buckets of
 ``bucket_size_mb``, under the step timer's "comm"), so P ranks reach one process's parameters
 within float32 rounding (bitwise with ``deterministic_reduce``). Validation is collective; rank 0
-alone logs, samples and writes checkpoints, which any number of ranks can resume from. Test
+alone logs, samples and writes checkpoints, which any number of ranks can resume from. With
+``zero_stage = 1`` (ZeRO-1) the gradients are reduce-scattered instead, each rank runs AdamW on
+its shard of the buffer (its moments only) and the shards are allgathered; the moments are
+gathered to rank 0 for a checkpoint, whose format does not change. Train records carry
+``comm_bytes`` and ``imbalance`` under MPI (docs/distributed.md). Test
 hook: ``TINYGRADLM_FAIL_RANK=r`` (with ``TINYGRADLM_FAIL_STEP=s``, default 1) makes rank r raise
-at step s, to check that an error on one rank ends the whole job.
+at step s, to check that an error on one rank ends the whole job; ``TINYGRADLM_STALL_RANK=r``
+(``TINYGRADLM_STALL_STEP=s``, ``TINYGRADLM_STALL_SECONDS=t``) makes rank r sleep t seconds before
+the gradient allreduce of step s, to check the collective watchdog (``collective_timeout_s``).
 """
 
 from __future__ import annotations
@@ -57,7 +63,7 @@ from .monitor import (
     measure_gemm_flops,
     mfu,
 )
-from .optim import AdamW, clip_grad_norm, lr_schedule
+from .optim import AdamW, clip_grad_norm, grad_norm, lr_schedule
 from .precision import Precision
 
 TOKENIZER_FILE = "tokenizer.txt"
@@ -105,6 +111,13 @@ class TrainConfig:
     # number of ranks, at a cost in speed
     bucket_size_mb: float = 0
     deterministic_reduce: bool = False
+    # the watchdog (tinygradlm.dist): report a collective that has not returned in this many
+    # seconds (0: no watchdog) and, unless collective_timeout_abort is false, abort the job
+    collective_timeout_s: float = 300.0
+    collective_timeout_abort: bool = True
+    # ZeRO-1 (1): AdamW's moments sharded over the ranks, gradients reduce-scattered and the
+    # updated parameters allgathered; 0: every rank holds the whole optimizer state
+    zero_stage: int = 0
 
     def __post_init__(self) -> None:
         check_loop_settings(self, "train config")
@@ -195,6 +208,18 @@ def check_loop_settings(config: Any, what: str) -> None:
         raise ValueError(f"{what}: bucket_size_mb must be a number ≥ 0, got {bucket!r}")
     if not isinstance(config.deterministic_reduce, bool):
         raise ValueError(f"{what}: deterministic_reduce must be true or false")
+    timeout = getattr(config, "collective_timeout_s", 0)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
+        raise ValueError(f"{what}: collective_timeout_s must be a number ≥ 0, got {timeout!r}")
+    if not isinstance(getattr(config, "collective_timeout_abort", True), bool):
+        raise ValueError(f"{what}: collective_timeout_abort must be true or false")
+    zero = getattr(config, "zero_stage", 0)
+    if isinstance(zero, bool) or zero not in (0, 1):
+        raise ValueError(f"{what}: zero_stage must be 0 or 1, got {zero!r}")
+    if zero and config.deterministic_reduce:
+        raise ValueError(f"{what}: zero_stage 1 does not combine with deterministic_reduce")
+    if zero and Precision.parse(config.precision) != Precision.FP32:
+        raise ValueError(f"{what}: zero_stage 1 needs precision 'fp32'")
     interval = config.loss_scale_growth_interval
     if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
         raise ValueError(f"{what}: loss_scale_growth_interval must be an integer >= 1")
@@ -372,6 +397,17 @@ class Trainer:
             if fail_rank is not None and int(fail_rank) == self.rank
             else None
         )
+        # a test hook: rank r sleeps before the gradient allreduce of step s, for the watchdog
+        # (TINYGRADLM_STALL_RANK, TINYGRADLM_STALL_STEP default 1, TINYGRADLM_STALL_SECONDS)
+        stall_rank = os.environ.get("TINYGRADLM_STALL_RANK")
+        self._stall = (
+            (
+                int(os.environ.get("TINYGRADLM_STALL_STEP", "1")),
+                float(os.environ.get("TINYGRADLM_STALL_SECONDS", "60")),
+            )
+            if stall_rank is not None and int(stall_rank) == self.rank
+            else None
+        )
         self.out_dir = Path(self.config.out_dir)
         self.guard = DivergenceGuard(max(self.config.max_bad_steps, 1))
         self.scaler = self.model.precision.loss_scaler(
@@ -379,6 +415,7 @@ class Trainer:
             growth_interval=self.config.loss_scale_growth_interval,
         )
         self.timer = StepTimer()
+        self.shard_optimizer: AdamW | None = None  # ZeRO-1: AdamW on this rank's shard
         self.metrics: MetricsLogger | None = None  # opened by train(), after a resume
 
     def _vocab_size(self, data_dir: Path) -> int:
@@ -424,6 +461,8 @@ class Trainer:
             self.scaler.load_state_dict(ckpt.trainer_state["scaler"])
         self.step = ckpt.step
         self._checkpoint_state = ckpt.trainer_state
+        if self.shard_optimizer is not None:  # a rollback under ZeRO-1: every rank reads it
+            self._shard_optimizer_state()
 
     def rollback(self) -> None:
         """After repeated non-finite steps: back to the last checkpoint, at a lower learning rate
@@ -465,6 +504,7 @@ class Trainer:
         """One optimizer step: accumulate micro-batch gradients, clip, check, update."""
         cfg, timer = self.config, self.timer
         timer.reset()
+        self.dist.set_step(self.step + 1)
         if self._fail_step is not None and self.step + 1 >= self._fail_step:
             raise RuntimeError(
                 f"injected failure at step {self.step + 1} on rank {self.rank} "
@@ -472,8 +512,13 @@ class Trainer:
             )
         loss_sum = 0.0
         scale = self.scaler.scale  # 1 unless fp16
+        comm: dict[str, Any] = {}
         if cfg.deterministic_reduce:
             loss_sum = self._deterministic_micro_steps(scale)
+        elif self.shard_optimizer is not None:
+            loss_sum = self._parallel_micro_steps(scale)
+            comm = self._comm_metrics()
+            return self._zero_update(loss_sum, comm)
         elif self.dist.enabled:
             loss_sum = self._parallel_micro_steps(scale)
         else:
@@ -489,6 +534,8 @@ class Trainer:
                         loss_scale=scale / cfg.grad_accum_steps,
                     )
                 loss_sum += loss
+        if self.dist.enabled:
+            comm = self._comm_metrics()
         with timer("optim"):
             lr = self.guard.lr_factor * lr_schedule(
                 self.step,
@@ -512,6 +559,7 @@ class Trainer:
                     "grad_norm": None,
                     "action": Action.OVERFLOW,
                     "loss_scale": scale,
+                    **comm,
                 }
             norm = clip_grad_norm(self.optimizer.grads, cfg.grad_clip)
             action = self.guard.check(loss, norm)
@@ -520,7 +568,98 @@ class Trainer:
             if math.isfinite(loss):
                 self.scaler.update(found_finite)
         self.step += 1
-        return {"loss": loss, "lr": lr, "grad_norm": norm, "action": action, "loss_scale": scale}
+        return {
+            "loss": loss,
+            "lr": lr,
+            "grad_norm": norm,
+            "action": action,
+            "loss_scale": scale,
+            **comm,
+        }
+
+    def _comm_metrics(self) -> dict[str, Any]:
+        """Several ranks: the step's gradient traffic per rank and the compute imbalance.
+
+        ``comm_bytes``: the bytes each rank sends in a ring allreduce of the gradient buffer S,
+        2(P − 1)/P · S (it receives as many); with ``deterministic_reduce``, the chain's traffic
+        per micro-step, S received and S sent plus the final broadcast's S, as an estimate.
+        ``imbalance``: max over ranks / min over ranks of this step's forward/backward seconds
+        (one Allreduce MAX of two floats), 1.0 when perfectly balanced."""
+        P = self.world_size
+        size = self.optimizer.grads.nbytes
+        if self.config.deterministic_reduce:
+            comm_bytes = 3 * size * self.config.grad_accum_steps
+        else:
+            comm_bytes = 2 * (P - 1) / P * size
+        seconds = self.timer.split().get("fwd_bwd", 0.0)
+        with self.timer("comm"):
+            both = self.dist.allreduce_max_(np.array([seconds, -seconds], dtype=np.float64))
+        slowest, fastest = float(both[0]), float(-both[1])
+        imbalance = slowest / fastest if fastest > 0 else float("inf")
+        return {"comm_bytes": int(comm_bytes), "imbalance": imbalance}
+
+    def _zero_update(self, loss_sum: float, comm: dict[str, Any]) -> dict[str, Any]:
+        """ZeRO-1's optimizer step (fp32): clip by the global norm (the shards' squared norms
+        summed over the ranks), AdamW on this rank's shard, then the shards allgathered."""
+        cfg, timer, shard = self.config, self.timer, self.shard_optimizer
+        assert shard is not None
+        with timer("optim"):
+            lr = self.guard.lr_factor * lr_schedule(
+                self.step,
+                max_lr=cfg.lr,
+                min_lr=cfg.min_lr,
+                warmup_steps=cfg.warmup_steps,
+                max_steps=cfg.max_steps,
+            )
+            if self.grad_mask is not None:
+                shard.grads *= self.grad_mask[self._shard[0] : self._shard[1]]
+            loss = loss_sum / cfg.grad_accum_steps
+            squares = np.array([grad_norm(shard.grads) ** 2], dtype=np.float64)
+        with timer("comm"):
+            self.dist.allreduce_sum_(squares)
+        with timer("optim"):
+            norm = math.sqrt(float(squares[0]))
+            if cfg.grad_clip > 0 and math.isfinite(norm) and norm > cfg.grad_clip:
+                shard.grads *= shard.grads.dtype.type(cfg.grad_clip / norm)
+            action = self.guard.check(loss, norm)  # the same on every rank: global numbers
+            if action == Action.OK:
+                shard.step(lr)
+                self.optimizer.step_count, self.optimizer.lr = shard.step_count, shard.lr
+        if action == Action.OK:
+            with timer("comm"):
+                self.dist.allgather_shards_(self.optimizer.params)
+        self.step += 1
+        return {"loss": loss, "lr": lr, "grad_norm": norm, "action": action, "loss_scale": 1.0}
+
+    def _shard_optimizer_state(self) -> None:
+        """ZeRO-1: (re)build this rank's AdamW on its shard from the full optimizer's moments
+        and step, then let the full moments go (they are only filled again on rank 0 to save)."""
+        opt = self.optimizer
+        lo, hi = self._shard = self.dist.shard_range(opt.params.size)
+        mask = opt.decay_mask
+        shard = AdamW(
+            opt.params[lo:hi],
+            np.zeros(hi - lo, dtype=opt.grads.dtype),
+            lr=opt.lr,
+            betas=(opt.beta1, opt.beta2),
+            eps=opt.eps,
+            weight_decay=opt.weight_decay,
+            decay_mask=None if mask is None else np.ascontiguousarray(mask[lo:hi]),
+        )
+        shard.m[...] = opt.m[lo:hi]
+        shard.v[...] = opt.v[lo:hi]
+        shard.step_count = opt.step_count
+        self.shard_optimizer = shard
+        opt.m, opt.v = np.zeros_like(opt.m), np.zeros_like(opt.v)  # untouched pages: no memory
+
+    def _gather_optimizer_state(self) -> None:
+        """ZeRO-1, every rank, before rank 0 saves: the moments' shards into rank 0's full
+        buffers, so the checkpoint is the same as without ZeRO."""
+        shard, opt = self.shard_optimizer, self.optimizer
+        if shard is None:
+            return
+        self.dist.gather_shards(shard.m, opt.m)
+        self.dist.gather_shards(shard.v, opt.v)
 
     def _quiet(self) -> Any:
         # fp16 overflows are expected and handled in train_step: no NumPy warnings for them
@@ -566,10 +705,15 @@ class Trainer:
             written = True
         if not written:
             grads[...] = 0
+        if self._stall is not None and self.step + 1 == self._stall[0]:
+            time.sleep(self._stall[1])
         with timer("comm"):
-            mb = cfg.bucket_size_mb
-            elems = max(int(mb * 2**20) // grads.itemsize, 1) if mb else 0
-            self.dist.allreduce_mean_(grads, elems)
+            if self.shard_optimizer is not None:  # ZeRO-1: the mean of this rank's shard only
+                self.dist.reduce_scatter_mean_(grads, self.shard_optimizer.grads)
+            else:
+                mb = cfg.bucket_size_mb
+                elems = max(int(mb * 2**20) // grads.itemsize, 1) if mb else 0
+                self.dist.allreduce_mean_(grads, elems)
             self.dist.allreduce_sum_(local)
         return float(local[0]) / P
 
@@ -613,10 +757,16 @@ class Trainer:
             return
         self._synced = True
         d = self.dist
+        d.set_step(self.step)
+        d.set_watchdog(
+            getattr(self.config, "collective_timeout_s", 300.0),
+            getattr(self.config, "collective_timeout_abort", True),
+        )
         self.log(
             f"data parallel: {d.world_size} ranks ({d.local_size} on this node), "
             f"{self.config.batch_size // d.world_size} sequences per rank per micro-step"
             + (", deterministic reduce" if self.config.deterministic_reduce else "")
+            + (", ZeRO-1" if getattr(self.config, "zero_stage", 0) == 1 else "")
         )
         self.dist.check_same(self.layout_digest(), "parameter layout and config")
         self.dist.broadcast_(self.model.flat_params)
@@ -629,6 +779,8 @@ class Trainer:
         self.dist.broadcast_(opt.v)
         step = self.dist.broadcast_(np.array([opt.step_count, self.step], dtype=np.int64))
         opt.step_count, self.step = int(step[0]), int(step[1])
+        if getattr(self.config, "zero_stage", 0) == 1:
+            self._shard_optimizer_state()
 
     def layout_digest(self) -> str:
         """sha256 of the parameter layout (names, shapes, dtypes) and the run's config."""
@@ -691,6 +843,7 @@ class Trainer:
                     mfu=mfu(flops_per_step, seconds, peak),
                     time=self.timer.split(),
                     **({"loss_scale": result["loss_scale"]} if self.scaler.enabled else {}),
+                    **{k: result[k] for k in ("comm_bytes", "imbalance") if k in result},
                 )
                 if result["action"] == Action.OVERFLOW:
                     message = (
@@ -721,6 +874,7 @@ class Trainer:
         if cfg.sample_interval and (step % cfg.sample_interval == 0 or done) and self.rank == 0:
             progress.message(f"step {step}: sample: {self.sample()!r}")
         if cfg.checkpoint_interval and (step % cfg.checkpoint_interval == 0 or done):
+            self._gather_optimizer_state()  # ZeRO-1: the moments to rank 0
             if self.rank == 0:
                 progress.message(f"step {step}: checkpoint {self.save()}")
             self.dist.barrier()  # the checkpoint exists for every rank (a rollback reads it)
