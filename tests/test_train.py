@@ -260,3 +260,20 @@ def test_metrics_file_has_train_and_val_records(tmp_path, data):
     assert all(r["tokens_per_s"] > 0 and 0 < r["mfu"] < 1.5 for r in train)
     assert set(train[0]["time"]) >= {"data", "fwd_bwd", "optim"}
     assert [r["step"] for r in records if r["kind"] == "val"] == [2, 4]
+
+
+def test_trace_steps_writes_a_chrome_trace_of_the_step_sections(tmp_path, data):
+    import json
+
+    Trainer(
+        tiny_config(tmp_path, max_steps=3, warmup_steps=1, trace_steps=3), log=lambda _m: None
+    ).train()
+    trace = json.loads((tmp_path / "run" / "trace_rank0.json").read_text())
+    events = [e for e in trace["traceEvents"] if e["ph"] == "X"]
+    names = {e["name"] for e in events}
+    assert {"data", "fwd_bwd", "optim"} <= names
+    assert all(e["dur"] >= 0 and e["ts"] >= 0 and e["pid"] == 0 for e in events)
+    starts = [e["ts"] for e in events if e["name"] == "fwd_bwd"]
+    assert len(starts) == 3 and starts == sorted(starts)
+    with pytest.raises(ValueError, match="trace_steps must be an integer"):
+        tiny_config(tmp_path, trace_steps=-1)

@@ -56,6 +56,7 @@ from .data.shards import find_shards
 from .model import GPT, GPTConfig
 from .monitor import (
     Action,
+    ChromeTrace,
     DivergenceGuard,
     MetricsLogger,
     ProgressLine,
@@ -118,6 +119,8 @@ class TrainConfig:
     # ZeRO-1 (1): AdamW's moments sharded over the ranks, gradients reduce-scattered and the
     # updated parameters allgathered; 0: every rank holds the whole optimizer state
     zero_stage: int = 0
+    # a Chrome-trace timeline of the step sections, per rank (out_dir/trace_rank{r}.json); 0: off
+    trace_steps: int = 0
 
     def __post_init__(self) -> None:
         check_loop_settings(self, "train config")
@@ -220,6 +223,9 @@ def check_loop_settings(config: Any, what: str) -> None:
         raise ValueError(f"{what}: zero_stage 1 does not combine with deterministic_reduce")
     if zero and Precision.parse(config.precision) != Precision.FP32:
         raise ValueError(f"{what}: zero_stage 1 needs precision 'fp32'")
+    trace = getattr(config, "trace_steps", 0)
+    if isinstance(trace, bool) or not isinstance(trace, int) or trace < 0:
+        raise ValueError(f"{what}: trace_steps must be an integer ≥ 0, got {trace!r}")
     interval = config.loss_scale_growth_interval
     if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
         raise ValueError(f"{what}: loss_scale_growth_interval must be an integer >= 1")
@@ -414,7 +420,13 @@ class Trainer:
             init_scale=self.config.loss_scale_init,
             growth_interval=self.config.loss_scale_growth_interval,
         )
-        self.timer = StepTimer()
+        trace_steps = getattr(self.config, "trace_steps", 0)
+        self.trace = (
+            ChromeTrace(self.out_dir / f"trace_rank{self.rank}.json", self.rank, 6 * trace_steps)
+            if trace_steps
+            else None
+        )
+        self.timer = StepTimer(trace=self.trace)
         self.shard_optimizer: AdamW | None = None  # ZeRO-1: AdamW on this rank's shard
         self.metrics: MetricsLogger | None = None  # opened by train(), after a resume
 
@@ -860,6 +872,8 @@ class Trainer:
         finally:
             progress.close()
             self.metrics.close()
+            if self.trace is not None:
+                self.trace.write()
         return record
 
     def _periodic(self, progress: ProgressLine) -> None:
