@@ -164,6 +164,24 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from .data.corpus import load_report, plot_report, summary
+    from .data.errors import DataError
+
+    try:
+        report = load_report(args.dir)
+        print(summary(report))
+        if args.plot:
+            for path in plot_report(report, args.dir):
+                print(path)
+    except (DataError, ImportError, KeyError, TypeError) as e:
+        if isinstance(e, (KeyError, TypeError)):
+            e = DataError(f"{args.dir / 'report.json'}: malformed corpus statistics ({e!r})")
+        print(f"tinygradlm report: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="tinygradlm",
@@ -197,6 +215,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     prep.add_argument(
         "--overwrite", action="store_true", help="replace shards and tokenizer already in --out"
+    )
+    rep = commands.add_parser(
+        "report",
+        help="print a prepared corpus's report again (and draw it with --plot)",
+        description="Print the corpus summary of DIR/report.json, written by `tinygradlm "
+        "prepare --out DIR`: documents and tokens per source, removals per rule, length "
+        "histogram, bytes per token, script mix and the most frequent tokens.",
+    )
+    rep.add_argument("dir", type=Path, metavar="DIR", help="a prepare output directory")
+    rep.add_argument(
+        "--plot", action="store_true", help="also write PNG histograms into DIR (matplotlib)"
     )
     train = commands.add_parser(
         "train",
@@ -292,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         return demo()
     if args.command == "prepare":
         return _prepare(args)
+    if args.command == "report":
+        return _report(args)
     if args.command in ("train", "finetune"):
         # under mpiexec: threads per rank, then MPI; any error on any rank ends the whole job
         from . import dist as dist_module

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..tokenizer import Tokenizer
 from .clean import CleanConfig, clean_documents
+from .corpus import CorpusStats, summary
 from .dedup import DedupConfig, deduplicate
 from .documents import Document, default_corpus, read_documents
 from .errors import DataError
@@ -116,16 +117,54 @@ def split_documents(
     return train, val
 
 
-def _token_stream(tokenizer: Tokenizer, docs: Sequence[Document]) -> Iterator[np.ndarray]:
+def _token_stream(
+    tokenizer: Tokenizer, docs: Sequence[Document], stats: CorpusStats | None = None
+) -> Iterator[np.ndarray]:
     """Each document as ``[<|endoftext|>, its tokens…]``: the delimiter precedes every document,
-    as in llm.c's data scripts, so a model sees the start of a document after the token."""
+    as in llm.c's data scripts, so a model sees the start of a document after the token. With
+    ``stats``, each document and its tokens are counted there as they stream by."""
     eot = np.array([tokenizer.eot_token], dtype=np.uint32)
     for doc in docs:
         yield eot
         # a literal "<|endoftext|>" inside a document is text, not a delimiter
-        yield tokenizer.encode_to_array(doc.text, disallowed_special=()).astype(
+        tokens = tokenizer.encode_to_array(doc.text, disallowed_special=()).astype(
             np.uint32, copy=False
         )
+        if stats is not None:
+            stats.add(doc.text, tokens)
+        yield tokens
+
+
+def source_name(inputs: Sequence[str | Path] | None) -> str:
+    """The name of the (single) source: its input's file or directory name, several joined by
+    '+', or "default" for the embedded corpus."""
+    if not inputs:
+        return "default"
+    return "+".join(Path(p).name or str(p) for p in inputs)
+
+
+def _corpus_section(
+    clean_report: Any,
+    dedup_report: Any,
+    split_stats: Mapping[str, CorpusStats],
+    *,
+    weight: float,
+) -> dict[str, Any]:
+    """One source's entry of report.json: documents read, removed per rule (cleaning, then
+    dedup) and kept, and the corpus statistics per split and in all."""
+    removed = {}
+    for stage, stage_report in (("cleaning", clean_report), ("dedup", dedup_report)):
+        for rule, count in stage_report.rules.items():
+            removed[rule] = {"stage": stage, **dataclasses.asdict(count)}
+    return {
+        "weight": weight,
+        "before": dataclasses.asdict(clean_report.before),
+        "after_cleaning": dataclasses.asdict(clean_report.after),
+        "after": dataclasses.asdict(dedup_report.after),
+        "removed": removed,
+        "splits": {split: s.to_dict() for split, s in split_stats.items()},
+        "stats": CorpusStats.merge(list(split_stats.values())).to_dict(),
+    }
 
 
 def prepare(
@@ -184,8 +223,10 @@ def prepare(
     tokenizer.save(out / TOKENIZER_FILE)
 
     splits: dict[str, Any] = {}
+    split_stats: dict[str, CorpusStats] = {}
     for split, split_docs in (("train", train_docs), ("val", val_docs)):
-        stream = _token_stream(tokenizer, split_docs)
+        split_stats[split] = CorpusStats(tokenizer, delimiter=tokenizer.eot_token)
+        stream = _token_stream(tokenizer, split_docs, split_stats[split])
         paths = write_shards(
             stream,
             out,
@@ -216,11 +257,24 @@ def prepare(
             "eot_token": tokenizer.eot_token,
             "characters_per_token": total_chars / max(total_tokens, 1),
         },
-        "seconds": round(time.perf_counter() - started, 2),
     }
+    # one source for now; a mixture of several adds entries here, with their weights
+    sources = {
+        source_name(inputs): _corpus_section(clean_report, dedup_report, split_stats, weight=1.0)
+    }
+    overall_tokens = sum(s["stats"]["tokens"] for s in sources.values())
+    for entry in sources.values():
+        entry["token_share"] = entry["stats"]["tokens"] / max(overall_tokens, 1)
+    report["sources"] = sources
+    report["overall"] = {
+        **_corpus_section(clean_report, dedup_report, split_stats, weight=1.0),
+        "token_share": 1.0,
+    }
+    report["seconds"] = round(time.perf_counter() - started, 2)
     tmp = out / (REPORT_FILE + ".tmp")
     tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(tmp, out / REPORT_FILE)
+    log(summary(report))
     for split, info in splits.items():
         log(
             f"{split}: {info['documents']:,} documents, {info['tokens']:,} tokens in "

@@ -1,0 +1,430 @@
+"""What a prepared corpus holds: sizes, token statistics and the character-script mix.
+
+:class:`CorpusStats` accumulates, one document at a time, the statistics of a token stream as
+``prepare`` writes it (each document after an end-of-text delimiter), so nothing is re-encoded::
+
+    documents, characters, bytes (UTF-8)       of the document texts
+    tokens                                     as in the shards: text tokens + one delimiter each
+    text_tokens, delimiters                    the two parts of ``tokens``
+    bytes_per_token, characters_per_token      per text token (delimiters left out)
+    length_histogram                           documents by length in text tokens, log2 bins
+    character_classes                          letters, digits, whitespace, punctuation, other
+    scripts                                    letters per script (Latin, Cyrillic, Han, …)
+    top_tokens                                 the most frequent ids of the stream, delimiter too
+
+:func:`corpus_stats` is the one-shot form; accumulators of disjoint parts :meth:`merge` into the
+statistics of the whole (splits into a source, sources into the overall corpus). :func:`summary`
+is the table ``prepare`` and ``tinygradlm report DIR`` print; :func:`plot_report` draws PNGs.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import regex
+
+from .errors import DataError
+
+__all__ = [
+    "HISTOGRAM_BINS",
+    "SCRIPTS",
+    "CorpusStats",
+    "corpus_stats",
+    "load_report",
+    "plot_report",
+    "summary",
+]
+
+HISTOGRAM_BINS = 25
+"""Bins of the document-length histogram: bin 0 holds empty documents, bin i ≥ 1 lengths in
+[2**(i-1), 2**i), and the last bin everything from 2**23 tokens up."""
+
+BIN_STARTS = [0] + [2**i for i in range(HISTOGRAM_BINS - 1)]
+
+SCRIPTS = (
+    "Latin",
+    "Cyrillic",
+    "Greek",
+    "Arabic",
+    "Hebrew",
+    "Devanagari",
+    "Han",
+    "Hiragana",
+    "Katakana",
+    "Hangul",
+    "Thai",
+)
+"""The scripts letters are counted under (Unicode's Script property); any other is ``other``."""
+
+CLASSES = ("letters", "digits", "whitespace", "punctuation", "other")
+
+_SCRIPT = regex.compile("|".join(f"(?P<{s}>\\p{{Script={s}}})" for s in SCRIPTS))
+_FLUSH_TOKENS = 1 << 20  # tokens buffered before a bincount
+
+
+@functools.lru_cache(maxsize=65536)
+def _classify(char: str) -> tuple[str, str | None]:
+    """(class, script) of one character; script is None for a non-letter."""
+    if char.isalpha():
+        match = _SCRIPT.match(char)
+        return "letters", (match.lastgroup if match else "other")
+    if char.isspace():
+        return "whitespace", None
+    category = unicodedata.category(char)
+    if category.startswith("N"):
+        return "digits", None
+    if category.startswith("P"):
+        return "punctuation", None
+    return "other", None
+
+
+class CorpusStats:
+    """An accumulator of corpus statistics over documents and their tokens.
+
+    ``vocab_size`` sizes the token counts; ``delimiter`` (the end-of-text id, or None) is counted
+    once per document, as the shards store it before each document. ``top_k`` is how many of the
+    most frequent tokens :meth:`to_dict` lists; ``token_text`` maps an id to its text for them
+    (a tokenizer's bytes, invalid UTF-8 shown as ``\\x..`` escapes).
+    """
+
+    def __init__(self, tokenizer: Any, *, delimiter: int | None = None, top_k: int = 20) -> None:
+        self.tokenizer = tokenizer
+        self.delimiter = delimiter
+        self.top_k = top_k
+        self.documents = 0
+        self.characters = 0
+        self.bytes = 0
+        self.text_tokens = 0
+        self.histogram = np.zeros(HISTOGRAM_BINS, dtype=np.int64)
+        self.chars: Counter[str] = Counter()
+        self._counts = np.zeros(tokenizer.vocab_size, dtype=np.int64)
+        self._pending: list[np.ndarray] = []
+        self._n_pending = 0
+
+    def add(self, text: str, tokens: np.ndarray) -> None:
+        """Count one document: its text and its tokens (without the delimiter)."""
+        tokens = np.asarray(tokens)
+        self.documents += 1
+        self.characters += len(text)
+        self.bytes += len(text.encode("utf-8", errors="surrogatepass"))
+        self.text_tokens += int(tokens.size)
+        self.histogram[min(int(tokens.size).bit_length(), HISTOGRAM_BINS - 1)] += 1
+        self.chars.update(text)
+        if self.delimiter is not None:
+            self._counts[self.delimiter] += 1
+        if tokens.size:
+            self._pending.append(tokens)
+            self._n_pending += tokens.size
+            if self._n_pending >= _FLUSH_TOKENS:
+                self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            ids = np.concatenate(self._pending).astype(np.int64, copy=False)
+            self._counts += np.bincount(ids, minlength=self._counts.size)[: self._counts.size]
+            self._pending, self._n_pending = [], 0
+
+    @property
+    def token_counts(self) -> np.ndarray:
+        """How often each id occurs in the stream (delimiters included), shape (vocab_size,)."""
+        self._flush()
+        return self._counts
+
+    @property
+    def tokens(self) -> int:
+        """Tokens as the shards hold them: text tokens plus one delimiter per document."""
+        return self.text_tokens + (self.documents if self.delimiter is not None else 0)
+
+    @classmethod
+    def merge(cls, parts: Sequence[CorpusStats]) -> CorpusStats:
+        """The statistics of disjoint parts taken together (same tokenizer and delimiter)."""
+        if not parts:
+            raise ValueError("merge needs at least one CorpusStats")
+        first = parts[0]
+        total = cls(first.tokenizer, delimiter=first.delimiter, top_k=first.top_k)
+        for part in parts:
+            total.documents += part.documents
+            total.characters += part.characters
+            total.bytes += part.bytes
+            total.text_tokens += part.text_tokens
+            total.histogram += part.histogram
+            total.chars.update(part.chars)
+            total._counts += part.token_counts
+        return total
+
+    def _token_text(self, token: int) -> str:
+        return self.tokenizer.token_bytes(token).decode("utf-8", errors="backslashreplace")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The statistics as JSON-able data (see the module docstring)."""
+        classes = dict.fromkeys(CLASSES, 0)
+        scripts: Counter[str] = Counter()
+        for char, n in self.chars.items():
+            cls_, script = _classify(char)
+            classes[cls_] += n
+            if script is not None:
+                scripts[script] += n
+        letters = classes["letters"]
+        counts = self.token_counts
+        tokens = int(counts.sum())
+        order = np.argsort(-counts, kind="stable")[: self.top_k]
+        top = [
+            {
+                "id": int(i),
+                "text": self._token_text(int(i)),
+                "count": int(counts[i]),
+                "share": float(counts[i]) / tokens,
+            }
+            for i in order
+            if counts[i] > 0
+        ]
+        return {
+            "documents": self.documents,
+            "characters": self.characters,
+            "bytes": self.bytes,
+            "tokens": self.tokens,
+            "text_tokens": self.text_tokens,
+            "delimiters": self.tokens - self.text_tokens,
+            "bytes_per_token": self.bytes / max(self.text_tokens, 1),
+            "characters_per_token": self.characters / max(self.text_tokens, 1),
+            "length_histogram": {
+                "unit": "text tokens per document",
+                "bin_starts": list(BIN_STARTS),
+                "counts": [int(c) for c in self.histogram],
+            },
+            "character_classes": classes,
+            "scripts": {
+                name: {"letters": n, "share": n / letters} for name, n in scripts.most_common()
+            },
+            "top_tokens": top,
+        }
+
+
+def corpus_stats(
+    documents: Iterable[Any],
+    token_arrays: Iterable[np.ndarray],
+    tokenizer: Any,
+    *,
+    delimiter: int | None = None,
+    top_k: int = 20,
+) -> dict[str, Any]:
+    """The statistics of ``documents`` (strings, or objects with a ``text``) and their token
+    arrays, one per document, as JSON-able data. With ``delimiter`` each document counts as
+    preceded by that token, as ``prepare``'s shards store it."""
+    stats = CorpusStats(tokenizer, delimiter=delimiter, top_k=top_k)
+    docs, arrays = list(documents), list(token_arrays)
+    if len(docs) != len(arrays):
+        raise ValueError(f"{len(docs)} documents but {len(arrays)} token arrays")
+    for doc, tokens in zip(docs, arrays, strict=True):
+        stats.add(doc if isinstance(doc, str) else doc.text, tokens)
+    return stats.to_dict()
+
+
+# --------------------------------------------------------------------------------------------
+# reading and printing a report
+# --------------------------------------------------------------------------------------------
+
+
+def load_report(directory: str | Path) -> dict[str, Any]:
+    """``directory/report.json`` as written by ``prepare``; a DataError naming the file if it
+    is missing, not JSON, or lacks the corpus statistics."""
+    path = Path(directory) / "report.json"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(
+            f"{path}: no such file (run `tinygradlm prepare --out {directory}`)"
+        ) from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read it: {e}") from e
+    try:
+        report = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON: {e}") from e
+    if not isinstance(report, dict) or not isinstance(report.get("sources"), dict):
+        raise DataError(
+            f"{path}: no corpus statistics ('sources'/'overall'): not a prepare report, or "
+            f"written by an older version (prepare again)"
+        )
+    if not isinstance(report.get("overall"), dict):
+        raise DataError(f"{path}: no 'overall' corpus statistics")
+    return report
+
+
+def _bin_label(starts: Sequence[int], i: int) -> str:
+    if i == 0:
+        return "0"
+    if i == len(starts) - 1:
+        return f"{starts[i]:,}+"
+    low, high = starts[i], starts[i + 1] - 1
+    return f"{low:,}" if low == high else f"{low:,}-{high:,}"
+
+
+def _histogram_lines(stats: Mapping[str, Any], width: int = 40) -> list[str]:
+    hist = stats["length_histogram"]
+    counts, starts = hist["counts"], hist["bin_starts"]
+    used = [i for i, c in enumerate(counts) if c]
+    if not used:
+        return ["  (no documents)"]
+    peak = max(counts)
+    rows = []
+    for i in range(used[0], used[-1] + 1):
+        bar = "█" * round(width * counts[i] / peak)
+        rows.append(f"  {_bin_label(starts, i):>17}  {counts[i]:>9,}  {bar}")
+    return rows
+
+
+def _details(name: str, stats: Mapping[str, Any]) -> list[str]:
+    rows = [f"{name}: document lengths (text tokens per document)"]
+    rows += _histogram_lines(stats)
+    classes = stats["character_classes"]
+    total = max(sum(classes.values()), 1)
+    rows.append(
+        f"{name}: characters: "
+        + ", ".join(f"{k} {100 * v / total:.1f}%" for k, v in classes.items() if v)
+    )
+    scripts = stats["scripts"]
+    rows.append(
+        f"{name}: scripts (share of letters): "
+        + (", ".join(f"{k} {100 * v['share']:.1f}%" for k, v in scripts.items()) or "(none)")
+    )
+    rows.append(f"{name}: most frequent tokens (of {stats['tokens']:,}):")
+    for t in stats["top_tokens"]:
+        rows.append(
+            f"  {t['id']:>7}  {t['text']!r:<24} {t['count']:>11,}  {100 * t['share']:5.2f}%"
+        )
+    return rows
+
+
+def summary(report: Mapping[str, Any]) -> str:
+    """The terminal table of a prepare report: per source and overall, documents read, removed
+    by each rule and kept, tokens per split, bytes per token and weight versus token share;
+    then the length histogram, character and script mix and top tokens (overall, and per source
+    when there are several)."""
+    sources: Mapping[str, Any] = report["sources"]
+    columns = [*sources.items(), ("overall", report["overall"])]
+    width = max(22, *(len(name) + 2 for name, _ in columns))
+    label_width = 30
+
+    def line(label: str, cells: Iterable[str]) -> str:
+        return f"{label:<{label_width}}" + "".join(f"{c:>{width}}" for c in cells)
+
+    rows = [line("", [name for name, _ in columns])]
+    rows.append("-" * len(rows[0]))
+    rows.append(
+        line(
+            "weight / token share",
+            [f"{c.get('weight', 1.0):.3f} / {c.get('token_share', 1.0):.3f}" for _, c in columns],
+        )
+    )
+    rows.append(line("documents read", [f"{c['before']['documents']:,}" for _, c in columns]))
+    rules: list[str] = []
+    for _, c in columns:
+        rules += [r for r in c["removed"] if r not in rules]
+    for rule in rules:
+        cells = []
+        for _, c in columns:
+            r = c["removed"].get(rule)
+            cells.append(f"{r['documents']:,} d, {r['characters']:,} ch" if r else "")
+        rows.append(line(f"  - {rule}", cells))
+    rows.append(line("documents kept", [f"{c['after']['documents']:,}" for _, c in columns]))
+    rows.append(line("characters read", [f"{c['before']['characters']:,}" for _, c in columns]))
+    rows.append(line("characters kept", [f"{c['after']['characters']:,}" for _, c in columns]))
+    splits: list[str] = []
+    for _, c in columns:
+        splits += [s for s in c["splits"] if s not in splits]
+    for split in splits:
+        rows.append(
+            line(
+                f"tokens {split}",
+                [
+                    f"{c['splits'][split]['tokens']:,}" if split in c["splits"] else ""
+                    for _, c in columns
+                ],
+            )
+        )
+    rows.append(line("tokens (with delimiters)", [f"{c['stats']['tokens']:,}" for _, c in columns]))
+    rows.append(
+        line("bytes per token", [f"{c['stats']['bytes_per_token']:.3f}" for _, c in columns])
+    )
+    rows.append(
+        line(
+            "characters per token",
+            [f"{c['stats']['characters_per_token']:.3f}" for _, c in columns],
+        )
+    )
+    shown = columns if len(sources) > 1 else columns[-1:]
+    for name, c in shown:
+        rows.append("")
+        rows += _details(name, c["stats"])
+    return "\n".join(rows)
+
+
+def plot_report(report: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
+    """Write ``corpus_lengths.png`` (documents by length in tokens, per source and overall) and
+    ``corpus_scripts.png`` (share of letters by script) into ``out_dir``; returns their paths.
+    Needs matplotlib (``pip install 'tinygradlm[plot]'``); draws on the Agg canvas directly."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as e:
+        raise ImportError(
+            "plot_report needs matplotlib, an optional extra: pip install 'tinygradlm[plot]' "
+            "(or pip install matplotlib)"
+        ) from e
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    columns = [*report["sources"].items(), ("overall", report["overall"])]
+    if len(report["sources"]) == 1:
+        columns = columns[-1:]
+    written = []
+
+    fig = Figure(figsize=(9, 4.5), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    starts = report["overall"]["stats"]["length_histogram"]["bin_starts"]
+    used = [
+        i for _, c in columns for i, n in enumerate(c["stats"]["length_histogram"]["counts"]) if n
+    ] or [0]
+    bins = list(range(min(used), max(used) + 1))
+    bar = 0.8 / len(columns)
+    for k, (name, c) in enumerate(columns):
+        counts = c["stats"]["length_histogram"]["counts"]
+        ax.bar([b + k * bar for b in bins], [counts[b] for b in bins], width=bar, label=name)
+    ax.set_xticks([b + 0.4 - bar / 2 for b in bins])
+    ax.set_xticklabels([_bin_label(starts, b) for b in bins], rotation=45, ha="right")
+    ax.set_xlabel("document length (text tokens, log2 bins)")
+    ax.set_ylabel("documents")
+    ax.legend()
+    ax.grid(alpha=0.3, axis="y")
+    path = out / "corpus_lengths.png"
+    fig.savefig(path)
+    written.append(path)
+
+    fig = Figure(figsize=(8, 4.5), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    names: list[str] = []
+    for _, c in columns:
+        names += [s for s in c["stats"]["scripts"] if s not in names]
+    names = names or ["other"]
+    for k, (name, c) in enumerate(columns):
+        shares = [100 * c["stats"]["scripts"].get(s, {}).get("share", 0.0) for s in names]
+        ax.barh([i + k * bar for i in range(len(names))], shares, height=bar, label=name)
+    ax.set_yticks([i + 0.4 - bar / 2 for i in range(len(names))])
+    ax.set_yticklabels(names)
+    ax.invert_yaxis()
+    ax.set_xlabel("share of letters (%)")
+    ax.legend()
+    ax.grid(alpha=0.3, axis="x")
+    path = out / "corpus_scripts.png"
+    fig.savefig(path)
+    written.append(path)
+    return written
