@@ -34,19 +34,30 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace, dist: Any) -> int:
+def _run_loop(command: str, args: argparse.Namespace, dist: Any) -> int:
+    """``train`` and ``finetune``: build the config and trainer, resume, run the loop."""
     from .checkpoint import CheckpointError, latest_checkpoint
     from .data.errors import DataError
-    from .train import Trainer, load_config
 
     try:
-        config = load_config(args.config, args.overrides)
+        if command == "train":
+            from .train import Trainer, load_config
+
+            config = load_config(args.config, args.overrides)
+            make_trainer = Trainer
+        else:
+            from .finetune import FinetuneTrainer, load_finetune_config
+
+            config = load_finetune_config(
+                args.config, args.overrides, init_from=args.init_from, data=args.data
+            )
+            make_trainer = FinetuneTrainer
         if args.no_resume and latest_checkpoint(config.out_dir) is not None:
             raise ValueError(
                 f"{config.out_dir} already holds checkpoints: choose another out_dir to start "
                 "from scratch (nothing there is overwritten)"
             )
-        trainer = Trainer(config, dist=dist)
+        trainer = make_trainer(config, dist=dist)
         if not args.no_resume:
             trainer.resume()
         if trainer.step >= config.max_steps:
@@ -57,37 +68,7 @@ def _train(args: argparse.Namespace, dist: Any) -> int:
             return 0
         trainer.train()
     except (DataError, CheckpointError, ValueError) as e:
-        print(f"tinygradlm train: {e}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _finetune(args: argparse.Namespace, dist: Any) -> int:
-    from .checkpoint import CheckpointError, latest_checkpoint
-    from .data.errors import DataError
-    from .finetune import FinetuneTrainer, load_finetune_config
-
-    try:
-        config = load_finetune_config(
-            args.config, args.overrides, init_from=args.init_from, data=args.data
-        )
-        if args.no_resume and latest_checkpoint(config.out_dir) is not None:
-            raise ValueError(
-                f"{config.out_dir} already holds checkpoints: choose another out_dir to start "
-                "from scratch (nothing there is overwritten)"
-            )
-        trainer = FinetuneTrainer(config, dist=dist)
-        if not args.no_resume:
-            trainer.resume()
-        if trainer.step >= config.max_steps:
-            print(
-                f"{config.out_dir} already finished {trainer.step} of {config.max_steps} steps: "
-                "raise max_steps to continue, or choose another out_dir"
-            )
-            return 0
-        trainer.train()
-    except (DataError, CheckpointError, ValueError) as e:
-        print(f"tinygradlm finetune: {e}", file=sys.stderr)
+        print(f"tinygradlm {command}: {e}", file=sys.stderr)
         return 1
     return 0
 
@@ -329,8 +310,7 @@ def main(argv: list[str] | None = None) -> int:
 
         dist_module.default_threads()
         dist = dist_module.init()
-        command = _train if args.command == "train" else _finetune
-        return dist_module.run_or_abort(dist, command, args, dist)
+        return dist_module.run_or_abort(dist, _run_loop, args.command, args, dist)
     if args.command == "export":
         return _export(args)
     if args.command == "eval":
