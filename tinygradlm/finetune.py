@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 
-from . import backend
 from .checkpoint import load_checkpoint, restore, save_model
 from .data.errors import DataError
 from .data.sft import SFTLoader, load_sft
@@ -177,13 +176,8 @@ class FinetuneTrainer(Trainer):
         dist: Any = None,
     ) -> None:
         # not Trainer.__init__: the model comes from a checkpoint and the data from JSON Lines
-        self.config = config
-        if dist is not None:
-            rank, world_size = dist.rank, dist.world_size
-        self.dist = dist
-        self.rank, self.world_size = rank, world_size
-        self.log = log if rank == 0 else (lambda _msg: None)
-        backend.set_kernels(config.kernels)
+        self._init_run(config, rank, world_size, log, dist)
+        rank, world_size = self.rank, self.world_size  # dist's, when given
 
         base = load_checkpoint(config.init_from)
         tokenizer = config.tokenizer

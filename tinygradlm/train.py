@@ -340,13 +340,8 @@ class Trainer:
         log: Callable[[str], None] = print,
         dist: Any = None,
     ) -> None:
-        self.config = config
-        if dist is not None:
-            rank, world_size = dist.rank, dist.world_size
-        self.dist = dist
-        self.rank, self.world_size = rank, world_size
-        self.log = log if rank == 0 else (lambda _msg: None)
-        backend.set_kernels(config.kernels)
+        self._init_run(config, rank, world_size, log, dist)
+        rank, world_size = self.rank, self.world_size  # dist's, when given
         data_dir = Path(config.data_dir)
         if not data_dir.is_dir() or not find_shards(data_dir, "train"):
             raise DataError(
@@ -429,6 +424,19 @@ class Trainer:
         self.timer = StepTimer(trace=self.trace)
         self.shard_optimizer: AdamW | None = None  # ZeRO-1: AdamW on this rank's shard
         self.metrics: MetricsLogger | None = None  # opened by train(), after a resume
+
+    def _init_run(
+        self, config: Any, rank: int, world_size: int, log: Callable[[str], None], dist: Any
+    ) -> None:
+        """What every run sets first: its config, its place among the ranks (from ``dist`` when
+        given), a log that only rank 0 prints, and the layer implementation."""
+        self.config = config
+        if dist is not None:
+            rank, world_size = dist.rank, dist.world_size
+        self.dist = dist
+        self.rank, self.world_size = rank, world_size
+        self.log = log if rank == 0 else (lambda _msg: None)
+        backend.set_kernels(config.kernels)
 
     def _vocab_size(self, data_dir: Path) -> int:
         """The vocabulary of the prepared data: from its tokenizer, else the largest token id."""
