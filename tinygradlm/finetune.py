@@ -244,6 +244,7 @@ class FinetuneTrainer(Trainer):
             seed=config.seed,
         )
         self.val_loader: Any = None
+        self.val_sources, self.val_losses = {}, {}  # (a pretraining mixture's; none here)
         if val_files:
             val_data = load_sft(val_files, **encoding)
             self.log(f"val: {val_data.summary()}")

@@ -51,6 +51,7 @@ from . import backend
 from .checkpoint import latest_checkpoint, load_checkpoint, restore, save_checkpoint
 from .data.errors import DataError
 from .data.loader import DataLoader
+from .data.mixture import MixtureLoader, parse_mix, resolve_sources
 from .data.sft import IGNORE_INDEX
 from .data.shards import find_shards
 from .model import GPT, GPTConfig
@@ -76,6 +77,10 @@ class TrainConfig:
     sequences of ``seq_len`` tokens per micro-step, across all ranks."""
 
     data_dir: str = "runs/data"  # the output of `tinygradlm prepare`
+    # [data] mix: several sources in proportion (tinygradlm.data.mixture), as a table
+    # {name = weight, …} of data_dir's sources or paths, or "weight path weight path …";
+    # without it, a directory prepared with several sources is read at its prepared weights
+    data: dict[str, Any] = field(default_factory=dict)
     out_dir: str = "runs/train"  # checkpoints, metrics.jsonl
     model: dict[str, Any] = field(default_factory=lambda: {"preset": "tiny"})
     batch_size: int = 8
@@ -125,6 +130,15 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_loop_settings(self, "train config")
         self.gpt_config()  # validates the model table
+        if not isinstance(self.data, dict):
+            raise ValueError(f"train config: [data] must be a table, got {self.data!r}")
+        unknown = sorted(set(self.data) - {"mix"})
+        if unknown:
+            raise ValueError(
+                f"train config: [data]: unknown key(s) {', '.join(unknown)} (known: mix)"
+            )
+        if "mix" in self.data:
+            parse_mix(self.data["mix"])  # a DataError (a ValueError) names what is wrong
 
     def gpt_config(self, vocab_size: int | None = None) -> GPTConfig:
         """The model: a preset with the [model] table's fields on top (vocab from the data)."""
@@ -343,13 +357,16 @@ class Trainer:
         self._init_run(config, rank, world_size, log, dist)
         rank, world_size = self.rank, self.world_size  # dist's, when given
         data_dir = Path(config.data_dir)
-        if not data_dir.is_dir() or not find_shards(data_dir, "train"):
+        # None: data_dir's own shards; else the mixture's sources (tinygradlm.data.mixture)
+        self.sources = resolve_sources(data_dir, config.data.get("mix"))
+        if self.sources is None and (not data_dir.is_dir() or not find_shards(data_dir, "train")):
             raise DataError(
                 f"{data_dir}: no training shards (train_*.bin); run `tinygradlm prepare --out "
                 f"{data_dir}` first"
             )
-        self.tokenizer_path = data_dir / TOKENIZER_FILE
-        vocab_size = self._vocab_size(data_dir)
+        dirs = [data_dir] if self.sources is None else [s.path for s in self.sources]
+        self.tokenizer_path = self._find_tokenizer(data_dir)
+        vocab_size = self._vocab_size(dirs)
         self.model = GPT(
             config.gpt_config(vocab_size), seed=config.seed, precision=config.precision
         )
@@ -373,12 +390,26 @@ class Trainer:
             "seed": config.seed,
             "vocab_size": self.model.config.vocab_size,
         }
-        self.train_loader = DataLoader(data_dir, split="train", **loader_args)
-        self.val_loader = (
-            DataLoader(data_dir, split="val", shuffle=False, **loader_args)
-            if find_shards(data_dir, "val")
-            else None
-        )
+        self.val_sources: dict[str, DataLoader] = {}  # a mixture's validation split per source
+        self.val_losses: dict[str, float] = {}  # their losses at the last evaluation
+        if self.sources is None:
+            self.train_loader: Any = DataLoader(data_dir, split="train", **loader_args)
+            self.val_loader = (
+                DataLoader(data_dir, split="val", shuffle=False, **loader_args)
+                if find_shards(data_dir, "val")
+                else None
+            )
+        else:
+            self.train_loader = MixtureLoader(self.sources, split="train", **loader_args)
+            self.val_loader = None
+            self.val_sources = self._source_val_loaders(loader_args)
+            mix = ", ".join(
+                f"{name} {weight:.3g}"
+                for name, weight in zip(
+                    self.train_loader.names, self.train_loader.weights, strict=True
+                )
+            )
+            self.log(f"data: a mixture of {len(self.sources)} sources ({mix})")
         self.grad_mask: np.ndarray | None = None  # 0 on frozen parameters (fine-tuning)
         self._init_loop_state()
 
@@ -438,7 +469,33 @@ class Trainer:
         self.log = log if rank == 0 else (lambda _msg: None)
         backend.set_kernels(config.kernels)
 
-    def _vocab_size(self, data_dir: Path) -> int:
+    def _find_tokenizer(self, data_dir: Path) -> Path:
+        """The run's tokenizer file: data_dir's, else the first source's (in the source's
+        directory or the one above it, where `prepare --source` writes it). A source whose
+        directory carries a different tokenizer is a DataError: its token ids mean other text."""
+        own = data_dir / TOKENIZER_FILE
+        candidates = (
+            []
+            if self.sources is None
+            else [
+                (s.name, f)
+                for s in self.sources
+                for f in (s.path / TOKENIZER_FILE, s.path.parent / TOKENIZER_FILE)
+                if f.is_file()
+            ]
+        )
+        chosen = own if own.is_file() or not candidates else candidates[0][1]
+        if chosen.is_file():
+            text = chosen.read_bytes()
+            for name, f in candidates:
+                if f.read_bytes() != text:
+                    raise DataError(
+                        f"data.mix: source {name!r} was tokenized with {f}, which differs from "
+                        f"the run's tokenizer {chosen}: prepare every source with one tokenizer"
+                    )
+        return chosen
+
+    def _vocab_size(self, dirs: Sequence[Path]) -> int:
         """The vocabulary of the prepared data: from its tokenizer, else the largest token id."""
         if self.tokenizer_path.exists():
             from .tokenizer import Tokenizer
@@ -448,7 +505,25 @@ class Trainer:
         self.tokenizer = None
         from .data.shards import read_shard
 
-        return 1 + max(int(read_shard(p).max(initial=0)) for p in find_shards(data_dir, "train"))
+        return 1 + max(
+            int(read_shard(p).max(initial=0)) for d in dirs for p in find_shards(d, "train")
+        )
+
+    def _source_val_loaders(self, loader_args: Mapping[str, Any]) -> dict[str, DataLoader]:
+        """Each mixture source's validation split, in order, as an unshuffled loader; a source
+        without one, or with less than one batch of it, is left out and said so."""
+        loaders = {}
+        for source in self.sources or []:
+            if not find_shards(source.path, "val"):
+                self.log(f"data: source {source.name!r} has no validation shards")
+                continue
+            try:
+                loaders[source.name] = DataLoader(
+                    source.path, split="val", shuffle=False, **loader_args
+                )
+            except DataError as e:
+                self.log(f"data: source {source.name!r} is not validated: {e}")
+        return loaders
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -821,10 +896,23 @@ class Trainer:
 
     def evaluate(self) -> float:
         """Mean loss over the targets of ``eval_batches`` validation batches, from the split's
-        start (with several ranks: a collective, over every rank's slice)."""
+        start (with several ranks: a collective, over every rank's slice). For a mixture, each
+        source's loss goes to ``val_losses`` and the result is their mean at the mixture's
+        weights (renormalised over the sources with a validation split): the expected loss on
+        a token drawn as training draws them."""
+        if self.val_sources:
+            self.val_losses = {
+                name: self._val_loss(loader) for name, loader in self.val_sources.items()
+            }
+            weights = dict(zip(self.train_loader.names, self.train_loader.weights, strict=True))
+            total = math.fsum(weights[name] for name in self.val_losses)
+            return math.fsum(weights[n] * loss for n, loss in self.val_losses.items()) / total
         if self.val_loader is None:
             return float("nan")
-        loss, tokens = evaluate_loss(self.model, self.val_loader, self.config.eval_batches)
+        return self._val_loss(self.val_loader)
+
+    def _val_loss(self, loader: Any) -> float:
+        loss, tokens = evaluate_loss(self.model, loader, self.config.eval_batches)
         if not self.dist.enabled:
             return loss
         both = np.array([loss * tokens if tokens else 0.0, tokens], dtype=np.float64)
@@ -864,6 +952,7 @@ class Trainer:
                     time=self.timer.split(),
                     **({"loss_scale": result["loss_scale"]} if self.scaler.enabled else {}),
                     **{k: result[k] for k in ("comm_bytes", "imbalance") if k in result},
+                    **self._epochs(),
                 )
                 if result["action"] == Action.OVERFLOW:
                     message = (
@@ -891,8 +980,16 @@ class Trainer:
         if cfg.eval_interval and (step % cfg.eval_interval == 0 or done):
             val = self.evaluate()
             if math.isfinite(val):
-                self.metrics.log_val(step, loss=val)
-                progress.message(f"step {step}: val loss {val:.4f}, perplexity {math.exp(val):.2f}")
+                by_source = {"sources": dict(self.val_losses)} if self.val_losses else {}
+                self.metrics.log_val(step, loss=val, **by_source)
+                message = f"step {step}: val loss {val:.4f}, perplexity {math.exp(val):.2f}"
+                if self.val_losses:
+                    message += (
+                        " ("
+                        + ", ".join(f"{name} {loss:.4f}" for name, loss in self.val_losses.items())
+                        + ")"
+                    )
+                progress.message(message)
         if cfg.sample_interval and (step % cfg.sample_interval == 0 or done) and self.rank == 0:
             progress.message(f"step {step}: sample: {self.sample()!r}")
         if cfg.checkpoint_interval and (step % cfg.checkpoint_interval == 0 or done):
@@ -900,6 +997,15 @@ class Trainer:
             if self.rank == 0:
                 progress.message(f"step {step}: checkpoint {self.save()}")
             self.dist.barrier()  # the checkpoint exists for every rank (a rollback reads it)
+
+    def _epochs(self) -> dict[str, Any]:
+        """The passes over the training data so far, for the metrics: ``epoch`` (one source) or
+        ``epochs`` per source (a mixture)."""
+        seen = getattr(self.train_loader, "epochs_seen", None)
+        if seen is None:
+            return {}
+        value = seen()
+        return {"epochs": value} if isinstance(value, dict) else {"epoch": value}
 
     def sample(self) -> str:
         """A sample from the current model (seeded by the run's seed and the step)."""

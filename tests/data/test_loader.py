@@ -144,7 +144,7 @@ def test_a_file_or_a_list_of_files_is_a_source(tmp_path):
 
 def test_shards_stay_memory_mapped(data_dir):
     loader = DataLoader(data_dir, batch_size=4, seq_len=8)
-    assert all(not tokens.flags.owndata for tokens in loader._shards if tokens.size)
+    assert all(not tokens.flags.owndata for tokens in loader.stream.shards if tokens.size)
 
 
 # --------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from .errors import DataError
 from .sampler import EpochSampler, SampledBatches, check_integers
 from .shards import find_shards, read_shard
 
-__all__ = ["DataLoader"]
+__all__ = ["DataLoader", "TokenStream", "dataset_differences"]
 
 
 class DataLoader(SampledBatches):
@@ -81,21 +81,17 @@ class DataLoader(SampledBatches):
         self.seq_len = int(seq_len)  # T
         self.split = split
 
-        self.files = _shard_files(source, split)
-        self._shards = [read_shard(f, vocab_size=vocab_size) for f in self.files]  # memory-maps
-        counts = [len(tokens) for tokens in self._shards]
-        # _starts[s] is the stream position of shard s's first token; _starts[-1] = n_tokens
-        self._starts = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])  # (shards + 1,)
-        self.n_tokens = int(self._starts[-1])
-        self.n_windows = max(0, (self.n_tokens - 1) // self.seq_len)
+        self.stream = TokenStream(source, split, vocab_size=vocab_size)
+        self.files = self.stream.files
+        self.n_tokens = self.stream.n_tokens
+        self.n_windows = self.stream.n_windows(self.seq_len)
         if self.n_windows < batch_size:
             raise DataError(
-                f"DataLoader: {_describe(self.files)} {self.n_tokens:,} tokens, "
+                f"DataLoader: {self.stream.describe()} {self.n_tokens:,} tokens, "
                 f"{self.n_windows:,} windows of T={self.seq_len} (+1), fewer than one global batch "
                 f"of B={batch_size}: need at least {batch_size * self.seq_len + 1:,} "
                 f"tokens; use a smaller batch_size or seq_len, or more data"
             )
-        self._fingerprint = {"files": [f.name for f in self.files], "tokens": counts}
         # the window order, this rank's windows of each batch, and the position (epoch, batch)
         self.sampler = EpochSampler(
             self.n_windows,
@@ -127,23 +123,15 @@ class DataLoader(SampledBatches):
         windows = self.sampler.next_indices()  # (B/P,) window indices; then the next batch
         buffer = np.empty((len(windows), T + 1), dtype=np.int64)  # (B/P, T+1) inputs, last target
         for row, window in enumerate(windows):
-            self._read(int(window) * T, buffer[row])
+            self.stream.read(int(window) * T, buffer[row])
         x = np.ascontiguousarray(buffer[:, :-1])  # (B/P, T)
         y = np.ascontiguousarray(buffer[:, 1:])  # (B/P, T) the token after each input
         return x, y
 
-    def _read(self, start: int, out: np.ndarray) -> None:
-        """Copy the stream's tokens [start, start + len(out)) into ``out``, across as many
-        shards as they span."""
-        shard = int(np.searchsorted(self._starts, start, side="right")) - 1
-        filled = 0
-        while filled < len(out):
-            tokens = self._shards[shard]
-            offset = start + filled - int(self._starts[shard])  # position within this shard
-            n = min(len(out) - filled, len(tokens) - offset)
-            out[filled : filled + n] = tokens[offset : offset + n]
-            filled += n
-            shard += 1  # the rest, if any, comes from the next shard (an empty one adds nothing)
+    def epochs_seen(self) -> float:
+        """How many passes over the windows the batches so far add up to: epoch + batch /
+        batches_per_epoch (1.5 is halfway through the second epoch)."""
+        return self.epoch + self.batch_index / self.batches_per_epoch
 
     # ---------------------------------------------------------------------------------------
     # resuming
@@ -158,18 +146,20 @@ class DataLoader(SampledBatches):
     def _own_state(self) -> dict[str, Any]:
         return {
             "seq_len": self.seq_len,
-            "dataset": {
-                "files": list(self._fingerprint["files"]),
-                "tokens": list(self._fingerprint["tokens"]),
-            },
+            "dataset": self.stream.fingerprint(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from ``state`` (from :meth:`state_dict`): the next batch is the one that
         would have followed. The seed, shuffle, B, T and the data must match this loader's;
         a DataError lists every difference, and nothing changes unless all match."""
+        if isinstance(state, dict) and isinstance(state.get("mixture"), dict):
+            raise DataError(
+                f"DataLoader: cannot resume: the state is a mixture's (sources "
+                f"{', '.join(map(str, state['mixture']))}), and this run reads one source"
+            )
         self.sampler.load_state_dict(
-            state, self._own_state(), differ={"dataset": _dataset_differences}
+            state, self._own_state(), differ={"dataset": dataset_differences}
         )
 
     def __repr__(self) -> str:
@@ -178,6 +168,58 @@ class DataLoader(SampledBatches):
             f", T={self.seq_len}, rank {self.rank}/{self.world_size}, epoch {self.epoch}, batch "
             f"{self.batch_index}/{self.batches_per_epoch})"
         )
+
+
+class TokenStream:
+    """The shards of a split, in order, as one memory-mapped token stream (never read whole).
+
+    source: a directory (its ``{split}_NNNNNN.bin`` shards, by index), one shard file, or a
+    list of shard files (read in the order given; ``split`` is then unused). vocab_size: if
+    given, every token id is checked to be below it when the shards are opened.
+    """
+
+    def __init__(
+        self,
+        source: str | Path | Sequence[str | Path],
+        split: str = "train",
+        *,
+        vocab_size: int | None = None,
+    ) -> None:
+        self.files = _shard_files(source, split)
+        self.shards = [read_shard(f, vocab_size=vocab_size) for f in self.files]  # memory-maps
+        self.counts = [len(tokens) for tokens in self.shards]
+        # starts[s] is the stream position of shard s's first token; starts[-1] = n_tokens
+        self.starts = np.concatenate([[0], np.cumsum(self.counts, dtype=np.int64)])
+        self.n_tokens = int(self.starts[-1])
+
+    def n_windows(self, seq_len: int) -> int:
+        """Windows of T = seq_len inputs and T targets, (n_tokens − 1) // T: consecutive
+        windows share one token (see the module docstring)."""
+        return max(0, (self.n_tokens - 1) // seq_len)
+
+    def read(self, start: int, out: np.ndarray) -> None:
+        """Copy the stream's tokens [start, start + len(out)) into ``out``, across as many
+        shards as they span."""
+        shard = int(np.searchsorted(self.starts, start, side="right")) - 1
+        filled = 0
+        while filled < len(out):
+            tokens = self.shards[shard]
+            offset = start + filled - int(self.starts[shard])  # position within this shard
+            n = min(len(out) - filled, len(tokens) - offset)
+            out[filled : filled + n] = tokens[offset : offset + n]
+            filled += n
+            shard += 1  # the rest, if any, comes from the next shard (an empty one adds nothing)
+
+    def fingerprint(self) -> dict[str, list]:
+        """What a resumed run checks to be reading the same data: file names, token counts."""
+        return {"files": [f.name for f in self.files], "tokens": list(self.counts)}
+
+    def describe(self) -> str:
+        """ "the shard F holds" or "the N shards F, …, G hold", to start a sentence."""
+        files = self.files
+        if len(files) == 1:
+            return f"the shard {files[0]} holds"
+        return f"the {len(files)} shards {files[0]}, …, {files[-1].name} hold"
 
 
 def _shard_files(source: str | Path | Sequence[str | Path], split: str) -> list[Path]:
@@ -198,13 +240,7 @@ def _shard_files(source: str | Path | Sequence[str | Path], split: str) -> list[
     return files
 
 
-def _describe(files: list[Path]) -> str:
-    if len(files) == 1:
-        return f"the shard {files[0]} holds"
-    return f"the {len(files)} shards {files[0]}, …, {files[-1].name} hold"
-
-
-def _dataset_differences(theirs: Any, mine: dict[str, list]) -> list[str]:
+def dataset_differences(theirs: Any, mine: dict[str, list]) -> list[str]:
     """What differs between two dataset fingerprints, in words."""
     if (
         not isinstance(theirs, dict)

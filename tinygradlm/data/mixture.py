@@ -1,0 +1,476 @@
+"""Batches drawn from several token sources in set proportions: a data mixture.
+
+A mixture is a list of sources, each a directory of shards (``tinygradlm prepare --source``
+writes one per named source) with a weight; weights are relative and normalised to sum to 1.
+
+The sampling scheme, in full:
+
+- Source i's windows are its own stream's windows, as in :class:`~.loader.DataLoader`: window
+  j is the tokens [j·T, j·T + T + 1), n_i = (tokens_i − 1) // T of them. The source visits them
+  in epochs: its epoch e is the order ``np.random.default_rng([seed, id_i, e]).permutation(n_i)``
+  (shuffle=False: 0, 1, 2, …), where id_i is the CRC-32 of the source's name, so adding or
+  reordering sources does not change any other source's order.
+- Sequence s of the run (s = 0, 1, 2, …, counted over all global batches) comes from the source
+  that Tijdeman's rule picks (below), and is that source's next window in its epoch order;
+  after its last window the source starts its next epoch. So c_i(s), the number of sequences
+  source i gave to the first s, fixes everything, and each source's epoch count is c_i / n_i.
+- Tijdeman's rule (R. Tijdeman, "The chairman assignment problem", Discrete Math. 32, 1980):
+  with k sources and δ = 1 / (2k − 2), sequence s + 1 goes to the source with the earliest
+  deadline (c_i + 1 − δ) / w_i among those whose deficit w_i·(s + 1) − c_i is at least δ
+  (ties: the source listed first). It keeps every source within
+  1 − δ sequences of its exact share at every prefix:
+
+      |c_i(s) − w_i · s| ≤ 1 − 1/(2k − 2)      for all s and i   (k ≥ 2)
+
+  A global batch of B sequences therefore holds w_i·B of source i, rounded one way or the
+  other, in every batch, not only on average: the proportions hold exactly up to that bound,
+  with no sampling noise, while the windows drawn from each source are shuffled.
+- Global batch k is sequences [k·B, (k+1)·B); rank r of P takes rows [r·B/P, (r+1)·B/P). Every
+  rank works out the whole global batch's assignment (B small steps) and reads only its rows,
+  so the global batch never depends on P, and the state (the counts c_i) resumes at exactly
+  the next batch on any number of ranks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import DataError
+from .loader import TokenStream, dataset_differences
+from .sampler import check_integers
+from .shards import find_shards
+
+__all__ = [
+    "MixtureLoader",
+    "Source",
+    "parse_mix",
+    "prepared_mixture",
+    "resolve_sources",
+    "tijdeman_counts",
+]
+
+REPORT_FILE = "report.json"
+
+
+@dataclass(frozen=True)
+class Source:
+    """One source of a mixture: its name (in metrics and state), its shard directory (or
+    shard files) and its weight (relative; the loader normalises)."""
+
+    name: str
+    path: Path
+    weight: float
+
+
+# --------------------------------------------------------------------------------------------
+# the mixture setting
+# --------------------------------------------------------------------------------------------
+
+
+def parse_mix(mix: Any) -> list[tuple[str, float]]:
+    """The (source, weight) pairs of a ``data.mix`` setting, in order. Three forms:
+
+    - a table ``{books = 0.7, docs = 0.3}``: source names (a prepared directory's sources) or
+      paths, with weights;
+    - Megatron's string ``"0.7 path/to/books 0.3 path/to/docs"``;
+    - the same as a list ``[0.7, "path/to/books", 0.3, "path/to/docs"]``.
+
+    Weights must be finite and > 0; they need not sum to 1. A DataError says what is wrong and
+    where."""
+    if isinstance(mix, Mapping):
+        pairs = [(str(name), weight) for name, weight in mix.items()]
+    elif isinstance(mix, (str, list, tuple)):
+        items = mix.split() if isinstance(mix, str) else list(mix)
+        if len(items) % 2:
+            raise DataError(
+                f"data.mix: {mix!r} has {len(items)} items; the weight/path form needs pairs "
+                "'weight path weight path …'"
+            )
+        pairs = []
+        for weight, name in zip(items[::2], items[1::2], strict=True):
+            try:
+                weight = float(weight)
+            except (TypeError, ValueError):
+                raise DataError(
+                    f"data.mix: {weight!r} is not a weight: the form is 'weight path weight path "
+                    "…' (a weight before each path)"
+                ) from None
+            pairs.append((str(name), weight))
+    else:
+        raise DataError(
+            f"data.mix must be a table {{name = weight, …}} or 'weight path weight path …', "
+            f"got {type(mix).__name__}"
+        )
+    if not pairs:
+        raise DataError("data.mix is empty: name at least one source")
+    seen: set[str] = set()
+    for name, weight in pairs:
+        if not name:
+            raise DataError("data.mix: a source has an empty name")
+        if name in seen:
+            raise DataError(f"data.mix: source {name!r} is listed twice")
+        seen.add(name)
+        if (
+            isinstance(weight, bool)
+            or not isinstance(weight, (int, float))
+            or not math.isfinite(weight)
+            or weight <= 0
+        ):
+            raise DataError(
+                f"data.mix: source {name!r} has weight {weight!r}; a weight must be a number > 0 "
+                "(leave a source out to not use it)"
+            )
+    return [(name, float(weight)) for name, weight in pairs]
+
+
+def prepared_mixture(data_dir: str | Path) -> dict[str, float] | None:
+    """The weights ``tinygradlm prepare --source`` recorded in ``data_dir/report.json``
+    ("mixture": {name: weight}), or None for a single-source directory."""
+    path = Path(data_dir) / REPORT_FILE
+    if not path.is_file():
+        return None
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: cannot read the prepare report: {e}") from None
+    mixture = report.get("mixture") if isinstance(report, dict) else None
+    if mixture is None:
+        return None
+    if not isinstance(mixture, dict):
+        raise DataError(f"{path}: 'mixture' is {mixture!r}, not a table of source weights")
+    return mixture
+
+
+def resolve_sources(data_dir: str | Path, mix: Any = None) -> list[Source] | None:
+    """The sources a run reads, or None when it reads ``data_dir``'s own shards (one source).
+
+    With ``mix`` (a ``data.mix`` setting, see :func:`parse_mix`), each entry is a source of
+    ``data_dir`` (its subdirectory ``data_dir/NAME``) or else a path to a directory of shards.
+    Without it, a directory prepared with several sources gives its sources at the weights it
+    was prepared with; a directory with shards of its own gives None. Every source must hold
+    training shards; a DataError names the one that does not."""
+    data_dir = Path(data_dir)
+    if mix is None:
+        if not data_dir.is_dir() or find_shards(data_dir, "train"):
+            return None
+        mix = prepared_mixture(data_dir)
+        if mix is None:
+            return None  # the single-source loader says what is missing
+    sources = []
+    for name, weight in parse_mix(mix):
+        inside = data_dir / name
+        path = inside if _is_plain_name(name) and inside.is_dir() else Path(name)
+        if not path.is_dir():
+            known = _source_dirs(data_dir)
+            raise DataError(
+                f"data.mix: source {name!r} is neither a source of {data_dir} nor a directory"
+                + (f" (its sources: {', '.join(known)})" if known else "")
+            )
+        if not find_shards(path, "train"):
+            raise DataError(
+                f"data.mix: source {name!r} ({path}) holds no training shards (train_*.bin)"
+            )
+        label = name if _is_plain_name(name) else path.resolve().name
+        sources.append(Source(label, path, weight))
+    labels = [s.name for s in sources]
+    if len(set(labels)) != len(labels):  # two paths that end in the same directory name
+        sources = [Source(str(s.path), s.path, s.weight) for s in sources]
+    return sources
+
+
+def _is_plain_name(name: str) -> bool:
+    return re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name) is not None
+
+
+def _source_dirs(data_dir: Path) -> list[str]:
+    if not data_dir.is_dir():
+        return []
+    return sorted(p.name for p in data_dir.iterdir() if p.is_dir() and find_shards(p, "train"))
+
+
+# --------------------------------------------------------------------------------------------
+# the assignment of sequences to sources
+# --------------------------------------------------------------------------------------------
+
+
+def tijdeman_counts(weights: Sequence[float], counts: Sequence[int], n: int) -> np.ndarray:
+    """The sources of the next ``n`` sequences, (n,) int64, after ``counts[i]`` sequences from
+    source i; ``counts`` is not changed. ``weights`` sum to 1 (see the module docstring for the
+    rule and its bound)."""
+    k = len(weights)
+    chosen = np.zeros(n, dtype=np.int64)
+    if k == 1:
+        return chosen
+    delta = 1.0 / (2 * k - 2)
+    c = [int(x) for x in counts]
+    s = sum(c)
+    for j in range(n):
+        s += 1
+        best, best_deadline = -1, math.inf
+        for i, w in enumerate(weights):
+            if w * s - c[i] >= delta - 1e-9:  # eligible: owed at least δ of a sequence
+                deadline = (c[i] + 1 - delta) / w
+                if deadline < best_deadline:
+                    best, best_deadline = i, deadline
+        if best < 0:  # unreachable in exact arithmetic (the deficits sum to 1 ≥ kδ for k ≥ 2)
+            best = int(np.argmax([w * s - ci for w, ci in zip(weights, c, strict=True)]))
+        c[best] += 1
+        chosen[j] = best
+    return chosen
+
+
+# --------------------------------------------------------------------------------------------
+# the loader
+# --------------------------------------------------------------------------------------------
+
+
+class MixtureLoader:
+    """Batches ``(x, y)`` for this rank, each (B // world_size, T) int64, drawn from several
+    sources in proportion to their weights (the module docstring gives the scheme).
+
+    sources: :class:`Source` entries (name, shard directory, weight). split: the shards read
+    from each directory. batch_size: the GLOBAL batch B, divisible by world_size. seq_len: T.
+    seed, shuffle: each source's window order. vocab_size: if given, every token id is checked
+    to be below it.
+
+    An endless iterator like DataLoader; ``state_dict()`` / ``load_state_dict()`` resume at
+    exactly the next batch for any world_size. :meth:`epochs_seen` says how many passes over
+    each source the batches so far add up to."""
+
+    def __init__(
+        self,
+        sources: Sequence[Source],
+        *,
+        split: str = "train",
+        batch_size: int,
+        seq_len: int,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        shuffle: bool = True,
+        vocab_size: int | None = None,
+    ) -> None:
+        check_integers(
+            "MixtureLoader",
+            batch_size=batch_size,
+            seq_len=seq_len,
+            world_size=world_size,
+            rank=rank,
+            seed=seed,
+        )
+        if rank >= world_size:
+            raise DataError(f"MixtureLoader: rank {rank} is not below world_size {world_size}")
+        if batch_size % world_size:
+            raise DataError(
+                f"MixtureLoader: the global batch_size {batch_size} is not divisible by "
+                f"world_size {world_size}: every rank must take the same number of rows"
+            )
+        if not sources:
+            raise DataError("MixtureLoader: no sources")
+        names = [s.name for s in sources]
+        if len(set(names)) != len(names):
+            raise DataError(f"MixtureLoader: source names repeat: {names}")
+        parse_mix({s.name: s.weight for s in sources})  # checks every weight
+        total = math.fsum(s.weight for s in sources)
+        self.names = names
+        self.weights = [s.weight / total for s in sources]  # normalised, sum 1
+        self.batch_size = int(batch_size)
+        self.seq_len = int(seq_len)
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.seed, self.shuffle, self.split = int(seed), bool(shuffle), split
+        self.streams = []
+        for source in sources:
+            try:
+                stream = TokenStream(source.path, split, vocab_size=vocab_size)
+            except DataError as e:
+                raise DataError(f"source {source.name!r}: {e}") from None
+            if stream.n_windows(self.seq_len) < 1:
+                raise DataError(
+                    f"source {source.name!r}: {stream.describe()} {stream.n_tokens:,} tokens, "
+                    f"not one window of T={self.seq_len} (+1)"
+                )
+            self.streams.append(stream)
+        self.n_windows = [s.n_windows(self.seq_len) for s in self.streams]
+        # ids of the sources' window orders: stable under adding or reordering sources
+        self._ids = [zlib.crc32(name.encode("utf-8")) for name in names]
+        self.counts = [0] * len(names)  # c_i: sequences source i gave so far, all ranks together
+        self._orders: dict[tuple[int, int], np.ndarray] = {}
+
+    # -- sizes and position ---------------------------------------------------------------------
+
+    @property
+    def local_batch_size(self) -> int:
+        """Rows of this rank's x and y: B // world_size."""
+        return self.batch_size // self.world_size
+
+    @property
+    def tokens_per_batch(self) -> int:
+        """Tokens one global batch trains on: B·T."""
+        return self.batch_size * self.seq_len
+
+    @property
+    def batches_drawn(self) -> int:
+        """Global batches drawn so far."""
+        return sum(self.counts) // self.batch_size
+
+    def epochs_seen(self) -> dict[str, float]:
+        """Per source, the passes over its windows the batches so far add up to: c_i / n_i."""
+        return {
+            name: count / n
+            for name, count, n in zip(self.names, self.counts, self.n_windows, strict=True)
+        }
+
+    # -- batches --------------------------------------------------------------------------------
+
+    def next_assignment(self) -> tuple[np.ndarray, np.ndarray]:
+        """The whole next global batch, without moving on: per row, its source (B,) and that
+        source's window index (B,)."""
+        sources = tijdeman_counts(self.weights, self.counts, self.batch_size)
+        windows = np.empty(self.batch_size, dtype=np.int64)
+        counts = list(self.counts)
+        for row, i in enumerate(sources):
+            windows[row] = self._window(int(i), counts[i])
+            counts[i] += 1
+        return sources, windows
+
+    def next_batch(self) -> tuple[np.ndarray, np.ndarray]:
+        """This rank's slice of the next global batch: x, y, each (B // world_size, T) int64."""
+        T, rows = self.seq_len, self.local_batch_size
+        sources, windows = self.next_assignment()
+        mine = slice(self.rank * rows, (self.rank + 1) * rows)
+        buffer = np.empty((rows, T + 1), dtype=np.int64)  # (B/P, T+1) inputs, last target
+        for row, (i, window) in enumerate(zip(sources[mine], windows[mine], strict=True)):
+            self.streams[int(i)].read(int(window) * T, buffer[row])
+        drawn = np.bincount(sources, minlength=len(self.names))
+        self.counts = [c + int(n) for c, n in zip(self.counts, drawn, strict=True)]
+        return np.ascontiguousarray(buffer[:, :-1]), np.ascontiguousarray(buffer[:, 1:])
+
+    def _window(self, i: int, count: int) -> int:
+        """Source i's window for its sequence number ``count`` (0-based, over all epochs)."""
+        n = self.n_windows[i]
+        epoch, position = divmod(count, n)
+        if not self.shuffle:
+            return position
+        key = (i, epoch)
+        if key not in self._orders:
+            rng = np.random.default_rng([self.seed, self._ids[i], epoch])
+            self._orders = {k: v for k, v in self._orders.items() if k[0] != i or k[1] >= epoch - 1}
+            self._orders[key] = rng.permutation(n)
+        return int(self._orders[key][position])
+
+    def __iter__(self) -> MixtureLoader:
+        return self
+
+    def __next__(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.next_batch()
+
+    def reset(self) -> None:
+        """Back to the first batch."""
+        self.counts = [0] * len(self.names)
+
+    # -- resuming -------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the loader is, as JSON-able plain values: each source's sequence count (which
+        fixes every later batch), and what fixes the batches (sources, weights, seed, shuffle,
+        B, T, each source's shard names and token counts). Not world_size: any number of ranks
+        resumes from it."""
+        return {
+            "mixture": {
+                name: {
+                    "seen": count,
+                    "weight": weight,
+                    "dataset": stream.fingerprint(),
+                }
+                for name, count, weight, stream in zip(
+                    self.names, self.counts, self.weights, self.streams, strict=True
+                )
+            },
+            "seed": self.seed,
+            "shuffle": self.shuffle,
+            "batch_size": self.batch_size,
+            "seq_len": self.seq_len,
+        }
+
+    def load_state_dict(self, state: Any) -> None:
+        """Continue from ``state`` (from :meth:`state_dict`): the next batch is the one that
+        would have followed. The sources, their weights and data, the seed, shuffle, B and T
+        must match; a DataError lists every difference, and nothing changes unless all do."""
+        owner = "MixtureLoader"
+        if not isinstance(state, dict):
+            raise DataError(f"{owner} state must be a dict, got {type(state).__name__}")
+        if "mixture" not in state:
+            raise DataError(
+                f"{owner}: cannot resume: the state is a single-source loader's (keys "
+                f"{sorted(state)}), and this run reads a mixture of {', '.join(self.names)}"
+            )
+        mine = self.state_dict()
+        if set(state) != set(mine):
+            raise DataError(f"{owner} state: keys {sorted(state)}, expected {sorted(mine)}")
+        differences = [
+            f"{key} is {state[key]!r} in the state but {mine[key]!r} here"
+            for key in ("seed", "shuffle", "batch_size", "seq_len")
+            if state[key] != mine[key]
+        ]
+        theirs = state["mixture"]
+        if not isinstance(theirs, dict) or list(theirs) != self.names:
+            differences.append(
+                f"the sources are {list(theirs) if isinstance(theirs, dict) else theirs!r} in "
+                f"the state but {self.names} here"
+            )
+            theirs = {}
+        counts = []
+        for name, weight in zip(self.names, self.weights, strict=True):
+            entry = theirs.get(name)
+            if not entry:
+                continue
+            if not isinstance(entry, dict) or set(entry) != {"seen", "weight", "dataset"}:
+                differences.append(f"source {name!r}: malformed entry {entry!r}")
+                continue
+            if not math.isclose(entry["weight"], weight, rel_tol=1e-12, abs_tol=0):
+                differences.append(
+                    f"source {name!r} has weight {entry['weight']:.6g} in the state but "
+                    f"{weight:.6g} here (a new mix is a new run: start it from this checkpoint "
+                    "with `tinygradlm finetune --init-from`)"
+                )
+            found = dataset_differences(entry["dataset"], mine["mixture"][name]["dataset"])
+            differences += [f"source {name!r}: {d}" for d in found]
+            seen = entry["seen"]
+            if isinstance(seen, bool) or not isinstance(seen, int) or seen < 0:
+                differences.append(f"source {name!r}: seen must be an integer ≥ 0, got {seen!r}")
+            counts.append(seen)
+        if differences:
+            raise DataError(f"{owner}: cannot resume: " + "; ".join(differences))
+        if sum(counts) % self.batch_size:
+            raise DataError(
+                f"{owner} state: the sources' counts {counts} add up to {sum(counts)}, not a "
+                f"whole number of global batches of {self.batch_size}"
+            )
+        total = sum(counts)
+        off = [
+            f"{name} {c} (its share is {w * total:.2f})"
+            for name, c, w in zip(self.names, counts, self.weights, strict=True)
+            if abs(c - w * total) > 1
+        ]
+        if off:  # the rule keeps every count within 1 of its share: this state is not its
+            raise DataError(
+                f"{owner} state: after {total:,} sequences the counts of "
+                f"{', '.join(off)} are more than 1 from their shares at these weights"
+            )
+        self.counts = counts
+
+    def __repr__(self) -> str:
+        mix = ", ".join(f"{n} {w:.3g}" for n, w in zip(self.names, self.weights, strict=True))
+        return (
+            f"MixtureLoader({mix}; B={self.batch_size}, T={self.seq_len}, rank "
+            f"{self.rank}/{self.world_size}, batch {self.batches_drawn})"
+        )
