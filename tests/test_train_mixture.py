@@ -161,3 +161,40 @@ def test_sources_tokenized_differently_are_refused(tmp_path, mixed):
     one.save(mixed / "code" / "tokenizer.txt")  # the same tokenizer everywhere: fine
     trainer = Trainer(config(tmp_path), log=lambda _m: None)
     assert trainer.tokenizer_path == mixed / "prose" / "tokenizer.txt"
+
+
+def test_a_source_that_repeats_is_told_by_epoch_events(tmp_path):
+    root = tmp_path / "data"
+    write_source(root / "prose", 1, 3000, seed=0)
+    write_source(root / "code", 3, 400, seed=1)  # 340 training tokens: 21 windows of 16
+    trainer = Trainer(config(tmp_path, eval_interval=0), log=lambda _m: None)
+    trainer.train()
+    records = read_metrics(tmp_path / "run")
+    events = [r for r in records if r["kind"] == "event" and r["event"] == "epoch"]
+    train = {r["step"]: r["epochs"] for r in records if r["kind"] == "train"}
+    crossings = [
+        step
+        for step in sorted(train)
+        if int(train[step]["code"]) > int(train.get(step - 1, {"code": 0})["code"])
+    ]
+    assert crossings and [e["step"] for e in events] == crossings  # prose never finishes one
+    assert events[0]["message"] == "source 'code' began epoch 2"
+    assert trainer.train_loader.counts[1] == 24 and trainer.train_loader.n_windows[1] == 21
+
+
+def test_eval_of_a_prepared_mixture_gives_each_source_and_the_weighted_mean(tmp_path, mixed):
+    from tinygradlm.train import evaluate_checkpoint
+
+    (mixed / "report.json").write_text(json.dumps({"mixture": {"prose": 0.75, "code": 0.25}}))
+    Trainer(
+        config(tmp_path, data={}, max_steps=4, checkpoint_interval=4), log=lambda _m: None
+    ).train()
+    result = evaluate_checkpoint(latest_checkpoint(tmp_path / "run"), mixed, seq_len=16)
+    sources = result["sources"]
+    assert list(sources) == ["prose", "code"]
+    assert result["loss"] == pytest.approx(
+        0.75 * sources["prose"]["loss"] + 0.25 * sources["code"]["loss"]
+    )
+    alone = evaluate_checkpoint(latest_checkpoint(tmp_path / "run"), mixed / "code", seq_len=16)
+    assert alone["loss"] == sources["code"]["loss"]
+    assert result["tokens"] == sources["prose"]["tokens"] + sources["code"]["tokens"]

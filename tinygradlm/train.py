@@ -936,6 +936,7 @@ class Trainer:
         self._sync_start()
         try:
             while self.step < cfg.max_steps:
+                epochs_before = self._epochs()
                 started = time.perf_counter()
                 result = self.train_step()
                 seconds = time.perf_counter() - started
@@ -954,6 +955,7 @@ class Trainer:
                     **{k: result[k] for k in ("comm_bytes", "imbalance") if k in result},
                     **self._epochs(),
                 )
+                self._log_new_epochs(epochs_before, record, progress)
                 if result["action"] == Action.OVERFLOW:
                     message = (
                         f"fp16 gradient overflow at loss scale {result['loss_scale']:g}: update "
@@ -1006,6 +1008,26 @@ class Trainer:
             return {}
         value = seen()
         return {"epochs": value} if isinstance(value, dict) else {"epoch": value}
+
+    def _log_new_epochs(
+        self, before: Mapping[str, Any], after: Mapping[str, Any], progress: ProgressLine
+    ) -> None:
+        """An "epoch" event each time the training data, or a mixture's source, begins another
+        pass: a source small for its weight shows up as repeated epochs."""
+        if "epochs" in before:
+            pairs = [
+                (f"source {name!r}", before["epochs"][name], after["epochs"][name])
+                for name in before["epochs"]
+            ]
+        elif "epoch" in before:
+            pairs = [("the training data", before["epoch"], after["epoch"])]
+        else:
+            return
+        for what, old, new in pairs:
+            if math.floor(new) > math.floor(old):
+                message = f"{what} began epoch {math.floor(new) + 1}"
+                self.metrics.log_event(self.step, "epoch", message, epochs=new)
+                progress.message(f"step {self.step}: {message}")
 
     def sample(self) -> str:
         """A sample from the current model (seeded by the run's seed and the step)."""
@@ -1074,6 +1096,8 @@ def evaluate_checkpoint(
     ``data`` is a directory of shards (``tinygradlm prepare``'s output: the split's windows of
     ``seq_len`` tokens, in order), or SFT JSON Lines: a ``.jsonl`` file or a directory with
     ``{split}.jsonl`` (the loss on the responses, encoded with the checkpoint's tokenizer).
+    A directory prepared with several sources gives each source's loss under "sources" and,
+    as "loss", their mean at the prepared weights.
     ``seq_len`` defaults to the run's, else the model's block_size. A checkpoint with LoRA
     adapters is evaluated with them, as during its training.
     """
@@ -1100,6 +1124,9 @@ def evaluate_checkpoint(
         examples = load_sft(jsonl, tokenizer, seq_len)
         loader: Any = SFTLoader(examples, batch_size=batch_size, shuffle=False, drop_last=False)
     else:
+        sources = None if find_shards(data, split) else resolve_sources(data)
+        if sources is not None:  # a directory prepared with several sources: each on its own
+            return _evaluate_sources(model, sources, split, batches, batch_size, seq_len, ckpt)
         loader = DataLoader(
             data,
             split=split,
@@ -1109,12 +1136,54 @@ def evaluate_checkpoint(
             vocab_size=ckpt.config.vocab_size,
         )
     loss, tokens = evaluate_loss(model, loader, batches)
+    return {"loss": loss, "perplexity": _perplexity(loss), "tokens": tokens, "step": ckpt.step}
+
+
+def _evaluate_sources(
+    model: GPT,
+    sources: Sequence[Any],
+    split: str,
+    batches: int | None,
+    batch_size: int,
+    seq_len: int,
+    ckpt: Any,
+) -> dict[str, Any]:
+    """evaluate_checkpoint on a prepared mixture: each source's loss on its split, and their
+    mean at the prepared weights (over the sources that have the split)."""
+    results = {}
+    for source in sources:
+        if not find_shards(source.path, split):
+            continue
+        loader = DataLoader(
+            source.path,
+            split=split,
+            batch_size=batch_size,
+            seq_len=seq_len,
+            shuffle=False,
+            vocab_size=ckpt.config.vocab_size,
+        )
+        loss, tokens = evaluate_loss(model, loader, batches)
+        results[source.name] = {
+            "loss": loss,
+            "perplexity": _perplexity(loss),
+            "tokens": tokens,
+            "weight": source.weight,
+        }
+    if not results:
+        raise DataError(f"no source of the mixture has {split} shards")
+    total = math.fsum(r["weight"] for r in results.values())
+    loss = math.fsum(r["weight"] * r["loss"] for r in results.values()) / total
     return {
         "loss": loss,
-        "perplexity": math.exp(loss) if math.isfinite(loss) else float("nan"),
-        "tokens": tokens,
+        "perplexity": _perplexity(loss),
+        "tokens": sum(r["tokens"] for r in results.values()),
         "step": ckpt.step,
+        "sources": results,
     }
+
+
+def _perplexity(loss: float) -> float:
+    return math.exp(loss) if math.isfinite(loss) else float("nan")
 
 
 def checkpoint_tokenizer_file(ckpt: Any) -> Path:
