@@ -11,7 +11,7 @@ from typing import Any
 
 def _prepare(args: argparse.Namespace) -> int:
     from .data.errors import DataError
-    from .data.prepare import PrepareConfig, prepare
+    from .data.prepare import PrepareConfig, prepare, sources_from_config, sources_from_specs
 
     settings: dict = {}
     if args.config:
@@ -21,13 +21,35 @@ def _prepare(args: argparse.Namespace) -> int:
         except (OSError, tomllib.TOMLDecodeError) as e:
             print(f"tinygradlm prepare: cannot read {args.config}: {e}", file=sys.stderr)
             return 2
-    for key in ("vocab_size", "pattern", "val_fraction", "seed", "shard_tokens"):
+    for key in (
+        "vocab_size",
+        "pattern",
+        "val_fraction",
+        "seed",
+        "shard_tokens",
+        "tokenizer_sample_chars",
+    ):
         value = getattr(args, key)
         if value is not None:
             settings[key] = value
+    source_table = settings.pop("sources", None)
     try:
+        sources = None
+        if args.sources:
+            if source_table is not None:
+                raise DataError(
+                    f"sources come from --source or from [sources] in {args.config}, not both"
+                )
+            sources = sources_from_specs(args.sources)
+        elif source_table is not None:
+            sources = sources_from_config(source_table, base=args.config.parent)
+        if sources is not None and args.inputs:
+            raise DataError(
+                "INPUT paths cannot be mixed with named sources: give every input as "
+                "--source NAME=PATH[,WEIGHT] (or in [sources]), or none that way"
+            )
         config = PrepareConfig.from_dict(settings)
-        prepare(args.inputs, args.out, config, overwrite=args.overwrite)
+        prepare(args.inputs, args.out, config, sources=sources, overwrite=args.overwrite)
     except (DataError, ValueError) as e:
         print(f"tinygradlm prepare: {e}", file=sys.stderr)
         return 1
@@ -103,8 +125,14 @@ def _eval(args: argparse.Namespace) -> int:
     except (DataError, CheckpointError, ValueError) as e:
         print(f"tinygradlm eval: {e}", file=sys.stderr)
         return 1
+    for name, part in result.get("sources", {}).items():  # a prepared mixture's sources
+        print(
+            f"{args.split} {name} (weight {part['weight']:.3g}): loss {part['loss']:.4f}, "
+            f"perplexity {part['perplexity']:.2f} ({part['tokens']:,} tokens)"
+        )
     print(
-        f"{args.split}: loss {result['loss']:.4f}, perplexity {result['perplexity']:.2f} "
+        f"{args.split}{' (the weighted mean)' if 'sources' in result else ''}: loss "
+        f"{result['loss']:.4f}, perplexity {result['perplexity']:.2f} "
         f"({result['tokens']:,} tokens, checkpoint step {result['step']})"
     )
     return 0
@@ -176,7 +204,9 @@ def main(argv: list[str] | None = None) -> int:
         "prepare",
         help="clean, deduplicate and tokenize text into shards",
         description="Clean and deduplicate text, train a BPE tokenizer and write token shards. "
-        "With no INPUT, uses the help topics that ship with Python (pydoc_data).",
+        "With no INPUT, uses the help topics that ship with Python (pydoc_data). With "
+        "--source (or [sources.NAME] tables in --config), several named, weighted sources, "
+        "each prepared on its own into OUT/NAME/, with one tokenizer.",
     )
     prep.add_argument(
         "inputs",
@@ -185,6 +215,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="INPUT",
         help="text files, directories of them, or JSONL files with a 'text' field",
     )
+    prep.add_argument(
+        "--source",
+        dest="sources",
+        action="append",
+        metavar="NAME=PATH[,WEIGHT]",
+        help="a named source (a file, directory or JSONL) and its relative weight (default 1); "
+        "repeat for more sources, or with the same NAME for more paths of one source",
+    )
     prep.add_argument("--out", required=True, type=Path, help="output directory")
     prep.add_argument("--vocab-size", dest="vocab_size", type=int, help="default 4096")
     prep.add_argument("--pattern", help="pre-tokenization split: gpt2, gpt4 (default) or a regex")
@@ -192,7 +230,16 @@ def main(argv: list[str] | None = None) -> int:
     prep.add_argument("--seed", type=int, help="default 0")
     prep.add_argument("--shard-tokens", dest="shard_tokens", type=int, help="default 10,000,000")
     prep.add_argument(
-        "--config", type=Path, help="a TOML file of these settings, with [clean] and [dedup] tables"
+        "--tokenizer-sample-chars",
+        dest="tokenizer_sample_chars",
+        type=int,
+        help="train the tokenizer on at most this many characters, shared by weight "
+        "(default 0: as many as the weights allow)",
+    )
+    prep.add_argument(
+        "--config",
+        type=Path,
+        help="a TOML file of these settings, with [clean], [dedup] and [sources.NAME] tables",
     )
     prep.add_argument(
         "--overwrite", action="store_true", help="replace shards and tokenizer already in --out"

@@ -1,6 +1,7 @@
 """The corpus report: statistics that add up to the shards, the script mix, `tinygradlm report`."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -171,3 +172,28 @@ def test_report_plot_writes_pngs(prepared, capsys):
         path = out / name
         assert str(path) in printed
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_tokens_before_and_after_cleaning_balance(prepared):
+    out, report = prepared
+    source = report["sources"]["src"]
+    tokens = source["tokens"]
+    assert tokens["after"] == source["stats"]["text_tokens"]
+    assert (
+        tokens["before"] - sum(r["tokens"] for r in source["removed"].values()) == tokens["after"]
+    )
+    tok = Tokenizer.load(out / "tokenizer.txt")
+    assert source["removed"]["word_count"]["tokens"] == len(tok.encode("too short to keep"))
+    raw = sorted(Path(report["inputs"][0]).glob("*.txt"))
+    assert tokens["before"] == sum(len(tok.encode(p.read_text())) for p in raw)
+
+
+def test_summary_of_a_report_without_token_counts(prepared):
+    _, report = prepared
+    old = json.loads(json.dumps(report))
+    for entry in [*old["sources"].values(), old["overall"]]:
+        del entry["tokens"], entry["tokenizer_sample_chars"]
+        for rule in entry["removed"].values():
+            del rule["tokens"]
+    printed = summary(old)
+    assert "1 d, 17 ch" in printed and "tokenizer sample" not in printed

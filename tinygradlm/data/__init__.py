@@ -6,10 +6,12 @@
 - :mod:`.report`: what was removed, by which rule, with examples.
 - :mod:`.shards`: llm.c-compatible token shards, written atomically, read memory-mapped.
 - :mod:`.loader`: deterministic, resumable batches, sliced across data-parallel ranks.
+- :mod:`.mixture`: batches from several sources in set proportions (``data.mix``).
 - :mod:`.sft`: prompt/response JSON Lines for fine-tuning, the loss on the responses only.
 - :mod:`.prepare`: all of it in order (``tinygradlm prepare``).
 
-The tokenizer is :mod:`tinygradlm.tokenizer`. See ``docs/data.md``, ``docs/shards.md``.
+The tokenizer is :mod:`tinygradlm.tokenizer`. See ``docs/data.md``, ``docs/shards.md``,
+``docs/mixtures.md``.
 """
 
 from .clean import CleanConfig, clean_documents
@@ -17,6 +19,7 @@ from .dedup import DedupConfig, deduplicate
 from .documents import Document, default_corpus, read_documents, write_documents
 from .errors import DataError
 from .loader import DataLoader
+from .mixture import MixtureLoader
 from .report import Report
 from .shards import read_shard, shard_info, write_shard, write_shards
 
@@ -26,6 +29,7 @@ __all__ = [
     "DataLoader",
     "DedupConfig",
     "Document",
+    "MixtureLoader",
     "Report",
     "clean_documents",
     "deduplicate",

@@ -470,10 +470,18 @@ def _line_count(text: str) -> int:
 
 
 def clean_documents(
-    docs: Iterable[Document], config: CleanConfig | None = None
+    docs: Iterable[Document],
+    config: CleanConfig | None = None,
+    *,
+    on_remove: Callable[[str, Document], None] | None = None,
 ) -> tuple[list[Document], Report]:
     """Normalise, line-filter and quality-filter ``docs``; return the kept documents (in input
     order, with cleaned text) and the report of everything removed.
+
+    ``on_remove(rule, removed)``, if given, sees each removal as it is counted: a removed line
+    as a Document of the line, a removed document with its cleaned text (so ``prepare`` can
+    count the tokens each rule removed). ``normalise`` removes no line or document and is not
+    reported there.
 
     Counting, per document (so the report balances exactly):
 
@@ -493,6 +501,9 @@ def clean_documents(
         line_chars = line_words = line_count = 0
         for rule, lines in removed_lines.items():
             report.remove_lines(rule, doc.source, lines)
+            if on_remove is not None:
+                for line in lines:
+                    on_remove(rule, Document(line, doc.source))
             line_chars += sum(len(line) for line in lines)
             line_words += sum(len(line.split()) for line in lines)
             line_count += len(lines)
@@ -508,11 +519,15 @@ def clean_documents(
             )
         if not cleaned.strip():
             report.remove_document("empty", doc.source, cleaned, detail="no text left")
+            if on_remove is not None:
+                on_remove("empty", Document(cleaned, doc.source))
             continue
         failed = _failed_rule(cleaned, c)
         if failed is not None:
             rule, detail = failed
             report.remove_document(rule, doc.source, cleaned, detail=detail)
+            if on_remove is not None:
+                on_remove(rule, Document(cleaned, doc.source))
             continue
         kept.append(Document(cleaned, doc.source))
     return kept, report.finish(d.text for d in kept)

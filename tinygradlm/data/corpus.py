@@ -23,7 +23,7 @@ import functools
 import json
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -303,63 +303,74 @@ def _details(name: str, stats: Mapping[str, Any]) -> list[str]:
     return rows
 
 
+def _sampling_rate(c: Mapping[str, Any]) -> str:
+    share = c.get("token_share", 1.0)
+    return f"{c.get('weight', 1.0) / share:.2f}x" if share > 0 else "-"
+
+
+def _removed_cell(column: Mapping[str, Any], rule: str) -> str:
+    """What ``rule`` removed from one column: documents and tokens (characters in a report
+    without token counts)."""
+    r = column["removed"].get(rule)
+    if r is None:
+        return ""
+    if "tokens" in r:
+        return f"{r['documents']:,} d, {r['tokens']:,} tok"
+    return f"{r['documents']:,} d, {r['characters']:,} ch"
+
+
 def summary(report: Mapping[str, Any]) -> str:
-    """The terminal table of a prepare report: per source and overall, documents read, removed
-    by each rule and kept, tokens per split, bytes per token and weight versus token share;
-    then the length histogram, character and script mix and top tokens (overall, and per source
-    when there are several)."""
+    """The terminal table of a prepare report: per source and overall, the requested weight
+    against the share of training tokens obtained, the tokenizer sample, documents and tokens
+    read, removed by each rule and kept, tokens per split and bytes per token; then the length
+    histogram, character and script mix and top tokens (overall, and per source when there are
+    several). Reports written before token counts existed show characters in their place."""
     sources: Mapping[str, Any] = report["sources"]
     columns = [*sources.items(), ("overall", report["overall"])]
-    width = max(22, *(len(name) + 2 for name, _ in columns))
-    label_width = 30
+    width = max(26, *(len(name) + 2 for name, _ in columns))
+    label_width = 32
 
     def line(label: str, cells: Iterable[str]) -> str:
         return f"{label:<{label_width}}" + "".join(f"{c:>{width}}" for c in cells)
 
     rows = [line("", [name for name, _ in columns])]
     rows.append("-" * len(rows[0]))
-    rows.append(
-        line(
-            "weight / token share",
-            [f"{c.get('weight', 1.0):.3f} / {c.get('token_share', 1.0):.3f}" for _, c in columns],
-        )
-    )
-    rows.append(line("documents read", [f"{c['before']['documents']:,}" for _, c in columns]))
+
+    def row(label: str, cell: Callable[[Mapping[str, Any]], str]) -> None:
+        rows.append(line(label, [cell(c) for _, c in columns]))
+
+    def tokens(c: Mapping[str, Any], key: str) -> str:
+        return f"{c['tokens'][key]:,}" if "tokens" in c else ""
+
+    row("weight requested", lambda c: f"{c.get('weight', 1.0):.3f}")
+    row("share of train tokens", lambda c: f"{c.get('token_share', 1.0):.3f}")
+    # > 1: training draws the source more often than its size alone would (it repeats sooner)
+    row("sampling rate (weight ÷ share)", _sampling_rate)
+    if all("tokenizer_sample_chars" in c for _, c in columns):
+        row("tokenizer sample (characters)", lambda c: f"{c['tokenizer_sample_chars']:,}")
+    row("documents read", lambda c: f"{c['before']['documents']:,}")
+    row("tokens read (before cleaning)", lambda c: tokens(c, "before"))
     rules: list[str] = []
     for _, c in columns:
         rules += [r for r in c["removed"] if r not in rules]
     for rule in rules:
-        cells = []
-        for _, c in columns:
-            r = c["removed"].get(rule)
-            cells.append(f"{r['documents']:,} d, {r['characters']:,} ch" if r else "")
-        rows.append(line(f"  - {rule}", cells))
-    rows.append(line("documents kept", [f"{c['after']['documents']:,}" for _, c in columns]))
-    rows.append(line("characters read", [f"{c['before']['characters']:,}" for _, c in columns]))
-    rows.append(line("characters kept", [f"{c['after']['characters']:,}" for _, c in columns]))
+        rows.append(line(f"  - {rule}", [_removed_cell(c, rule) for _, c in columns]))
+    row("documents after cleaning", lambda c: f"{c['after_cleaning']['documents']:,}")
+    row("tokens after cleaning", lambda c: tokens(c, "after_cleaning"))
+    row("documents kept (after dedup)", lambda c: f"{c['after']['documents']:,}")
+    row("tokens kept (text, in shards)", lambda c: tokens(c, "after"))
+    row("characters read", lambda c: f"{c['before']['characters']:,}")
+    row("characters kept", lambda c: f"{c['after']['characters']:,}")
     splits: list[str] = []
     for _, c in columns:
         splits += [s for s in c["splits"] if s not in splits]
     for split in splits:
-        rows.append(
-            line(
-                f"tokens {split}",
-                [
-                    f"{c['splits'][split]['tokens']:,}" if split in c["splits"] else ""
-                    for _, c in columns
-                ],
-            )
-        )
-    rows.append(line("tokens (with delimiters)", [f"{c['stats']['tokens']:,}" for _, c in columns]))
-    rows.append(
-        line("bytes per token", [f"{c['stats']['bytes_per_token']:.3f}" for _, c in columns])
-    )
-    rows.append(
-        line(
-            "characters per token",
-            [f"{c['stats']['characters_per_token']:.3f}" for _, c in columns],
-        )
-    )
+        sizes = [c["splits"].get(split, {}).get("tokens") for _, c in columns]
+        cells = ["" if n is None else f"{n:,}" for n in sizes]
+        rows.append(line(f"tokens {split}", cells))
+    row("tokens (with delimiters)", lambda c: f"{c['stats']['tokens']:,}")
+    row("bytes per token", lambda c: f"{c['stats']['bytes_per_token']:.3f}")
+    row("characters per token", lambda c: f"{c['stats']['characters_per_token']:.3f}")
     shown = columns if len(sources) > 1 else columns[-1:]
     for name, c in shown:
         rows.append("")
@@ -368,8 +379,10 @@ def summary(report: Mapping[str, Any]) -> str:
 
 
 def plot_report(report: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
-    """Write ``corpus_lengths.png`` (documents by length in tokens, per source and overall) and
-    ``corpus_scripts.png`` (share of letters by script) into ``out_dir``; returns their paths.
+    """Write ``corpus_lengths.png`` (documents by length in tokens: one panel per source and one
+    overall, or one panel for a single source), ``corpus_scripts.png`` (share of letters by
+    script) and, for a mixture, ``corpus_mixture.png`` (each source's requested weight beside
+    its share of the training tokens) into ``out_dir``; returns their paths.
     Needs matplotlib (``pip install 'tinygradlm[plot]'``); draws on the Agg canvas directly."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -386,24 +399,23 @@ def plot_report(report: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
         columns = columns[-1:]
     written = []
 
-    fig = Figure(figsize=(9, 4.5), dpi=110, layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
     starts = report["overall"]["stats"]["length_histogram"]["bin_starts"]
     used = [
         i for _, c in columns for i, n in enumerate(c["stats"]["length_histogram"]["counts"]) if n
     ] or [0]
     bins = list(range(min(used), max(used) + 1))
-    bar = 0.8 / len(columns)
-    for k, (name, c) in enumerate(columns):
+    fig = Figure(figsize=(9, 1.5 + 2.5 * len(columns)), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(columns), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, (name, c) in zip(axes, columns, strict=True):
         counts = c["stats"]["length_histogram"]["counts"]
-        ax.bar([b + k * bar for b in bins], [counts[b] for b in bins], width=bar, label=name)
-    ax.set_xticks([b + 0.4 - bar / 2 for b in bins])
-    ax.set_xticklabels([_bin_label(starts, b) for b in bins], rotation=45, ha="right")
-    ax.set_xlabel("document length (text tokens, log2 bins)")
-    ax.set_ylabel("documents")
-    ax.legend()
-    ax.grid(alpha=0.3, axis="y")
+        ax.bar(bins, [counts[b] for b in bins], width=0.8)
+        ax.set_title(f"{name}: {c['stats']['documents']:,} documents", loc="left")
+        ax.set_ylabel("documents")
+        ax.grid(alpha=0.3, axis="y")
+    axes[-1].set_xticks(bins)
+    axes[-1].set_xticklabels([_bin_label(starts, b) for b in bins], rotation=45, ha="right")
+    axes[-1].set_xlabel("document length (text tokens, log2 bins)")
     path = out / "corpus_lengths.png"
     fig.savefig(path)
     written.append(path)
@@ -415,6 +427,7 @@ def plot_report(report: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
     for _, c in columns:
         names += [s for s in c["stats"]["scripts"] if s not in names]
     names = names or ["other"]
+    bar = 0.8 / len(columns)
     for k, (name, c) in enumerate(columns):
         shares = [100 * c["stats"]["scripts"].get(s, {}).get("share", 0.0) for s in names]
         ax.barh([i + k * bar for i in range(len(names))], shares, height=bar, label=name)
@@ -427,4 +440,23 @@ def plot_report(report: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
     path = out / "corpus_scripts.png"
     fig.savefig(path)
     written.append(path)
+
+    if "mixture" in report:
+        names = list(report["sources"])
+        fig = Figure(figsize=(max(5, 1.2 * len(names) + 2), 4), dpi=110, layout="constrained")
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        x = np.arange(len(names))
+        weights = [report["sources"][n]["weight"] for n in names]
+        shares = [report["sources"][n]["token_share"] for n in names]
+        ax.bar(x - 0.2, weights, width=0.4, label="weight requested")
+        ax.bar(x + 0.2, shares, width=0.4, label="share of train tokens")
+        ax.set_xticks(x)
+        ax.set_xticklabels(names)
+        ax.set_ylabel("share of the mixture")
+        ax.legend()
+        ax.grid(alpha=0.3, axis="y")
+        path = out / "corpus_mixture.png"
+        fig.savefig(path)
+        written.append(path)
     return written

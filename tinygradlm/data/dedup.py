@@ -46,7 +46,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -335,10 +335,14 @@ def _exact_key(text: str) -> bytes:
 
 
 def deduplicate(
-    docs: Sequence[Document], config: DedupConfig | None = None
+    docs: Sequence[Document],
+    config: DedupConfig | None = None,
+    *,
+    on_remove: Callable[[str, Document], None] | None = None,
 ) -> tuple[list[Document], Report]:
     """Remove exact, then near, duplicates from ``docs``; keep the first of each group, in input
-    order, and report each removal with the source of the document it duplicates."""
+    order, and report each removal with the source of the document it duplicates.
+    ``on_remove(rule, removed)``, if given, sees each removed document as it is counted."""
     c = config or DedupConfig()
     c.validate()
     docs = list(docs)
@@ -356,6 +360,8 @@ def deduplicate(
                 report.remove_document(
                     "exact_duplicate", doc.source, doc.text, duplicate_of=first.source
                 )
+                if on_remove is not None:
+                    on_remove("exact_duplicate", doc)
 
     kept = survivors
     if c.near and len(survivors) > 1:
@@ -375,4 +381,6 @@ def deduplicate(
                 detail=f"Jaccard {math.floor(similarity * 100) / 100:.2f} of word {c.ngram}-grams",
                 duplicate_of=survivors[root].source,
             )
+            if on_remove is not None:
+                on_remove("near_duplicate", doc)
     return kept, report.finish(d.text for d in kept)
