@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(PY) bench/autograd_overhead.py
 	$(PY) bench/kernels.py
 	$(PY) bench/step.py
+	$(PY) bench/loader.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
