@@ -6,10 +6,13 @@ forward+backward (Numba kernels) of the rank's slice of a synthetic global batch
 ids, no data files), ``dist.allreduce_mean_`` of the full gradient, and one AdamW update. Each
 configuration runs under ``mpiexec -n P`` in fresh processes with one thread per rank (BLAS,
 Numba and OpenMP); a barrier starts every timed step, the slowest rank's time counts, and the
-median of the timed steps (after warm-up) is reported.
+median of the timed steps (after warm-up) is reported. ``mpiexec`` is the one beside this Python
+(the ``mpich`` wheel's) unless ``--mpiexec`` names another; ``--json`` also writes the results to
+a file, rewritten after each part.
 
 - weak scaling: a fixed batch per rank (``--batch``, 8), so the global batch grows with P;
-- strong scaling: a fixed global batch (``--batch``), so each rank gets ``batch / P``;
+- strong scaling: a fixed global batch (``--strong-batch``, default ``--batch``), so each rank
+  gets ``batch / P``;
 - allreduce: ``Allreduce`` of float32 buffers from 1 MB up to the model's gradient size, with
   bus bandwidth = 2(P−1)/P · bytes / time (as NCCL's tests define it);
 - context: one process with ``--threads`` threads (PyTorch eager with its AdamW, and the same
@@ -18,6 +21,8 @@ median of the timed steps (after warm-up) is reported.
     python bench/scaling.py                      # "small": 4 layers, 4 heads, C=256, T=256, V=4096
     python bench/scaling.py --max-ranks 4        # also oversubscribe: more ranks than cores
     python bench/scaling.py --config tiny --steps 3
+    python bench/scaling.py --ranks 1,2,4,8,16 --strong-batch 16 --json scaling.json
+                                                 # chosen P; global B=16 splits over 16 ranks
 """
 
 from __future__ import annotations
@@ -162,8 +167,8 @@ def _run(cmd: list[str], threads: int) -> dict:
     return json.loads(lines[-1])
 
 
-def _mpi(P: int, args: list[str]) -> dict:
-    return _run([str(MPIEXEC), "-n", str(P), sys.executable, __file__, *args], threads=1)
+def _mpi(mpiexec: Path, P: int, args: list[str]) -> dict:
+    return _run([str(mpiexec), "-n", str(P), sys.executable, __file__, *args], threads=1)
 
 
 def _fmt_bytes(n: int) -> str:
@@ -178,9 +183,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed steps (median)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--max-ranks", type=int, default=_cores())
+    parser.add_argument("--ranks", help="comma-separated P to run (default: 1 … --max-ranks)")
+    parser.add_argument("--strong-batch", type=int, help="global B, strong (default: --batch)")
     parser.add_argument("--threads", type=int, default=_cores(), help="for the one-process rows")
     parser.add_argument("--repeats", type=int, default=20, help="allreduce timings per size")
     parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--mpiexec", type=Path, default=MPIEXEC, help="the MPI launcher")
+    parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--per-rank", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--sizes", help=argparse.SUPPRESS)
@@ -202,11 +211,29 @@ def main() -> None:
             print(json.dumps(result), flush=True)
         return
 
-    if not MPIEXEC.exists():
-        sys.exit(f"no mpiexec beside {sys.executable} (pip install mpich mpi4py)")
+    if not args.mpiexec.exists():
+        sys.exit(f"no mpiexec at {args.mpiexec} (pip install mpich mpi4py, or --mpiexec PATH)")
     common = ["--config", args.config, "--seq", str(T), "--steps", str(args.steps),
               "--warmup", str(args.warmup)]  # fmt: skip
-    ranks = list(range(1, args.max_ranks + 1))
+    if args.ranks:
+        ranks = sorted({int(p) for p in args.ranks.split(",")})
+    else:
+        ranks = list(range(1, args.max_ranks + 1))
+    strong_batch = args.strong_batch or args.batch
+    results: dict = {
+        "config": args.config, "n_layer": config.n_layer, "n_head": config.n_head,
+        "n_embd": config.n_embd, "T": T, "vocab_size": config.vocab_size, "cores": _cores(),
+        "argv": sys.argv[1:], "steps": args.steps, "warmup": args.warmup,
+    }  # fmt: skip
+
+    def save(key: str, value) -> None:  # after each part, so a cut-off run keeps the rest
+        results[key] = value
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1) + "\n")
+
+    def mpi(P: int, extra: list[str]) -> dict:
+        return _mpi(args.mpiexec, P, extra)
+
     print(
         f"config {args.config}: n_layer={config.n_layer} n_head={config.n_head} "
         f"C={config.n_embd} T={T} V={config.vocab_size}; {_cores()} cores; fused step "
@@ -227,23 +254,34 @@ def main() -> None:
                 f"{rate / base / r['P']:>8.0%}{1e3 * r['comm_seconds']:>13.2f}"
             )
 
-    weak = [_mpi(P, ["--worker", "step", "--per-rank", str(args.batch), *common]) for P in ranks]
+    weak = []
+    for P in ranks:
+        weak.append(mpi(P, ["--worker", "step", "--per-rank", str(args.batch), *common]))
+        save("weak", weak)
     table(f"weak scaling: B={args.batch} per rank", weak)
-    strong = [weak[0]]
-    for P in ranks[1:]:
-        if args.batch % P:
-            print(f"(strong scaling: global B={args.batch} does not split over {P} ranks)")
-            continue
-        strong.append(_mpi(P, ["--worker", "step", "--per-rank", str(args.batch // P), *common]))
-    table(f"strong scaling: global B={args.batch}", strong)
+    strong = []
+    for P in ranks:
+        if strong_batch % P:
+            print(f"(strong scaling: global B={strong_batch} does not split over {P} ranks)")
+        elif P == ranks[0] and strong_batch == args.batch:
+            strong.append(weak[0])
+        else:
+            strong.append(
+                mpi(P, ["--worker", "step", "--per-rank", str(strong_batch // P), *common])
+            )
+        save("strong", strong)
+    table(f"strong scaling: global B={strong_batch}", strong)
 
     grad_bytes = weak[0]["grad_bytes"]
     sizes = [s for s in (2**20, 2**21, 2**22, 2**23) if s < grad_bytes] + [grad_bytes]
     print(f"\nallreduce (in place, float32; gradient of {args.config}: {_fmt_bytes(grad_bytes)})")
     print(f"{'P':>3}{'size':>10}{'ms':>9}{'algbw GB/s':>12}{'busbw GB/s':>12}")
-    for P in ranks[1:]:
-        res = _mpi(P, ["--worker", "allreduce", "--sizes", ",".join(map(str, sizes)),
-                       "--repeats", str(args.repeats)])  # fmt: skip
+    allreduce = []
+    for P in [p for p in ranks if p > 1]:
+        res = mpi(P, ["--worker", "allreduce", "--sizes", ",".join(map(str, sizes)),
+                      "--repeats", str(args.repeats)])  # fmt: skip
+        allreduce.append(res)
+        save("allreduce", allreduce)
         for r in res["rows"]:
             algbw = r["bytes"] / r["seconds"] / 1e9
             print(
@@ -257,6 +295,7 @@ def main() -> None:
     one = [("tinygradlm fused (no MPI)", ["--worker", "step", "--per-rank", str(args.batch)])]
     if not args.no_torch:
         one.append(("PyTorch eager + AdamW", ["--worker", "torch", "--batch", str(args.batch)]))
+    context = []
     for name, extra in one:
         cmd = [sys.executable, __file__, *extra, *common, "--threads", str(args.threads)]
         try:
@@ -266,6 +305,8 @@ def main() -> None:
             continue
         rate = r["tokens"] / r["seconds"]
         print(f"{name:<28}{1e3 * r['seconds']:>9.1f}{rate:>10.0f}{rate / base:>21.2f}x")
+        context.append({"name": name, "threads": args.threads, **r})
+        save("one_process", context)
 
 
 if __name__ == "__main__":
