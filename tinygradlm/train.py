@@ -1124,17 +1124,21 @@ def evaluate_checkpoint(
         examples = load_sft(jsonl, tokenizer, seq_len)
         loader: Any = SFTLoader(examples, batch_size=batch_size, shuffle=False, drop_last=False)
     else:
+
+        def shards(path: Path) -> DataLoader:
+            return DataLoader(
+                path,
+                split=split,
+                batch_size=batch_size,
+                seq_len=seq_len,
+                shuffle=False,
+                vocab_size=ckpt.config.vocab_size,
+            )
+
         sources = None if find_shards(data, split) else resolve_sources(data)
         if sources is not None:  # a directory prepared with several sources: each on its own
-            return _evaluate_sources(model, sources, split, batches, batch_size, seq_len, ckpt)
-        loader = DataLoader(
-            data,
-            split=split,
-            batch_size=batch_size,
-            seq_len=seq_len,
-            shuffle=False,
-            vocab_size=ckpt.config.vocab_size,
-        )
+            return {**_evaluate_sources(model, sources, split, shards, batches), "step": ckpt.step}
+        loader = shards(data)
     loss, tokens = evaluate_loss(model, loader, batches)
     return {"loss": loss, "perplexity": _perplexity(loss), "tokens": tokens, "step": ckpt.step}
 
@@ -1143,26 +1147,16 @@ def _evaluate_sources(
     model: GPT,
     sources: Sequence[Any],
     split: str,
+    shards: Callable[[Path], DataLoader],
     batches: int | None,
-    batch_size: int,
-    seq_len: int,
-    ckpt: Any,
 ) -> dict[str, Any]:
-    """evaluate_checkpoint on a prepared mixture: each source's loss on its split, and their
-    mean at the prepared weights (over the sources that have the split)."""
+    """evaluate_checkpoint on a prepared mixture: each source's loss on its split (read by
+    ``shards``), and their mean at the prepared weights over the sources that have the split."""
     results = {}
     for source in sources:
         if not find_shards(source.path, split):
             continue
-        loader = DataLoader(
-            source.path,
-            split=split,
-            batch_size=batch_size,
-            seq_len=seq_len,
-            shuffle=False,
-            vocab_size=ckpt.config.vocab_size,
-        )
-        loss, tokens = evaluate_loss(model, loader, batches)
+        loss, tokens = evaluate_loss(model, shards(source.path), batches)
         results[source.name] = {
             "loss": loss,
             "perplexity": _perplexity(loss),
@@ -1177,7 +1171,6 @@ def _evaluate_sources(
         "loss": loss,
         "perplexity": _perplexity(loss),
         "tokens": sum(r["tokens"] for r in results.values()),
-        "step": ckpt.step,
         "sources": results,
     }
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from .errors import DataError
-from .sampler import EpochSampler, SampledBatches, check_integers
+from .sampler import EpochSampler, SampledBatches, check_loader_args
 from .shards import find_shards, read_shard
 
 __all__ = ["DataLoader", "TokenStream", "dataset_differences"]
@@ -63,21 +63,14 @@ class DataLoader(SampledBatches):
         shuffle: bool = True,
         vocab_size: int | None = None,
     ) -> None:
-        check_integers(
+        check_loader_args(
             "DataLoader",
             batch_size=batch_size,
-            seq_len=seq_len,
-            world_size=world_size,
             rank=rank,
+            world_size=world_size,
+            seq_len=seq_len,
             seed=seed,
         )
-        if rank >= world_size:
-            raise DataError(f"DataLoader: rank {rank} is not below world_size {world_size}")
-        if batch_size % world_size:
-            raise DataError(
-                f"DataLoader: the global batch_size {batch_size} is not divisible by world_size "
-                f"{world_size}: every rank must take the same number of rows"
-            )
         self.seq_len = int(seq_len)  # T
         self.split = split
 

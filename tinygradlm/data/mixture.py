@@ -46,7 +46,7 @@ import numpy as np
 
 from .errors import DataError
 from .loader import TokenStream, dataset_differences
-from .sampler import check_integers
+from .sampler import check_loader_args
 from .shards import find_shards
 
 __all__ = [
@@ -259,21 +259,14 @@ class MixtureLoader:
         shuffle: bool = True,
         vocab_size: int | None = None,
     ) -> None:
-        check_integers(
+        check_loader_args(
             "MixtureLoader",
             batch_size=batch_size,
-            seq_len=seq_len,
-            world_size=world_size,
             rank=rank,
+            world_size=world_size,
+            seq_len=seq_len,
             seed=seed,
         )
-        if rank >= world_size:
-            raise DataError(f"MixtureLoader: rank {rank} is not below world_size {world_size}")
-        if batch_size % world_size:
-            raise DataError(
-                f"MixtureLoader: the global batch_size {batch_size} is not divisible by "
-                f"world_size {world_size}: every rank must take the same number of rows"
-            )
         if not sources:
             raise DataError("MixtureLoader: no sources")
         names = [s.name for s in sources]

@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import DataError
 
-__all__ = ["EpochSampler", "SampledBatches", "check_integers"]
+__all__ = ["EpochSampler", "SampledBatches", "check_integers", "check_loader_args"]
 
 
 def check_integers(owner: str, **values: Any) -> None:
@@ -28,6 +28,22 @@ def check_integers(owner: str, **values: Any) -> None:
         low = 0 if name in ("rank", "seed") else 1
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise DataError(f"{owner}: {name} must be an integer ≥ {low}, got {value!r}")
+
+
+def check_loader_args(
+    owner: str, *, batch_size: Any, rank: Any, world_size: Any, **others: Any
+) -> None:
+    """The checks every loader makes of its place among the ranks: integers (see
+    :func:`check_integers`; ``others`` such as seq_len and seed too), rank < world_size, and a
+    global batch that splits evenly, so every rank takes the same number of rows."""
+    check_integers(owner, batch_size=batch_size, world_size=world_size, rank=rank, **others)
+    if rank >= world_size:
+        raise DataError(f"{owner}: rank {rank} is not below world_size {world_size}")
+    if batch_size % world_size:
+        raise DataError(
+            f"{owner}: the global batch_size {batch_size} is not divisible by world_size "
+            f"{world_size}: every rank must take the same number of rows"
+        )
 
 
 class EpochSampler:

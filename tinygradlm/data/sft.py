@@ -44,7 +44,7 @@ import numpy as np
 
 from .documents import _decode, _text_of, _valid_text
 from .errors import DataError
-from .sampler import EpochSampler, SampledBatches, check_integers
+from .sampler import EpochSampler, SampledBatches, check_loader_args
 
 __all__ = ["IGNORE_INDEX", "SFTData", "SFTLoader", "encode_example", "load_sft", "read_sft"]
 
@@ -218,14 +218,9 @@ class SFTLoader(SampledBatches):
         shuffle: bool = True,
         drop_last: bool = True,
     ) -> None:
-        check_integers(
-            "SFTLoader", batch_size=batch_size, world_size=world_size, rank=rank, seed=seed
+        check_loader_args(
+            "SFTLoader", batch_size=batch_size, rank=rank, world_size=world_size, seed=seed
         )
-        if rank >= world_size or batch_size % world_size:
-            raise DataError(
-                f"SFTLoader: need rank < world_size and batch_size divisible by world_size, got "
-                f"rank {rank}, world_size {world_size}, batch_size {batch_size}"
-            )
         if drop_last and len(data) < batch_size:
             raise DataError(
                 f"SFTLoader: {len(data):,} examples ({', '.join(data.files)}), fewer than one "
