@@ -106,7 +106,7 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, mixed):
     assert second.train_loader.counts == straight.train_loader.counts
 
 
-def test_a_new_mix_does_not_silently_resume(tmp_path, mixed):
+def test_a_new_mix_resumes_only_when_asked(tmp_path, mixed):
     Trainer(config(tmp_path, max_steps=3, checkpoint_interval=3), log=lambda _m: None).train()
     changed = Trainer(
         config(tmp_path, max_steps=6, data={"mix": {"prose": 0.5, "code": 0.5}}),
@@ -120,6 +120,17 @@ def test_a_new_mix_does_not_silently_resume(tmp_path, mixed):
     )
     with pytest.raises(DataError, match=r"a mixture's \(sources prose, code\).* one source"):
         single.resume()
+
+    # data.remix: the new weights from the next batch on, and the change is in the next state
+    remix = {"mix": {"prose": 0.5, "code": 0.5}, "remix": True}
+    remixed = Trainer(
+        config(tmp_path, max_steps=6, checkpoint_interval=6, data=remix), log=lambda _m: None
+    )
+    assert remixed.resume() and remixed.train_loader.since == [18, 6]
+    remixed.train()
+    assert remixed.train_loader.counts == [18 + 12, 6 + 12]  # 3 steps of 8 at 1:1
+    state = load_checkpoint(latest_checkpoint(tmp_path / "run")).trainer_state["loader"]
+    assert {n: s["since"] for n, s in state["mixture"].items()} == {"prose": 18, "code": 6}
 
 
 def test_the_prepared_weights_are_the_default_and_the_megatron_form_works(tmp_path, mixed):

@@ -79,7 +79,8 @@ class TrainConfig:
     data_dir: str = "runs/data"  # the output of `tinygradlm prepare`
     # [data] mix: several sources in proportion (tinygradlm.data.mixture), as a table
     # {name = weight, …} of data_dir's sources or paths, or "weight path weight path …";
-    # without it, a directory prepared with several sources is read at its prepared weights
+    # without it, a directory prepared with several sources is read at its prepared weights;
+    # remix = true lets a resumed run take new weights from its next batch on
     data: dict[str, Any] = field(default_factory=dict)
     out_dir: str = "runs/train"  # checkpoints, metrics.jsonl
     model: dict[str, Any] = field(default_factory=lambda: {"preset": "tiny"})
@@ -132,10 +133,14 @@ class TrainConfig:
         self.gpt_config()  # validates the model table
         if not isinstance(self.data, dict):
             raise ValueError(f"train config: [data] must be a table, got {self.data!r}")
-        unknown = sorted(set(self.data) - {"mix"})
+        unknown = sorted(set(self.data) - {"mix", "remix"})
         if unknown:
             raise ValueError(
-                f"train config: [data]: unknown key(s) {', '.join(unknown)} (known: mix)"
+                f"train config: [data]: unknown key(s) {', '.join(unknown)} (known: mix, remix)"
+            )
+        if not isinstance(self.data.get("remix", False), bool):
+            raise ValueError(
+                f"train config: data.remix must be true or false, got {self.data['remix']!r}"
             )
         if "mix" in self.data:
             parse_mix(self.data["mix"])  # a DataError (a ValueError) names what is wrong
@@ -551,7 +556,12 @@ class Trainer:
         """Parameters, moments, step and data position from the checkpoint at ``path``."""
         ckpt = load_checkpoint(path)
         restore(self.model, self.optimizer, ckpt)
-        self.train_loader.load_state_dict(ckpt.trainer_state["loader"])
+        state = ckpt.trainer_state["loader"]
+        if isinstance(self.train_loader, MixtureLoader):
+            remix = self.config.data.get("remix", False)
+            self.train_loader.load_state_dict(state, new_weights=remix)
+        else:
+            self.train_loader.load_state_dict(state)
         if "scaler" in ckpt.trainer_state:
             self.scaler.load_state_dict(ckpt.trainer_state["scaler"])
         self.step = ckpt.step

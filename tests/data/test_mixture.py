@@ -3,6 +3,7 @@ the same global batches on any number of ranks, and exact resumption."""
 
 import json
 import math
+from collections import defaultdict
 
 import numpy as np
 import pytest
@@ -178,7 +179,7 @@ def test_batches_hold_the_weights_in_every_batch_and_over_many(tmp_path):
 
 def drawn_windows(loader, batches, T):
     """Per source, the window indices of every row of ``batches`` global batches, in order."""
-    windows = {i: [] for i in range(len(loader.names))}
+    windows = defaultdict(list)  # keyed by the source that wrote the tokens
     for _ in range(batches):
         x, y = loader.next_batch()
         for row in range(len(x)):
@@ -297,3 +298,37 @@ def test_construction_errors_name_the_source(tmp_path):
         MixtureLoader(sources[:1], batch_size=8, seq_len=4, world_size=3)
     with pytest.raises(DataError, match=r"source 's0': .* no val shards"):
         MixtureLoader(sources[:1], split="val", batch_size=8, seq_len=4)
+
+
+def test_new_weights_on_resume_take_over_from_the_next_batch(tmp_path):
+    T = 4
+    base = write_sources(tmp_path, [2001, 2001])  # 500 windows each
+    args = {"batch_size": 10, "seq_len": T, "seed": 4}
+    first = MixtureLoader(weighted(base, [0.8, 0.2]), **args)
+    before = drawn_windows(first, 5, T)
+    state = json.loads(json.dumps(first.state_dict()))
+    assert first.counts == [40, 10]
+
+    second = MixtureLoader(weighted(base, [0.2, 0.8]), **args)
+    with pytest.raises(DataError, match=r"'s0' has weight 0.8 .* set data.remix = true"):
+        second.load_state_dict(state)
+    second.load_state_dict(state, new_weights=True)
+    assert second.counts == [40, 10] and second.since == [40, 10]
+    for k in range(1, 21):  # the new proportions hold from the switch on, within 1/2 (k = 2)
+        after = drawn_windows(second, 1, T)
+        for i in (0, 1):
+            before[i] += after[i]
+        since = np.array(second.counts) - [40, 10]
+        assert np.all(np.abs(since - 10 * k * np.array([0.2, 0.8])) <= 0.5)
+    # each source went on from its place in its own epoch order, as if never interrupted
+    for i in (0, 1):
+        alone = MixtureLoader([base[i]], batch_size=1, seq_len=T, seed=4)
+        assert drawn_windows(alone, len(before[i]), T)[i] == before[i]
+
+    # and the state after the switch resumes exactly, with no flag: its weights are the run's
+    saved = json.loads(json.dumps(second.state_dict()))
+    assert saved["mixture"]["s1"]["since"] == 10
+    third = MixtureLoader(weighted(base, [0.2, 0.8]), **args)
+    third.load_state_dict(saved)
+    for _ in range(5):
+        assert np.array_equal(third.next_batch()[0], second.next_batch()[0])

@@ -25,6 +25,10 @@ The sampling scheme, in full:
   A global batch of B sequences therefore holds w_i·B of source i, rounded one way or the
   other, in every batch, not only on average: the proportions hold exactly up to that bound,
   with no sampling noise, while the windows drawn from each source are shuffled.
+- A resumed run may change the weights (``load_state_dict(..., new_weights=True)``, the
+  ``data.remix`` setting): the rule then runs on the counts since that batch, c_i − b_i with
+  b_i the counts reached, so the new proportions hold within the same bound from there on,
+  while every source goes on from its place in its epochs. The b_i are part of the state.
 - Global batch k is sequences [k·B, (k+1)·B); rank r of P takes rows [r·B/P, (r+1)·B/P). Every
   rank works out the whole global batch's assignment (B small steps) and reads only its rows,
   so the global batch never depends on P, and the state (the counts c_i) resumes at exactly
@@ -296,6 +300,9 @@ class MixtureLoader:
         # ids of the sources' window orders: stable under adding or reordering sources
         self._ids = [zlib.crc32(name.encode("utf-8")) for name in names]
         self.counts = [0] * len(names)  # c_i: sequences source i gave so far, all ranks together
+        # c_i when the current weights took over (0, unless a resume changed the weights): the
+        # rule runs on the counts since then, so the new proportions hold from that batch on
+        self.since = [0] * len(names)
         self._orders: dict[tuple[int, int], np.ndarray] = {}
 
     # -- sizes and position ---------------------------------------------------------------------
@@ -327,7 +334,8 @@ class MixtureLoader:
     def next_assignment(self) -> tuple[np.ndarray, np.ndarray]:
         """The whole next global batch, without moving on: per row, its source (B,) and that
         source's window index (B,)."""
-        sources = tijdeman_counts(self.weights, self.counts, self.batch_size)
+        phase = [c - b for c, b in zip(self.counts, self.since, strict=True)]
+        sources = tijdeman_counts(self.weights, phase, self.batch_size)
         windows = np.empty(self.batch_size, dtype=np.int64)
         counts = list(self.counts)
         for row, i in enumerate(sources):
@@ -369,23 +377,26 @@ class MixtureLoader:
     def reset(self) -> None:
         """Back to the first batch."""
         self.counts = [0] * len(self.names)
+        self.since = [0] * len(self.names)
 
     # -- resuming -------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """Where the loader is, as JSON-able plain values: each source's sequence count (which
-        fixes every later batch), and what fixes the batches (sources, weights, seed, shuffle,
+        """Where the loader is, as JSON-able plain values: each source's sequence count and its
+        count when the current weights took over (which fix every later batch), and what fixes
+        the batches (sources, weights, seed, shuffle,
         B, T, each source's shard names and token counts). Not world_size: any number of ranks
         resumes from it."""
         return {
             "mixture": {
                 name: {
                     "seen": count,
+                    "since": since,
                     "weight": weight,
                     "dataset": stream.fingerprint(),
                 }
-                for name, count, weight, stream in zip(
-                    self.names, self.counts, self.weights, self.streams, strict=True
+                for name, count, since, weight, stream in zip(
+                    self.names, self.counts, self.since, self.weights, self.streams, strict=True
                 )
             },
             "seed": self.seed,
@@ -394,10 +405,15 @@ class MixtureLoader:
             "seq_len": self.seq_len,
         }
 
-    def load_state_dict(self, state: Any) -> None:
+    def load_state_dict(self, state: Any, *, new_weights: bool = False) -> None:
         """Continue from ``state`` (from :meth:`state_dict`): the next batch is the one that
         would have followed. The sources, their weights and data, the seed, shuffle, B and T
-        must match; a DataError lists every difference, and nothing changes unless all do."""
+        must match; a DataError lists every difference, and nothing changes unless all do.
+
+        ``new_weights``: this loader's weights may differ from the state's; they then take over
+        from the next batch (each source keeps its place in its epochs, and the rule starts
+        again from the counts reached, so the new proportions hold within the same bound from
+        here on). The state saved afterwards records the change, so resuming it is exact."""
         owner = "MixtureLoader"
         if not isinstance(state, dict):
             raise DataError(f"{owner} state must be a dict, got {type(state).__name__}")
@@ -421,26 +437,34 @@ class MixtureLoader:
                 f"the state but {self.names} here"
             )
             theirs = {}
-        counts = []
+        counts, since, reweighted = [], [], False
         for name, weight in zip(self.names, self.weights, strict=True):
             entry = theirs.get(name)
             if not entry:
                 continue
-            if not isinstance(entry, dict) or set(entry) != {"seen", "weight", "dataset"}:
+            if not isinstance(entry, dict) or set(entry) != {"seen", "since", "weight", "dataset"}:
                 differences.append(f"source {name!r}: malformed entry {entry!r}")
                 continue
-            if not math.isclose(entry["weight"], weight, rel_tol=1e-12, abs_tol=0):
+            same = isinstance(entry["weight"], (int, float)) and math.isclose(
+                entry["weight"], weight, rel_tol=1e-12, abs_tol=0
+            )
+            reweighted |= not same
+            if not same and not new_weights:
                 differences.append(
-                    f"source {name!r} has weight {entry['weight']:.6g} in the state but "
-                    f"{weight:.6g} here (a new mix is a new run: start it from this checkpoint "
-                    "with `tinygradlm finetune --init-from`)"
+                    f"source {name!r} has weight {entry['weight']!r} in the state but "
+                    f"{weight:.6g} here (to go on with the new weights from here, set "
+                    "data.remix = true)"
                 )
             found = dataset_differences(entry["dataset"], mine["mixture"][name]["dataset"])
             differences += [f"source {name!r}: {d}" for d in found]
-            seen = entry["seen"]
-            if isinstance(seen, bool) or not isinstance(seen, int) or seen < 0:
-                differences.append(f"source {name!r}: seen must be an integer ≥ 0, got {seen!r}")
+            seen, start = entry["seen"], entry["since"]
+            for key, value in (("seen", seen), ("since", start)):
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    differences.append(
+                        f"source {name!r}: {key} must be an integer ≥ 0, got {value!r}"
+                    )
             counts.append(seen)
+            since.append(start)
         if differences:
             raise DataError(f"{owner}: cannot resume: " + "; ".join(differences))
         if sum(counts) % self.batch_size:
@@ -448,18 +472,23 @@ class MixtureLoader:
                 f"{owner} state: the sources' counts {counts} add up to {sum(counts)}, not a "
                 f"whole number of global batches of {self.batch_size}"
             )
-        total = sum(counts)
+        if any(b > c for b, c in zip(since, counts, strict=True)):
+            raise DataError(f"{owner} state: since {since} exceeds the counts {counts}")
+        if reweighted:  # (only with new_weights) the new weights take over from this batch
+            since = list(counts)
+        phase = [c - b for c, b in zip(counts, since, strict=True)]
+        total = sum(phase)
         off = [
             f"{name} {c} (its share is {w * total:.2f})"
-            for name, c, w in zip(self.names, counts, self.weights, strict=True)
+            for name, c, w in zip(self.names, phase, self.weights, strict=True)
             if abs(c - w * total) > 1
         ]
         if off:  # the rule keeps every count within 1 of its share: this state is not its
             raise DataError(
-                f"{owner} state: after {total:,} sequences the counts of "
-                f"{', '.join(off)} are more than 1 from their shares at these weights"
+                f"{owner} state: after {total:,} sequences at these weights the counts of "
+                f"{', '.join(off)} are more than 1 from their shares"
             )
-        self.counts = counts
+        self.counts, self.since = counts, since
 
     def __repr__(self) -> str:
         mix = ", ".join(f"{n} {w:.3g}" for n, w in zip(self.names, self.weights, strict=True))
