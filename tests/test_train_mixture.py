@@ -209,3 +209,15 @@ def test_eval_of_a_prepared_mixture_gives_each_source_and_the_weighted_mean(tmp_
     alone = evaluate_checkpoint(latest_checkpoint(tmp_path / "run"), mixed / "code", seq_len=16)
     assert alone["loss"] == sources["code"]["loss"]
     assert result["tokens"] == sources["prose"]["tokens"] + sources["code"]["tokens"]
+
+
+def test_a_single_source_run_counts_its_epochs_too(tmp_path, mixed):
+    data = {"data": {}, "data_dir": str(mixed / "prose"), "max_steps": 25, "eval_interval": 0}
+    Trainer(config(tmp_path, **data), log=lambda _m: None).train()
+    records = read_metrics(tmp_path / "run")
+    batches_per_epoch = (2550 - 1) // 16 // 8  # 19
+    epochs = {r["step"]: r["epoch"] for r in records if r["kind"] == "train"}
+    assert epochs[12] == pytest.approx(12 / batches_per_epoch)
+    assert epochs[25] == pytest.approx(1 + 6 / batches_per_epoch)
+    events = [r for r in records if r["kind"] == "event" and r["event"] == "epoch"]
+    assert [(e["step"], e["message"]) for e in events] == [(19, "the training data began epoch 2")]

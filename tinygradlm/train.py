@@ -51,7 +51,7 @@ from . import backend
 from .checkpoint import latest_checkpoint, load_checkpoint, restore, save_checkpoint
 from .data.errors import DataError
 from .data.loader import DataLoader
-from .data.mixture import MixtureLoader, parse_mix, resolve_sources
+from .data.mixture import MixtureLoader, mixture_loss, parse_mix, resolve_sources
 from .data.sft import IGNORE_INDEX
 from .data.shards import find_shards
 from .model import GPT, GPTConfig
@@ -642,13 +642,7 @@ class Trainer:
         if self.dist.enabled:
             comm = self._comm_metrics()
         with timer("optim"):
-            lr = self.guard.lr_factor * lr_schedule(
-                self.step,
-                max_lr=cfg.lr,
-                min_lr=cfg.min_lr,
-                warmup_steps=cfg.warmup_steps,
-                max_steps=cfg.max_steps,
-            )
+            lr = self._lr()
             if self.grad_mask is not None:  # frozen parameters get no gradient, so no update
                 self.optimizer.grads *= self.grad_mask
             loss = loss_sum / cfg.grad_accum_steps
@@ -682,6 +676,17 @@ class Trainer:
             **comm,
         }
 
+    def _lr(self) -> float:
+        """This step's learning rate: the schedule, scaled down after a rollback."""
+        cfg = self.config
+        return self.guard.lr_factor * lr_schedule(
+            self.step,
+            max_lr=cfg.lr,
+            min_lr=cfg.min_lr,
+            warmup_steps=cfg.warmup_steps,
+            max_steps=cfg.max_steps,
+        )
+
     def _comm_metrics(self) -> dict[str, Any]:
         """Several ranks: the step's gradient traffic per rank and the compute imbalance.
 
@@ -709,13 +714,7 @@ class Trainer:
         cfg, timer, shard = self.config, self.timer, self.shard_optimizer
         assert shard is not None
         with timer("optim"):
-            lr = self.guard.lr_factor * lr_schedule(
-                self.step,
-                max_lr=cfg.lr,
-                min_lr=cfg.min_lr,
-                warmup_steps=cfg.warmup_steps,
-                max_steps=cfg.max_steps,
-            )
+            lr = self._lr()
             if self.grad_mask is not None:
                 shard.grads *= self.grad_mask[self._shard[0] : self._shard[1]]
             loss = loss_sum / cfg.grad_accum_steps
@@ -915,8 +914,7 @@ class Trainer:
                 name: self._val_loss(loader) for name, loader in self.val_sources.items()
             }
             weights = dict(zip(self.train_loader.names, self.train_loader.weights, strict=True))
-            total = math.fsum(weights[name] for name in self.val_losses)
-            return math.fsum(weights[n] * loss for n, loss in self.val_losses.items()) / total
+            return mixture_loss(self.val_losses, weights)
         if self.val_loader is None:
             return float("nan")
         return self._val_loss(self.val_loader)
@@ -1175,8 +1173,10 @@ def _evaluate_sources(
         }
     if not results:
         raise DataError(f"no source of the mixture has {split} shards")
-    total = math.fsum(r["weight"] for r in results.values())
-    loss = math.fsum(r["weight"] * r["loss"] for r in results.values()) / total
+    loss = mixture_loss(
+        {name: r["loss"] for name, r in results.items()},
+        {name: r["weight"] for name, r in results.items()},
+    )
     return {
         "loss": loss,
         "perplexity": _perplexity(loss),

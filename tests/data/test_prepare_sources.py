@@ -193,9 +193,13 @@ def test_overwrite_replaces_the_other_layout(prepared, sources, tmp_path):
         prepare(None, out, sources=[Source("web", (sources["web"],))], log=QUIET)
     mixed = [Source("web", (sources["web"],)), Source("notes", (sources["notes"],))]
     prepare(None, tmp_path, PrepareConfig(vocab_size=300), sources=mixed, log=QUIET)
+    unrelated = tmp_path / "other" / "train_000000.bin"  # not the earlier preparation's
+    unrelated.parent.mkdir()
+    unrelated.write_bytes(b"kept")
     config = PrepareConfig(vocab_size=300)
     prepare([sources["notes"]], tmp_path, config, overwrite=True, log=QUIET)
-    assert not list(tmp_path.glob("*/*.bin"))  # no stale source shards left to be read
+    assert list(tmp_path.glob("*/*.bin")) == [unrelated]  # no stale source shards left
+    assert unrelated.read_bytes() == b"kept"
     assert list(tmp_path.glob("train_*.bin"))
 
 

@@ -121,11 +121,6 @@ class DataLoader(SampledBatches):
         y = np.ascontiguousarray(buffer[:, 1:])  # (B/P, T) the token after each input
         return x, y
 
-    def epochs_seen(self) -> float:
-        """How many passes over the windows the batches so far add up to: epoch + batch /
-        batches_per_epoch (1.5 is halfway through the second epoch)."""
-        return self.epoch + self.batch_index / self.batches_per_epoch
-
     # ---------------------------------------------------------------------------------------
     # resuming
     # ---------------------------------------------------------------------------------------

@@ -56,13 +56,16 @@ from .shards import find_shards
 __all__ = [
     "MixtureLoader",
     "Source",
+    "mixture_loss",
     "parse_mix",
     "prepared_mixture",
     "resolve_sources",
     "tijdeman_counts",
 ]
 
-REPORT_FILE = "report.json"
+REPORT_FILE = "report.json"  # written by `tinygradlm prepare`
+# a source's name: also the folder of its shards in a prepared directory
+SOURCE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
 @dataclass(frozen=True)
@@ -192,13 +195,21 @@ def resolve_sources(data_dir: str | Path, mix: Any = None) -> list[Source] | Non
 
 
 def _is_plain_name(name: str) -> bool:
-    return re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name) is not None
+    return SOURCE_NAME.fullmatch(name) is not None
 
 
 def _source_dirs(data_dir: Path) -> list[str]:
     if not data_dir.is_dir():
         return []
     return sorted(p.name for p in data_dir.iterdir() if p.is_dir() and find_shards(p, "train"))
+
+
+def mixture_loss(losses: Mapping[str, float], weights: Mapping[str, float]) -> float:
+    """The loss on a token drawn as a mixture draws them: Σ w_i · loss_i over the sources in
+    ``losses`` (each source's mean loss per token), with their ``weights`` renormalised over
+    those sources."""
+    total = math.fsum(weights[name] for name in losses)
+    return math.fsum(weights[name] * loss for name, loss in losses.items()) / total
 
 
 # --------------------------------------------------------------------------------------------
@@ -384,9 +395,8 @@ class MixtureLoader:
     def state_dict(self) -> dict[str, Any]:
         """Where the loader is, as JSON-able plain values: each source's sequence count and its
         count when the current weights took over (which fix every later batch), and what fixes
-        the batches (sources, weights, seed, shuffle,
-        B, T, each source's shard names and token counts). Not world_size: any number of ranks
-        resumes from it."""
+        the batches (sources, weights, seed, shuffle, B, T, each source's shard names and token
+        counts). Not world_size: any number of ranks resumes from it."""
         return {
             "mixture": {
                 name: {

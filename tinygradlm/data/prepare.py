@@ -26,7 +26,6 @@ import dataclasses
 import json
 import math
 import os
-import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,14 +40,13 @@ from .corpus import CorpusStats, summary
 from .dedup import DedupConfig, _exact_key, deduplicate
 from .documents import Document, default_corpus, read_documents
 from .errors import DataError
+from .mixture import REPORT_FILE, SOURCE_NAME, prepared_mixture
 from .report import Report
 from .shards import find_shards, shard_info, write_shards
 
 EOT = "<|endoftext|>"
 TOKENIZER_FILE = "tokenizer.txt"
-REPORT_FILE = "report.json"
 SPLITS = ("train", "val")
-SOURCE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 RESERVED_NAMES = ("tokenizer", "report")
 CROSS_SOURCE_RULE = "cross_source_duplicate"
 
@@ -505,11 +503,12 @@ def _existing_output(out: Path) -> list[Path]:
 
 
 def _remove_stale_shards(out: Path, keep: set[Path]) -> None:
-    """With --overwrite: remove the train/val shards of an earlier preparation that the new one
-    will not replace (the other layout's, or a source no longer in the mixture), so no stale
-    shard is read as part of the new data."""
-    for directory in [out, *(d for d in out.iterdir() if d.is_dir())]:
-        if directory not in keep:
+    """With --overwrite: remove the train/val shards of the earlier preparation that the new one
+    will not replace (the flat layout's, or a source of its mixture no longer listed), so no
+    stale shard is read as part of the new data. Other folders in ``out`` are left alone."""
+    earlier = prepared_mixture(out) or {}
+    for directory in [out, *(out / name for name in earlier if SOURCE_NAME.fullmatch(name))]:
+        if directory not in keep and directory.is_dir():
             for split in SPLITS:
                 for path in find_shards(directory, split):
                     path.unlink()

@@ -219,6 +219,11 @@ class SampledBatches:
     def drop_last(self) -> bool:
         return self.sampler.drop_last
 
+    def epochs_seen(self) -> float:
+        """How many passes over the items the batches so far add up to: epoch + batch /
+        batches_per_epoch (1.5 is halfway through the second epoch)."""
+        return self.epoch + self.batch_index / self.batches_per_epoch
+
     def next_batch(self) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
