@@ -12,7 +12,6 @@ import pytest
 from tinygradlm import backend
 from tinygradlm.checkpoint import latest_checkpoint, load_checkpoint, restore, save_model
 from tinygradlm.cli import main
-from tinygradlm.data.errors import DataError
 from tinygradlm.data.sft import (
     IGNORE_INDEX,
     SFTLoader,
@@ -22,6 +21,7 @@ from tinygradlm.data.sft import (
     read_sft,
 )
 from tinygradlm.data.shards import write_shards
+from tinygradlm.errors import DataError
 from tinygradlm.finetune import FinetuneConfig, FinetuneTrainer, export, load_finetune_config
 from tinygradlm.model import GPT, GPTConfig
 from tinygradlm.tokenizer import Tokenizer

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import tinygradlm.tokenizer as tokenizer_module
 from tinygradlm import _tokenizer_files
-from tinygradlm.data.errors import DataError
+from tinygradlm.errors import DataError
 from tinygradlm.tokenizer import (
     ENDOFTEXT,
     PATTERNS,

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tinygradlm.data.errors import DataError
+from tinygradlm.errors import DataError
 from tinygradlm.tokenizer import ENDOFTEXT, Tokenizer
 
 tiktoken = pytest.importorskip("tiktoken")

@@ -125,7 +125,7 @@ def test_overrides_parse_toml_values_and_dotted_keys(tmp_path):
 
 
 def test_missing_data_says_to_prepare(tmp_path):
-    from tinygradlm.data.errors import DataError
+    from tinygradlm.errors import DataError
 
     with pytest.raises(DataError, match="tinygradlm prepare"):
         Trainer(tiny_config(tmp_path))

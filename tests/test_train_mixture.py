@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from tinygradlm.checkpoint import latest_checkpoint, load_checkpoint
-from tinygradlm.data.errors import DataError
 from tinygradlm.data.mixture import MixtureLoader
 from tinygradlm.data.shards import write_shards
+from tinygradlm.errors import DataError
 from tinygradlm.monitor import read_metrics
 from tinygradlm.train import TrainConfig, Trainer
 

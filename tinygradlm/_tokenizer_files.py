@@ -16,7 +16,7 @@ from pathlib import Path
 
 import regex
 
-from .data.errors import DataError
+from .errors import DataError
 
 FORMAT = "tinygradlm-bpe"
 VERSION = 1

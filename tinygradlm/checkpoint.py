@@ -40,6 +40,7 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
+from .errors import CheckpointError
 from .lora import LoRAAdapters, LoRAConfig, adapter_shapes
 from .model import GPTConfig, parameter_shapes
 
@@ -64,10 +65,6 @@ _SAFETENSORS_DTYPES = {
 }
 _HASH_CHUNK = 1 << 22
 _OPTIMIZER_HYPERPARAMETERS = ("lr", "beta1", "beta2", "eps", "weight_decay")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be written or read; the message names the file and the problem."""
 
 
 @dataclass

@@ -10,8 +10,8 @@ from typing import Any
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from .data.errors import DataError
     from .data.prepare import PrepareConfig, prepare, sources_from_config, sources_from_specs
+    from .errors import DataError
 
     settings: dict = {}
     if args.config:
@@ -58,8 +58,8 @@ def _prepare(args: argparse.Namespace) -> int:
 
 def _run_loop(command: str, args: argparse.Namespace, dist: Any) -> int:
     """``train`` and ``finetune``: build the config and trainer, resume, run the loop."""
-    from .checkpoint import CheckpointError, latest_checkpoint
-    from .data.errors import DataError
+    from .checkpoint import latest_checkpoint
+    from .errors import CheckpointError, DataError
 
     try:
         if command == "train":
@@ -96,7 +96,7 @@ def _run_loop(command: str, args: argparse.Namespace, dist: Any) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .checkpoint import CheckpointError
+    from .errors import CheckpointError
     from .finetune import export
 
     try:
@@ -109,8 +109,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .checkpoint import CheckpointError
-    from .data.errors import DataError
+    from .errors import CheckpointError, DataError
     from .train import evaluate_checkpoint
 
     try:
@@ -139,8 +138,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from .checkpoint import CheckpointError
-    from .data.errors import DataError
+    from .errors import CheckpointError, DataError
     from .generate import sample_from_checkpoint
 
     try:
@@ -161,7 +159,8 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from .monitor import MetricsError, plot_run
+    from .errors import MetricsError
+    from .monitor import plot_run
 
     try:
         paths = plot_run(args.run_dir, args.out)
@@ -175,7 +174,7 @@ def _plot(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from .data.corpus import load_report, plot_report, summary
-    from .data.errors import DataError
+    from .errors import DataError
 
     try:
         report = load_report(args.dir)

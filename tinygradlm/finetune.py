@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 
 from .checkpoint import load_checkpoint, restore, save_model
-from .data.errors import DataError
 from .data.sft import SFTLoader, load_sft
+from .errors import DataError
 from .lora import TARGETS, LoRAConfig, merged
 from .model import GPT, _views
 from .optim import AdamW

@@ -32,8 +32,7 @@ import numpy as np
 
 from . import backend
 from .model import GPT, GPTConfig
-
-TOKENIZER_FILE = "tokenizer.txt"  # the name tinygradlm prepare gives it, copied into checkpoints
+from .tokenizer import TOKENIZER_FILE
 
 # --------------------------------------------------------------------------------------------
 # the KV cache and the incremental forward pass

@@ -31,6 +31,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from .errors import DivergenceError, MetricsError
+
 METRICS_FILE = "metrics.jsonl"
 # the sections of a step's time split, always present in a train record (comm is 0 on one rank)
 TIME_SECTIONS = ("data", "fwd_bwd", "optim", "comm")
@@ -39,10 +41,6 @@ TIME_SECTIONS = ("data", "fwd_bwd", "optim", "comm")
 _NON_FINITE_NAMES = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 # fields that hold text, never a number: a message "nan" stays a string
 _TEXT_FIELDS = frozenset({"kind", "event", "message"})
-
-
-class MetricsError(ValueError):
-    """A metrics file that is not valid JSON Lines of records (names the file and the line)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -588,10 +586,6 @@ class Action(enum.StrEnum):
     SKIP = "skip"
     ROLLBACK = "rollback"
     OVERFLOW = "overflow"  # fp16 gradients overflowed the loss scale: skipped, not divergence
-
-
-class DivergenceError(RuntimeError):
-    """The run kept diverging after ``max_rollbacks`` rollbacks: stop rather than burn compute."""
 
 
 class DivergenceGuard:

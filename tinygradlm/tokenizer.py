@@ -65,11 +65,13 @@ import regex
 from tqdm import tqdm
 
 from . import _tokenizer_files as files
-from .data.errors import DataError
+from .errors import DataError
 
-__all__ = ["ENDOFTEXT", "PATTERNS", "Tokenizer"]
+__all__ = ["ENDOFTEXT", "PATTERNS", "TOKENIZER_FILE", "Tokenizer"]
 
 ENDOFTEXT = "<|endoftext|>"
+# the name `tinygradlm prepare` gives a run's tokenizer, and checkpoints carry it under
+TOKENIZER_FILE = "tokenizer.txt"
 
 # The split patterns of tiktoken's r50k_base (GPT-2's pattern, rewritten by tiktoken with
 # possessive quantifiers to run faster, same splits) and cl100k_base (GPT-4). The GPT-4 pattern

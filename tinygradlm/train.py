@@ -49,11 +49,11 @@ import numpy as np
 
 from . import backend
 from .checkpoint import latest_checkpoint, load_checkpoint, restore, save_checkpoint
-from .data.errors import DataError
 from .data.loader import DataLoader
 from .data.mixture import MixtureLoader, mixture_loss, parse_mix, resolve_sources
 from .data.sft import IGNORE_INDEX
 from .data.shards import find_shards
+from .errors import DataError
 from .model import GPT, GPTConfig
 from .monitor import (
     Action,
@@ -67,8 +67,7 @@ from .monitor import (
 )
 from .optim import AdamW, clip_grad_norm, grad_norm, lr_schedule
 from .precision import Precision
-
-TOKENIZER_FILE = "tokenizer.txt"
+from .tokenizer import TOKENIZER_FILE
 
 
 @dataclass

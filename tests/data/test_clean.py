@@ -16,7 +16,7 @@ from tinygradlm.data.clean import (
     quality_signals,
 )
 from tinygradlm.data.documents import Document
-from tinygradlm.data.errors import DataError
+from tinygradlm.errors import DataError
 
 # Ordinary English prose: passes every rule, including the C4 line rules that are off by default
 # (each line ends in a full stop and has at least five words).

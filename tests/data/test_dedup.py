@@ -14,7 +14,7 @@ from tinygradlm.data.dedup import (
     shingle_hashes,
 )
 from tinygradlm.data.documents import Document
-from tinygradlm.data.errors import DataError
+from tinygradlm.errors import DataError
 
 
 def synthetic_corpus(seed=0, distinct=200, near=40, related=20, exact=20, words=300, near_edits=3):

@@ -12,7 +12,7 @@ from tinygradlm.data.documents import (
     read_documents,
     write_documents,
 )
-from tinygradlm.data.errors import DataError
+from tinygradlm.errors import DataError
 
 
 def test_data_error_is_a_value_error():

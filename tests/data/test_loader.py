@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tinygradlm.data.errors import DataError
 from tinygradlm.data.loader import DataLoader
 from tinygradlm.data.shards import write_shard
+from tinygradlm.errors import DataError
 
 VOCAB = 2**20  # uint32 shards, so a token can be its own position in the stream
 

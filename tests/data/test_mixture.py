@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tinygradlm.data.errors import DataError
 from tinygradlm.data.mixture import (
     MixtureLoader,
     Source,
@@ -19,6 +18,7 @@ from tinygradlm.data.mixture import (
     tijdeman_counts,
 )
 from tinygradlm.data.shards import write_shard
+from tinygradlm.errors import DataError
 
 VOCAB = 2**20  # uint32 shards: a token says which source and which position it came from
 STRIDE = 100_000  # source i's tokens are i·STRIDE + their position in its stream

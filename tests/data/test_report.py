@@ -7,8 +7,8 @@ import pytest
 from tinygradlm.data.clean import CleanConfig, clean_documents
 from tinygradlm.data.dedup import deduplicate
 from tinygradlm.data.documents import Document, default_corpus
-from tinygradlm.data.errors import DataError
 from tinygradlm.data.report import Example, Report, Totals, snippet
+from tinygradlm.errors import DataError
 
 PROSE = (
     "The history of the river valley is a story of farmers and traders who settled there.\n"

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from tinygradlm.data.errors import DataError
 from tinygradlm.data.sampler import EpochSampler
+from tinygradlm.errors import DataError
 
 
 def test_shuffled_epochs_follow_the_seeded_permutation_and_drop_the_rest():

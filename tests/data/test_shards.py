@@ -10,7 +10,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tinygradlm.data import shards
-from tinygradlm.data.errors import DataError
 from tinygradlm.data.shards import (
     HEADER_BYTES,
     MAGIC,
@@ -23,6 +22,7 @@ from tinygradlm.data.shards import (
     write_shard,
     write_shards,
 )
+from tinygradlm.errors import DataError
 
 
 def _header_bytes(magic=MAGIC, version=VERSION_UINT16, count=0) -> bytes:

@@ -24,11 +24,9 @@ from typing import Any
 
 import numpy as np
 
-GradFn = Callable[[np.ndarray], Sequence[np.ndarray | None]]
+from ..ref.gelu import GELU_CUBIC, GELU_SCALE  # GPT-2's tanh GELU, defined once
 
-# GPT-2's tanh approximation of GELU: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
-GELU_SCALE = float(np.sqrt(2.0 / np.pi))
-GELU_CUBIC = 0.044715
+GradFn = Callable[[np.ndarray], Sequence[np.ndarray | None]]
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,10 +14,10 @@ The tokenizer is :mod:`tinygradlm.tokenizer`. See ``docs/data.md``, ``docs/shard
 ``docs/mixtures.md``.
 """
 
+from ..errors import DataError
 from .clean import CleanConfig, clean_documents
 from .dedup import DedupConfig, deduplicate
 from .documents import Document, default_corpus, read_documents, write_documents
-from .errors import DataError
 from .loader import DataLoader
 from .mixture import MixtureLoader
 from .report import Report

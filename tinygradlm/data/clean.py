@@ -42,8 +42,9 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from tinygradlm.data.documents import Document
-from tinygradlm.data.errors import DataError
 from tinygradlm.data.report import Example, Report, Totals
+
+from ..errors import DataError
 
 __all__ = [
     "DOCUMENT_RULES",

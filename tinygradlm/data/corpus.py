@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import regex
 
-from .errors import DataError
+from ..errors import DataError
 
 __all__ = [
     "HISTOGRAM_BINS",

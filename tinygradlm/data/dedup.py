@@ -54,8 +54,9 @@ import numpy as np
 
 from tinygradlm import backend
 from tinygradlm.data.documents import Document
-from tinygradlm.data.errors import DataError
 from tinygradlm.data.report import Report
+
+from ..errors import DataError
 
 __all__ = [
     "MERSENNE_PRIME",

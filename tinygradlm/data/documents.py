@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tinygradlm.data.errors import DataError
+from ..errors import DataError
 
 __all__ = ["Document", "default_corpus", "read_documents", "write_documents"]
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataError
+from ..errors import DataError
 from .sampler import EpochSampler, SampledBatches, check_loader_args
 from .shards import find_shards, read_shard
 

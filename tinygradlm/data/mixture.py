@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataError
+from ..errors import DataError
 from .loader import TokenStream, dataset_differences
 from .sampler import check_loader_args
 from .shards import find_shards

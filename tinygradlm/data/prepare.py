@@ -34,18 +34,16 @@ from typing import Any
 
 import numpy as np
 
-from ..tokenizer import Tokenizer
+from ..errors import DataError
+from ..tokenizer import ENDOFTEXT, TOKENIZER_FILE, Tokenizer
 from .clean import CleanConfig, clean_documents
 from .corpus import CorpusStats, summary
 from .dedup import DedupConfig, _exact_key, deduplicate
 from .documents import Document, default_corpus, read_documents
-from .errors import DataError
 from .mixture import REPORT_FILE, SOURCE_NAME, prepared_mixture
 from .report import Report
 from .shards import find_shards, shard_info, write_shards
 
-EOT = "<|endoftext|>"
-TOKENIZER_FILE = "tokenizer.txt"
 SPLITS = ("train", "val")
 RESERVED_NAMES = ("tokenizer", "report")
 CROSS_SOURCE_RULE = "cross_source_duplicate"
@@ -580,7 +578,7 @@ def prepare(
         [text for texts in samples for text in texts],
         config.vocab_size,
         pattern=config.pattern,
-        special_tokens=(EOT,),
+        special_tokens=(ENDOFTEXT,),
         progress=True,
     )
     out.mkdir(parents=True, exist_ok=True)

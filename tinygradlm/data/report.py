@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tinygradlm.data.errors import DataError
+from ..errors import DataError
 
 __all__ = ["Example", "Report", "RuleCount", "Totals", "snippet"]
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataError
+from ..errors import DataError
 
 __all__ = ["EpochSampler", "SampledBatches", "check_integers", "check_loader_args"]
 

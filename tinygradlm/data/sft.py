@@ -42,8 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import DataError
 from .documents import _decode, _text_of, _valid_text
-from .errors import DataError
 from .sampler import EpochSampler, SampledBatches, check_loader_args
 
 __all__ = ["IGNORE_INDEX", "SFTData", "SFTLoader", "encode_example", "load_sft", "read_sft"]

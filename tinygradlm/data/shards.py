@@ -36,7 +36,7 @@ from typing import IO
 
 import numpy as np
 
-from .errors import DataError
+from ..errors import DataError
 
 __all__ = [
     "HEADER_BYTES",
