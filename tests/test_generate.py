@@ -15,16 +15,13 @@ from tinygradlm import backend
 from tinygradlm.checkpoint import save_checkpoint
 from tinygradlm.generate import (
     Context,
-    KVCache,
-    attend_to_cache,
-    decode_step,
     generate,
-    prefill,
     sample_from_checkpoint,
     sample_next,
     sampling_distribution,
 )
-from tinygradlm.model import GPT, GPTConfig
+from tinygradlm.model import GPT, GPTConfig, KVCache
+from tinygradlm.model.kvcache import attend_to_cache
 from tinygradlm.optim import AdamW
 from tinygradlm.ref import attention_forward
 
@@ -76,10 +73,10 @@ def test_prefill_then_decode_steps_match_logits_of_every_prefix(kernels):
     tokens = np.random.default_rng(1).integers(0, CONFIG.vocab_size, size=(3, CONFIG.block_size))
     with backend.use_kernels(kernels):
         full = model.logits(tokens)  # (B, T, V): row t is the prediction after t+1 tokens
-        logits, cache = prefill(model, tokens[:, :4])
+        logits, cache = model.prefill(tokens[:, :4])
         np.testing.assert_allclose(logits, full[:, 3], atol=1e-12, rtol=0)
         for t in range(4, CONFIG.block_size):
-            logits = decode_step(model, tokens[:, t], cache)
+            logits = model.decode_step(tokens[:, t], cache)
             assert cache.length == t + 1
             np.testing.assert_allclose(logits, full[:, t], atol=1e-12, rtol=0)
 
@@ -89,17 +86,17 @@ def test_padded_vocabulary_rows_are_never_logits():
         vocab_size=50, block_size=8, n_layer=1, n_head=2, n_embd=8, padded_vocab_size=64
     )
     model = perturbed(np.float64, config=config)
-    logits, cache = prefill(model, [[1, 2]])
+    logits, cache = model.prefill([[1, 2]])
     assert logits.shape == (1, 50)
-    np.testing.assert_allclose(decode_step(model, [3], cache), model.logits([[1, 2, 3]])[:, -1])
+    np.testing.assert_allclose(model.decode_step([3], cache), model.logits([[1, 2, 3]])[:, -1])
 
 
 def test_cache_holds_the_keys_and_values_of_c_attn():
     model = perturbed(np.float64)
     tokens = np.arange(10)[None, :]
-    _, cache = prefill(model, tokens[:, :6])
+    _, cache = model.prefill(tokens[:, :6])
     for t in range(6, 10):
-        decode_step(model, tokens[:, t], cache)
+        model.decode_step(tokens[:, t], cache)
     # layer 0's keys and values are c_attn of ln_1 of the embeddings: recompute them directly
     p, C, NH = model.params, CONFIG.n_embd, CONFIG.n_head
     x = p["wte.weight"][tokens[0]] + p["wpe.weight"][:10]  # (T, C)
@@ -137,9 +134,9 @@ def test_attend_to_cache_keeps_float32():
 
 def test_prefill_reuses_a_given_cache():
     model = perturbed()
-    logits, cache = prefill(model, [[1, 2, 3]])
+    logits, cache = model.prefill([[1, 2, 3]])
     keys = cache.keys[0]
-    logits2, cache2 = prefill(model, [[1, 2, 3]], cache)
+    logits2, cache2 = model.prefill([[1, 2, 3]], cache)
     assert cache2 is cache and cache.keys[0] is keys and cache.length == 3
     np.testing.assert_array_equal(logits, logits2)
     assert cache.nbytes == 2 * CONFIG.n_layer * CONFIG.block_size * CONFIG.n_embd * 4
@@ -147,26 +144,26 @@ def test_prefill_reuses_a_given_cache():
 
 def test_decode_step_refuses_a_full_or_empty_cache():
     model = perturbed()
-    _, cache = prefill(model, np.zeros((1, CONFIG.block_size), dtype=np.int64))
+    _, cache = model.prefill(np.zeros((1, CONFIG.block_size), dtype=np.int64))
     with pytest.raises(ValueError, match="cache is full"):
-        decode_step(model, [0], cache)
+        model.decode_step([0], cache)
     with pytest.raises(ValueError, match="cache is empty"):
-        decode_step(model, [0], KVCache(CONFIG, 1))
-    _, cache = prefill(model, [[1, 2]])
+        model.decode_step([0], KVCache(CONFIG, 1))
+    _, cache = model.prefill([[1, 2]])
     with pytest.raises(ValueError, match="batch size 1"):
-        decode_step(model, [1, 2], cache)
+        model.decode_step([1, 2], cache)
     with pytest.raises(ValueError, match="token id 50"):
-        decode_step(model, [50], cache)
+        model.decode_step([50], cache)
 
 
 def test_prefill_checks_its_prompt():
     model = perturbed()
     with pytest.raises(ValueError, match="block_size"):
-        prefill(model, np.zeros((1, CONFIG.block_size + 1), dtype=np.int64))
+        model.prefill(np.zeros((1, CONFIG.block_size + 1), dtype=np.int64))
     with pytest.raises(TypeError, match="integer token ids"):
-        prefill(model, [[1.0, 2.0]])
+        model.prefill([[1.0, 2.0]])
     with pytest.raises(ValueError, match="batch size 1"):
-        prefill(model, [[1], [2]], KVCache(CONFIG, 1))
+        model.prefill([[1], [2]], KVCache(CONFIG, 1))
 
 
 def test_cached_decode_step_does_constant_work_per_token():
@@ -176,7 +173,7 @@ def test_cached_decode_step_does_constant_work_per_token():
     model = GPT(config)
     idx = np.random.default_rng(0).integers(0, config.vocab_size, size=(1, config.block_size))
     with backend.use_kernels("numpy"):
-        _, cache = prefill(model, idx[:, :-1])
+        _, cache = model.prefill(idx[:, :-1])
         model.logits(idx)  # warm up
 
         def best_of(n, fn):
@@ -189,7 +186,7 @@ def test_cached_decode_step_does_constant_work_per_token():
 
         def step():
             cache.length = config.block_size - 1  # rewrite the last position each time
-            decode_step(model, idx[:, -1], cache)
+            model.decode_step(idx[:, -1], cache)
 
         full = best_of(3, lambda: model.logits(idx))
         cached = best_of(10, step)

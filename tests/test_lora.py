@@ -16,9 +16,10 @@ from tinygradlm.checkpoint import (
     save_checkpoint,
     save_model,
 )
-from tinygradlm.lora import TARGETS, LoRAConfig, lora_backward, lora_forward, merged
+from tinygradlm.lora import TARGETS, LoRAConfig, merged
 from tinygradlm.model import GPT, GPTConfig
 from tinygradlm.optim import AdamW
+from tinygradlm.ref import lora_backward, lora_forward
 from tinygradlm.testing import check_vjp
 
 KERNELS = ["numpy", "numba"]

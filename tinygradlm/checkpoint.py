@@ -42,7 +42,7 @@ import safetensors.numpy
 
 from .errors import CheckpointError
 from .lora import LoRAAdapters, LoRAConfig, adapter_shapes
-from .model import GPTConfig, parameter_shapes
+from .model import GPT, GPTConfig, parameter_shapes
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -546,6 +546,25 @@ def restore(model: Any, optimizer: Any, checkpoint: Checkpoint) -> None:
         adapters.merge_into(model.params)
     if optimizer is not None:
         optimizer.load_state_dict(checkpoint.optimizer_state)
+
+
+def load_model(path: str | os.PathLike[str], precision: str = "fp32") -> GPT:
+    """The GPT saved in the checkpoint directory ``path`` (a training checkpoint or a
+    model-only one), in the checkpoint's config and dtype, computing at ``precision``, with
+    its LoRA adapters attached (unmerged) when it has them. See :func:`model_from_checkpoint`."""
+    return model_from_checkpoint(load_checkpoint(path), precision)
+
+
+def model_from_checkpoint(checkpoint: Checkpoint, precision: str = "fp32") -> GPT:
+    """A new GPT holding what :func:`load_checkpoint` read: the checkpoint's config, dtype and
+    weights, and its LoRA adapters attached when it has them (``model.lora``; fold them in with
+    ``model.merge_lora()``), computing at ``precision``."""
+    dtype = next(iter(checkpoint.model_state.values())).dtype
+    model = GPT(checkpoint.config, dtype=dtype, precision=precision)
+    if checkpoint.lora is not None:
+        model.add_lora(checkpoint.lora)
+    restore(model, None, checkpoint)
+    return model
 
 
 def _read_json(path: Path) -> Any:

@@ -33,7 +33,7 @@ from .checkpoint import load_checkpoint, restore, save_model
 from .data.sft import SFTLoader, load_sft
 from .errors import DataError
 from .lora import TARGETS, LoRAConfig, merged
-from .model import GPT, _views
+from .model import GPT
 from .optim import AdamW
 from .tokenizer import Tokenizer
 from .train import Trainer, check_loop_settings, checkpoint_tokenizer_file, read_settings
@@ -150,7 +150,7 @@ def trainable_mask(model: GPT, freeze: Sequence[str]) -> np.ndarray:
     ``"h.0"``, ``"h.1.attn"``, ``"ln_f.bias"`` (whole dotted components: ``"h.1"`` is not
     ``"h.10"``). ``wte`` is also the LM head (tied). A prefix that names nothing is an error."""
     mask = np.ones(model.flat_params.size, dtype=model.dtype)
-    views = _views(mask, model.shapes)
+    views = model.buffer.views(mask)
     for prefix in freeze:
         names = [n for n in views if n == prefix or n.startswith(prefix + ".")]
         if not names:

@@ -17,6 +17,7 @@ layer              implementation
 ``crossentropy``   Numba: softmax + loss in one kernel per row; backward in one pass
 ``adamw_update``   Numba: the whole update in one pass over the flat buffers
 ``linear``         ref's (a BLAS matmul either way)
+``lora``           ref's (two thin BLAS matmuls either way)
 ``residual``       ref's (one ``np.add`` either way)
 =================  ===========================================================================
 
@@ -43,6 +44,8 @@ from ..ref import (
     GELU_SCALE,
     linear_backward,
     linear_forward,
+    lora_backward,
+    lora_forward,
     residual_backward,
     residual_forward,
 )
@@ -69,6 +72,8 @@ __all__ = [
     "layernorm_forward",
     "linear_backward",
     "linear_forward",
+    "lora_backward",
+    "lora_forward",
     "residual_backward",
     "residual_forward",
 ]

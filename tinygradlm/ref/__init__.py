@@ -13,6 +13,7 @@ module            forward                                           backward ret
 ``gelu``          ``gelu_forward(x)``                               ``(dx,)``
 ``residual``      ``residual_forward(a, b)``                        ``(da, db)``
 ``crossentropy``  ``crossentropy_forward(logits, targets, V)``      ``(dlogits,)``
+``lora``          ``lora_forward(x, A, B, scale)``                  ``(dx, dA, dB)``
 ``adamw``         ``adamw_update(params, grads, m, v, step, lr)``   (in place)
 ================  ================================================  ==========================
 
@@ -43,6 +44,7 @@ from .encoder import encoder_backward, encoder_forward
 from .gelu import GELU_CUBIC, GELU_SCALE, gelu_backward, gelu_forward
 from .layernorm import layernorm_backward, layernorm_forward
 from .linear import linear_backward, linear_forward
+from .lora import lora_backward, lora_forward
 from .residual import residual_backward, residual_forward
 
 __all__ = [
@@ -61,6 +63,8 @@ __all__ = [
     "layernorm_forward",
     "linear_backward",
     "linear_forward",
+    "lora_backward",
+    "lora_forward",
     "residual_backward",
     "residual_forward",
 ]

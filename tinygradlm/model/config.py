@@ -1,0 +1,125 @@
+"""The shape of a GPT-2 model: :class:`GPTConfig`, the named ``PRESETS``, and
+:func:`parameter_shapes`, every parameter's name and shape in flat-buffer order."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """The shape of a GPT-2 model.
+
+    vocab_size: tokens in the vocabulary (V). padded_vocab_size: rows of the embedding table
+    (Vp ≥ V, default V); padding rows get no probability and no gradient, and are not part of the
+    state dict. block_size: the longest sequence (maxT), the rows of the position table.
+    n_layer transformer blocks of n_head heads each, width n_embd (C, divisible by n_head).
+    """
+
+    vocab_size: int = 50257
+    block_size: int = 1024
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    padded_vocab_size: int | None = None
+    layer_norm_epsilon: float = 1e-5
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(
+                f"GPTConfig.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})"
+            )
+        if self.padded_vocab_size is not None and self.padded_vocab_size < self.vocab_size:
+            raise ValueError(
+                f"GPTConfig.padded_vocab_size ({self.padded_vocab_size}) must be at least "
+                f"vocab_size ({self.vocab_size})"
+            )
+        if not self.layer_norm_epsilon > 0:
+            raise ValueError(
+                f"GPTConfig.layer_norm_epsilon must be positive, got {self.layer_norm_epsilon}"
+            )
+
+    @property
+    def Vp(self) -> int:
+        """Rows of the embedding table: the padded vocabulary size."""
+        return self.padded_vocab_size or self.vocab_size
+
+    @property
+    def head_size(self) -> int:
+        return self.n_embd // self.n_head
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> GPTConfig:
+        """A named configuration (see ``PRESETS``), with fields overridden by keyword."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown GPT preset {name!r}: choose one of {', '.join(PRESETS)}")
+        return dataclasses.replace(PRESETS[name], **overrides)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> GPTConfig:
+        """Build from a mapping, rejecting keys that are not fields (a typo is an error)."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - fields)
+        if unknown:
+            raise ValueError(
+                f"unknown GPTConfig key(s): {', '.join(unknown)} "
+                f"(known: {', '.join(sorted(fields))})"
+            )
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+PRESETS: dict[str, GPTConfig] = {
+    # a few seconds per step on one core: the demo and the tests
+    "tiny": GPTConfig(vocab_size=512, block_size=64, n_layer=2, n_head=2, n_embd=64),
+    # the benchmark reference: 4 layers, 4 heads, width 256, T=256, V=4096
+    "small": GPTConfig(vocab_size=4096, block_size=256, n_layer=4, n_head=4, n_embd=256),
+    # GPT-2 124M (HF "gpt2"); llm.c pads its vocabulary to 50304
+    "gpt2": GPTConfig(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768),
+    "gpt2-medium": GPTConfig(vocab_size=50257, block_size=1024, n_layer=24, n_head=16, n_embd=1024),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# the parameter layout
+# --------------------------------------------------------------------------------------------
+
+
+def parameter_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
+    """Every parameter's name and shape, in the order they sit in the flat buffer (HF's order).
+
+    ``wte.weight`` is listed with its padded shape (Vp, C); the state dict shows its first V rows.
+    """
+    C, L = config.n_embd, config.n_layer
+    shapes: dict[str, tuple[int, ...]] = {
+        "wte.weight": (config.Vp, C),
+        "wpe.weight": (config.block_size, C),
+    }
+    for i in range(L):
+        h = f"h.{i}."
+        shapes[h + "ln_1.weight"] = (C,)
+        shapes[h + "ln_1.bias"] = (C,)
+        shapes[h + "attn.c_attn.weight"] = (C, 3 * C)
+        shapes[h + "attn.c_attn.bias"] = (3 * C,)
+        shapes[h + "attn.c_proj.weight"] = (C, C)
+        shapes[h + "attn.c_proj.bias"] = (C,)
+        shapes[h + "ln_2.weight"] = (C,)
+        shapes[h + "ln_2.bias"] = (C,)
+        shapes[h + "mlp.c_fc.weight"] = (C, 4 * C)
+        shapes[h + "mlp.c_fc.bias"] = (4 * C,)
+        shapes[h + "mlp.c_proj.weight"] = (4 * C, C)
+        shapes[h + "mlp.c_proj.bias"] = (C,)
+    shapes["ln_f.weight"] = (C,)
+    shapes["ln_f.bias"] = (C,)
+    return shapes
