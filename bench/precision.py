@@ -46,20 +46,21 @@ def _best_ms(fn, repeats: int = 7) -> float:
 def rounding_table(n: int) -> list[dict]:
     """Milliseconds to round ``n`` float32 values (into a preallocated array), each
     implementation, with a plain copy and PyTorch's conversions (when installed) as anchors."""
-    from tinygradlm import precision
+    from tinygradlm import kernels, ref
     from tinygradlm.precision import LossScaler
 
     x = np.random.default_rng(0).standard_normal(n).astype(np.float32)
     out = np.empty_like(x)
-    bits = x.view(np.uint32)
     rows = [{"what": "np.copyto (memory bound)", "ms": _best_ms(lambda: np.copyto(out, x))}]
     for name in ("bf16", "fp16"):
-        reference = getattr(precision, f"round_to_{name}_numpy")
-        kernel = getattr(precision, f"_{name}_kernel")
+        reference = getattr(ref, f"round_to_{name}")
+        twin = getattr(kernels, f"round_to_{name}")
         rows.append(
-            {"what": f"round_to_{name}_numpy", "ms": _best_ms(lambda r=reference: r(x, out))}
+            {"what": f"ref.round_to_{name} (NumPy)", "ms": _best_ms(lambda r=reference: r(x, out))}
         )
-        rows.append({"what": f"Numba {name} kernel", "ms": _best_ms(lambda k=kernel: k(bits, out))})
+        rows.append(
+            {"what": f"kernels.round_to_{name} (Numba)", "ms": _best_ms(lambda k=twin: k(x, out))}
+        )
     try:
         import torch
 

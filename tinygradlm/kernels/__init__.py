@@ -16,6 +16,7 @@ layer              implementation
 ``gelu``           Numba: one pass, via sigmoid(2u) and a vectorized exp (no libm tanh)
 ``crossentropy``   Numba: softmax + loss in one kernel per row; backward in one pass
 ``adamw_update``   Numba: the whole update in one pass over the flat buffers
+``round_to_*``     Numba: bf16 / fp16 rounding in one branch-free pass over the bits
 ``linear``         ref's (a BLAS matmul either way)
 ``lora``           ref's (two thin BLAS matmuls either way)
 ``residual``       ref's (one ``np.add`` either way)
@@ -55,6 +56,7 @@ from .crossentropy import crossentropy_backward, crossentropy_forward
 from .encoder import encoder_backward, encoder_forward
 from .gelu import gelu_backward, gelu_forward
 from .layernorm import layernorm_backward, layernorm_forward
+from .rounding import round_to_bf16, round_to_fp16
 
 __all__ = [
     "GELU_CUBIC",
@@ -76,4 +78,6 @@ __all__ = [
     "lora_forward",
     "residual_backward",
     "residual_forward",
+    "round_to_bf16",
+    "round_to_fp16",
 ]

@@ -37,7 +37,7 @@ FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 
 @intrinsic
-def _float32_from_bits(typingctx, bits):
+def float32_from_bits(typingctx, bits):
     """Reinterpret the low 32 bits of an integer as a float32 (a free register move)."""
     if not isinstance(bits, types.Integer):
         return None
@@ -98,7 +98,7 @@ def _exp_overload(x):
         p = p * r + _P[4]
         p = p * r + _P[5]
         e_r = p * r * r + r + np.float32(1.0)
-        two_to_n = _float32_from_bits((np.int32(n) + np.int32(127)) << np.int32(23))
+        two_to_n = float32_from_bits((np.int32(n) + np.int32(127)) << np.int32(23))
         y = e_r * two_to_n
         if x < _X_MIN:
             y = np.float32(0.0)

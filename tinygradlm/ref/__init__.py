@@ -15,6 +15,7 @@ module            forward                                           backward ret
 ``crossentropy``  ``crossentropy_forward(logits, targets, V)``      ``(dlogits,)``
 ``lora``          ``lora_forward(x, A, B, scale)``                  ``(dx, dA, dB)``
 ``adamw``         ``adamw_update(params, grads, m, v, step, lr)``   (in place)
+``rounding``      ``round_to_bf16(x)``, ``round_to_fp16(x)``        (no gradient: emulation)
 ================  ================================================  ==========================
 
 Conventions, the same for every layer:
@@ -46,6 +47,7 @@ from .layernorm import layernorm_backward, layernorm_forward
 from .linear import linear_backward, linear_forward
 from .lora import lora_backward, lora_forward
 from .residual import residual_backward, residual_forward
+from .rounding import round_to_bf16, round_to_fp16
 
 __all__ = [
     "GELU_CUBIC",
@@ -67,4 +69,6 @@ __all__ = [
     "lora_forward",
     "residual_backward",
     "residual_forward",
+    "round_to_bf16",
+    "round_to_fp16",
 ]
