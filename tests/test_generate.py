@@ -1,10 +1,9 @@
-"""tinygradlm.generate: the KV-cached logits equal a full recomputation (float32 and float64,
-NumPy and Numba layers, across the block_size crop); greedy, top-k, top-p and temperature draw
-from the distributions docs/sampling.md defines; a seed reproduces a sample; bad arguments are
-named; a checkpoint on disk samples to text."""
+"""tinygradlm.generate: the sampling context's logits equal a full recomputation across the
+block_size crop (the KV cache itself: tests/test_model_kvcache.py); greedy, top-k, top-p and
+temperature draw from the distributions docs/sampling.md defines; a seed reproduces a sample;
+bad arguments are named; a checkpoint on disk samples to text."""
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -20,10 +19,8 @@ from tinygradlm.generate import (
     sample_next,
     sampling_distribution,
 )
-from tinygradlm.model import GPT, GPTConfig, KVCache
-from tinygradlm.model.kvcache import attend_to_cache
+from tinygradlm.model import GPT, GPTConfig
 from tinygradlm.optim import AdamW
-from tinygradlm.ref import attention_forward
 
 CONFIG = GPTConfig(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=16)
 KERNELS = ["numpy", "numba"]
@@ -44,7 +41,7 @@ def softmax(z):
     return e / e.sum(axis=-1, keepdims=True)
 
 
-# ---- the KV cache ----------------------------------------------------------------------------
+# ---- the decoding context -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("kernels", KERNELS)
@@ -65,132 +62,6 @@ def test_cached_logits_match_full_recomputation_across_the_crop(dtype, kernels):
         np.testing.assert_allclose(
             context.logits, model.logits(context.window)[:, -1], rtol=0, atol=TOLERANCE[dtype]
         )
-
-
-@pytest.mark.parametrize("kernels", KERNELS)
-def test_prefill_then_decode_steps_match_logits_of_every_prefix(kernels):
-    model = perturbed(np.float64)
-    tokens = np.random.default_rng(1).integers(0, CONFIG.vocab_size, size=(3, CONFIG.block_size))
-    with backend.use_kernels(kernels):
-        full = model.logits(tokens)  # (B, T, V): row t is the prediction after t+1 tokens
-        logits, cache = model.prefill(tokens[:, :4])
-        np.testing.assert_allclose(logits, full[:, 3], atol=1e-12, rtol=0)
-        for t in range(4, CONFIG.block_size):
-            logits = model.decode_step(tokens[:, t], cache)
-            assert cache.length == t + 1
-            np.testing.assert_allclose(logits, full[:, t], atol=1e-12, rtol=0)
-
-
-def test_padded_vocabulary_rows_are_never_logits():
-    config = GPTConfig(
-        vocab_size=50, block_size=8, n_layer=1, n_head=2, n_embd=8, padded_vocab_size=64
-    )
-    model = perturbed(np.float64, config=config)
-    logits, cache = model.prefill([[1, 2]])
-    assert logits.shape == (1, 50)
-    np.testing.assert_allclose(model.decode_step([3], cache), model.logits([[1, 2, 3]])[:, -1])
-
-
-def test_cache_holds_the_keys_and_values_of_c_attn():
-    model = perturbed(np.float64)
-    tokens = np.arange(10)[None, :]
-    _, cache = model.prefill(tokens[:, :6])
-    for t in range(6, 10):
-        model.decode_step(tokens[:, t], cache)
-    # layer 0's keys and values are c_attn of ln_1 of the embeddings: recompute them directly
-    p, C, NH = model.params, CONFIG.n_embd, CONFIG.n_head
-    x = p["wte.weight"][tokens[0]] + p["wpe.weight"][:10]  # (T, C)
-    xhat = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5)
-    qkv = (xhat * p["h.0.ln_1.weight"] + p["h.0.ln_1.bias"]) @ p["h.0.attn.c_attn.weight"]
-    qkv += p["h.0.attn.c_attn.bias"]
-    k = qkv[:, C : 2 * C].reshape(10, NH, C // NH).transpose(1, 0, 2)  # (NH, T, HS)
-    v = qkv[:, 2 * C :].reshape(10, NH, C // NH).transpose(1, 0, 2)
-    np.testing.assert_allclose(cache.keys[0][0, :, :10], k, atol=1e-12)
-    np.testing.assert_allclose(cache.values[0][0, :, :10], v, atol=1e-12)
-    assert cache.keys[0].shape == (1, NH, CONFIG.block_size, C // NH)
-    assert not cache.keys[0][:, :, 10:].any()  # the rest is untouched
-
-
-def test_attend_to_cache_is_the_last_row_of_causal_attention():
-    rng = np.random.default_rng(2)
-    B, T, NH, HS = 2, 7, 3, 4
-    qkv = rng.normal(size=(B, T, 3 * NH * HS))
-    full, _ = attention_forward(qkv, NH)  # (B, T, C)
-
-    def heads(a):
-        return a.reshape(B, -1, NH, HS).transpose(0, 2, 1, 3)
-
-    C = NH * HS
-    q = heads(qkv[:, -1:, :C])
-    y = attend_to_cache(q, heads(qkv[..., C : 2 * C]), heads(qkv[..., 2 * C :]))
-    np.testing.assert_allclose(y.transpose(0, 2, 1, 3).reshape(B, C), full[:, -1], atol=1e-13)
-
-
-def test_attend_to_cache_keeps_float32():
-    q = np.ones((1, 2, 1, 4), dtype=np.float32)
-    kv = np.ones((1, 2, 3, 4), dtype=np.float32)
-    assert attend_to_cache(q, kv, kv).dtype == np.float32
-
-
-def test_prefill_reuses_a_given_cache():
-    model = perturbed()
-    logits, cache = model.prefill([[1, 2, 3]])
-    keys = cache.keys[0]
-    logits2, cache2 = model.prefill([[1, 2, 3]], cache)
-    assert cache2 is cache and cache.keys[0] is keys and cache.length == 3
-    np.testing.assert_array_equal(logits, logits2)
-    assert cache.nbytes == 2 * CONFIG.n_layer * CONFIG.block_size * CONFIG.n_embd * 4
-
-
-def test_decode_step_refuses_a_full_or_empty_cache():
-    model = perturbed()
-    _, cache = model.prefill(np.zeros((1, CONFIG.block_size), dtype=np.int64))
-    with pytest.raises(ValueError, match="cache is full"):
-        model.decode_step([0], cache)
-    with pytest.raises(ValueError, match="cache is empty"):
-        model.decode_step([0], KVCache(CONFIG, 1))
-    _, cache = model.prefill([[1, 2]])
-    with pytest.raises(ValueError, match="batch size 1"):
-        model.decode_step([1, 2], cache)
-    with pytest.raises(ValueError, match="token id 50"):
-        model.decode_step([50], cache)
-
-
-def test_prefill_checks_its_prompt():
-    model = perturbed()
-    with pytest.raises(ValueError, match="block_size"):
-        model.prefill(np.zeros((1, CONFIG.block_size + 1), dtype=np.int64))
-    with pytest.raises(TypeError, match="integer token ids"):
-        model.prefill([[1.0, 2.0]])
-    with pytest.raises(ValueError, match="batch size 1"):
-        model.prefill([[1], [2]], KVCache(CONFIG, 1))
-
-
-def test_cached_decode_step_does_constant_work_per_token():
-    """At T = block_size a decode step costs one position's work; a full forward T positions'.
-    The ratio measured is 25-50×; asking for 4× leaves room for a busy machine."""
-    config = GPTConfig(vocab_size=512, block_size=256, n_layer=2, n_head=4, n_embd=128)
-    model = GPT(config)
-    idx = np.random.default_rng(0).integers(0, config.vocab_size, size=(1, config.block_size))
-    with backend.use_kernels("numpy"):
-        _, cache = model.prefill(idx[:, :-1])
-        model.logits(idx)  # warm up
-
-        def best_of(n, fn):
-            times = []
-            for _ in range(n):
-                start = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - start)
-            return min(times)
-
-        def step():
-            cache.length = config.block_size - 1  # rewrite the last position each time
-            model.decode_step(idx[:, -1], cache)
-
-        full = best_of(3, lambda: model.logits(idx))
-        cached = best_of(10, step)
-    assert cached * 4 < full, f"decode step {cached * 1e3:.2f} ms, full {full * 1e3:.2f} ms"
 
 
 # ---- choosing the next token -----------------------------------------------------------------
