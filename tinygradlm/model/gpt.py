@@ -230,10 +230,8 @@ class GPT:
     def _layers(self, weights: Mapping[str, np.ndarray], for_backward: bool) -> ModelLayers:
         cfg = self.config
         grads = self.grads if for_backward else None
-        return ModelLayers(
-            backend.layers(), self.precision, weights, grads, self.lora,
-            cfg.layer_norm_epsilon, cfg.n_head,
-        )  # fmt: skip
+        eps, n_head = cfg.layer_norm_epsilon, cfg.n_head
+        return ModelLayers(backend.layers(), self.precision, weights, grads, self.lora, eps, n_head)
 
     def _activations(self, B: int, T: int) -> Activations:
         if self._acts is None or self._acts.shape != (B, T):
@@ -251,6 +249,8 @@ class GPT:
         position's logits are computed: (B, 1, Vp). A decoding step reads the compute weights
         rounded when the prompt went in (the cache holds keys of those weights).
         """
+        if keep and kv_cache is not None:
+            raise ValueError("forward: decoding with a KV cache keeps no caches for backward")
         B, T = idx.shape
         start = 0 if kv_cache is None else kv_cache.length
         if kv_cache is None:
@@ -264,8 +264,10 @@ class GPT:
         x, cache_enc = L.encoder_forward(idx, weights["wte.weight"], wpe, out=acts.x[0])
         blocks = []
         for i, block_acts in enumerate(acts.blocks):
-            x, cache = block_forward(layers, x, i, block_acts, acts.x[i + 1], kv_cache, keep)
-            blocks.append(cache)  # (B, T, C)
+            x, cache = block_forward(
+                layers, x, i, block_acts, acts.x[i + 1], kv_cache, keep
+            )  # (B, T, C)
+            blocks.append(cache)
         lnf_out, logits_out = acts.lnf, acts.logits
         if kv_cache is not None:
             kv_cache.length = start + T

@@ -51,7 +51,9 @@ class KVCache:
         """Activation buffers for a forward pass of T new positions (kept per T: a prompt's and
         a decoding step's)."""
         if T not in self._workspaces:
-            self._workspaces[T] = Activations(self.config, self.batch_size, T, self.dtype)
+            self._workspaces[T] = Activations(
+                self.config, self.batch_size, T, self.dtype, head=False
+            )
         return self._workspaces[T]
 
     def store(self, layer: int, qkv: np.ndarray) -> None:

@@ -16,9 +16,14 @@ from .config import GPTConfig
 
 class Activations:
     """The residual stream at each block boundary (``x``, L+1 of (B, T, C)), every block's
-    layer outputs (``blocks``), the final layer norm (B, T, C) and the logits (B, T, Vp)."""
+    layer outputs (``blocks``), the final layer norm (B, T, C) and the logits (B, T, Vp).
 
-    def __init__(self, config: GPTConfig, B: int, T: int, dtype: np.dtype) -> None:
+    ``head=False`` leaves out the last two (``lnf`` and ``logits`` are then None): decoding
+    computes them for the last position only."""
+
+    def __init__(
+        self, config: GPTConfig, B: int, T: int, dtype: np.dtype, head: bool = True
+    ) -> None:
         C = config.n_embd
         self.shape = (B, T)
 
@@ -27,12 +32,12 @@ class Activations:
 
         self.x = [buf(C) for _ in range(config.n_layer + 1)]  # residual stream
         self.blocks = [BlockActivations(buf, C) for _ in range(config.n_layer)]
-        self.lnf = buf(C)
-        self.logits = buf(config.Vp)
+        self.lnf = buf(C) if head else None
+        self.logits = buf(config.Vp) if head else None
 
     @property
     def nbytes(self) -> int:
-        arrays = [*self.x, self.lnf, self.logits]
+        arrays = [*self.x] + ([self.lnf, self.logits] if self.lnf is not None else [])
         for block in self.blocks:
             arrays += list(vars(block).values())
         return sum(a.nbytes for a in arrays)
