@@ -2,6 +2,9 @@
 engines held to each other, to finite differences and (when installed) to PyTorch."""
 
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -275,3 +278,30 @@ def test_bad_tokens_are_rejected_with_what_and_where():
         model.logits(np.zeros(3, np.int64))
     with pytest.raises(ValueError, match="unknown engine"):
         model.forward_backward(idx, idx, engine="jax")
+
+
+# --------------------------------------------------------------------------------------------
+# one forward, its caches returned; the NumPy backend needs no Numba
+# --------------------------------------------------------------------------------------------
+
+
+def test_forward_returns_the_caches_and_the_model_keeps_none():
+    model = GPT(tiny(), seed=0)
+    idx, targets = batch(tiny(), B=2, T=6)
+    reference = GPT(tiny(), seed=0)
+    reference.forward_backward(idx, targets)
+    logits, caches = model.forward(idx, keep=True)
+    assert logits.shape == (2, 6, tiny().Vp) and len(caches.blocks) == tiny().n_layer
+    assert not any("cache" in name for name in vars(model))
+    L = backend.layers()
+    _, cache_ce = L.crossentropy_forward(logits, targets, tiny().vocab_size)
+    (dlogits,) = L.crossentropy_backward(np.float32(1.0), cache_ce)
+    model.backward(dlogits, caches)
+    np.testing.assert_array_equal(model.flat_grads, reference.flat_grads)
+
+
+def test_importing_the_model_with_numpy_kernels_loads_no_numba():
+    code = "import sys, tinygradlm.model; assert 'numba' not in sys.modules, 'numba loaded'"
+    env = {**os.environ, "TINYGRADLM_KERNELS": "numpy"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
