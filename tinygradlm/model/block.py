@@ -46,25 +46,23 @@ def block_forward(
     return out, ((c1, c2, c3, c4, c5, c6, c7, c8) if keep else None)
 
 
-def block_backward(
-    layers: ModelLayers, dout: np.ndarray, layer: int, cache: BlockCache
-) -> np.ndarray:
+def block_backward(layers: ModelLayers, dout: np.ndarray, cache: BlockCache) -> np.ndarray:
     """The gradient (B, T, C) of the block's input, from that of its output ``dout`` (B, T, C);
     every parameter gradient is added (+=) into the model's flat buffers."""
-    h, L, P = f"h.{layer}.", layers.L, layers.precision
+    L, P = layers.L, layers.precision
     c1, c2, c3, c4, c5, c6, c7, c8 = cache
     # in the forward pass this was: out = x2 + mlp(ln2(x2)); the residual passes dout to both
     dout_16 = P.matmul_input(dout)  # a copy: dout itself goes on, in float32, to dx2
     dfcg = layers.linear_backward(dout_16, c8)  # (B, T, 4C)
     (dfch,) = L.gelu_backward(dfcg, c7)
     dln2 = layers.linear_backward(P.gradient(dfch), c6)  # (B, T, C)
-    dx2 = layers.layernorm_backward(dln2, c5, h + "ln_2")
+    dx2 = layers.layernorm_backward(dln2, c5)  # (B, T, C)
     dx2 += dout
     # and before that: x2 = x + attn(ln1(x))
     dx2_16 = P.matmul_input(dx2)  # a copy: dx2 goes on, in float32, to dx
     datty = layers.linear_backward(dx2_16, c4)  # (B, T, C)
     (dqkv,) = L.attention_backward(datty, c3)
     dln1 = layers.linear_backward(P.gradient(dqkv), c2)  # (B, T, C)
-    dx = layers.layernorm_backward(dln1, c1, h + "ln_1")
+    dx = layers.layernorm_backward(dln1, c1)  # (B, T, C)
     dx += dx2
     return dx

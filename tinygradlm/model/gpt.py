@@ -284,9 +284,9 @@ class GPT:
         layers = self._layers(self._compute_views, for_backward=True)
         P = self.precision
         dlnf = layers.linear_backward(P.gradient(dlogits), caches.head)  # (B, T, C)
-        dx = layers.layernorm_backward(dlnf, caches.ln_f, "ln_f")
-        for i in reversed(range(self.config.n_layer)):
-            dx = block_backward(layers, dx, i, caches.blocks[i])  # (B, T, C)
+        dx = layers.layernorm_backward(dlnf, caches.ln_f)  # (B, T, C)
+        for block_cache in reversed(caches.blocks):
+            dx = block_backward(layers, dx, block_cache)  # (B, T, C)
         dwte, dwpe = layers.L.encoder_backward(dx, caches.encoder)
         self.grads["wte.weight"] += dwte
         self.grads["wpe.weight"] += dwpe

@@ -24,7 +24,9 @@ from ..precision import PrecisionPolicy
 # the tied LM head: logits = lnf · wteᵀ, a linear layer whose weight is the embedding's transpose
 LM_HEAD = "lm_head"
 
-# what a linear layer keeps for its backward: the module, the layer's cache, the adapter's
+# what a layer keeps for its backward: the module (its parameters' names) and the layer's cache;
+# a linear layer also its adapter's cache
+LayerCache = tuple[str, Any]
 LinearCache = tuple[str, Any, Any]
 
 
@@ -56,14 +58,21 @@ class ModelLayers:
         self.eps = eps
         self.n_head = n_head
 
-    def layernorm(self, x: np.ndarray, module: str, out: np.ndarray | None) -> tuple[Any, Any]:
+    def layernorm(
+        self, x: np.ndarray, module: str, out: np.ndarray | None
+    ) -> tuple[np.ndarray, LayerCache]:
+        """(B, T, C) -> (B, T, C), in float32 (its output is rounded by the linear that reads
+        it)."""
         w = self.weights
-        return self.L.layernorm_forward(
+        y, cache = self.L.layernorm_forward(
             x, w[module + ".weight"], w[module + ".bias"], self.eps, out=out
         )
+        return y, (module, cache)
 
-    def layernorm_backward(self, dout: np.ndarray, cache: Any, module: str) -> np.ndarray:
-        dx, dw, db = self.L.layernorm_backward(dout, cache)
+    def layernorm_backward(self, dout: np.ndarray, cache: LayerCache) -> np.ndarray:
+        """The input's gradient (B, T, C); dweight and dbias are added (+=)."""
+        module, layer_cache = cache
+        dx, dw, db = self.L.layernorm_backward(dout, layer_cache)
         self.grads[module + ".weight"] += dw
         self.grads[module + ".bias"] += db
         return dx
