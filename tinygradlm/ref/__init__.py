@@ -33,9 +33,13 @@ Conventions, the same for every layer:
 - Wrong shapes and dtypes raise at the top of the forward with a message that names the
   function, the argument and what was expected.
 
-Every backward is derived in docs/derivations.md and checked against float64 finite
-differences, the autograd engine and PyTorch in tests/ref/. This package imports nothing of
-tinygradlm, only NumPy.
+``adamw_update`` and the rounders are not layers: the optimizer step updates its buffers in
+place, and ``round_to_bf16`` / ``round_to_fp16`` (float32 in, float32 of the 16-bit format's
+values out, ``out=`` as above) emulate 16-bit storage for ``tinygradlm.precision``.
+
+Every backward is derived in docs/derivations.md (LoRA's in docs/finetuning.md) and checked
+against float64 finite differences, the autograd engine and PyTorch in tests/ref/. This package
+imports nothing of tinygradlm, only NumPy.
 """
 
 from .adamw import adamw_update
