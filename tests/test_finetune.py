@@ -22,7 +22,7 @@ from tinygradlm.data.sft import (
 )
 from tinygradlm.data.shards import write_shards
 from tinygradlm.errors import DataError
-from tinygradlm.finetune import FinetuneConfig, FinetuneTrainer, export, load_finetune_config
+from tinygradlm.train import FinetuneConfig, Trainer, export, load_finetune_config
 from tinygradlm.model import GPT, GPTConfig
 from tinygradlm.tokenizer import Tokenizer
 
@@ -85,7 +85,7 @@ def pretrained(tmp_path_factory):
         max_steps=40,
         checkpoint_interval=40,
     )
-    FinetuneTrainer(config, log=lambda _m: None).train()
+    Trainer(config, log=lambda _m: None).train()
     return latest_checkpoint(root / "out")
 
 
@@ -96,7 +96,7 @@ def root(tmp_path, pretrained):
 
 
 def quiet(config):
-    return FinetuneTrainer(config, log=lambda _m: None)
+    return Trainer(config, log=lambda _m: None)
 
 
 # --------------------------------------------------------------------------------------------

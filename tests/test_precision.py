@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import tinygradlm.precision as precision
 from tinygradlm import backend
-from tinygradlm.monitor import Action, DivergenceGuard
+from tinygradlm.train.guard import Action, DivergenceGuard
 from tinygradlm.optim import AdamW, clip_grad_norm
 from tinygradlm.precision import (
     LossScaler,
