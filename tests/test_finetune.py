@@ -22,9 +22,9 @@ from tinygradlm.data.sft import (
 )
 from tinygradlm.data.shards import write_shards
 from tinygradlm.errors import DataError
-from tinygradlm.train import FinetuneConfig, Trainer, export, load_finetune_config
 from tinygradlm.model import GPT, GPTConfig
 from tinygradlm.tokenizer import Tokenizer
+from tinygradlm.train import FinetuneConfig, Trainer, export, load_finetune_config
 
 EOT = 256
 
@@ -348,6 +348,29 @@ def test_config_errors_name_the_key(root, pretrained):
         None, ["lora_rank=4", 'lora_targets=["mlp.c_fc"]'], init_from="a", data="x"
     )
     assert config.lora_config().targets == ("mlp.c_fc",) and config.init_from == "a"
+
+
+def test_finetuning_shares_the_loops_settings(root, pretrained):
+    """ZeRO-1, tracing and the watchdog are loop settings: a fine-tuning run has them too."""
+    config = settings(
+        root,
+        init_from=str(pretrained),
+        lora_rank=4,
+        max_steps=3,
+        trace_steps=3,
+        zero_stage=1,  # one process: the plain update (the sharding needs several ranks)
+        collective_timeout_s=30.0,
+        collective_timeout_abort=False,
+    )
+    quiet(config).train()
+    trace = json.loads((root / "out" / "trace_rank0.json").read_text())
+    events = [e for e in trace["traceEvents"] if e["ph"] == "X"]
+    assert {"data", "fwd_bwd", "optim"} <= {e["name"] for e in events}
+    assert len([e for e in events if e["name"] == "fwd_bwd"]) == 3
+    with pytest.raises(ValueError, match="finetune config: zero_stage 1 needs precision 'fp32'"):
+        settings(root, init_from=str(pretrained), zero_stage=1, precision="bf16")
+    with pytest.raises(ValueError, match="finetune config: trace_steps must be an integer"):
+        settings(root, init_from=str(pretrained), trace_steps=-1)
 
 
 # --------------------------------------------------------------------------------------------

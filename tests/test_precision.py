@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 import tinygradlm.precision as precision
 from tinygradlm import backend
-from tinygradlm.train.guard import Action, DivergenceGuard
 from tinygradlm.optim import AdamW, clip_grad_norm
 from tinygradlm.precision import (
     LossScaler,
@@ -26,6 +25,7 @@ from tinygradlm.precision import (
     round_to_fp16_numpy,
     rounder,
 )
+from tinygradlm.train.guard import Action, DivergenceGuard
 
 try:
     import torch
