@@ -113,16 +113,16 @@ def _add_prepare(p: argparse.ArgumentParser) -> None:
 def _report(args: argparse.Namespace) -> int:
     from .data.corpus import load_report, plot_report, summary
 
-    report = load_report(args.dir)
     try:
+        report = load_report(args.dir)
         print(summary(report))
-    except (KeyError, TypeError) as e:
+        paths = plot_report(report, args.dir) if args.plot else []
+    except (KeyError, TypeError) as e:  # a report.json whose fields are not what prepare writes
         raise DataError(
             f"{args.dir / 'report.json'}: malformed corpus statistics ({e!r})"
         ) from None
-    if args.plot:
-        for path in plot_report(report, args.dir):
-            print(path)
+    for path in paths:
+        print(path)
     return 0
 
 
