@@ -42,27 +42,34 @@ def train_step(run: Any) -> dict[str, Any]:
         lambda: run.hooks.before_gradient_sync(step, run.rank),
     )
     comm = comm_metrics(run) if run.dist.enabled else {}
-    result: dict[str, Any] = {"loss": loss_sum / cfg.grad_accum_steps, "loss_scale": scale}
+    loss = loss_sum / cfg.grad_accum_steps
     with timer("optim"):
-        result["lr"] = lr = learning_rate(cfg, run.step, run.guard.lr_factor)
+        lr = learning_rate(cfg, run.step, run.guard.lr_factor)
         grads = sync.grads  # what this rank updates: the buffer that trains, or its shard
         if run.grad_mask is not None:  # frozen parameters get no gradient, so no update
             grads *= sync.local_part(run.grad_mask)
         found_finite = scaler.unscale_and_check(grads)
-        if scaler.is_overflow(result["loss"], found_finite):
+        if scaler.is_overflow(loss, found_finite):
             # fp16 gradients overflowed the scale: skip, back off; the guard is not told
             scaler.update(False)
-            run.step += 1
-            return {**result, "grad_norm": None, "action": Action.OVERFLOW, **comm}
-        result["grad_norm"] = norm = sync.global_norm()
-        clip_to_norm(grads, norm, cfg.grad_clip)
-        result["action"] = action = run.guard.check(result["loss"], norm)
-        if action == Action.OK:
-            sync.update(lr)
-        if math.isfinite(result["loss"]):
-            scaler.update(found_finite)
+            norm, action = None, Action.OVERFLOW
+        else:
+            norm = sync.global_norm()
+            clip_to_norm(grads, norm, cfg.grad_clip)
+            action = run.guard.check(loss, norm)
+            if action == Action.OK:
+                sync.update(lr)
+            if math.isfinite(loss):
+                scaler.update(found_finite)
     run.step += 1
-    return {**result, **comm}
+    return {
+        "loss": loss,
+        "lr": lr,
+        "grad_norm": norm,
+        "action": action,
+        "loss_scale": scale,
+        **comm,
+    }
 
 
 def _forward_backward(run: Any) -> Any:
