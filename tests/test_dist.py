@@ -139,6 +139,10 @@ def test_zero1_matches_plain_data_parallel_and_resumes_under_another_p(data, tmp
     plain = flat(train(2, data, tmp_path / "plain", max_steps=6))
     zero = flat(train(2, data, tmp_path / "zero", max_steps=6, zero_stage=1))
     np.testing.assert_allclose(zero, plain, rtol=1e-4, atol=1e-4)
+    # the same traffic as an allreduce's: reduce-scatter and allgather, 2(P − 1)/P · S
+    assert [r["comm_bytes"] for r in train_records(tmp_path / "zero")] == [
+        r["comm_bytes"] for r in train_records(tmp_path / "plain")
+    ]
     moments = [load_checkpoint(latest_checkpoint(tmp_path / r)).optimizer_state for r in runs]
     for key in ("m", "v"):  # gathered to rank 0 whole: the same checkpoint as without ZeRO
         assert np.count_nonzero(moments[1][key]) > 0.9 * moments[1][key].size
