@@ -13,6 +13,7 @@ from tinygradlm.checkpoint import latest_checkpoint, load_checkpoint
 from tinygradlm.data.shards import write_shards
 
 MPIEXEC = Path(sys.executable).with_name("mpiexec")
+FAULTS = Path(__file__).with_name("fault_launcher.py")  # tinygradlm with a fault injected
 pytestmark = pytest.mark.skipif(
     not MPIEXEC.exists(), reason="no mpiexec beside this Python (the dev extra brings mpich)"
 )
@@ -138,6 +139,10 @@ def test_zero1_matches_plain_data_parallel_and_resumes_under_another_p(data, tmp
     plain = flat(train(2, data, tmp_path / "plain", max_steps=6))
     zero = flat(train(2, data, tmp_path / "zero", max_steps=6, zero_stage=1))
     np.testing.assert_allclose(zero, plain, rtol=1e-4, atol=1e-4)
+    # the same traffic as an allreduce's: reduce-scatter and allgather, 2(P − 1)/P · S
+    assert [r["comm_bytes"] for r in train_records(tmp_path / "zero")] == [
+        r["comm_bytes"] for r in train_records(tmp_path / "plain")
+    ]
     moments = [load_checkpoint(latest_checkpoint(tmp_path / r)).optimizer_state for r in runs]
     for key in ("m", "v"):  # gathered to rank 0 whole: the same checkpoint as without ZeRO
         assert np.count_nonzero(moments[1][key]) > 0.9 * moments[1][key].size
@@ -165,9 +170,8 @@ def test_a_layout_mismatch_stops_the_job_with_a_message():
 
 def test_an_error_on_one_rank_ends_the_job(data, tmp_path):
     started = time.monotonic()
-    env = {"TINYGRADLM_FAIL_RANK": "1", "TINYGRADLM_FAIL_STEP": "2"}
-    args = ["-m", "tinygradlm", "train", *overrides(data, tmp_path / "run", max_steps=50)]
-    result = launch(2, args, timeout=30, env=env)
+    args = [str(FAULTS), "fail", "1", "2", "--", "train"]
+    result = launch(2, [*args, *overrides(data, tmp_path / "run", max_steps=50)], timeout=30)
     assert result.returncode != 0
     assert "[rank 1]" in result.stderr, result.stderr + result.stdout
     assert "injected failure at step 2 on rank 1" in result.stderr
@@ -176,16 +180,11 @@ def test_an_error_on_one_rank_ends_the_job(data, tmp_path):
 
 def test_the_watchdog_reports_a_stalled_collective_and_ends_the_job(data, tmp_path):
     started = time.monotonic()
-    env = {
-        "TINYGRADLM_STALL_RANK": "1",
-        "TINYGRADLM_STALL_STEP": "2",
-        "TINYGRADLM_STALL_SECONDS": "60",
-    }
     # 10 s: far longer than any start-up gap between the ranks (a cold Numba cache included), far
     # shorter than the 60 s stall
     extra = {"max_steps": 50, "collective_timeout_s": 10}
-    args = ["-m", "tinygradlm", "train", *overrides(data, tmp_path / "run", **extra)]
-    result = launch(2, args, timeout=50, env=env)
+    args = [str(FAULTS), "stall", "1", "2", "60", "--", "train"]
+    result = launch(2, [*args, *overrides(data, tmp_path / "run", **extra)], timeout=50)
     assert result.returncode != 0
     assert (
         "[rank 0] collective allreduce_mean at step 2 has not completed after 10s" in result.stderr
@@ -193,8 +192,9 @@ def test_the_watchdog_reports_a_stalled_collective_and_ends_the_job(data, tmp_pa
     assert time.monotonic() - started < 50
 
 
-def test_finetune_on_p_ranks_matches_one_process(tmp_path):
-    # responses of different lengths: the ranks' slices hold different numbers of targets
+def finetune_task(root: Path) -> Path:
+    """A tiny byte-level GPT saved as a model checkpoint, and prompt/response data whose
+    responses differ in length (the ranks' slices hold different numbers of targets)."""
     import json
 
     from tinygradlm.checkpoint import save_model
@@ -202,26 +202,53 @@ def test_finetune_on_p_ranks_matches_one_process(tmp_path):
     from tinygradlm.tokenizer import Tokenizer
 
     tok = Tokenizer({bytes([i]): i for i in range(256)}, special_tokens={"<|endoftext|>": 256})
-    tok.save(tmp_path / "tokenizer.txt")
+    tok.save(root / "tokenizer.txt")
     model = GPT(GPTConfig(vocab_size=257, block_size=16, n_layer=2, n_head=2, n_embd=32), seed=0)
-    save_model(tmp_path / "base", model, tokenizer_files=[tmp_path / "tokenizer.txt"])
+    save_model(root / "base", model, tokenizer_files=[root / "tokenizer.txt"])
     rng = np.random.default_rng(0)
     words = ["".join(rng.choice(list("abcde"), size=rng.integers(1, 6))) for _ in range(24)]
-    (tmp_path / "task").mkdir()
-    (tmp_path / "task" / "train.jsonl").write_text(
+    (root / "task").mkdir()
+    (root / "task" / "train.jsonl").write_text(
         "".join(json.dumps({"prompt": w + "=", "response": w[::-1]}) + "\n" for w in words)
     )
-    finals = []
-    for P in (1, 2):
-        out = tmp_path / f"ft{P}"
-        args = ["-m", "tinygradlm", "finetune", "--from", str(tmp_path / "base")]
-        args += ["--data", str(tmp_path / "task"), f"out_dir='{out}'", "batch_size=8"]
-        args += ["seq_len=12", "max_steps=4", "warmup_steps=1", "checkpoint_interval=4"]
-        args += ["log_interval=1000", "eval_interval=0", "sample_interval=0", "lr=1e-2"]
-        result = launch(P, args)
-        assert result.returncode == 0, result.stdout + result.stderr
-        finals.append(flat(load_checkpoint(latest_checkpoint(out))))
+    return root
+
+
+def finetune(P: int, root: Path, out: Path, *extra: str):
+    args = ["-m", "tinygradlm", "finetune", "--from", str(root / "base")]
+    args += ["--data", str(root / "task"), f"out_dir='{out}'", "batch_size=8"]
+    args += ["seq_len=12", "max_steps=4", "warmup_steps=1", "checkpoint_interval=4"]
+    args += ["log_interval=1000", "eval_interval=0", "sample_interval=0", "lr=1e-2", *extra]
+    result = launch(P, args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return load_checkpoint(latest_checkpoint(out))
+
+
+def test_finetune_on_p_ranks_matches_one_process(tmp_path):
+    root = finetune_task(tmp_path)
+    finals = [flat(finetune(P, root, tmp_path / f"ft{P}")) for P in (1, 2)]
     np.testing.assert_allclose(finals[1], finals[0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("what", [["lora_rank=4"], ['freeze=["wte", "h.0"]', "weight_decay=0.1"]])
+def test_finetune_under_zero1_matches_plain_data_parallel(tmp_path, what):
+    root = finetune_task(tmp_path)
+    plain = finetune(2, root, tmp_path / "plain", *what)
+    zero = finetune(2, root, tmp_path / "zero", *what, "zero_stage=1")
+    base = load_checkpoint(root / "base")
+    if plain.adapter_state is not None:  # LoRA: the adapters train, the base stays as it was
+        assert zero.adapter_state.keys() == plain.adapter_state.keys()
+        for name, value in plain.adapter_state.items():
+            np.testing.assert_allclose(zero.adapter_state[name], value, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(flat(zero), flat(plain), rtol=1e-4, atol=1e-4)  # the base
+    for key in ("m", "v"):  # gathered to rank 0 whole: the same checkpoint as without ZeRO
+        np.testing.assert_allclose(
+            zero.optimizer_state[key], plain.optimizer_state[key], rtol=1e-3, atol=1e-6
+        )
+    if plain.adapter_state is None:  # frozen parameters: bit-for-bit unchanged under ZeRO too
+        for name, value in base.model_state.items():
+            if name.startswith(("wte.", "h.0.")):
+                np.testing.assert_array_equal(zero.model_state[name], value, err_msg=name)
 
 
 def test_a_mixture_samples_the_same_on_any_number_of_ranks_and_across_a_resume(tmp_path):

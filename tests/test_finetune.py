@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 
 from tinygradlm import backend
-from tinygradlm.checkpoint import latest_checkpoint, load_checkpoint, restore, save_model
+from tinygradlm.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    load_model,
+    save_model,
+)
 from tinygradlm.cli import main
 from tinygradlm.data.sft import (
     IGNORE_INDEX,
@@ -22,9 +27,9 @@ from tinygradlm.data.sft import (
 )
 from tinygradlm.data.shards import write_shards
 from tinygradlm.errors import DataError
-from tinygradlm.finetune import FinetuneConfig, FinetuneTrainer, export, load_finetune_config
 from tinygradlm.model import GPT, GPTConfig
 from tinygradlm.tokenizer import Tokenizer
+from tinygradlm.train import FinetuneConfig, Trainer, export, load_finetune_config
 
 EOT = 256
 
@@ -85,7 +90,7 @@ def pretrained(tmp_path_factory):
         max_steps=40,
         checkpoint_interval=40,
     )
-    FinetuneTrainer(config, log=lambda _m: None).train()
+    Trainer(config, log=lambda _m: None).train()
     return latest_checkpoint(root / "out")
 
 
@@ -96,7 +101,7 @@ def root(tmp_path, pretrained):
 
 
 def quiet(config):
-    return FinetuneTrainer(config, log=lambda _m: None)
+    return Trainer(config, log=lambda _m: None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -324,8 +329,8 @@ def test_export_merges_the_adapters_into_a_plain_model(root, pretrained):
     ckpt = load_checkpoint(path)
     assert ckpt.lora is None and ckpt.optimizer_state is None and ckpt.step == 4
     assert [p.name for p in ckpt.tokenizer_files] == ["tokenizer.txt"]
-    plain = GPT(ckpt.config)
-    restore(plain, None, ckpt)
+    plain = load_model(path)
+    assert plain.lora is None
     np.testing.assert_allclose(plain.logits(idx), adapted, rtol=1e-5, atol=1e-5)
     base = load_checkpoint(pretrained).model_state["h.0.attn.c_attn.weight"]
     assert not np.array_equal(plain.params["h.0.attn.c_attn.weight"], base)  # merged
@@ -348,6 +353,29 @@ def test_config_errors_name_the_key(root, pretrained):
         None, ["lora_rank=4", 'lora_targets=["mlp.c_fc"]'], init_from="a", data="x"
     )
     assert config.lora_config().targets == ("mlp.c_fc",) and config.init_from == "a"
+
+
+def test_finetuning_shares_the_loops_settings(root, pretrained):
+    """ZeRO-1, tracing and the watchdog are loop settings: a fine-tuning run has them too."""
+    config = settings(
+        root,
+        init_from=str(pretrained),
+        lora_rank=4,
+        max_steps=3,
+        trace_steps=3,
+        zero_stage=1,  # one process: the plain update (the sharding needs several ranks)
+        collective_timeout_s=30.0,
+        collective_timeout_abort=False,
+    )
+    quiet(config).train()
+    trace = json.loads((root / "out" / "trace_rank0.json").read_text())
+    events = [e for e in trace["traceEvents"] if e["ph"] == "X"]
+    assert {"data", "fwd_bwd", "optim"} <= {e["name"] for e in events}
+    assert len([e for e in events if e["name"] == "fwd_bwd"]) == 3
+    with pytest.raises(ValueError, match="finetune config: zero_stage 1 needs precision 'fp32'"):
+        settings(root, init_from=str(pretrained), zero_stage=1, precision="bf16")
+    with pytest.raises(ValueError, match="finetune config: trace_steps must be an integer"):
+        settings(root, init_from=str(pretrained), trace_steps=-1)
 
 
 # --------------------------------------------------------------------------------------------

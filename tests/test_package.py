@@ -68,3 +68,15 @@ def test_venv_mpiexec_runs_a_two_rank_allreduce():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["2", "12.0", "12.0"]  # (1 + 2) · 4 on both ranks
+
+
+def test_the_run_is_one_package_with_its_public_names():
+    code = (
+        "import sys\n"
+        "from tinygradlm.train import (FinetuneConfig, RunHooks, TrainConfig, Trainer, export,\n"
+        "    evaluate_checkpoint, finetune, load_config, load_finetune_config, train)\n"
+        "from tinygradlm.dist import AllreduceSync, LocalSync, OrderedSumSync, ZeroSync, init\n"
+        "assert 'mpi4py' not in sys.modules\n"
+    )
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr

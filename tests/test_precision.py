@@ -16,7 +16,6 @@ import tinygradlm.precision.loss_scaling
 import tinygradlm.precision.policy
 import tinygradlm.ref.rounding
 from tinygradlm import backend, ref
-from tinygradlm.monitor import Action, DivergenceGuard
 from tinygradlm.optim import AdamW, clip_grad_norm
 from tinygradlm.precision import (
     LossScaler,
@@ -26,6 +25,7 @@ from tinygradlm.precision import (
     round_to_fp16,
     rounder,
 )
+from tinygradlm.train.guard import Action, DivergenceGuard
 
 try:
     import torch

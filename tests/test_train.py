@@ -277,3 +277,24 @@ def test_trace_steps_writes_a_chrome_trace_of_the_step_sections(tmp_path, data):
     assert len(starts) == 3 and starts == sorted(starts)
     with pytest.raises(ValueError, match="trace_steps must be an integer"):
         tiny_config(tmp_path, trace_steps=-1)
+
+
+def test_the_run_calls_its_hooks_at_each_step_before_the_gradients_travel(tmp_path, data):
+    from tinygradlm.train import RunHooks
+
+    class Record(RunHooks):
+        def __init__(self):
+            self.calls = []
+
+        def before_step(self, step, rank):
+            self.calls.append(("step", step, rank))
+
+        def before_gradient_sync(self, step, rank):
+            self.calls.append(("sync", step, rank))
+
+    hooks = Record()
+    trainer = Trainer(
+        tiny_config(tmp_path, max_steps=2, warmup_steps=1), log=lambda _m: None, hooks=hooks
+    )
+    trainer.train()
+    assert hooks.calls == [("step", 1, 0), ("sync", 1, 0), ("step", 2, 0), ("sync", 2, 0)]

@@ -1,129 +1,237 @@
-"""The command line: ``python -m tinygradlm COMMAND`` (or ``tinygradlm COMMAND``)."""
+"""The command line: ``python -m tinygradlm COMMAND`` (or ``tinygradlm COMMAND``).
+
+Every command is a row of :data:`COMMANDS`: its help, the function that adds its arguments and
+the handler that runs it. One wrapper (:func:`report_errors`) turns the errors a user can fix
+(bad data, checkpoints, metrics, config values, files) into ``tinygradlm COMMAND: message`` on
+stderr and exit status 1; ``train`` and ``finetune`` run under every MPI rank, where an error on
+any rank ends the whole job (``tinygradlm.dist.run_or_abort``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
-import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .errors import CheckpointError, DataError, DivergenceError, MetricsError
+
+# what a user can fix; DataError is a ValueError, and a config's bad value raises ValueError
+USER_ERRORS = (DataError, CheckpointError, MetricsError, DivergenceError, ValueError, OSError)
+
+
+@dataclass(frozen=True)
+class Command:
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    handler: Callable[[argparse.Namespace], int]
+    description: str | None = None
+    on_every_rank: bool = False  # under mpiexec: one process per rank, an error ends the job
+
+
+# --------------------------------------------------------------------------------------------
+# prepare and report
+# --------------------------------------------------------------------------------------------
+
+PREPARE_FLAGS = (
+    "vocab_size",
+    "pattern",
+    "val_fraction",
+    "seed",
+    "shard_tokens",
+    "tokenizer_sample_chars",
+)
 
 
 def _prepare(args: argparse.Namespace) -> int:
     from .data.prepare import PrepareConfig, prepare, sources_from_config, sources_from_specs
-    from .errors import DataError
+    from .train.config import read_settings
 
-    settings: dict = {}
-    if args.config:
-        try:
-            with open(args.config, "rb") as f:
-                settings = tomllib.load(f)
-        except (OSError, tomllib.TOMLDecodeError) as e:
-            print(f"tinygradlm prepare: cannot read {args.config}: {e}", file=sys.stderr)
-            return 2
-    for key in (
-        "vocab_size",
-        "pattern",
-        "val_fraction",
-        "seed",
-        "shard_tokens",
-        "tokenizer_sample_chars",
-    ):
-        value = getattr(args, key)
-        if value is not None:
-            settings[key] = value
+    settings = read_settings(args.config) if args.config else {}
+    settings.update({k: getattr(args, k) for k in PREPARE_FLAGS if getattr(args, k) is not None})
     source_table = settings.pop("sources", None)
-    try:
-        sources = None
-        if args.sources:
-            if source_table is not None:
-                raise DataError(
-                    f"sources come from --source or from [sources] in {args.config}, not both"
-                )
-            sources = sources_from_specs(args.sources)
-        elif source_table is not None:
-            sources = sources_from_config(source_table, base=args.config.parent)
-        if sources is not None and args.inputs:
+    sources = None
+    if args.sources:
+        if source_table is not None:
             raise DataError(
-                "INPUT paths cannot be mixed with named sources: give every input as "
-                "--source NAME=PATH[,WEIGHT] (or in [sources]), or none that way"
+                f"sources come from --source or from [sources] in {args.config}, not both"
             )
-        config = PrepareConfig.from_dict(settings)
-        prepare(args.inputs, args.out, config, sources=sources, overwrite=args.overwrite)
-    except (DataError, ValueError) as e:
-        print(f"tinygradlm prepare: {e}", file=sys.stderr)
-        return 1
+        sources = sources_from_specs(args.sources)
+    elif source_table is not None:
+        sources = sources_from_config(source_table, base=args.config.parent)
+    if sources is not None and args.inputs:
+        raise DataError(
+            "INPUT paths cannot be mixed with named sources: give every input as "
+            "--source NAME=PATH[,WEIGHT] (or in [sources]), or none that way"
+        )
+    config = PrepareConfig.from_dict(settings)
+    prepare(args.inputs, args.out, config, sources=sources, overwrite=args.overwrite)
     return 0
 
 
-def _run_loop(command: str, args: argparse.Namespace, dist: Any) -> int:
-    """``train`` and ``finetune``: build the config and trainer, resume, run the loop."""
-    from .checkpoint import latest_checkpoint
-    from .errors import CheckpointError, DataError
+def _add_prepare(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "inputs",
+        nargs="*",
+        type=Path,
+        metavar="INPUT",
+        help="text files, directories of them, or JSONL files with a 'text' field",
+    )
+    p.add_argument(
+        "--source",
+        dest="sources",
+        action="append",
+        metavar="NAME=PATH[,WEIGHT]",
+        help="a named source (a file, directory or JSONL) and its relative weight (default 1); "
+        "repeat for more sources, or with the same NAME for more paths of one source",
+    )
+    p.add_argument("--out", required=True, type=Path, help="output directory")
+    p.add_argument("--vocab-size", dest="vocab_size", type=int, help="default 4096")
+    p.add_argument("--pattern", help="pre-tokenization split: gpt2, gpt4 (default) or a regex")
+    p.add_argument("--val-fraction", dest="val_fraction", type=float, help="default 0.05")
+    p.add_argument("--seed", type=int, help="default 0")
+    p.add_argument("--shard-tokens", dest="shard_tokens", type=int, help="default 10,000,000")
+    p.add_argument(
+        "--tokenizer-sample-chars",
+        dest="tokenizer_sample_chars",
+        type=int,
+        help="train the tokenizer on at most this many characters, shared by weight "
+        "(default 0: as many as the weights allow)",
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="a TOML file of these settings, with [clean], [dedup] and [sources.NAME] tables",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace shards and tokenizer already in --out"
+    )
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .data.corpus import load_report, plot_report, summary
 
     try:
-        if command == "train":
-            from .train import Trainer, load_config
-
-            config = load_config(args.config, args.overrides)
-            make_trainer = Trainer
-        else:
-            from .finetune import FinetuneTrainer, load_finetune_config
-
-            config = load_finetune_config(
-                args.config, args.overrides, init_from=args.init_from, data=args.data
-            )
-            make_trainer = FinetuneTrainer
-        if args.no_resume and latest_checkpoint(config.out_dir) is not None:
-            raise ValueError(
-                f"{config.out_dir} already holds checkpoints: choose another out_dir to start "
-                "from scratch (nothing there is overwritten)"
-            )
-        trainer = make_trainer(config, dist=dist)
-        if not args.no_resume:
-            trainer.resume()
-        if trainer.step >= config.max_steps:
-            print(
-                f"{config.out_dir} already finished {trainer.step} of {config.max_steps} steps: "
-                "raise max_steps to continue, or choose another out_dir"
-            )
-            return 0
-        trainer.train()
-    except (DataError, CheckpointError, ValueError) as e:
-        print(f"tinygradlm {command}: {e}", file=sys.stderr)
-        return 1
+        report = load_report(args.dir)
+        print(summary(report))
+        paths = plot_report(report, args.dir) if args.plot else []
+    except (KeyError, TypeError) as e:  # a report.json whose fields are not what prepare writes
+        raise DataError(
+            f"{args.dir / 'report.json'}: malformed corpus statistics ({e!r})"
+        ) from None
+    for path in paths:
+        print(path)
     return 0
+
+
+def _add_report(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", type=Path, metavar="DIR", help="a prepare output directory")
+    p.add_argument(
+        "--plot", action="store_true", help="also write PNG histograms into DIR (matplotlib)"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# train and finetune
+# --------------------------------------------------------------------------------------------
+
+
+def _run_loop(args: argparse.Namespace) -> int:
+    """``train`` and ``finetune``: build the config and the run, resume, run the loop."""
+    from .checkpoint import latest_checkpoint
+    from .train import Trainer, load_config, load_finetune_config
+
+    if args.command == "train":
+        config: Any = load_config(args.config, args.overrides)
+    else:
+        config = load_finetune_config(
+            args.config, args.overrides, init_from=args.init_from, data=args.data
+        )
+    if args.no_resume and latest_checkpoint(config.out_dir) is not None:
+        raise ValueError(
+            f"{config.out_dir} already holds checkpoints: choose another out_dir to start "
+            "from scratch (nothing there is overwritten)"
+        )
+    trainer = Trainer(config, dist=args.dist, hooks=args.hooks)
+    if not args.no_resume:
+        trainer.resume()
+    if trainer.step >= config.max_steps:
+        print(
+            f"{config.out_dir} already finished {trainer.step} of {config.max_steps} steps: "
+            "raise max_steps to continue, or choose another out_dir"
+        )
+        return 0
+    trainer.train()
+    return 0
+
+
+def _add_loop_arguments(p: argparse.ArgumentParser, example: str) -> None:
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help=f"settings on top of the config, e.g. {example}",
+    )
+    p.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="start from scratch even if out_dir has checkpoints",
+    )
+
+
+def _add_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        default="tiny",
+        help="a preset (tiny, small, gpt2) or a TOML file (default: tiny)",
+    )
+    _add_loop_arguments(p, "max_steps=100 model.n_layer=2")
+
+
+def _add_finetune(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--from",
+        dest="init_from",
+        metavar="CKPT",
+        help="the pretrained checkpoint directory (init_from)",
+    )
+    p.add_argument(
+        "--data", help="a JSON Lines file, or a directory with train.jsonl (and val.jsonl)"
+    )
+    p.add_argument("--config", default=None, help="a TOML file of settings")
+    _add_loop_arguments(p, 'lora_rank=8 max_steps=200 freeze=\'["wte", "h.0"]\'')
+
+
+# --------------------------------------------------------------------------------------------
+# checkpoints: export, eval, sample, plot
+# --------------------------------------------------------------------------------------------
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .errors import CheckpointError
-    from .finetune import export
+    from .train import export
 
-    try:
-        path = export(args.ckpt, args.out)
-    except (CheckpointError, ValueError) as e:
-        print(f"tinygradlm export: {e}", file=sys.stderr)
-        return 1
-    print(path)
+    print(export(args.ckpt, args.out))
     return 0
 
 
+def _add_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ckpt", required=True, type=Path, help="a checkpoint directory")
+    p.add_argument("--out", required=True, type=Path, help="the new model directory")
+
+
 def _eval(args: argparse.Namespace) -> int:
-    from .errors import CheckpointError, DataError
     from .train import evaluate_checkpoint
 
-    try:
-        result = evaluate_checkpoint(
-            args.ckpt,
-            args.data,
-            split=args.split,
-            batches=args.batches,
-            batch_size=args.batch_size,
-            seq_len=args.seq_len,
-        )
-    except (DataError, CheckpointError, ValueError) as e:
-        print(f"tinygradlm eval: {e}", file=sys.stderr)
-        return 1
+    result = evaluate_checkpoint(
+        args.ckpt,
+        args.data,
+        split=args.split,
+        batches=args.batches,
+        batch_size=args.batch_size,
+        seq_len=args.seq_len,
+    )
     for name, part in result.get("sources", {}).items():  # a prepared mixture's sources
         print(
             f"{args.split} {name} (weight {part['weight']:.3g}): loss {part['loss']:.4f}, "
@@ -137,236 +245,160 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sample(args: argparse.Namespace) -> int:
-    from .errors import CheckpointError, DataError
-    from .generate import sample_from_checkpoint
-
-    try:
-        text = sample_from_checkpoint(
-            args.ckpt,
-            args.prompt,
-            args.max_new_tokens,
-            temperature=args.temperature,
-            top_k=args.top_k,
-            seed=args.seed,
-            top_p=args.top_p,
-        )
-    except (DataError, CheckpointError, ValueError, FileNotFoundError) as e:
-        print(f"tinygradlm sample: {e}", file=sys.stderr)
-        return 1
-    print(text)
-    return 0
-
-
-def _plot(args: argparse.Namespace) -> int:
-    from .errors import MetricsError
-    from .monitor import plot_run
-
-    try:
-        paths = plot_run(args.run_dir, args.out)
-    except (MetricsError, ImportError, FileNotFoundError) as e:
-        print(f"tinygradlm plot: {e}", file=sys.stderr)
-        return 1
-    for path in paths:
-        print(path)
-    return 0
-
-
-def _report(args: argparse.Namespace) -> int:
-    from .data.corpus import load_report, plot_report, summary
-    from .errors import DataError
-
-    try:
-        report = load_report(args.dir)
-        print(summary(report))
-        if args.plot:
-            for path in plot_report(report, args.dir):
-                print(path)
-    except (DataError, ImportError, KeyError, TypeError) as e:
-        if isinstance(e, (KeyError, TypeError)):
-            e = DataError(f"{args.dir / 'report.json'}: malformed corpus statistics ({e!r})")
-        print(f"tinygradlm report: {e}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="tinygradlm",
-        description="A small LLM-training system whose every gradient can be read and verified.",
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser(
-        "check-demo", help="check a hand-written layer-norm backward with tinygradlm.testing"
-    )
-    prep = commands.add_parser(
-        "prepare",
-        help="clean, deduplicate and tokenize text into shards",
-        description="Clean and deduplicate text, train a BPE tokenizer and write token shards. "
-        "With no INPUT, uses the help topics that ship with Python (pydoc_data). With "
-        "--source (or [sources.NAME] tables in --config), several named, weighted sources, "
-        "each prepared on its own into OUT/NAME/, with one tokenizer.",
-    )
-    prep.add_argument(
-        "inputs",
-        nargs="*",
-        type=Path,
-        metavar="INPUT",
-        help="text files, directories of them, or JSONL files with a 'text' field",
-    )
-    prep.add_argument(
-        "--source",
-        dest="sources",
-        action="append",
-        metavar="NAME=PATH[,WEIGHT]",
-        help="a named source (a file, directory or JSONL) and its relative weight (default 1); "
-        "repeat for more sources, or with the same NAME for more paths of one source",
-    )
-    prep.add_argument("--out", required=True, type=Path, help="output directory")
-    prep.add_argument("--vocab-size", dest="vocab_size", type=int, help="default 4096")
-    prep.add_argument("--pattern", help="pre-tokenization split: gpt2, gpt4 (default) or a regex")
-    prep.add_argument("--val-fraction", dest="val_fraction", type=float, help="default 0.05")
-    prep.add_argument("--seed", type=int, help="default 0")
-    prep.add_argument("--shard-tokens", dest="shard_tokens", type=int, help="default 10,000,000")
-    prep.add_argument(
-        "--tokenizer-sample-chars",
-        dest="tokenizer_sample_chars",
-        type=int,
-        help="train the tokenizer on at most this many characters, shared by weight "
-        "(default 0: as many as the weights allow)",
-    )
-    prep.add_argument(
-        "--config",
-        type=Path,
-        help="a TOML file of these settings, with [clean], [dedup] and [sources.NAME] tables",
-    )
-    prep.add_argument(
-        "--overwrite", action="store_true", help="replace shards and tokenizer already in --out"
-    )
-    rep = commands.add_parser(
-        "report",
-        help="print a prepared corpus's report again (and draw it with --plot)",
-        description="Print the corpus summary of DIR/report.json, written by `tinygradlm "
-        "prepare --out DIR`: documents and tokens per source, removals per rule, length "
-        "histogram, bytes per token, script mix and the most frequent tokens.",
-    )
-    rep.add_argument("dir", type=Path, metavar="DIR", help="a prepare output directory")
-    rep.add_argument(
-        "--plot", action="store_true", help="also write PNG histograms into DIR (matplotlib)"
-    )
-    train = commands.add_parser(
-        "train",
-        help="train a GPT on prepared shards",
-        description="Train a GPT on the shards of `tinygradlm prepare`. Resumes from the newest "
-        "checkpoint in out_dir unless --no-resume.",
-    )
-    train.add_argument(
-        "--config",
-        default="tiny",
-        help="a preset (tiny, small, gpt2) or a TOML file (default: tiny)",
-    )
-    train.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="KEY=VALUE",
-        help="settings on top of the config, e.g. max_steps=100 model.n_layer=2",
-    )
-    train.add_argument(
-        "--no-resume",
-        action="store_true",
-        help="start from scratch even if out_dir has checkpoints",
-    )
-    tune = commands.add_parser(
-        "finetune",
-        help="fine-tune a trained GPT on prompt/response pairs (optionally with LoRA)",
-        description="Fine-tune the model of a checkpoint on prompt/response JSON Lines, the loss "
-        "on the responses only, with a fresh optimizer and schedule; LoRA adapters with "
-        "lora_rank=R. Resumes from the newest checkpoint in out_dir unless --no-resume.",
-    )
-    tune.add_argument(
-        "--from",
-        dest="init_from",
-        metavar="CKPT",
-        help="the pretrained checkpoint directory (init_from)",
-    )
-    tune.add_argument(
-        "--data", help="a JSON Lines file, or a directory with train.jsonl (and val.jsonl)"
-    )
-    tune.add_argument("--config", default=None, help="a TOML file of settings")
-    tune.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="KEY=VALUE",
-        help="settings on top of the config, e.g. lora_rank=8 max_steps=200 "
-        'freeze=\'["wte", "h.0"]\'',
-    )
-    tune.add_argument(
-        "--no-resume",
-        action="store_true",
-        help="start from scratch even if out_dir has checkpoints",
-    )
-    export = commands.add_parser(
-        "export",
-        help="write a checkpoint's model, LoRA merged in, as a plain model directory",
-    )
-    export.add_argument("--ckpt", required=True, type=Path, help="a checkpoint directory")
-    export.add_argument("--out", required=True, type=Path, help="the new model directory")
-    evaluate = commands.add_parser(
-        "eval",
-        help="loss and perplexity of a checkpoint on a split",
-        description="Mean loss and perplexity of a checkpoint on a split of prepared shards, or "
-        "on SFT JSON Lines (the loss on the responses).",
-    )
-    evaluate.add_argument("--ckpt", required=True, type=Path, help="a checkpoint directory")
-    evaluate.add_argument(
+def _add_eval(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ckpt", required=True, type=Path, help="a checkpoint directory")
+    p.add_argument(
         "--data",
         required=True,
         type=Path,
         help="shards (tinygradlm prepare's output), a .jsonl file or a directory of SPLIT.jsonl",
     )
-    evaluate.add_argument("--split", default="val", help="default: val")
-    evaluate.add_argument("--batches", type=int, default=None, help="default: the whole split")
-    evaluate.add_argument("--batch-size", dest="batch_size", type=int, default=8)
-    evaluate.add_argument(
-        "--seq-len", dest="seq_len", type=int, default=None, help="default: the run's"
+    p.add_argument("--split", default="val", help="default: val")
+    p.add_argument("--batches", type=int, default=None, help="default: the whole split")
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=8)
+    p.add_argument("--seq-len", dest="seq_len", type=int, default=None, help="default: the run's")
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from .generate import sample_from_checkpoint
+
+    text = sample_from_checkpoint(
+        args.ckpt,
+        args.prompt,
+        args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        seed=args.seed,
+        top_p=args.top_p,
     )
-    sample = commands.add_parser("sample", help="generate text from a checkpoint")
-    sample.add_argument("--ckpt", required=True, type=Path, help="a checkpoint directory")
-    sample.add_argument("--prompt", default="", help="text to continue (default: from scratch)")
-    sample.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=200)
-    sample.add_argument("--temperature", type=float, default=1.0, help="0 for greedy")
-    sample.add_argument("--top-k", dest="top_k", type=int, default=None)
-    sample.add_argument("--top-p", dest="top_p", type=float, default=None)
-    sample.add_argument("--seed", type=int, default=0)
-    plot = commands.add_parser("plot", help="draw a run's curves as PNG files")
-    plot.add_argument("run_dir", type=Path, help="a training run's out_dir (has metrics.jsonl)")
-    plot.add_argument("--out", type=Path, default=None, help="where to write (default: run_dir)")
-    args = parser.parse_args(argv)
-    if args.command == "check-demo":
-        from .demo import main as demo
+    print(text)
+    return 0
 
-        return demo()
-    if args.command == "prepare":
-        return _prepare(args)
-    if args.command == "report":
-        return _report(args)
-    if args.command in ("train", "finetune"):
-        # under mpiexec: threads per rank, then MPI; any error on any rank ends the whole job
-        from . import dist as dist_module
 
-        dist_module.default_threads()
-        dist = dist_module.init()
-        return dist_module.run_or_abort(dist, _run_loop, args.command, args, dist)
-    if args.command == "export":
-        return _export(args)
-    if args.command == "eval":
-        return _eval(args)
-    if args.command == "sample":
-        return _sample(args)
-    if args.command == "plot":
-        return _plot(args)
-    parser.error(f"unknown command {args.command!r}")
-    return 2
+def _add_sample(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ckpt", required=True, type=Path, help="a checkpoint directory")
+    p.add_argument("--prompt", default="", help="text to continue (default: from scratch)")
+    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=1.0, help="0 for greedy")
+    p.add_argument("--top-k", dest="top_k", type=int, default=None)
+    p.add_argument("--top-p", dest="top_p", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from .monitor import plot_run
+
+    for path in plot_run(args.run_dir, args.out):
+        print(path)
+    return 0
+
+
+def _add_plot(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", type=Path, help="a training run's out_dir (has metrics.jsonl)")
+    p.add_argument("--out", type=Path, default=None, help="where to write (default: run_dir)")
+
+
+def _check_demo(args: argparse.Namespace) -> int:
+    from .demo import main as demo
+
+    return demo()
+
+
+# --------------------------------------------------------------------------------------------
+# the table
+# --------------------------------------------------------------------------------------------
+
+COMMANDS: dict[str, Command] = {
+    "check-demo": Command(
+        "check a hand-written layer-norm backward with tinygradlm.testing",
+        lambda p: None,
+        _check_demo,
+    ),
+    "prepare": Command(
+        "clean, deduplicate and tokenize text into shards",
+        _add_prepare,
+        _prepare,
+        "Clean and deduplicate text, train a BPE tokenizer and write token shards. With no "
+        "INPUT, uses the help topics that ship with Python (pydoc_data). With --source (or "
+        "[sources.NAME] tables in --config), several named, weighted sources, each prepared on "
+        "its own into OUT/NAME/, with one tokenizer.",
+    ),
+    "report": Command(
+        "print a prepared corpus's report again (and draw it with --plot)",
+        _add_report,
+        _report,
+        "Print the corpus summary of DIR/report.json, written by `tinygradlm prepare --out "
+        "DIR`: documents and tokens per source, removals per rule, length histogram, bytes per "
+        "token, script mix and the most frequent tokens.",
+    ),
+    "train": Command(
+        "train a GPT on prepared shards",
+        _add_train,
+        _run_loop,
+        "Train a GPT on the shards of `tinygradlm prepare`. Resumes from the newest checkpoint "
+        "in out_dir unless --no-resume.",
+        on_every_rank=True,
+    ),
+    "finetune": Command(
+        "fine-tune a trained GPT on prompt/response pairs (optionally with LoRA)",
+        _add_finetune,
+        _run_loop,
+        "Fine-tune the model of a checkpoint on prompt/response JSON Lines, the loss on the "
+        "responses only, with a fresh optimizer and schedule; LoRA adapters with lora_rank=R. "
+        "Resumes from the newest checkpoint in out_dir unless --no-resume.",
+        on_every_rank=True,
+    ),
+    "export": Command(
+        "write a checkpoint's model, LoRA merged in, as a plain model directory",
+        _add_export,
+        _export,
+    ),
+    "eval": Command(
+        "loss and perplexity of a checkpoint on a split",
+        _add_eval,
+        _eval,
+        "Mean loss and perplexity of a checkpoint on a split of prepared shards, or on SFT JSON "
+        "Lines (the loss on the responses).",
+    ),
+    "sample": Command("generate text from a checkpoint", _add_sample, _sample),
+    "plot": Command("draw a run's curves as PNG files", _add_plot, _plot),
+}
+
+
+def report_errors(name: str, handler: Callable[[argparse.Namespace], int], args: Any) -> int:
+    """``handler(args)``, with an error the user can fix (and a missing optional package, such
+    as matplotlib) printed as ``tinygradlm NAME: message`` and exit status 1."""
+    try:
+        return handler(args)
+    except (*USER_ERRORS, ImportError) as e:
+        print(f"tinygradlm {name}: {e}", file=sys.stderr)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tinygradlm",
+        description="A small LLM-training system whose every gradient can be read and verified.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for name, command in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=command.help, description=command.description)
+        command.add_arguments(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None, *, hooks: Any = None) -> int:
+    """Run a command; ``hooks`` (``tinygradlm.train.RunHooks``) reach a train/finetune run."""
+    args = build_parser().parse_args(argv)
+    command = COMMANDS[args.command]
+    if not command.on_every_rank:
+        return report_errors(args.command, command.handler, args)
+    # under mpiexec: threads per rank first (before Numba loads), then MPI
+    from . import dist
+
+    dist.default_threads()
+    args.dist, args.hooks = dist.init(), hooks
+    return dist.run_or_abort(args.dist, report_errors, args.command, command.handler, args)
 
 
 if __name__ == "__main__":

@@ -293,6 +293,12 @@ def clip_grad_norm(grads: np.ndarray, max_norm: float) -> float:
     untouched and is returned as is, for the caller's divergence guard to skip the step.
     """
     norm = grad_norm(grads)
+    clip_to_norm(grads, norm, max_norm)
+    return norm
+
+
+def clip_to_norm(grads: np.ndarray, norm: float, max_norm: float) -> None:
+    """Scale ``grads``, whose global norm is ``norm`` (over every rank's part, under ZeRO-1), by
+    max_norm / norm when the norm exceeds ``max_norm`` (> 0); a non-finite norm leaves them."""
     if max_norm > 0 and math.isfinite(norm) and norm > max_norm:
         grads *= grads.dtype.type(max_norm / norm)
-    return norm

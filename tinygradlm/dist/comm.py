@@ -1,4 +1,4 @@
-"""Data-parallel training over MPI: the same ``train`` and ``finetune`` commands under ``mpiexec``.
+"""The ranks and their collectives: the same ``train`` and ``finetune`` commands under ``mpiexec``.
 
 ``init()`` returns a :class:`Dist`: an MPI one when the process was started by an MPI launcher
 with more than one rank, else a single-process one whose operations do nothing. Importing this
@@ -8,14 +8,9 @@ Arrays travel with mpi4py's buffer-based, upper-case API only (``Bcast``, ``Allr
 ``MPI.IN_PLACE``, ``Send``/``Recv``); the pickle-based lower-case API carries short strings only
 (the layout/config digests of :meth:`Dist.check_same`).
 
-Threads per rank: :func:`default_threads` sets ``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``,
-``MKL_NUM_THREADS`` and ``NUMBA_NUM_THREADS`` to ``max(1, cores // ranks on this node)`` when
-they are unset, reading the ranks per node from the launcher's environment (``MPI_LOCALNRANKS``
-from MPICH's Hydra, ``OMPI_COMM_WORLD_LOCAL_SIZE`` from Open MPI, ``PMI_LOCAL_SIZE``), and the CLI
-calls it first thing, before Numba is imported (Numba reads ``NUMBA_NUM_THREADS`` then). NumPy's
-OpenBLAS is loaded by ``import tinygradlm`` already, so its thread count is also set through
-OpenBLAS's own ``openblas_set_num_threads`` (found with ctypes). Set any of these variables
-yourself to override.
+Threads per rank: :mod:`tinygradlm.dist.threads`; the watchdog that reports (and aborts on) a
+stalled collective: :mod:`tinygradlm.dist.watchdog`; the three ways to reduce a step's
+gradients over the ranks, built on these operations: :mod:`tinygradlm.dist.sync`.
 
 Deterministic reduce (``deterministic_reduce = true``, opt-in): the step's gradient is bitwise
 identical for any number of ranks P given the same global batch. The unit of computation is made
@@ -27,12 +22,6 @@ which adds its own, ..., and the last rank broadcasts the result. The additions 
 float32 operations in the same order for any P, hence the same bits. It costs batch-of-one
 kernels, a copy of every sequence's gradient per rank, and a serial chain (one per micro-step),
 so it is off by default.
-
-Watchdog (``collective_timeout_s``, default 300 s, 0 disables): every collective of
-:class:`MPIDist` is timed by a daemon thread per rank. When one has not returned within the
-timeout, the thread prints ``[rank r] collective <name> at step s has not completed after Ns
-(waiting on the other ranks: ...)`` to stderr and, unless ``collective_timeout_abort = false``,
-aborts the job (``MPI_Abort``) so that a stalled rank does not leave the job hanging forever.
 """
 
 from __future__ import annotations
@@ -40,132 +29,14 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import threading
 import time
 import traceback
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")
-LOCAL_SIZE_VARS = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "PMI_LOCAL_SIZE")
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
-
-
-def launched_by_mpi() -> bool:
-    """Whether an MPI launcher started this process (from its environment; imports nothing)."""
-    return any(v in os.environ for v in (*LAUNCHER_SIZE_VARS, "PMIX_RANK", "PMI_RANK"))
-
-
-def default_threads(environ: dict[str, str] | Any = None) -> int | None:
-    """Under an MPI launcher: set the unset thread variables to ``max(1, cores // local ranks)``
-    and return that number; None (nothing set) when not launched by MPI. Call it before NumPy
-    is imported for OpenBLAS to see it."""
-    env = os.environ if environ is None else environ
-    local = None
-    for name in LOCAL_SIZE_VARS:
-        try:
-            local = int(env[name])
-            break
-        except (KeyError, ValueError):
-            continue
-    if local is None:
-        return None
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    threads = max(1, cores // max(local, 1))
-    blas_was_set = "OPENBLAS_NUM_THREADS" in env or "OMP_NUM_THREADS" in env
-    for name in THREAD_VARS:
-        env.setdefault(name, str(threads))
-    if environ is None and "numpy" in sys.modules:
-        # NumPy's OpenBLAS has started already: tell it (the variables it would have read)
-        blas = int(env.get("OPENBLAS_NUM_THREADS") or env["OMP_NUM_THREADS"])
-        if not blas_was_set or blas != threads:
-            set_blas_threads(blas)
-    return threads
-
-
-def set_blas_threads(threads: int) -> bool:
-    """Set the thread count of an OpenBLAS that is already loaded (NumPy's wheels load it when
-    NumPy is imported, before the CLI runs, so the environment variable comes too late for it);
-    False when no OpenBLAS is found. Numba reads ``NUMBA_NUM_THREADS`` at its own import."""
-    import ctypes
-
-    try:
-        with open("/proc/self/maps") as f:
-            paths = {line.split()[-1] for line in f if "openblas" in line.lower()}
-    except OSError:
-        return False
-    for path in paths:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for name in (
-            "scipy_openblas_set_num_threads64_",
-            "openblas_set_num_threads64_",
-            "openblas_set_num_threads",
-        ):
-            fn = getattr(lib, name, None)
-            if fn is not None:
-                fn(ctypes.c_int(threads))
-                return True
-    return False
-
-
-class Watchdog:
-    """A daemon thread that reports (and by default aborts on) a collective that has not
-    returned within ``timeout_s`` seconds; :meth:`watch` arms it around one collective."""
-
-    def __init__(self, rank: int, timeout_s: float, abort: Any = None) -> None:
-        self.rank, self.timeout_s, self._abort = rank, float(timeout_s), abort
-        self.step = 0  # the training step, for the message (the trainer sets it)
-        self._cond = threading.Condition()
-        self._armed: tuple[str, int, float] | None = None  # name, step, start
-        self._thread = threading.Thread(target=self._run, name="collective-watchdog", daemon=True)
-        self._thread.start()
-
-    @contextlib.contextmanager
-    def watch(self, name: str) -> Iterator[None]:
-        with self._cond:
-            self._armed = (name, self.step, time.monotonic())
-            self._cond.notify()
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._armed = None
-                self._cond.notify()
-
-    def _run(self) -> None:
-        with self._cond:
-            while True:
-                armed = self._armed
-                if armed is None:
-                    self._cond.wait()
-                    continue
-                left = armed[2] + self.timeout_s - time.monotonic()
-                if left > 0:
-                    self._cond.wait(left)
-                    continue
-                if self._armed is not armed:
-                    continue
-                name, step, start = armed
-                print(
-                    f"[rank {self.rank}] collective {name} at step {step} has not completed "
-                    f"after {time.monotonic() - start:.0f}s (waiting on the other ranks: one has "
-                    "not reached it, or has died or stalled)",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                if self._abort is not None:
-                    print(f"[rank {self.rank}] aborting the job", file=sys.stderr, flush=True)
-                    time.sleep(0.5)  # for the launcher to forward the message
-                    self._abort(1)
-                self._armed = None  # reported once
+from .threads import launched_by_mpi
+from .watchdog import Watchdog
 
 
 class Dist:
@@ -258,7 +129,7 @@ class MPIDist(Dist):
     def set_watchdog(self, timeout_s: float, abort: bool = True) -> None:
         if self.watchdog is not None:
             self.watchdog.timeout_s = float(timeout_s)
-            self.watchdog._abort = self.abort if abort else None
+            self.watchdog.abort_job = self.abort if abort else None
             if not timeout_s:
                 self.watchdog = None  # its idle thread stays parked
         elif timeout_s:

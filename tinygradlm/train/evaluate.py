@@ -1,0 +1,153 @@
+"""Checkpoint evaluation (``tinygradlm eval``): the mean loss over a split's target tokens, of
+shards, SFT JSON Lines, or each source of a prepared mixture; and the loop's validation loss."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import backend
+from ..checkpoint import load_checkpoint, model_from_checkpoint
+from ..data.loader import DataLoader
+from ..data.mixture import mixture_loss, resolve_sources
+from ..data.sft import IGNORE_INDEX, SFTLoader, load_sft
+from ..data.shards import find_shards
+from ..errors import DataError
+from ..model import GPT
+from ..tokenizer import TOKENIZER_FILE, Tokenizer
+
+
+def evaluate_loss(model: GPT, loader: Any, batches: int | None = None) -> tuple[float, int]:
+    """The mean cross-entropy over every target token of the loader's first ``batches`` batches
+    (the whole split when None), and the number of those tokens. Targets equal to -100 (an SFT
+    prompt, padding) are left out, so batches weigh by their target tokens."""
+    loader.reset()
+    n = loader.batches_per_epoch if batches is None else min(batches, loader.batches_per_epoch)
+    total, tokens = 0.0, 0
+    for _ in range(n):
+        x, y = loader.next_batch()
+        count = int((y != IGNORE_INDEX).sum())
+        if count == 0:
+            continue
+        loss, _ = backend.layers().crossentropy_forward(model.logits(x), y)
+        total += float(loss) * count
+        tokens += count
+    return (total / tokens if tokens else float("nan")), tokens
+
+
+def evaluate_checkpoint(
+    ckpt_dir: str | Path,
+    data: str | Path,
+    *,
+    split: str = "val",
+    batches: int | None = None,
+    batch_size: int = 8,
+    seq_len: int | None = None,
+) -> dict[str, Any]:
+    """Loss and perplexity of a checkpoint on a split: what ``tinygradlm eval`` prints.
+
+    ``data`` is a directory of shards (``tinygradlm prepare``'s output: the split's windows of
+    ``seq_len`` tokens, in order), or SFT JSON Lines: a ``.jsonl`` file or a directory with
+    ``{split}.jsonl`` (the loss on the responses, encoded with the checkpoint's tokenizer).
+    A directory prepared with several sources gives each source's loss under "sources" and,
+    as "loss", their mean at the prepared weights.
+    ``seq_len`` defaults to the run's, else the model's block_size. A checkpoint with LoRA
+    adapters is evaluated with them, as during its training.
+    """
+    ckpt = load_checkpoint(ckpt_dir)
+    model = model_from_checkpoint(ckpt)
+    if seq_len is None:
+        run_config = ckpt.trainer_state.get("config", {})
+        seq_len = run_config.get("seq_len") or ckpt.config.block_size
+    if seq_len > ckpt.config.block_size:
+        raise ValueError(
+            f"seq_len {seq_len} exceeds the model's block_size {ckpt.config.block_size}"
+        )
+    data = Path(data)
+    jsonl = data if data.suffix == ".jsonl" else data / f"{split}.jsonl"
+    if jsonl.is_file():
+        tokenizer = Tokenizer.load(checkpoint_tokenizer_file(ckpt))
+        examples = load_sft(jsonl, tokenizer, seq_len)
+        loader: Any = SFTLoader(examples, batch_size=batch_size, shuffle=False, drop_last=False)
+    else:
+
+        def shards(path: Path) -> DataLoader:
+            return DataLoader(
+                path,
+                split=split,
+                batch_size=batch_size,
+                seq_len=seq_len,
+                shuffle=False,
+                vocab_size=ckpt.config.vocab_size,
+            )
+
+        sources = None if find_shards(data, split) else resolve_sources(data)
+        if sources is not None:  # a directory prepared with several sources: each on its own
+            return {**_evaluate_sources(model, sources, split, shards, batches), "step": ckpt.step}
+        loader = shards(data)
+    loss, tokens = evaluate_loss(model, loader, batches)
+    return {"loss": loss, "perplexity": _perplexity(loss), "tokens": tokens, "step": ckpt.step}
+
+
+def _evaluate_sources(
+    model: GPT,
+    sources: Sequence[Any],
+    split: str,
+    shards: Callable[[Path], DataLoader],
+    batches: int | None,
+) -> dict[str, Any]:
+    """evaluate_checkpoint on a prepared mixture: each source's loss on its split (read by
+    ``shards``), and their mean at the prepared weights over the sources that have the split."""
+    results = {}
+    for source in sources:
+        if not find_shards(source.path, split):
+            continue
+        loss, tokens = evaluate_loss(model, shards(source.path), batches)
+        results[source.name] = {
+            "loss": loss,
+            "perplexity": _perplexity(loss),
+            "tokens": tokens,
+            "weight": source.weight,
+        }
+    if not results:
+        raise DataError(f"no source of the mixture has {split} shards")
+    loss = mixture_loss(
+        {name: r["loss"] for name, r in results.items()},
+        {name: r["weight"] for name, r in results.items()},
+    )
+    return {
+        "loss": loss,
+        "perplexity": _perplexity(loss),
+        "tokens": sum(r["tokens"] for r in results.values()),
+        "sources": results,
+    }
+
+
+def _perplexity(loss: float) -> float:
+    return math.exp(loss) if math.isfinite(loss) else float("nan")
+
+
+def checkpoint_tokenizer_file(ckpt: Any) -> Path:
+    """The tokenizer file a loaded checkpoint carries (its tokenizer.txt), or a DataError."""
+    for path in ckpt.tokenizer_files:
+        if path.name == TOKENIZER_FILE:
+            return path
+    raise DataError(
+        f"{ckpt.path}: no {TOKENIZER_FILE} in the checkpoint, which encoding text needs; give "
+        "the tokenizer the model was trained with"
+    )
+
+
+def validation_loss(model: GPT, loader: Any, batches: int, dist: Any) -> float:
+    """The loop's validation loss: :func:`evaluate_loss` over ``batches`` batches from the
+    split's start; with several ranks a collective, over every rank's slice."""
+    loss, tokens = evaluate_loss(model, loader, batches)
+    if not dist.enabled:
+        return loss
+    both = np.array([loss * tokens if tokens else 0.0, tokens], dtype=np.float64)
+    dist.allreduce_sum_(both)
+    return float(both[0] / both[1]) if both[1] else float("nan")

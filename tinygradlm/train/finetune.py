@@ -1,0 +1,118 @@
+"""What fine-tuning adds to a run: prompt/response data files, the mask of what trains (LoRA
+adapters, or the base less ``freeze``), and ``export``, the model with its adapters merged in.
+
+``tinygradlm finetune --from CKPT --data DATA`` is the training loop of ``tinygradlm.train``
+(the same step, clipping, divergence guard, validation, checkpoints, exact resume, data
+parallelism, ZeRO-1, tracing and watchdog) with three things changed, all chosen when the run
+is set up (``tinygradlm.train.setup``):
+
+- **the model** comes from the checkpoint ``init_from`` (its weights, config and tokenizer), not
+  from an initialisation;
+- **the data** is prompt/response JSON Lines (``tinygradlm.data.sft``), the loss on the response
+  tokens only;
+- **what trains**: either LoRA adapters (``lora_rank`` > 0, ``tinygradlm.lora``), with AdamW on
+  the adapters' own flat buffer and the base untouched; or the base itself, less the parameters
+  ``freeze`` names (prefixes such as ``"wte"`` or ``"h.0"``), whose gradients are zeroed before
+  clipping and which get no weight decay, so AdamW leaves them bit-for-bit unchanged.
+
+The optimizer, the learning-rate schedule and the step count start fresh. Checkpoints go to the
+run's own ``out_dir``, with the adapters in ``adapters.safetensors``; :func:`export` folds them
+into the base weights and writes a plain model a ``GPT`` (or ``transformers``) loads. See
+docs/finetuning.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..checkpoint import load_checkpoint, model_from_checkpoint, save_model
+from ..errors import DataError
+from ..model import GPT
+from ..optim import AdamW
+from .config import FinetuneConfig
+
+
+def trainable_mask(model: GPT, freeze: Sequence[str]) -> np.ndarray:
+    """1 on the parameters that train, 0 on those a prefix in ``freeze`` names: ``"wte"``,
+    ``"h.0"``, ``"h.1.attn"``, ``"ln_f.bias"`` (whole dotted components: ``"h.1"`` is not
+    ``"h.10"``). ``wte`` is also the LM head (tied). A prefix that names nothing is an error."""
+    mask = np.ones(model.flat_params.size, dtype=model.dtype)
+    views = model.buffer.views(mask)
+    for prefix in freeze:
+        names = [n for n in views if n == prefix or n.startswith(prefix + ".")]
+        if not names:
+            raise ValueError(f"freeze: {prefix!r} names no parameter (e.g. 'wte', 'h.0', 'ln_f')")
+        for name in names:
+            views[name][...] = 0
+    if not mask.any():
+        raise ValueError("freeze: every parameter is frozen: nothing would train")
+    return mask
+
+
+def trainable_parameters(
+    model: GPT, config: FinetuneConfig
+) -> tuple[AdamW, np.ndarray | None, str]:
+    """The optimizer over what trains, the gradient mask (0 on frozen parameters; None when
+    nothing is frozen) and a line that says what trains."""
+    hyper = {
+        "lr": config.lr,
+        "betas": (config.beta1, config.beta2),
+        "eps": config.eps,
+        "weight_decay": config.weight_decay,
+    }
+    lora = config.lora_config()
+    if lora is not None:
+        adapters = model.add_lora(lora, seed=config.seed)
+        optimizer = AdamW(
+            adapters.flat_params, adapters.flat_grads, decay_mask=adapters.decay_mask(), **hyper
+        )
+        what = (
+            f"LoRA adapters (rank {lora.rank}, alpha {lora.alpha:g}, on "
+            f"{', '.join(lora.targets)}): {adapters.num_params:,} parameters, the base's "
+            f"{model.num_params:,} frozen"
+        )
+        return optimizer, None, what
+    mask = trainable_mask(model, config.freeze)
+    decay = model.decay_mask() * mask  # frozen: no weight decay either
+    optimizer = AdamW(model.flat_params, model.flat_grads, decay_mask=decay, **hyper)
+    frozen = sum(
+        value.size
+        for name, value in model.state_dict().items()
+        if any(name == p or name.startswith(p + ".") for p in config.freeze)
+    )
+    what = f"the base model: {model.num_params - frozen:,} parameters"
+    if config.freeze:
+        what += f" ({frozen:,} frozen: {', '.join(config.freeze)})"
+    return optimizer, (mask if config.freeze else None), what
+
+
+def sft_files(config: FinetuneConfig) -> tuple[list[Path], list[Path]]:
+    """The training and validation JSON Lines files the config names."""
+    data = Path(config.data)
+    if data.is_dir():
+        train = data / "train.jsonl"
+        if not train.is_file():
+            raise DataError(f"{data}: no train.jsonl in this directory")
+        val = [data / "val.jsonl"] if (data / "val.jsonl").is_file() else []
+    elif data.is_file():
+        train, val = data, []
+    else:
+        raise DataError(f"{data}: no such file or directory")
+    if config.val_data:
+        val = [Path(config.val_data)]
+    return [train], val
+
+
+def export(ckpt_dir: str | Path, out_dir: str | Path) -> Path:
+    """Write the model of checkpoint ``ckpt_dir`` as a plain model-only checkpoint at
+    ``out_dir``, LoRA adapters (if any) merged into the base weights (W + scale·A·B): HF GPT-2
+    names and layouts, loadable as a ``GPT`` (``load_checkpoint`` + ``restore``), by ``tinygradlm
+    sample`` / ``eval`` / ``finetune --from``, and by ``transformers``."""
+    ckpt = load_checkpoint(ckpt_dir)
+    model = model_from_checkpoint(ckpt)
+    if model.lora is not None:
+        model.merge_lora()
+    return save_model(out_dir, model, step=ckpt.step, tokenizer_files=ckpt.tokenizer_files)
