@@ -40,6 +40,7 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
+from .atomic import atomic_directory, fsync_directory, fsync_file
 from .errors import CheckpointError
 from .lora import LoRAAdapters, LoRAConfig, adapter_shapes
 from .model import GPTConfig, parameter_shapes
@@ -58,7 +59,7 @@ FORMAT = "tinygradlm-checkpoint"
 VERSION = 1
 
 _CHECKPOINT_NAME = re.compile(r"ckpt_(\d{8,})")  # {step:08d}: 8 digits, more past 10^8 steps
-_TMP_PREFIX = ".tmp-ckpt_"
+_TMP_PREFIX = ".tmp-ckpt_"  # atomic_directory builds ckpt_<step> as .tmp-ckpt_<step>-<pid>
 _TRASH_PREFIX = ".trash-ckpt_"
 _SAFETENSORS_DTYPES = {
     name: np.dtype(t) for name, t in [("F32", "f4"), ("F64", "f8"), ("I64", "i8")]
@@ -162,12 +163,7 @@ def save_checkpoint(
             raise CheckpointError(f"refusing to write a checkpoint: AdamW {key} is {value}")
     metadata = {key: repr(value) for key, value in hyper.items()}
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / f"{_TMP_PREFIX}{step:08d}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
+    with atomic_directory(final) as tmp:
         model_tensors = {k: np.ascontiguousarray(v) for k, v in model.state_dict().items()}
         # "format": "pt" is what transformers' from_pretrained looks for in the header
         safetensors.numpy.save_file(model_tensors, tmp / MODEL_FILE, metadata={"format": "pt"})
@@ -175,16 +171,11 @@ def save_checkpoint(
         if lora is not None:
             _save_adapters(tmp / ADAPTERS_FILE, lora)
             names.insert(0, ADAPTERS_FILE)
-        _write_text(tmp / CONFIG_FILE, config_json)
-        _write_text(tmp / TRAINER_FILE, trainer_json)
+        (tmp / CONFIG_FILE).write_text(config_json, encoding="utf-8")
+        (tmp / TRAINER_FILE).write_text(trainer_json, encoding="utf-8")
         for path in tokenizer:
             shutil.copyfile(path, tmp / path.name)
         _seal(tmp, step, (MODEL_FILE, OPTIMIZER_FILE, CONFIG_FILE, TRAINER_FILE, *names))
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _fsync_dir(run_dir)
     _prune(run_dir, keep_last)
     return final
 
@@ -260,23 +251,13 @@ def save_model(
         if file.name in _RESERVED_NAMES or names.count(file.name) > 1:
             raise CheckpointError(f"tokenizer file name {file.name!r} is taken")
 
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
+    with atomic_directory(final) as tmp:
         model_tensors = {k: np.ascontiguousarray(v) for k, v in model.state_dict().items()}
         safetensors.numpy.save_file(model_tensors, tmp / MODEL_FILE, metadata={"format": "pt"})
-        _write_text(tmp / CONFIG_FILE, config_json)
+        (tmp / CONFIG_FILE).write_text(config_json, encoding="utf-8")
         for file in tokenizer:
             shutil.copyfile(file, tmp / file.name)
         _seal(tmp, step, (MODEL_FILE, CONFIG_FILE, *names), contents="model")
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _fsync_dir(final.parent)
     return final
 
 
@@ -292,15 +273,15 @@ def _seal(tmp: Path, step: int, names: Iterable[str], contents: str | None = Non
     it and the directory: once the manifest is on disk, so is everything it lists."""
     files = {}
     for name in names:
-        _fsync_file(tmp / name)
+        fsync_file(tmp / name)
         files[name] = {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
     manifest: dict[str, Any] = {"format": FORMAT, "version": VERSION, "step": step}
     if contents is not None:
         manifest["contents"] = contents
     manifest["files"] = files
-    _write_text(tmp / MANIFEST_FILE, _to_json(manifest, "manifest"))
-    _fsync_file(tmp / MANIFEST_FILE)
-    _fsync_dir(tmp)
+    (tmp / MANIFEST_FILE).write_text(_to_json(manifest, "manifest"), encoding="utf-8")
+    fsync_file(tmp / MANIFEST_FILE)
+    fsync_directory(tmp)
 
 
 def _refuse_non_finite(what: str, array: np.ndarray) -> None:
@@ -323,25 +304,6 @@ def _to_json(value: Any, what: str) -> str:
         return json.dumps(value, indent=2, allow_nan=False, default=numpy_scalar) + "\n"
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"cannot write {what} as JSON: {err}") from err
-
-
-def _write_text(path: Path, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    # a rename or a new file is durable only once its directory is
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _sha256(path: Path) -> str:
@@ -373,7 +335,7 @@ def _prune(run_dir: Path, keep_last: int | None) -> None:
     for path in checkpoints[:-keep_last] if keep_last is not None else []:
         trash = run_dir / f"{_TRASH_PREFIX}{path.name}-{os.getpid()}"
         os.replace(path, trash)
-    _fsync_dir(run_dir)
+    fsync_directory(run_dir)
     # one writer per run directory: another process's temporary directory is a crash's leftover
     mine = f"-{os.getpid()}"
     for path in run_dir.iterdir():

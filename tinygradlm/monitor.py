@@ -31,6 +31,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from .atomic import write_atomic
 from .errors import DivergenceError, MetricsError
 
 METRICS_FILE = "metrics.jsonl"
@@ -95,7 +96,7 @@ class MetricsLogger:
             self._file = None
         if self.path.exists():
             kept = [line for record, line in _read_lines(self.path) if _step_of(record) <= step]
-            _replace_atomically(self.path, b"".join(line + b"\n" for line in kept))
+            write_atomic(self.path, b"".join(line + b"\n" for line in kept))
         self._file = open(self.path, "a", buffering=1, encoding="utf-8")
 
     def log(self, record: Mapping[str, Any]) -> dict[str, Any]:
@@ -253,24 +254,6 @@ def _decode(value: Any, field: str | None = None) -> Any:
     return value
 
 
-def _replace_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync, and rename over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fd = os.open(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)  # the rename is durable only once the directory is
-    finally:
-        os.close(fd)
-
-
 def _exp(x: float) -> float:
     try:
         return math.exp(x)
@@ -379,7 +362,7 @@ class ChromeTrace:
     def write(self) -> Path:
         data = json.dumps({"traceEvents": self._events, "displayTimeUnit": "ms"}).encode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        _replace_atomically(self.path, data)
+        write_atomic(self.path, data)
         return self.path
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import write_atomic
 from ..errors import DataError
 from ..tokenizer import ENDOFTEXT, TOKENIZER_FILE, Tokenizer
 from .clean import CleanConfig, clean_documents
@@ -666,9 +666,7 @@ def prepare(
         "overall": overall,
         "seconds": round(time.perf_counter() - started, 2),
     }
-    tmp = out / (REPORT_FILE + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, out / REPORT_FILE)
+    write_atomic(out / REPORT_FILE, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     log(summary(report))
     for split, info in splits.items():
         log(
