@@ -173,8 +173,9 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .data.corpus import load_report, plot_report, summary
+    from .data.corpus import load_report, summary
     from .errors import DataError
+    from .monitor import plot_report
 
     try:
         report = load_report(args.dir)
