@@ -14,9 +14,11 @@ from pathlib import Path
 
 import regex
 
-from .atomic import write_atomic
-from .errors import DataError
+from ..atomic import write_atomic
+from ..errors import DataError
 
+# the name `tinygradlm prepare` gives a run's tokenizer, and checkpoints carry it under
+TOKENIZER_FILE = "tokenizer.txt"
 FORMAT = "tinygradlm-bpe"
 VERSION = 1
 
