@@ -38,7 +38,7 @@ from ..errors import DataError
 from ..tokenizer import ENDOFTEXT, TOKENIZER_FILE, Tokenizer
 from .clean import CleanConfig, clean_documents
 from .corpus import CorpusStats, summary
-from .dedup import DedupConfig, _exact_key, deduplicate
+from .dedup import DedupConfig, deduplicate, exact_duplicate_key
 from .documents import Document, default_corpus, read_documents
 from .mixture import REPORT_FILE, SOURCE_NAME, prepared_mixture
 from .report import Report
@@ -408,7 +408,7 @@ def _remove_cross_source_duplicates(data: Sequence[_SourceData], log: Any) -> No
         report = Report.start((d.text for d in source.kept), max_examples=source.dedup.max_examples)
         kept = []
         for doc in source.kept:
-            key = _exact_key(doc.text)
+            key = exact_duplicate_key(doc.text)
             earlier = first_source.get(key)
             if earlier is None:  # (no exact duplicates are left within a source)
                 first_source[key] = (source.name, doc.source)
