@@ -243,12 +243,12 @@ def test_a_sigkill_mid_write_leaves_the_previous_checkpoint(tmp_path):
         from tinygradlm.model import GPT, GPTConfig
         from tinygradlm.optim import AdamW
 
-        real = checkpoint.fsync_file
+        real = checkpoint.save.fsync_file
         def fsync_then_die(path):
             if path.name == "manifest.json":
                 os.kill(os.getpid(), signal.SIGKILL)
             real(path)
-        checkpoint.fsync_file = fsync_then_die
+        checkpoint.save.fsync_file = fsync_then_die
         model = GPT(GPTConfig(**{CONFIG.to_dict()!r}))
         optimizer = AdamW.for_model(model, lr=1.0)
         checkpoint.save_checkpoint({str(tmp_path)!r}, 3, model, optimizer, {{}})
