@@ -10,7 +10,8 @@ from typing import Any
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from .data.prepare import PrepareConfig, prepare, sources_from_config, sources_from_specs
+    from .data.prepare import PrepareConfig, prepare
+    from .data.sources import sources_from_config, sources_from_specs
     from .errors import DataError
 
     settings: dict = {}
