@@ -50,7 +50,8 @@ import numpy as np
 from . import backend
 from .checkpoint import latest_checkpoint, load_checkpoint, restore, save_checkpoint
 from .data.loader import DataLoader
-from .data.mixture import MixtureLoader, mixture_loss, parse_mix, resolve_sources
+from .data.mix import mixture_loss, parse_mix, resolve_sources
+from .data.mixture import MixtureLoader
 from .data.sft import IGNORE_INDEX
 from .data.shards import find_shards
 from .errors import DataError

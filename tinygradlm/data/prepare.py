@@ -43,7 +43,7 @@ from .clean import CleanConfig
 from .corpus import CorpusStats, summary
 from .dedup import DedupConfig
 from .documents import Document
-from .mixture import REPORT_FILE, SOURCE_NAME, prepared_mixture
+from .mix import REPORT_FILE, SOURCE_NAME, prepared_mixture
 from .report import Report
 from .shards import find_shards, shard_info, write_shards
 from .sources import (

@@ -18,7 +18,7 @@ from ..errors import DataError
 from .clean import CleanConfig, clean_documents
 from .dedup import DedupConfig, deduplicate, exact_duplicate_key
 from .documents import Document, default_corpus, read_documents
-from .mixture import SOURCE_NAME
+from .mix import SOURCE_NAME
 from .report import Report
 
 # names a source may not take: the output directory holds tokenizer.txt and report.json
