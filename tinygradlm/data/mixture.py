@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -289,6 +289,27 @@ class MixtureLoader:
                 f"the state but {self.names} here"
             )
             theirs = {}
+        counts, since, reweighted = self._read_entries(
+            theirs, mine["mixture"], new_weights, differences
+        )
+        if differences:
+            raise DataError(f"{owner}: cannot resume: " + "; ".join(differences))
+        self._check_counts(counts, since)
+        if reweighted:  # (only with new_weights) the new weights take over from this batch
+            since = list(counts)
+        self._check_shares(counts, since)
+        self.counts, self.since = counts, since
+
+    def _read_entries(
+        self,
+        theirs: Mapping[str, Any],
+        mine: Mapping[str, Any],
+        new_weights: bool,
+        differences: list[str],
+    ) -> tuple[list[int], list[int], bool]:
+        """Each source's (seen, since) from the state's entries ``theirs``, checked against this
+        loader's (``mine``): what does not match is added to ``differences``. Also whether any
+        weight changed (allowed with ``new_weights`` only)."""
         counts, since, reweighted = [], [], False
         for name, weight in zip(self.names, self.weights, strict=True):
             entry = theirs.get(name)
@@ -307,7 +328,7 @@ class MixtureLoader:
                     f"{weight:.6g} here (to go on with the new weights from here, set "
                     "data.remix = true)"
                 )
-            found = dataset_differences(entry["dataset"], mine["mixture"][name]["dataset"])
+            found = dataset_differences(entry["dataset"], mine[name]["dataset"])
             differences += [f"source {name!r}: {d}" for d in found]
             seen, start = entry["seen"], entry["since"]
             for key, value in (("seen", seen), ("since", start)):
@@ -317,8 +338,11 @@ class MixtureLoader:
                     )
             counts.append(seen)
             since.append(start)
-        if differences:
-            raise DataError(f"{owner}: cannot resume: " + "; ".join(differences))
+        return counts, since, reweighted
+
+    def _check_counts(self, counts: Sequence[int], since: Sequence[int]) -> None:
+        """The counts must make whole global batches, and the reweighting point lie before."""
+        owner = "MixtureLoader"
         if sum(counts) % self.batch_size:
             raise DataError(
                 f"{owner} state: the sources' counts {counts} add up to {sum(counts)}, not a "
@@ -326,8 +350,10 @@ class MixtureLoader:
             )
         if any(b > c for b, c in zip(since, counts, strict=True)):
             raise DataError(f"{owner} state: since {since} exceeds the counts {counts}")
-        if reweighted:  # (only with new_weights) the new weights take over from this batch
-            since = list(counts)
+
+    def _check_shares(self, counts: Sequence[int], since: Sequence[int]) -> None:
+        """The rule keeps every count since the last reweighting within 1 of its share: a
+        state where one is further off is not the rule's."""
         phase = [c - b for c, b in zip(counts, since, strict=True)]
         total = sum(phase)
         off = [
@@ -335,12 +361,11 @@ class MixtureLoader:
             for name, c, w in zip(self.names, phase, self.weights, strict=True)
             if abs(c - w * total) > 1
         ]
-        if off:  # the rule keeps every count within 1 of its share: this state is not its
+        if off:
             raise DataError(
-                f"{owner} state: after {total:,} sequences at these weights the counts of "
+                f"MixtureLoader state: after {total:,} sequences at these weights the counts of "
                 f"{', '.join(off)} are more than 1 from their shares"
             )
-        self.counts, self.since = counts, since
 
     def __repr__(self) -> str:
         mix = ", ".join(f"{n} {w:.3g}" for n, w in zip(self.names, self.weights, strict=True))
