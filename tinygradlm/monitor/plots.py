@@ -58,86 +58,109 @@ def plot_run(
         {r["step"] for r in events if r.get("event") == "skip"}
         | {r["step"] for r, _ in train if not _all_finite(r.get("loss"), r.get("grad_norm"))}
     )
-    title = path.parent.resolve().name
-
-    def figure(ylabel: str) -> tuple[Any, Any]:
-        fig = Figure(figsize=(8, 4.5), dpi=110, layout="constrained")
-        FigureCanvasAgg(fig)
-        ax = fig.add_subplot()
-        ax.set_xlabel("step")
-        ax.set_ylabel(ylabel)
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-        return fig, ax
-
-    written = []
-
-    def save(fig: Any, name: str) -> None:
-        target = out_dir / name
-        fig.savefig(target)
-        written.append(target)
-
-    # loss, with validation loss on the same axes
-    train_loss = _series(train, "loss")
-    val_loss = _series(val, "loss")
-    if _has_finite(train_loss) or _has_finite(val_loss):
-        fig, ax = figure("loss (nats per token)")
-        if _has_finite(train_loss):
-            steps, values, faint = train_loss
-            if len(steps) < 100:
-                _draw(ax, train_loss, "C0", "train", 1)
-            else:  # raw and faint, with a smoothed curve over it
-                _draw(ax, train_loss, "C0", "train (raw)", 0.35)
-                smoothed = _ema(values[~faint], span=max(len(steps) // 100, 5))
-                ax.plot(steps[~faint], smoothed, color="C0", lw=1.6, label="train (smoothed)")
-        if _has_finite(val_loss):
-            _draw(ax, val_loss, "C1", "validation", 1, marker="o")
-        for step in rollbacks:
-            ax.axvline(step, color="C3", ls="--", lw=1, alpha=0.7)
-        if skipped:
-            # at the bottom edge whatever the y scale: x in data units, y in axes units
-            ax.plot(
-                skipped,
-                [0.0] * len(skipped),
-                "|",
-                color="C3",
-                ms=12,
-                mew=1.5,
-                transform=ax.get_xaxis_transform(),
-                clip_on=False,
-                label=f"skipped ({len(skipped)})",
-            )
-        ax.legend()
-        save(fig, "loss.png")
-
+    figures = _RunFigures(Figure, FigureCanvasAgg, path.parent.resolve().name, out_dir)
+    _plot_loss(figures, train, val, rollbacks, skipped)
     for field, name, ylabel, log_scale in (
         ("lr", "lr.png", "learning rate", False),
         ("grad_norm", "grad_norm.png", "gradient norm (before clipping)", True),
     ):
         series = _series(train, field)
         if _has_finite(series):
-            fig, ax = figure(ylabel)
+            fig, ax = figures.new(ylabel)
             _draw(ax, series, "C0", None, 1)
             if log_scale and np.all(series[1][np.isfinite(series[1])] > 0):
                 ax.set_yscale("log")
-            save(fig, name)
+            figures.save(fig, name)
+    _plot_throughput(figures, train)
+    return figures.written
 
+
+class _RunFigures:
+    """The figures of one run: the same size, step axis, title and grid, saved into one
+    directory, in the order they were written."""
+
+    def __init__(self, figure_class: Any, canvas_class: Any, title: str, out_dir: Path) -> None:
+        self._figure_class, self._canvas_class = figure_class, canvas_class
+        self.title, self.out_dir = title, out_dir
+        self.written: list[Path] = []
+
+    def new(self, ylabel: str) -> tuple[Any, Any]:
+        fig = self._figure_class(figsize=(8, 4.5), dpi=110, layout="constrained")
+        self._canvas_class(fig)
+        ax = fig.add_subplot()
+        ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
+        ax.set_title(self.title)
+        ax.grid(alpha=0.3)
+        return fig, ax
+
+    def save(self, fig: Any, name: str) -> None:
+        target = self.out_dir / name
+        fig.savefig(target)
+        self.written.append(target)
+
+
+def _plot_loss(
+    figures: _RunFigures,
+    train: Sequence[tuple[Mapping[str, Any], bool]],
+    val: Sequence[tuple[Mapping[str, Any], bool]],
+    rollbacks: Sequence[int],
+    skipped: Sequence[int],
+) -> None:
+    """loss.png: train loss (smoothed when long) and validation loss on the same axes,
+    rollbacks as dashed lines, skipped steps as red marks on the step axis."""
+    train_loss = _series(train, "loss")
+    val_loss = _series(val, "loss")
+    if not (_has_finite(train_loss) or _has_finite(val_loss)):
+        return
+    fig, ax = figures.new("loss (nats per token)")
+    if _has_finite(train_loss):
+        steps, values, faint = train_loss
+        if len(steps) < 100:
+            _draw(ax, train_loss, "C0", "train", 1)
+        else:  # raw and faint, with a smoothed curve over it
+            _draw(ax, train_loss, "C0", "train (raw)", 0.35)
+            smoothed = _ema(values[~faint], span=max(len(steps) // 100, 5))
+            ax.plot(steps[~faint], smoothed, color="C0", lw=1.6, label="train (smoothed)")
+    if _has_finite(val_loss):
+        _draw(ax, val_loss, "C1", "validation", 1, marker="o")
+    for step in rollbacks:
+        ax.axvline(step, color="C3", ls="--", lw=1, alpha=0.7)
+    if skipped:
+        # at the bottom edge whatever the y scale: x in data units, y in axes units
+        ax.plot(
+            skipped,
+            [0.0] * len(skipped),
+            "|",
+            color="C3",
+            ms=12,
+            mew=1.5,
+            transform=ax.get_xaxis_transform(),
+            clip_on=False,
+            label=f"skipped ({len(skipped)})",
+        )
+    ax.legend()
+    figures.save(fig, "loss.png")
+
+
+def _plot_throughput(figures: _RunFigures, train: Sequence[tuple[Mapping[str, Any], bool]]) -> None:
+    """throughput.png: tokens/s, and MFU on a second axis when the run measured it."""
     tokens = _series(train, "tokens_per_s")
-    if _has_finite(tokens):
-        fig, ax = figure("tokens/s")
-        ax.yaxis.label.set_color("C0")
-        _draw(ax, tokens, "C0", "tokens/s", 1)
-        utilization = _series(train, "mfu")
-        if _has_finite(utilization):
-            right = ax.twinx()
-            right.set_ylabel("MFU (of the measured GEMM rate)", color="C2")
-            steps, values, faint = utilization
-            _draw(right, (steps, 100 * values, faint), "C2", "MFU", 0.8)
-            right.yaxis.set_major_formatter("{x:.0f}%")
-            right.set_ylim(bottom=0)
-        ax.set_ylim(bottom=0)
-        save(fig, "throughput.png")
-    return written
+    if not _has_finite(tokens):
+        return
+    fig, ax = figures.new("tokens/s")
+    ax.yaxis.label.set_color("C0")
+    _draw(ax, tokens, "C0", "tokens/s", 1)
+    utilization = _series(train, "mfu")
+    if _has_finite(utilization):
+        right = ax.twinx()
+        right.set_ylabel("MFU (of the measured GEMM rate)", color="C2")
+        steps, values, faint = utilization
+        _draw(right, (steps, 100 * values, faint), "C2", "MFU", 0.8)
+        right.yaxis.set_major_formatter("{x:.0f}%")
+        right.set_ylim(bottom=0)
+    ax.set_ylim(bottom=0)
+    figures.save(fig, "throughput.png")
 
 
 def _abandoned(records: Sequence[Mapping[str, Any]]) -> list[bool]:
@@ -235,15 +258,34 @@ def plot_report(report: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
     columns = [*report["sources"].items(), ("overall", report["overall"])]
     if len(report["sources"]) == 1:
         columns = columns[-1:]
-    written = []
 
+    def new_figure(size: tuple[float, float]) -> Any:
+        fig = Figure(figsize=size, dpi=110, layout="constrained")
+        FigureCanvasAgg(fig)
+        return fig
+
+    written = [
+        _plot_lengths(new_figure, report, columns, out),
+        _plot_scripts(new_figure, columns, out),
+    ]
+    if "mixture" in report:
+        written.append(_plot_mixture(new_figure, report, out))
+    return written
+
+
+_Columns = Sequence[tuple[str, Mapping[str, Any]]]  # (source name or "overall", its section)
+
+
+def _plot_lengths(
+    new_figure: Any, report: Mapping[str, Any], columns: _Columns, out_dir: Path
+) -> Path:
+    """corpus_lengths.png: documents by length in tokens, a panel per column."""
     starts = report["overall"]["stats"]["length_histogram"]["bin_starts"]
     used = [
         i for _, c in columns for i, n in enumerate(c["stats"]["length_histogram"]["counts"]) if n
     ] or [0]
     bins = list(range(min(used), max(used) + 1))
-    fig = Figure(figsize=(9, 1.5 + 2.5 * len(columns)), dpi=110, layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure((9, 1.5 + 2.5 * len(columns)))
     axes = fig.subplots(len(columns), 1, sharex=True, squeeze=False)[:, 0]
     for ax, (name, c) in zip(axes, columns, strict=True):
         counts = c["stats"]["length_histogram"]["counts"]
@@ -254,12 +296,14 @@ def plot_report(report: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
     axes[-1].set_xticks(bins)
     axes[-1].set_xticklabels([f"{starts[b]:,}" for b in bins], rotation=45, ha="right")
     axes[-1].set_xlabel("document length (text tokens, log2 bins: each labelled by its start)")
-    path = out / "corpus_lengths.png"
+    path = out_dir / "corpus_lengths.png"
     fig.savefig(path)
-    written.append(path)
+    return path
 
-    fig = Figure(figsize=(8, 4.5), dpi=110, layout="constrained")
-    FigureCanvasAgg(fig)
+
+def _plot_scripts(new_figure: Any, columns: _Columns, out_dir: Path) -> Path:
+    """corpus_scripts.png: each column's share of letters by script."""
+    fig = new_figure((8, 4.5))
     ax = fig.add_subplot()
     names: list[str] = []
     for _, c in columns:
@@ -275,29 +319,29 @@ def plot_report(report: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
     ax.set_xlabel("share of letters (%)")
     ax.legend()
     ax.grid(alpha=0.3, axis="x")
-    path = out / "corpus_scripts.png"
+    path = out_dir / "corpus_scripts.png"
     fig.savefig(path)
-    written.append(path)
+    return path
 
-    if "mixture" in report:
-        names = list(report["sources"])
-        fig = Figure(figsize=(max(5, 1.2 * len(names) + 2), 4), dpi=110, layout="constrained")
-        FigureCanvasAgg(fig)
-        ax = fig.add_subplot()
-        x = np.arange(len(names))
-        weights = [report["sources"][n]["weight"] for n in names]
-        shares = [report["sources"][n]["token_share"] for n in names]
-        ax.bar(x - 0.2, weights, width=0.4, label="weight requested")
-        ax.bar(x + 0.2, shares, width=0.4, label="share of train tokens")
-        ax.set_xticks(x)
-        ax.set_xticklabels(names)
-        ax.set_ylabel("share of the mixture")
-        ax.legend()
-        ax.grid(alpha=0.3, axis="y")
-        path = out / "corpus_mixture.png"
-        fig.savefig(path)
-        written.append(path)
-    return written
+
+def _plot_mixture(new_figure: Any, report: Mapping[str, Any], out_dir: Path) -> Path:
+    """corpus_mixture.png: each source's requested weight beside its share of train tokens."""
+    names = list(report["sources"])
+    fig = new_figure((max(5, 1.2 * len(names) + 2), 4))
+    ax = fig.add_subplot()
+    x = np.arange(len(names))
+    weights = [report["sources"][n]["weight"] for n in names]
+    shares = [report["sources"][n]["token_share"] for n in names]
+    ax.bar(x - 0.2, weights, width=0.4, label="weight requested")
+    ax.bar(x + 0.2, shares, width=0.4, label="share of train tokens")
+    ax.set_xticks(x)
+    ax.set_xticklabels(names)
+    ax.set_ylabel("share of the mixture")
+    ax.legend()
+    ax.grid(alpha=0.3, axis="y")
+    path = out_dir / "corpus_mixture.png"
+    fig.savefig(path)
+    return path
 
 
 def _matplotlib(caller: str) -> tuple[Any, Any]:
