@@ -20,7 +20,7 @@ import safetensors
 
 from ..errors import CheckpointError
 from ..lora import LoRAAdapters, LoRAConfig, adapter_shapes
-from ..model import parameter_shapes
+from ..model import GPTConfig, parameter_shapes
 from .layout import (
     ADAPTERS_FILE,
     CONFIG_FILE,
@@ -106,11 +106,20 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     if model_only:
         return checkpoint
 
+    checkpoint.optimizer_state = _read_optimizer_state(path / OPTIMIZER_FILE, config, lora, dtype)
+    return checkpoint
+
+
+def _read_optimizer_state(
+    file: Path, config: GPTConfig, lora: LoRAConfig | None, dtype: np.dtype
+) -> dict[str, Any]:
+    """AdamW's state from optimizer.safetensors: m, v and step as tensors, the hyperparameters
+    as the header's metadata."""
     # AdamW's moments are those of the buffer that trains: the adapters' when there are any
     shapes = adapter_shapes(config, lora) if lora is not None else parameter_shapes(config)
     n = sum(math.prod(shape) for shape in shapes.values())
     optimizer_expected = {"m": ((n,), dtype), "v": ((n,), dtype), "step": ((1,), np.int64)}
-    optimizer_tensors, hyper = _read_safetensors(path / OPTIMIZER_FILE, optimizer_expected)
+    optimizer_tensors, hyper = _read_safetensors(file, optimizer_expected)
     optimizer_state: dict[str, Any] = {
         "m": optimizer_tensors["m"],
         "v": optimizer_tensors["v"],
@@ -119,18 +128,14 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     for key, text in hyper.items():
         if key not in OPTIMIZER_HYPERPARAMETERS:
             raise CheckpointError(
-                f"{path / OPTIMIZER_FILE}: metadata {key!r} is not an AdamW hyperparameter "
+                f"{file}: metadata {key!r} is not an AdamW hyperparameter "
                 f"({', '.join(OPTIMIZER_HYPERPARAMETERS)})"
             )
         try:
             optimizer_state[key] = float(text)
         except ValueError:
-            raise CheckpointError(
-                f"{path / OPTIMIZER_FILE}: metadata {key!r} is not a number: {text!r}"
-            ) from None
-
-    checkpoint.optimizer_state = optimizer_state
-    return checkpoint
+            raise CheckpointError(f"{file}: metadata {key!r} is not a number: {text!r}") from None
+    return optimizer_state
 
 
 def _lora_config(file: Path) -> LoRAConfig:
