@@ -49,9 +49,9 @@ LAYERS: dict[int, tuple[str, ...]] = {
 }
 LAYER_OF = {name: layer for layer, names in LAYERS.items() for name in names}
 
-# Known violations in modules whose redesign is under way elsewhere, each an
-# (importer, imported module or module.name) pair. Every entry must still be a real violation
-# (a stale one fails the test), and the list is to be emptied, not extended.
+# The violations still in the code, each an (importer, imported module or module.name) pair,
+# with the reason. Every entry must still be a real violation (a stale one fails the test), and
+# the list is to be emptied, never extended.
 KNOWN_VIOLATIONS: frozenset[tuple[str, str]] = frozenset(
     {
         # model ⇄ lora cycle: the LoRA pair moves to ref/lora.py and the adapters onto params
