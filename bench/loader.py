@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from tinygradlm.data.loader import DataLoader
-from tinygradlm.data.mixture import MixtureLoader, Source
+from tinygradlm.data.mix import Source
+from tinygradlm.data.mixture import MixtureLoader
 from tinygradlm.data.shards import write_shard
 
 

@@ -10,12 +10,13 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
 import safetensors.numpy
 
-import tinygradlm.checkpoint as checkpoint
+import tinygradlm.atomic as atomic
 from tinygradlm.checkpoint import (
     CheckpointError,
     latest_checkpoint,
@@ -195,16 +196,16 @@ def test_a_crash_mid_write_leaves_the_previous_checkpoint(tmp_path, monkeypatch,
         raise OSError("disk on fire")
 
     if crash_at == "rename":  # every file written and synced, the rename never happens
-        monkeypatch.setattr(checkpoint.os, "replace", crash)
+        monkeypatch.setattr(atomic.os, "replace", crash)
     else:  # model.safetensors and optimizer.safetensors are written, the JSON is not
-        real = checkpoint._write_text
+        real = Path.write_text
 
-        def write_then_crash(path, text):
+        def write_then_crash(path, text, *args, **kwargs):
             if path.name == crash_at:
                 crash()
-            real(path, text)
+            return real(path, text, *args, **kwargs)
 
-        monkeypatch.setattr(checkpoint, "_write_text", write_then_crash)
+        monkeypatch.setattr(Path, "write_text", write_then_crash)
     with pytest.raises(OSError, match="disk on fire"):
         save_checkpoint(tmp_path, 3, model, opt, {})
     monkeypatch.undo()
@@ -242,12 +243,12 @@ def test_a_sigkill_mid_write_leaves_the_previous_checkpoint(tmp_path):
         from tinygradlm.model import GPT, GPTConfig
         from tinygradlm.optim import AdamW
 
-        real = checkpoint._fsync_file
+        real = checkpoint.save.fsync_file
         def fsync_then_die(path):
             if path.name == "manifest.json":
                 os.kill(os.getpid(), signal.SIGKILL)
             real(path)
-        checkpoint._fsync_file = fsync_then_die
+        checkpoint.save.fsync_file = fsync_then_die
         model = GPT(GPTConfig(**{CONFIG.to_dict()!r}))
         optimizer = AdamW.for_model(model, lr=1.0)
         checkpoint.save_checkpoint({str(tmp_path)!r}, 3, model, optimizer, {{}})

@@ -10,9 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from tinygradlm import monitor
+from tinygradlm.errors import MetricsError
 from tinygradlm.monitor import (
-    MetricsError,
     MetricsLogger,
     ProgressLine,
     StepTimer,
@@ -20,7 +19,9 @@ from tinygradlm.monitor import (
     measure_gemm_flops,
     mfu,
     plot_run,
+    plots,
     read_metrics,
+    timing,
 )
 
 SPLIT = {"data": 0.01, "fwd_bwd": 0.3, "optim": 0.02, "comm": 0.0}
@@ -294,9 +295,9 @@ def test_mfu_is_achieved_flops_over_the_peak():
 def test_measure_gemm_flops_is_a_plausible_rate_and_cached():
     rate = measure_gemm_flops(32, 64, vocab_size=96, max_seconds=0.05)
     assert math.isfinite(rate) and 1e7 < rate < 1e14  # FLOP/s, not GFLOP/s
-    hits = monitor._measure_gemm_flops.cache_info().hits
+    hits = timing._measure_gemm_flops.cache_info().hits
     assert measure_gemm_flops(32, 64, vocab_size=96, max_seconds=0.05) == rate
-    assert monitor._measure_gemm_flops.cache_info().hits == hits + 1
+    assert timing._measure_gemm_flops.cache_info().hits == hits + 1
     with pytest.raises(ValueError, match="rows"):
         measure_gemm_flops(32, 0)
 
@@ -430,7 +431,7 @@ def test_records_a_rollback_abandoned_are_the_redone_steps():
         {"kind": "train", "step": 3},
         {"kind": "train", "step": 4},
     ]
-    flags = monitor._abandoned(records)
+    flags = plots._abandoned(records)
     assert [i for i, flag in enumerate(flags) if flag] == [5, 6, 7]
 
 

@@ -17,16 +17,17 @@ import regex
 from hypothesis import given
 from hypothesis import strategies as st
 
-import tinygradlm.tokenizer as tokenizer_module
-from tinygradlm import _tokenizer_files
 from tinygradlm.errors import DataError
 from tinygradlm.tokenizer import (
     ENDOFTEXT,
     PATTERNS,
     Tokenizer,
+    bpe,
     bpe_merge,
     bpe_merge_long,
+    training,
 )
+from tinygradlm.tokenizer import files as tokenizer_files
 
 TOPICS = [pydoc_data.topics.topics[name] for name in sorted(pydoc_data.topics.topics)]
 
@@ -53,7 +54,7 @@ def slow_reference_train(texts: list[str], n_merges: int, pattern: str) -> dict[
         assert merged not in ranks  # no merge makes the bytes of an existing token
         ranks[merged] = len(token_bytes)
         token_bytes.append(merged)
-        words = [tokenizer_module._merge_pair(word, a, b, ranks[merged]) for word in words]
+        words = [training.merge_pair(word, a, b, ranks[merged]) for word in words]
     return ranks
 
 
@@ -118,13 +119,13 @@ def test_train_assigns_ids_bytes_merges_then_specials(trained):
 
 def test_train_reads_the_corpus_once_whatever_the_number_of_merges(monkeypatch):
     calls = []
-    real = tokenizer_module.pretokenize
+    real = training.pretokenize
 
     def counting(split, text):
         calls.append(len(text))
         return real(split, text)
 
-    monkeypatch.setattr(tokenizer_module, "pretokenize", counting)
+    monkeypatch.setattr(training, "pretokenize", counting)
     for vocab_size in (300, 3000):
         calls.clear()
         start = time.perf_counter()
@@ -191,7 +192,7 @@ def test_a_chunk_that_is_a_token_is_that_token(trained):
 
 
 def test_the_cache_changes_nothing_and_stays_bounded(trained, monkeypatch):
-    monkeypatch.setattr(tokenizer_module, "_CACHE_SIZE", 10)
+    monkeypatch.setattr(bpe, "_CACHE_SIZE", 10)
     tok = Tokenizer(trained.ranks, special_tokens=trained.special_tokens)
     text = TOPICS[40][:20000]
     first = tok.encode(text)
@@ -366,10 +367,10 @@ def test_saved_file_is_readable_text(trained, tmp_path):
 
 @given(token=st.binary(max_size=20) | st.text(max_size=8).map(str.encode))
 def test_token_escaping_round_trips(token):
-    escaped = _tokenizer_files.escape_token(token)
+    escaped = tokenizer_files.escape_token(token)
     assert '"' not in escaped.replace('\\"', "")
     assert "\n" not in escaped
-    assert _tokenizer_files.unescape_token(escaped) == token
+    assert tokenizer_files.unescape_token(escaped) == token
 
 
 def test_permuted_byte_ranks_survive_every_format(tmp_path):
@@ -490,4 +491,4 @@ def test_missing_and_non_utf8_files(tmp_path):
 
 
 def test_docstring_examples_run():
-    assert doctest.testmod(tokenizer_module).failed == 0
+    assert doctest.testmod(bpe).failed == 0

@@ -127,7 +127,7 @@ def test_our_gpt2_files_load_in_tiktoken(pair, tmp_path):
     GPT-2's alphabet order, as GPT-2's own files are; we write any order, so give it that one."""
     from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
-    from tinygradlm._tokenizer_files import gpt2_byte_alphabet
+    from tinygradlm.tokenizer.files import gpt2_byte_alphabet
 
     ours, _ = pair
     alphabet_order = list(gpt2_byte_alphabet())

@@ -46,7 +46,8 @@ PREPARE_FLAGS = (
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from .data.prepare import PrepareConfig, prepare, sources_from_config, sources_from_specs
+    from .data.prepare import PrepareConfig, prepare
+    from .data.sources import sources_from_config, sources_from_specs
     from .train.config import read_settings
 
     settings = read_settings(args.config) if args.config else {}
@@ -111,7 +112,8 @@ def _add_prepare(p: argparse.ArgumentParser) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .data.corpus import load_report, plot_report, summary
+    from .data.corpus import load_report, summary
+    from .monitor import plot_report
 
     try:
         report = load_report(args.dir)

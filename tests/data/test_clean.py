@@ -13,9 +13,9 @@ from tinygradlm.data.clean import (
     clean_documents,
     clean_text,
     normalise,
-    quality_signals,
 )
 from tinygradlm.data.documents import Document
+from tinygradlm.data.quality import quality_signals
 from tinygradlm.errors import DataError
 
 # Ordinary English prose: passes every rule, including the C4 line rules that are off by default

@@ -10,13 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tinygradlm.data.mixture import (
-    MixtureLoader,
-    Source,
-    parse_mix,
-    resolve_sources,
-    tijdeman_counts,
-)
+from tinygradlm.data.mix import Source, parse_mix, resolve_sources
+from tinygradlm.data.mixture import MixtureLoader, tijdeman_counts
 from tinygradlm.data.shards import write_shard
 from tinygradlm.errors import DataError
 

@@ -9,7 +9,8 @@ import pytest
 
 from tinygradlm.data import DataError, DataLoader, read_shard
 from tinygradlm.data.documents import Document
-from tinygradlm.data.prepare import PrepareConfig, prepare, split_documents
+from tinygradlm.data.prepare import PrepareConfig, prepare
+from tinygradlm.data.splits import split_documents
 from tinygradlm.tokenizer import Tokenizer
 
 

@@ -10,14 +10,9 @@ from tinygradlm.cli import main
 from tinygradlm.data import DataError, read_shard, shard_info
 from tinygradlm.data.corpus import summary
 from tinygradlm.data.documents import Document
-from tinygradlm.data.prepare import (
-    PrepareConfig,
-    Source,
-    prepare,
-    sources_from_config,
-    sources_from_specs,
-    tokenizer_sample,
-)
+from tinygradlm.data.prepare import PrepareConfig, prepare
+from tinygradlm.data.sources import Source, sources_from_config, sources_from_specs
+from tinygradlm.data.splits import tokenizer_sample
 from tinygradlm.tokenizer import Tokenizer
 
 WORDS = (

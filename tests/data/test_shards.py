@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tinygradlm import atomic
 from tinygradlm.data import shards
 from tinygradlm.data.shards import (
     HEADER_BYTES,
@@ -119,7 +120,7 @@ def test_failed_write_leaves_old_shard_intact_and_no_temp_file(tmp_path, monkeyp
     if failure == "write":
         monkeypatch.setattr(shards, "_write_payload", _fail_midway)
     else:
-        monkeypatch.setattr(shards.os, "fsync", _fail_fsync)
+        monkeypatch.setattr(atomic.os, "fsync", _fail_fsync)
     with pytest.raises(OSError, match="simulated"):
         write_shard(path, np.arange(99), vocab_size=100)
     assert path.read_bytes() == before

@@ -18,7 +18,10 @@ from .functional import (
     stack,
     where,
 )
-from .tensor import Tensor, is_grad_enabled, matmul, no_grad, numpy_op, unbroadcast
+from .grad_mode import is_grad_enabled, no_grad
+from .numpy_op import numpy_op
+from .shapes import unbroadcast
+from .tensor import Tensor, matmul
 
 __all__ = [
     "Tensor",

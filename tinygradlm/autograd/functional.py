@@ -1,8 +1,9 @@
 """Neural-network functions on Tensors: softmax, cross-entropy, embedding, layer norm, dropout,
 and the multi-tensor ops (concatenate, stack, split, where).
 
-softmax, log_softmax and cross_entropy are single ops with hand-written backwards, because
-composing them from exp/sum/log is numerically unstable and slow. layer_norm is deliberately
+cross_entropy is a single op with a hand-written backward (as are ``Tensor.softmax`` and
+``Tensor.log_softmax``, which ``softmax`` and ``log_softmax`` call), because composing it from
+exp/sum/log is numerically unstable and slow. layer_norm is deliberately
 composed from primitives: it is the independent witness for the hand-derived layer in
 ``tinygradlm.ref``.
 """
@@ -15,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from .tensor import Tensor, _describe, _normalize_axes
+from .shapes import describe, normalize_axes
+from .tensor import Tensor
 
 
 def _tensor(x: Any) -> Tensor:
@@ -25,7 +27,7 @@ def _tensor(x: Any) -> Tensor:
 def _same_float_dtype(tensors: Sequence[Tensor], op: str) -> None:
     floats = {t.dtype for t in tensors if t.dtype.kind == "f"}
     if len(floats) > 1:
-        described = ", ".join(_describe(t) for t in tensors)
+        described = ", ".join(describe(t) for t in tensors)
         raise TypeError(
             f"{op}: tensors have different float dtypes ({described}); cast explicitly with "
             f".float() or .double()"
@@ -38,28 +40,13 @@ def _same_float_dtype(tensors: Sequence[Tensor], op: str) -> None:
 
 
 def softmax(x: Tensor, axis: int = -1) -> Tensor:
-    """exp(x) / Σ exp(x) along ``axis``, computed after subtracting the maximum (stable)."""
-    z = x.data - x.data.max(axis=axis, keepdims=True)
-    e = np.exp(z)
-    y = e / e.sum(axis=axis, keepdims=True)
-
-    def backward(g: np.ndarray) -> tuple[np.ndarray]:
-        # dy_i/dx_j = y_i (δ_ij - y_j), so the VJP is y ⊙ (g - Σ_j g_j y_j)
-        return (y * (g - (g * y).sum(axis=axis, keepdims=True)),)
-
-    return Tensor._make(y, (x,), backward, "softmax")
+    """exp(x) / Σ exp(x) along ``axis``: :meth:`Tensor.softmax`, as a function."""
+    return _tensor(x).softmax(axis)
 
 
 def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
-    """x - log Σ exp(x) along ``axis``, with the maximum subtracted first (stable)."""
-    z = x.data - x.data.max(axis=axis, keepdims=True)
-    y = z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
-
-    def backward(g: np.ndarray) -> tuple[np.ndarray]:
-        # d(log_softmax)_i/dx_j = δ_ij - softmax_j, so the VJP is g - softmax ⊙ Σ g
-        return (g - np.exp(y) * g.sum(axis=axis, keepdims=True),)
-
-    return Tensor._make(y, (x,), backward, "log_softmax")
+    """x - log Σ exp(x) along ``axis``: :meth:`Tensor.log_softmax`, as a function."""
+    return _tensor(x).log_softmax(axis)
 
 
 def cross_entropy(logits: Tensor, targets: Any, ignore_index: int = -100) -> Tensor:
@@ -179,7 +166,7 @@ def concatenate(tensors: Sequence[Any], axis: int = 0) -> Tensor:
     except ValueError as e:
         shapes = ", ".join(str(t.shape) for t in ts)
         raise ValueError(f"concatenate along axis {axis}: shapes {shapes}: {e}") from None
-    ax = _normalize_axes(axis, out.ndim)[0]
+    ax = normalize_axes(axis, out.ndim)[0]
     bounds = np.cumsum([t.shape[ax] for t in ts])[:-1]
 
     def backward(g: np.ndarray) -> list[np.ndarray]:
@@ -197,7 +184,7 @@ def stack(tensors: Sequence[Any], axis: int = 0) -> Tensor:
     if len({t.shape for t in ts}) > 1:
         raise ValueError(f"stack: all shapes must match, got {[t.shape for t in ts]}")
     out = np.stack([t.data for t in ts], axis=axis)
-    ax = _normalize_axes(axis, out.ndim)[0]
+    ax = normalize_axes(axis, out.ndim)[0]
 
     def backward(g: np.ndarray) -> list[np.ndarray]:
         return [np.take(g, i, axis=ax) for i in range(len(ts))]
@@ -208,7 +195,7 @@ def stack(tensors: Sequence[Any], axis: int = 0) -> Tensor:
 def split(x: Tensor, indices_or_sections: int | Sequence[int], axis: int = 0) -> list[Tensor]:
     """Split like ``np.split``: into equal sections, or at the given indices. Each piece is a
     slice of ``x``, so gradients flow back through ordinary indexing."""
-    ax = _normalize_axes(axis, x.ndim)[0]
+    ax = normalize_axes(axis, x.ndim)[0]
     n = x.shape[ax]
     if isinstance(indices_or_sections, (int, np.integer)):
         k = int(indices_or_sections)

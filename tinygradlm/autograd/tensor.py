@@ -13,18 +13,23 @@ Dtypes: floating data is float32 unless given as a float64 array (kept float64 e
 gradient checks need); integer data stays integer (indices) and cannot require a gradient. Mixing
 float32 and float64 tensors is an error: cast explicitly with ``.float()`` or ``.double()``.
 Python scalars take the dtype of the tensor they meet.
+
+This module is longer than most because it is one table: every primitive op is a method with
+its vector-Jacobian product beside it (as HIPS autograd's ``numpy_vjps`` and tinygrad's gradient
+table), and a reader checks the rules against each other in one place. Grad mode, the shape
+helpers and ``numpy_op`` live in their own modules.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from ..ref.gelu import GELU_CUBIC, GELU_SCALE  # GPT-2's tanh GELU, defined once
+from .grad_mode import is_grad_enabled
+from .shapes import describe, expand_reduced, normalize_axes, unbroadcast
 
 GradFn = Callable[[np.ndarray], Sequence[np.ndarray | None]]
 
@@ -33,27 +38,8 @@ GradFn = Callable[[np.ndarray], Sequence[np.ndarray | None]]
 # grad mode
 # --------------------------------------------------------------------------------------------
 
-_state = threading.local()
-
-
-def is_grad_enabled() -> bool:
-    """True unless inside :func:`no_grad` (per thread)."""
-    return getattr(_state, "grad_enabled", True)
-
-
-@contextmanager
-def no_grad() -> Iterator[None]:
-    """Context manager (also usable as a decorator) in which operations record no graph."""
-    previous = is_grad_enabled()
-    _state.grad_enabled = False
-    try:
-        yield
-    finally:
-        _state.grad_enabled = previous
-
-
 # --------------------------------------------------------------------------------------------
-# dtype and shape helpers
+# dtype helper
 # --------------------------------------------------------------------------------------------
 
 
@@ -74,50 +60,6 @@ def _as_array(data: Any) -> np.ndarray:
     if arr.dtype.kind not in "fiub":
         raise TypeError(f"Tensor data must be numeric or boolean, got dtype {arr.dtype}")
     return arr
-
-
-def _describe(x: Tensor | np.ndarray) -> str:
-    return f"shape {tuple(x.shape)} {x.dtype}"
-
-
-def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Sum ``grad`` over the axes that broadcasting added or stretched, giving ``shape``.
-
-    If ``x`` of ``shape`` was broadcast to ``grad.shape`` in the forward pass, each element of
-    ``x`` fed every position it was copied to, so its gradient is the sum over those positions:
-    leading axes that broadcasting prepended are summed away, and axes where ``x`` had size 1
-    are summed with ``keepdims``.
-    """
-    if grad.shape == shape:
-        return grad
-    extra = grad.ndim - len(shape)
-    if extra < 0:
-        raise ValueError(f"cannot unbroadcast gradient of shape {grad.shape} to {shape}")
-    if extra:
-        grad = grad.sum(axis=tuple(range(extra)))
-    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
-    if stretched:
-        grad = grad.sum(axis=stretched, keepdims=True)
-    if grad.shape != shape:
-        raise ValueError(f"cannot unbroadcast gradient of shape {grad.shape} to {shape}")
-    return grad
-
-
-def _normalize_axes(axis: int | Sequence[int] | None, ndim: int) -> tuple[int, ...]:
-    if axis is None:
-        return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
-    out = []
-    for a in axes:
-        if not -ndim <= a < max(ndim, 1):
-            raise np.exceptions.AxisError(f"axis {a} is out of bounds for a tensor of {ndim} dims")
-        out.append(int(a) % max(ndim, 1))
-    return tuple(sorted(out))
-
-
-def _expand_reduced(g: np.ndarray, axes: tuple[int, ...], keepdims: bool) -> np.ndarray:
-    """Re-insert the reduced axes of ``g`` (as size 1) so it broadcasts against the input."""
-    return g if keepdims else np.expand_dims(g, axes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -179,8 +121,8 @@ class Tensor:
             a, b = self.dtype, other.dtype
             if a.kind == "f" and b.kind == "f" and a != b:
                 raise TypeError(
-                    f"{op}: operands have different float dtypes ({_describe(self)} and "
-                    f"{_describe(other)}); cast one explicitly with .float() or .double()"
+                    f"{op}: operands have different float dtypes ({describe(self)} and "
+                    f"{describe(other)}); cast one explicitly with .float() or .double()"
                 )
             if a.kind == "f" and b.kind != "f":
                 return Tensor(other.data.astype(a))
@@ -202,7 +144,7 @@ class Tensor:
             np.broadcast_shapes(a.shape, other.shape)
         except ValueError:
             raise ValueError(
-                f"{op}: shapes do not broadcast: {_describe(a)} and {_describe(other)}"
+                f"{op}: shapes do not broadcast: {describe(a)} and {describe(other)}"
             ) from None
         return a, other
 
@@ -462,30 +404,46 @@ class Tensor:
 
         return Tensor._make(out, (self,), backward, "gelu")
 
-    def softmax(self, axis: int = -1) -> Tensor:
-        from .functional import softmax
+    # softmax and log_softmax are single ops with hand-written backwards: composed from
+    # exp/sum/log they would be unstable and slow
 
-        return softmax(self, axis)
+    def softmax(self, axis: int = -1) -> Tensor:
+        """exp(x) / Σ exp(x) along ``axis``, computed after subtracting the maximum (stable)."""
+        z = self.data - self.data.max(axis=axis, keepdims=True)
+        e = np.exp(z)
+        y = e / e.sum(axis=axis, keepdims=True)
+
+        def backward(g: np.ndarray) -> tuple[np.ndarray]:
+            # dy_i/dx_j = y_i (δ_ij - y_j), so the VJP is y ⊙ (g - Σ_j g_j y_j)
+            return (y * (g - (g * y).sum(axis=axis, keepdims=True)),)
+
+        return Tensor._make(y, (self,), backward, "softmax")
 
     def log_softmax(self, axis: int = -1) -> Tensor:
-        from .functional import log_softmax
+        """x - log Σ exp(x) along ``axis``, with the maximum subtracted first (stable)."""
+        z = self.data - self.data.max(axis=axis, keepdims=True)
+        y = z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
 
-        return log_softmax(self, axis)
+        def backward(g: np.ndarray) -> tuple[np.ndarray]:
+            # d(log_softmax)_i/dx_j = δ_ij - softmax_j, so the VJP is g - softmax ⊙ Σ g
+            return (g - np.exp(y) * g.sum(axis=axis, keepdims=True),)
+
+        return Tensor._make(y, (self,), backward, "log_softmax")
 
     # -- reductions ----------------------------------------------------------------------------
 
     def sum(self, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Tensor:
-        axes = _normalize_axes(axis, self.ndim)
+        axes = normalize_axes(axis, self.ndim)
         shape = self.shape
         out = self.data.sum(axis=axes, keepdims=keepdims)
 
         def backward(g: np.ndarray) -> tuple[np.ndarray]:
-            return (np.broadcast_to(_expand_reduced(g, axes, keepdims), shape),)
+            return (np.broadcast_to(expand_reduced(g, axes, keepdims), shape),)
 
         return Tensor._make(np.asarray(out), (self,), backward, "sum")
 
     def mean(self, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Tensor:
-        axes = _normalize_axes(axis, self.ndim)
+        axes = normalize_axes(axis, self.ndim)
         count = int(np.prod([self.shape[a] for a in axes]))
         return self.sum(axis=axes, keepdims=keepdims) * (1.0 / count)
 
@@ -493,7 +451,7 @@ class Tensor:
         self, axis: int | Sequence[int] | None = None, keepdims: bool = False, ddof: int = 0
     ) -> Tensor:
         """Variance, biased by default (``ddof=0``, as NumPy and layer norm use)."""
-        axes = _normalize_axes(axis, self.ndim)
+        axes = normalize_axes(axis, self.ndim)
         count = int(np.prod([self.shape[a] for a in axes]))
         x = self.data
         centered = x - x.mean(axis=axes, keepdims=True)
@@ -501,7 +459,7 @@ class Tensor:
 
         def backward(g: np.ndarray) -> tuple[np.ndarray]:
             # d var/dx_i = 2 (x_i - mean) / (N - ddof); the mean's own dependence sums to zero
-            return (_expand_reduced(g, axes, keepdims) * centered * (2.0 / (count - ddof)),)
+            return (expand_reduced(g, axes, keepdims) * centered * (2.0 / (count - ddof)),)
 
         return Tensor._make(out.astype(x.dtype, copy=False), (self,), backward, "var")
 
@@ -516,7 +474,7 @@ class Tensor:
     def _extremum(self, reduce: Callable, axis: Any, keepdims: bool, op: str) -> Tensor:
         if self.size == 0:
             raise ValueError(f"{op}() of an empty tensor of shape {self.shape}")
-        axes = _normalize_axes(axis, self.ndim)
+        axes = normalize_axes(axis, self.ndim)
         x = self.data
         kept = reduce(x, axis=axes, keepdims=True)
         out = kept if keepdims else np.squeeze(kept, axis=axes)
@@ -524,7 +482,7 @@ class Tensor:
         def backward(g: np.ndarray) -> tuple[np.ndarray]:
             hit = x == kept
             share = hit / hit.sum(axis=axes, keepdims=True)
-            return ((_expand_reduced(g, axes, keepdims) * share).astype(x.dtype, copy=False),)
+            return ((expand_reduced(g, axes, keepdims) * share).astype(x.dtype, copy=False),)
 
         return Tensor._make(np.asarray(out), (self,), backward, op)
 
@@ -606,7 +564,7 @@ class Tensor:
 
 
 # --------------------------------------------------------------------------------------------
-# matmul and lifting NumPy functions into the graph
+# matmul
 # --------------------------------------------------------------------------------------------
 
 
@@ -615,12 +573,12 @@ def matmul(a: Any, b: Any) -> Tensor:
     a = a if isinstance(a, Tensor) else Tensor(a)
     b = a._coerce(b, "matmul")
     if a.ndim == 0 or b.ndim == 0:
-        raise ValueError(f"matmul: operands must not be scalars ({_describe(a)}, {_describe(b)})")
+        raise ValueError(f"matmul: operands must not be scalars ({describe(a)}, {describe(b)})")
     try:
         out = np.matmul(a.data, b.data)
     except ValueError:
         raise ValueError(
-            f"matmul: shapes do not align: {_describe(a)} @ {_describe(b)} (inner dimensions "
+            f"matmul: shapes do not align: {describe(a)} @ {describe(b)} (inner dimensions "
             f"{a.shape[-1]} and {b.shape[-2] if b.ndim > 1 else b.shape[0]})"
         ) from None
     A = a.data if a.ndim > 1 else a.data[None, :]  # (..., n, k)
@@ -641,68 +599,3 @@ def matmul(a: Any, b: Any) -> Tensor:
         return ga, gb
 
     return Tensor._make(out, (a, b), backward, "matmul")
-
-
-def numpy_op(
-    forward: Callable[..., tuple[np.ndarray, Any]],
-    backward: Callable[[np.ndarray, Any], Sequence[np.ndarray | None] | np.ndarray],
-    name: str | None = None,
-) -> Callable[..., Tensor]:
-    """Lift a NumPy ``forward``/``backward`` pair into an op of the graph.
-
-    ``forward(*inputs) -> (out, cache)`` and ``backward(dout, cache) -> grads`` — the
-    convention of the hand-derived layers in ``tinygradlm.ref``. ``grads`` has one entry per
-    input (``None`` where there is none), or one per floating-point array input (integer
-    indices and plain Python values such as ``n_head`` skipped); a bare array stands for a
-    1-tuple. Tensors and arrays reach ``forward`` as arrays, anything else as it was given.
-
-    The returned function takes Tensors or arrays and returns a Tensor, so a hand-written
-    layer can sit inside a larger autograd computation and be checked there with
-    ``tinygradlm.testing.gradcheck``.
-    """
-    op_name = name or getattr(forward, "__name__", "numpy_op")
-
-    def apply(*inputs: Any) -> Tensor:
-        def is_array_like(x: Any) -> bool:
-            return isinstance(x, (Tensor, np.ndarray))
-
-        is_array = [is_array_like(x) for x in inputs]
-        args = [x.data if isinstance(x, Tensor) else x for x in inputs]
-        tensors = [x if isinstance(x, Tensor) else Tensor(x) for x in inputs if is_array_like(x)]
-        floating = [i for i, t in enumerate(tensors) if t.dtype.kind == "f"]
-        out, cache = forward(*args)
-        out = np.asarray(out)
-
-        def grad_fn(g: np.ndarray) -> list[np.ndarray | None]:
-            grads = backward(np.ascontiguousarray(g), cache)
-            grads = (grads,) if isinstance(grads, np.ndarray) else tuple(grads)
-            if len(grads) == len(inputs):  # one per input: keep those of array inputs
-                grads = tuple(gi for gi, a in zip(grads, is_array, strict=True) if a)
-            elif len(grads) == len(floating):  # one per floating input
-                full: list[Any] = [None] * len(tensors)
-                for i, gi in zip(floating, grads, strict=True):
-                    full[i] = gi
-                grads = tuple(full)
-            else:
-                raise ValueError(
-                    f"{op_name}: backward returned {len(grads)} gradients for {len(inputs)} "
-                    f"inputs ({len(floating)} of them floating-point arrays)"
-                )
-            checked: list[np.ndarray | None] = []
-            for i, (t, gi) in enumerate(zip(tensors, grads, strict=True)):
-                if gi is not None and t.requires_grad:
-                    gi = np.asarray(gi)
-                    if gi.shape != t.shape:
-                        raise ValueError(
-                            f"{op_name}: backward returned a gradient of shape {gi.shape} for "
-                            f"input {i} of shape {t.shape}"
-                        )
-                    gi = gi.astype(t.dtype, copy=False)
-                checked.append(gi)
-            return checked
-
-        return Tensor._make(out, tensors, grad_fn, op_name)
-
-    apply.__name__ = op_name
-    apply.__doc__ = forward.__doc__
-    return apply

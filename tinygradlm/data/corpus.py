@@ -14,7 +14,8 @@
 
 :func:`corpus_stats` is the one-shot form; accumulators of disjoint parts :meth:`merge` into the
 statistics of the whole (splits into a source, sources into the overall corpus). :func:`summary`
-is the table ``prepare`` and ``tinygradlm report DIR`` print; :func:`plot_report` draws PNGs.
+is the table ``prepare`` and ``tinygradlm report DIR`` print;
+:func:`tinygradlm.monitor.plot_report` draws the report as PNGs.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ __all__ = [
     "CorpusStats",
     "corpus_stats",
     "load_report",
-    "plot_report",
     "summary",
 ]
 
@@ -376,87 +376,3 @@ def summary(report: Mapping[str, Any]) -> str:
         rows.append("")
         rows += _details(name, c["stats"])
     return "\n".join(rows)
-
-
-def plot_report(report: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
-    """Write ``corpus_lengths.png`` (documents by length in tokens: one panel per source and one
-    overall, or one panel for a single source), ``corpus_scripts.png`` (share of letters by
-    script) and, for a mixture, ``corpus_mixture.png`` (each source's requested weight beside
-    its share of the training tokens) into ``out_dir``; returns their paths.
-    Needs matplotlib (``pip install 'tinygradlm[plot]'``); draws on the Agg canvas directly."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as e:
-        raise ImportError(
-            "plot_report needs matplotlib, an optional extra: pip install 'tinygradlm[plot]' "
-            "(or pip install matplotlib)"
-        ) from e
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    columns = [*report["sources"].items(), ("overall", report["overall"])]
-    if len(report["sources"]) == 1:
-        columns = columns[-1:]
-    written = []
-
-    starts = report["overall"]["stats"]["length_histogram"]["bin_starts"]
-    used = [
-        i for _, c in columns for i, n in enumerate(c["stats"]["length_histogram"]["counts"]) if n
-    ] or [0]
-    bins = list(range(min(used), max(used) + 1))
-    fig = Figure(figsize=(9, 1.5 + 2.5 * len(columns)), dpi=110, layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(len(columns), 1, sharex=True, squeeze=False)[:, 0]
-    for ax, (name, c) in zip(axes, columns, strict=True):
-        counts = c["stats"]["length_histogram"]["counts"]
-        ax.bar(bins, [counts[b] for b in bins], width=0.8)
-        ax.set_title(f"{name}: {c['stats']['documents']:,} documents", loc="left")
-        ax.set_ylabel("documents")
-        ax.grid(alpha=0.3, axis="y")
-    axes[-1].set_xticks(bins)
-    axes[-1].set_xticklabels([_bin_label(starts, b) for b in bins], rotation=45, ha="right")
-    axes[-1].set_xlabel("document length (text tokens, log2 bins)")
-    path = out / "corpus_lengths.png"
-    fig.savefig(path)
-    written.append(path)
-
-    fig = Figure(figsize=(8, 4.5), dpi=110, layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    names: list[str] = []
-    for _, c in columns:
-        names += [s for s in c["stats"]["scripts"] if s not in names]
-    names = names or ["other"]
-    bar = 0.8 / len(columns)
-    for k, (name, c) in enumerate(columns):
-        shares = [100 * c["stats"]["scripts"].get(s, {}).get("share", 0.0) for s in names]
-        ax.barh([i + k * bar for i in range(len(names))], shares, height=bar, label=name)
-    ax.set_yticks([i + 0.4 - bar / 2 for i in range(len(names))])
-    ax.set_yticklabels(names)
-    ax.invert_yaxis()
-    ax.set_xlabel("share of letters (%)")
-    ax.legend()
-    ax.grid(alpha=0.3, axis="x")
-    path = out / "corpus_scripts.png"
-    fig.savefig(path)
-    written.append(path)
-
-    if "mixture" in report:
-        names = list(report["sources"])
-        fig = Figure(figsize=(max(5, 1.2 * len(names) + 2), 4), dpi=110, layout="constrained")
-        FigureCanvasAgg(fig)
-        ax = fig.add_subplot()
-        x = np.arange(len(names))
-        weights = [report["sources"][n]["weight"] for n in names]
-        shares = [report["sources"][n]["token_share"] for n in names]
-        ax.bar(x - 0.2, weights, width=0.4, label="weight requested")
-        ax.bar(x + 0.2, shares, width=0.4, label="share of train tokens")
-        ax.set_xticks(x)
-        ax.set_xticklabels(names)
-        ax.set_ylabel("share of the mixture")
-        ax.legend()
-        ax.grid(alpha=0.3, axis="y")
-        path = out / "corpus_mixture.png"
-        fig.savefig(path)
-        written.append(path)
-    return written

@@ -331,7 +331,9 @@ def _cluster_roots(count: int, pairs: list[tuple[int, int, float]]) -> list[int]
 # -- the whole stage -----------------------------------------------------------------------------
 
 
-def _exact_key(text: str) -> bytes:
+def exact_duplicate_key(text: str) -> bytes:
+    """Two documents are exact duplicates when their keys are equal: a 16-byte hash of the
+    text with every run of whitespace made one space."""
     return hashlib.blake2b(" ".join(text.split()).encode("utf-8"), digest_size=16).digest()
 
 
@@ -354,7 +356,7 @@ def deduplicate(
         first_with_key: dict[bytes, Document] = {}
         survivors = []
         for doc in docs:
-            first = first_with_key.setdefault(_exact_key(doc.text), doc)
+            first = first_with_key.setdefault(exact_duplicate_key(doc.text), doc)
             if first is doc:
                 survivors.append(doc)
             else:

@@ -81,7 +81,7 @@ def _files_below(directory: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.relative_to(directory).parts)
 
 
-def _decode(path: Path, data: bytes) -> str:
+def decode_utf8(path: Path, data: bytes) -> str:
     """Strict UTF-8, with the error pointing at the first bad byte and its line."""
     try:
         text = data.decode("utf-8")
@@ -100,7 +100,7 @@ def _read_file(path: Path, text_field: str) -> Iterator[Document]:
         data = path.read_bytes()
     except OSError as error:
         raise DataError(f"{path}: cannot read ({error.strerror})") from None
-    text = _decode(path, data)
+    text = decode_utf8(path, data)
     if path.suffix.lower() not in JSON_SUFFIXES:
         yield Document(text, str(path))
     elif path.suffix.lower() == ".json" and text.lstrip().startswith("["):
@@ -112,7 +112,7 @@ def _read_file(path: Path, text_field: str) -> Iterator[Document]:
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _valid_text(value: str, where: str) -> str:
+def check_unicode(value: str, where: str) -> str:
     """JSON's \\uXXXX escapes can spell half of a surrogate pair, which is not Unicode text
     (it has no UTF-8 encoding): refuse it here, naming the record, not deep in the tokenizer."""
     bad = _SURROGATE.search(value)
@@ -124,7 +124,9 @@ def _valid_text(value: str, where: str) -> str:
     return value
 
 
-def _text_of(record: Any, text_field: str, where: str) -> str:
+def string_field(record: Any, text_field: str, where: str) -> str:
+    """``record[text_field]``, or a DataError naming ``where`` if ``record`` is not a JSON
+    object or the field is not a string."""
     if not isinstance(record, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
     value = record.get(text_field)
@@ -147,7 +149,7 @@ def _read_json_lines(path: Path, text: str, text_field: str) -> Iterator[Documen
             raise DataError(
                 f"{where}: not valid JSON ({error.msg} at column {error.colno})"
             ) from None
-        yield Document(_valid_text(_text_of(record, text_field, where), where), where)
+        yield Document(check_unicode(string_field(record, text_field, where), where), where)
 
 
 def _read_json_array(path: Path, text: str, text_field: str) -> Iterator[Document]:
@@ -161,8 +163,8 @@ def _read_json_array(path: Path, text: str, text_field: str) -> Iterator[Documen
         raise DataError(f"{path}: expected a JSON array of records")
     for index, record in enumerate(records):
         where = f"{path}[{index}]"
-        value = record if isinstance(record, str) else _text_of(record, text_field, where)
-        yield Document(_valid_text(value, where), where)
+        value = record if isinstance(record, str) else string_field(record, text_field, where)
+        yield Document(check_unicode(value, where), where)
 
 
 def write_documents(documents: Iterable[Document], path: str | os.PathLike[str]) -> int:

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
-from .documents import _decode, _text_of, _valid_text
+from .documents import check_unicode, decode_utf8, string_field
 from .sampler import EpochSampler, SampledBatches, check_loader_args
 
 __all__ = ["IGNORE_INDEX", "SFTData", "SFTLoader", "encode_example", "load_sft", "read_sft"]
@@ -67,7 +67,7 @@ def read_sft(
         raise DataError(f"{path}: cannot read ({error.strerror})") from None
     records = []
     # split on "\n" only: str.splitlines would also split inside a record at \x1c, \u2028, ...
-    for number, line in enumerate(_decode(path, data).split("\n"), start=1):
+    for number, line in enumerate(decode_utf8(path, data).split("\n"), start=1):
         if not line.strip():
             continue
         where = f"{path}:{number}"
@@ -77,8 +77,8 @@ def read_sft(
             raise DataError(
                 f"{where}: not valid JSON ({error.msg} at column {error.colno})"
             ) from None
-        prompt = _valid_text(_text_of(record, prompt_key, where), where)
-        response = _valid_text(_text_of(record, response_key, where), where)
+        prompt = check_unicode(string_field(record, prompt_key, where), where)
+        response = check_unicode(string_field(record, response_key, where), where)
         records.append((prompt, response, where))
     if not records:
         raise DataError(f"{path}: no records (expected JSON Lines of {{{prompt_key!r}: …}})")

@@ -28,7 +28,6 @@ from __future__ import annotations
 import mmap
 import os
 import re
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import IO
 
 import numpy as np
 
+from ..atomic import atomic_file
 from ..errors import DataError
 
 __all__ = [
@@ -250,38 +250,10 @@ def _write_payload(file: IO[bytes], header: np.ndarray, tokens: np.ndarray) -> N
 
 
 def _atomic_write(path: Path, header: np.ndarray, tokens: np.ndarray) -> None:
-    """Write to a temporary file beside ``path``, fsync it, then rename it over ``path``.
-
-    A reader sees the old shard or the new one, never a partial one; the temporary name starts
-    with '.' and ends in '.tmp', so :func:`find_shards` never lists it.
-    """
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    temp = Path(temp_name)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            _write_payload(file, header, tokens)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temp, 0o644)  # mkstemp makes it 0600; a shard is ordinary shared data
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename itself durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    """A reader sees the old shard or the new one, never a partial one; the temporary name
+    starts with '.' and ends in '.tmp', so :func:`find_shards` never lists it."""
+    with atomic_file(path) as file:
+        _write_payload(file, header, tokens)
 
 
 # --------------------------------------------------------------------------------------------

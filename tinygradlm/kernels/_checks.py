@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ref._checks import upstream
+from ..ref.checks import upstream
 
 __all__ = ["copy_back", "upstream", "work_buffer"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _checks
+from . import checks
 
 
 def adamw_update(
@@ -78,14 +78,14 @@ def check_adamw_update(
     """The argument checks of :func:`adamw_update` (and of its Numba twin in
     tinygradlm.kernels)."""
     fn = "adamw_update"
-    dtype = _checks.float_array(fn, "params", params)
+    dtype = checks.float_array(fn, "params", params)
     if params.ndim != 1:
         raise ValueError(f"{fn}: params must be a flat (N,) buffer, got shape {params.shape}")
     for name, buf in (("grads", grads), ("m", m), ("v", v)):
-        _checks.float_array(fn, name, buf)
+        checks.float_array(fn, name, buf)
         if buf.shape != params.shape:
             raise ValueError(f"{fn}: {name} has shape {buf.shape} but params {params.shape}")
-        _checks.same_dtype(fn, name, buf, "params", dtype)
+        checks.same_dtype(fn, name, buf, "params", dtype)
     if decay_mask is not None:
         if not isinstance(decay_mask, np.ndarray) or decay_mask.dtype.kind not in "bf":
             raise TypeError(f"{fn}: decay_mask must be a bool or float array (or None)")

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from . import _checks
+from . import checks
 
 AttentionCache = tuple[np.ndarray, np.ndarray, int]
 
@@ -84,7 +84,7 @@ def attention_backward(dout: np.ndarray, cache: AttentionCache) -> tuple[np.ndar
     qkv, att, n_head = cache
     B, T, C3 = qkv.shape
     C = C3 // 3
-    _checks.upstream("attention_backward", dout, (B, T, C), qkv.dtype)
+    checks.upstream("attention_backward", dout, (B, T, C), qkv.dtype)
     scale = 1.0 / math.sqrt(C // n_head)
 
     q, k, v = _split_qkv(qkv, n_head)  # (B, NH, T, HS) each
@@ -112,7 +112,7 @@ def check_attention_forward(qkv: np.ndarray, n_head: int, out: np.ndarray | None
     """The argument checks of :func:`attention_forward` (and of its twin in tinygradlm.kernels);
     returns the array to write the output into, ``out`` or a new (B, T, C) one."""
     fn = "attention_forward"
-    dtype = _checks.float_array(fn, "qkv", qkv)
+    dtype = checks.float_array(fn, "qkv", qkv)
     if qkv.ndim != 3:
         raise ValueError(f"{fn}: qkv must be (B, T, 3C), got shape {qkv.shape}")
     B, T, C3 = qkv.shape
@@ -123,4 +123,4 @@ def check_attention_forward(qkv: np.ndarray, n_head: int, out: np.ndarray | None
     C = C3 // 3
     if not isinstance(n_head, (int, np.integer)) or n_head < 1 or C % n_head:
         raise ValueError(f"{fn}: C={C} channels do not split into n_head={n_head!r} heads")
-    return _checks.out_array(fn, out, (B, T, C), dtype, contiguous=True, kept=(("qkv", qkv),))
+    return checks.out_array(fn, out, (B, T, C), dtype, contiguous=True, kept=(("qkv", qkv),))

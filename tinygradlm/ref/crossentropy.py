@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _checks
+from . import checks
 
 CrossEntropyCache = tuple[np.ndarray, np.ndarray, np.ndarray, int]
 
@@ -93,8 +93,8 @@ def check_crossentropy_forward(
     """The argument checks of :func:`crossentropy_forward` (and of its Numba twin in
     tinygradlm.kernels); returns V and the mask of valid positions (B, T)."""
     fn = "crossentropy_forward"
-    _checks.float_array(fn, "logits", logits)
-    _checks.int_array(fn, "targets", targets)
+    checks.float_array(fn, "logits", logits)
+    checks.int_array(fn, "targets", targets)
     if logits.ndim == 0:
         raise ValueError(f"{fn}: logits must have a vocabulary axis (..., Vp), got a 0-d array")
     Vp = logits.shape[-1]

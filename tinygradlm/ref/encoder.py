@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _checks
+from . import checks
 
 EncoderCache = tuple[np.ndarray, tuple[int, int], tuple[int, int], np.dtype]
 
@@ -44,7 +44,7 @@ def encoder_backward(dout: np.ndarray, cache: EncoderCache) -> tuple[np.ndarray,
     """
     idx, wte_shape, wpe_shape, dtype = cache
     B, T = idx.shape
-    _checks.upstream("encoder_backward", dout, (B, T, wte_shape[1]), dtype)
+    checks.upstream("encoder_backward", dout, (B, T, wte_shape[1]), dtype)
 
     # in the forward pass this was: out[b, t] = wte[idx[b, t]] + wpe[t], so now:
     dwte = np.zeros(wte_shape, dtype=dtype)  # (Vp, C) tokens that never occur get zero
@@ -61,10 +61,10 @@ def check_encoder_forward(
     """The argument checks of :func:`encoder_forward` (and of its Numba twin in
     tinygradlm.kernels); returns the array to write the output into, ``out`` or a new one."""
     fn = "encoder_forward"
-    _checks.int_array(fn, "idx", idx)
-    dtype = _checks.float_array(fn, "wte", wte)
-    _checks.float_array(fn, "wpe", wpe)
-    _checks.same_dtype(fn, "wpe", wpe, "wte", dtype)
+    checks.int_array(fn, "idx", idx)
+    dtype = checks.float_array(fn, "wte", wte)
+    checks.float_array(fn, "wpe", wpe)
+    checks.same_dtype(fn, "wpe", wpe, "wte", dtype)
     if idx.ndim != 2:
         raise ValueError(f"{fn}: idx must be (B, T), got shape {idx.shape}")
     if wte.ndim != 2 or wpe.ndim != 2:
@@ -85,4 +85,4 @@ def check_encoder_forward(
         raise IndexError(
             f"{fn}: token id {int(idx[position])} at position {position} is outside [0, {Vp})"
         )
-    return _checks.out_array(fn, out, (B, T, C), dtype)
+    return checks.out_array(fn, out, (B, T, C), dtype)

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from . import _checks
+from . import checks
 
 # Python floats on purpose: NumPy 2 promotes a float32 array meeting a np.float64 scalar (what
 # np.sqrt would return) to float64, but keeps it float32 against a Python float.
@@ -40,7 +40,7 @@ def gelu_forward(x: np.ndarray, *, out: np.ndarray | None = None) -> tuple[np.nd
 def gelu_backward(dout: np.ndarray, cache: GeluCache) -> tuple[np.ndarray]:
     """Gradient dx (like x), a new array, from dout (like x). See :func:`gelu_forward`."""
     (x,) = cache
-    _checks.upstream("gelu_backward", dout, x.shape, x.dtype)
+    checks.upstream("gelu_backward", dout, x.shape, x.dtype)
     tanh_u = np.tanh(GELU_SCALE * (x + GELU_CUBIC * x * x * x))  # (B, T, 4C) as in the forward
     du_dx = GELU_SCALE * (1.0 + 3.0 * GELU_CUBIC * x * x)  # (B, T, 4C)
 
@@ -55,5 +55,5 @@ def check_gelu_forward(x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
     """The argument checks of :func:`gelu_forward` (and of its Numba twin in tinygradlm.kernels);
     returns the array to write the output into, ``out`` or a new one."""
     fn = "gelu_forward"
-    dtype = _checks.float_array(fn, "x", x)
-    return _checks.out_array(fn, out, x.shape, dtype, kept=(("x", x),))
+    dtype = checks.float_array(fn, "x", x)
+    return checks.out_array(fn, out, x.shape, dtype, kept=(("x", x),))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _checks
+from . import checks
 
 LayerNormCache = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
@@ -58,7 +58,7 @@ def layernorm_backward(
     See :func:`layernorm_forward` for the derivation.
     """
     x, mean, rstd, weight = cache
-    _checks.upstream("layernorm_backward", dout, x.shape, x.dtype)
+    checks.upstream("layernorm_backward", dout, x.shape, x.dtype)
     C = x.shape[-1]
     # recomputed rather than cached: one (B, T, C) array less kept per layer until the backward
     xhat = (x - mean[..., None]) * rstd[..., None]  # (B, T, C)
@@ -82,13 +82,13 @@ def check_layernorm_forward(
     """The argument checks of :func:`layernorm_forward` (and of its Numba twin in
     tinygradlm.kernels); returns the array to write the output into, ``out`` or a new one."""
     fn = "layernorm_forward"
-    dtype = _checks.float_array(fn, "x", x)
+    dtype = checks.float_array(fn, "x", x)
     if x.ndim == 0:
         raise ValueError(f"{fn}: x must have a channel axis (..., C), got a 0-d array")
     C = x.shape[-1]
     for name, p in (("weight", weight), ("bias", bias)):
-        _checks.float_array(fn, name, p)
+        checks.float_array(fn, name, p)
         if p.shape != (C,):
             raise ValueError(f"{fn}: {name} has shape {p.shape} but x has C={C} channels")
-        _checks.same_dtype(fn, name, p, "x", dtype)
-    return _checks.out_array(fn, out, x.shape, dtype, kept=(("x", x),))
+        checks.same_dtype(fn, name, p, "x", dtype)
+    return checks.out_array(fn, out, x.shape, dtype, kept=(("x", x),))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _checks
+from . import checks
 
 LinearCache = tuple[np.ndarray, np.ndarray, bool]
 
@@ -53,7 +53,7 @@ def linear_backward(dout: np.ndarray, cache: LinearCache) -> tuple[np.ndarray, .
     """
     x, weight, has_bias = cache
     C, OC = weight.shape
-    _checks.upstream("linear_backward", dout, (*x.shape[:-1], OC), x.dtype)
+    checks.upstream("linear_backward", dout, (*x.shape[:-1], OC), x.dtype)
     x2 = x.reshape(-1, C)  # (B·T, C)
     dout2 = dout.reshape(-1, OC)  # (B·T, OC)
 
@@ -72,9 +72,9 @@ def check_linear_forward(
     """The argument checks of :func:`linear_forward`; returns the array to write the output
     into, ``out`` or a new one."""
     fn = "linear_forward"
-    dtype = _checks.float_array(fn, "x", x)
-    _checks.float_array(fn, "weight", weight)
-    _checks.same_dtype(fn, "weight", weight, "x", dtype)
+    dtype = checks.float_array(fn, "x", x)
+    checks.float_array(fn, "weight", weight)
+    checks.same_dtype(fn, "weight", weight, "x", dtype)
     if x.ndim == 0:
         raise ValueError(f"{fn}: x must have a channel axis (..., C), got a 0-d array")
     C = x.shape[-1]
@@ -85,10 +85,10 @@ def check_linear_forward(
         )
     OC = weight.shape[1]
     if bias is not None:
-        _checks.float_array(fn, "bias", bias)
-        _checks.same_dtype(fn, "bias", bias, "x", dtype)
+        checks.float_array(fn, "bias", bias)
+        checks.same_dtype(fn, "bias", bias, "x", dtype)
         if bias.shape != (OC,):
             raise ValueError(f"{fn}: bias has shape {bias.shape} but weight has OC={OC} outputs")
-    return _checks.out_array(
+    return checks.out_array(
         fn, out, (*x.shape[:-1], OC), dtype, contiguous=True, kept=(("x", x), ("weight", weight))
     )

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from . import _checks
+from . import checks
 
 LoRACache = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.floating]
 
@@ -52,7 +52,7 @@ def lora_backward(dout: np.ndarray, cache: LoRACache) -> tuple[np.ndarray, np.nd
     new arrays. See :func:`lora_forward` for the derivation."""
     x, A, B, h, s = cache
     C, OC = A.shape[0], B.shape[1]
-    _checks.upstream("lora_backward", dout, (*x.shape[:-1], OC), x.dtype)
+    checks.upstream("lora_backward", dout, (*x.shape[:-1], OC), x.dtype)
     dout2 = dout.reshape(-1, OC)  # (B·T, OC)
 
     # in the forward pass this was: out = h @ B, so now:
@@ -71,10 +71,10 @@ def check_lora_forward(
     """The argument checks of :func:`lora_forward`; returns the array to write the output into,
     ``out`` or a new one."""
     fn = "lora_forward"
-    dtype = _checks.float_array(fn, "x", x)
+    dtype = checks.float_array(fn, "x", x)
     for name, a in (("A", A), ("B", B)):
-        _checks.float_array(fn, name, a)
-        _checks.same_dtype(fn, name, a, "x", dtype)
+        checks.float_array(fn, name, a)
+        checks.same_dtype(fn, name, a, "x", dtype)
     if x.ndim == 0:
         raise ValueError(f"{fn}: x must have a channel axis (..., C), got a 0-d array")
     C = x.shape[-1]
@@ -88,6 +88,6 @@ def check_lora_forward(
     if not math.isfinite(scale):
         raise ValueError(f"{fn}: scale must be finite, got {scale}")
     OC = B.shape[1]
-    return _checks.out_array(
+    return checks.out_array(
         fn, out, (*x.shape[:-1], OC), dtype, contiguous=True, kept=(("x", x), ("A", A), ("B", B))
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _checks
+from . import checks
 
 ResidualCache = tuple[tuple[int, ...], np.dtype]
 
@@ -34,7 +34,7 @@ def residual_forward(
 def residual_backward(dout: np.ndarray, cache: ResidualCache) -> tuple[np.ndarray, np.ndarray]:
     """Gradients (da, db), each like dout and each a new array. See :func:`residual_forward`."""
     shape, dtype = cache
-    _checks.upstream("residual_backward", dout, shape, dtype)
+    checks.upstream("residual_backward", dout, shape, dtype)
     # in the forward pass this was: out = a + b, so now: both get dout unchanged. Copies, so a
     # caller may accumulate into da (da += ...) without changing db or dout.
     return dout.copy(), dout.copy()
@@ -44,9 +44,9 @@ def check_residual_forward(a: np.ndarray, b: np.ndarray, out: np.ndarray | None)
     """The argument checks of :func:`residual_forward`; returns the array to write the output
     into, ``out`` or a new one."""
     fn = "residual_forward"
-    dtype = _checks.float_array(fn, "a", a)
-    _checks.float_array(fn, "b", b)
-    _checks.same_dtype(fn, "b", b, "a", dtype)
+    dtype = checks.float_array(fn, "a", a)
+    checks.float_array(fn, "b", b)
+    checks.same_dtype(fn, "b", b, "a", dtype)
     if a.shape != b.shape:
         raise ValueError(f"{fn}: a has shape {a.shape} but b has shape {b.shape}")
-    return _checks.out_array(fn, out, a.shape, dtype)
+    return checks.out_array(fn, out, a.shape, dtype)

@@ -21,7 +21,8 @@ Example:
     True
 """
 
-from .checks import DEFAULT_TOLERANCES, Tolerances, check_vjp, gradcheck
+from .checker import DEFAULT_TOLERANCES, Tolerances
+from .checks import check_vjp, gradcheck
 from .numerical import numerical_jacobian, numerical_vjp
 from .report import GradcheckError, GradcheckResult, Kink, PairResult
 

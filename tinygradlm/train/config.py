@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from .. import backend
-from ..data.mixture import parse_mix
+from ..data.mix import parse_mix
 from ..lora import TARGETS, LoRAConfig
 from ..model import GPTConfig
 from ..precision import Precision

@@ -13,7 +13,7 @@ import numpy as np
 from .. import backend
 from ..checkpoint import load_checkpoint, model_from_checkpoint
 from ..data.loader import DataLoader
-from ..data.mixture import mixture_loss, resolve_sources
+from ..data.mix import mixture_loss, resolve_sources
 from ..data.sft import IGNORE_INDEX, SFTLoader, load_sft
 from ..data.shards import find_shards
 from ..errors import DataError

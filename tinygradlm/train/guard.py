@@ -9,9 +9,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
 from ..errors import DivergenceError
+from ..monitor.metrics import is_count
 
 
 class Action(enum.StrEnum):
@@ -43,7 +42,7 @@ class DivergenceGuard:
     def __init__(
         self, max_bad_steps: int = 3, *, backoff: float = 0.5, max_rollbacks: int | None = 5
     ) -> None:
-        if not _is_count(max_bad_steps) or max_bad_steps < 1:
+        if not is_count(max_bad_steps) or max_bad_steps < 1:
             raise ValueError(f"DivergenceGuard: max_bad_steps must be >= 1, got {max_bad_steps!r}")
         if not 0 < backoff <= 1:
             raise ValueError(f"DivergenceGuard: backoff must be in (0, 1], got {backoff!r}")
@@ -95,7 +94,7 @@ class DivergenceGuard:
             )
         for name in ("bad_steps", "skipped_steps", "rollbacks"):
             value = state[name]
-            if not _is_count(value) or value < 0:
+            if not is_count(value) or value < 0:
                 raise ValueError(
                     f"DivergenceGuard.load_state_dict: {name} must be an integer >= 0, "
                     f"got {value!r}"
@@ -112,8 +111,3 @@ class DivergenceGuard:
         self.skipped_steps = state["skipped_steps"]
         self.rollbacks = state["rollbacks"]
         self.lr_factor = float(lr_factor)
-
-
-def _is_count(value: Any) -> bool:
-    """An integer (a NumPy one too), not a bool."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)

@@ -36,7 +36,8 @@ import numpy as np
 
 from .. import backend
 from ..checkpoint import latest_checkpoint, load_checkpoint, restore, save_checkpoint
-from ..data.mixture import MixtureLoader, mixture_loss
+from ..data.mix import mixture_loss
+from ..data.mixture import MixtureLoader
 from ..dist import Dist, make_sync
 from ..monitor import ChromeTrace, MetricsLogger, ProgressLine, StepTimer, measure_gemm_flops, mfu
 from .config import FinetuneConfig, TrainConfig

@@ -22,7 +22,8 @@ import numpy as np
 
 from ..checkpoint import load_checkpoint, model_from_checkpoint
 from ..data.loader import DataLoader
-from ..data.mixture import MixtureLoader, resolve_sources
+from ..data.mix import resolve_sources
+from ..data.mixture import MixtureLoader
 from ..data.sft import SFTLoader, load_sft
 from ..data.shards import find_shards, read_shard
 from ..errors import DataError

@@ -1,89 +1,25 @@
-"""Byte-level BPE with regex pre-tokenization: GPT-2's and tiktoken's tokenizer, trainable.
+"""The ``Tokenizer``: a byte-level BPE's vocabulary, encoding, decoding and files.
 
-A tokenizer is three things (docs/tokenizer.md):
-
-- **ranks**, ``dict[bytes, int]``: every token's byte string and its id. The 256 single bytes are
-  always tokens, so any text can be encoded; a multi-byte token is the concatenation of two
-  tokens of lower rank, its *merge*. A token's id is its rank, its merge priority.
-- **a split pattern** (``PATTERNS``): a regex that cuts text into chunks (words with their leading
-  space, numbers, punctuation runs, whitespace) before BPE; tokens never cross a chunk boundary.
-- **special tokens** such as ``<|endoftext|>``: strings given ids of their own, recognised in
-  text only when the caller allows it (``encode``'s ``allowed_special``).
-
-Training (``Tokenizer.train``), as GPT-2's, minbpe's and HF ``tokenizers``' BPE trainers do:
-
-1. Split the corpus into chunks with the pattern and count each distinct chunk once
-   (``Counter[str]``); the corpus is never read again.
-2. Write each distinct chunk as a list of byte ids, and count every adjacent pair of ids over
-   all chunks, each chunk weighted by its count. Remember also which chunks hold each pair.
-3. Repeat until the vocabulary is full: take the most frequent pair (a, b), give the bytes of a
-   followed by those of b the next id c, and in every chunk that holds the pair replace each
-   (a, b) by c, left to right.
-
-**Tie-break.** Among pairs of equal count the pair with the smallest ids wins, compared as the
-tuple (a, b): first the smaller left id, then the smaller right id (HF ``tokenizers`` does the
-same). Single bytes have ids 0..255 by byte value and merged tokens ids in creation order, so the
-rule depends only on the corpus, never on dict or set order: training is deterministic.
-
-**The incremental update** is what makes step 3 cheap. Merging (a, b) changes the pairs of only
-the chunks that hold (a, b), so for each of those the pairs of its old token list are subtracted
-from the counts and the pairs of its new list added, and the pair → chunks index follows. The
-most frequent pair comes from a heap of (-count, a, b) entries that is never searched or rebuilt:
-entries go stale when a count drops, and a popped entry whose count no longer matches is pushed
-back with its current count ("lazy invalidation"). Only pairs that contain the new token can grow
-in a merge, and those are pushed when the merge is done, so the heap's top is always right.
-
-Encoding is tiktoken's algorithm, so our ids equal tiktoken's for the same ranks and pattern:
-split the text into chunks; a chunk whose bytes are a token is that token; otherwise start from
-its single bytes and repeatedly merge the adjacent pair whose concatenation has the lowest rank
-(the leftmost such pair on ties) until no adjacent pair is a token. A cache maps recent chunks to
-their ids, so a common word is merged once.
-
-**Text that is not Unicode.** A Python ``str`` can hold lone surrogates (U+D800..U+DFFF), which
-no UTF-8 byte string represents. ``encode`` raises a ``DataError`` naming the position, rather
-than replacing them with U+FFFD as tiktoken does, so that ``decode(encode(text)) == text`` holds
-for every string ``encode`` accepts. ``decode`` replaces invalid UTF-8 (a token sequence cut in
-the middle of a character, say) with U+FFFD; ``decode_bytes`` returns the raw bytes.
-
-Files (docs/tokenizer.md): ``save``/``load`` write our human-readable text format;
-``save_tiktoken``/``from_tiktoken`` tiktoken's ``.tiktoken`` rank files; ``save_gpt2``/
-``from_gpt2`` GPT-2's ``encoder.json`` + ``vocab.bpe``.
+Training is in :mod:`.training`, the merge loop of encoding in :mod:`.merge`, the split patterns
+in :mod:`.pretokenize`, the file formats in :mod:`.files`; the whole design is in the package
+docstring (:mod:`tinygradlm.tokenizer`) and docs/tokenizer.md.
 """
 
 from __future__ import annotations
 
-import heapq
-from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable, Sequence
 from collections.abc import Set as AbstractSet
-from itertools import pairwise
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import regex
-from tqdm import tqdm
 
-from . import _tokenizer_files as files
-from .errors import DataError
-
-__all__ = ["ENDOFTEXT", "PATTERNS", "TOKENIZER_FILE", "Tokenizer"]
-
-ENDOFTEXT = "<|endoftext|>"
-# the name `tinygradlm prepare` gives a run's tokenizer, and checkpoints carry it under
-TOKENIZER_FILE = "tokenizer.txt"
-
-# The split patterns of tiktoken's r50k_base (GPT-2's pattern, rewritten by tiktoken with
-# possessive quantifiers to run faster, same splits) and cl100k_base (GPT-4). The GPT-4 pattern
-# keeps a leading non-letter with a word, splits numbers into runs of at most three digits, and
-# matches the English contractions case-insensitively.
-PATTERNS = {
-    "gpt2": r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s""",
-    "gpt4": (
-        r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+|"""
-        r""" ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
-    ),
-}
+from ..errors import DataError
+from . import files
+from .merge import bpe_merge, bpe_merge_long
+from .pretokenize import ENDOFTEXT, PATTERNS, encode_utf8, resolve_pattern
+from .training import learn_ranks
 
 # Chunks at least this long are merged with a heap over a linked list (O(n log n)) instead of
 # the quadratic scan; the two give the same tokens (tests/test_tokenizer.py checks it).
@@ -94,22 +30,9 @@ _CACHE_SIZE = 1 << 16
 _CACHE_MAX_CHUNK = 256
 
 
-def resolve_pattern(pattern: str) -> str:
-    """The regex for a pattern name in ``PATTERNS``, or ``pattern`` itself if it is not a name.
-    A custom pattern must compile with the ``regex`` package."""
-    pattern = PATTERNS.get(pattern, pattern)
-    try:
-        regex.compile(pattern)
-    except regex.error as error:
-        raise ValueError(
-            f"the split pattern is neither a name in {sorted(PATTERNS)} nor a valid regex: {error}"
-        ) from None
-    return pattern
-
-
 class Tokenizer:
     """A byte-level BPE tokenizer: ``ranks`` (token bytes → id), a split ``pattern`` (a name in
-    ``PATTERNS`` or a regex) and ``special_tokens`` (string → id). See the module docstring.
+    ``PATTERNS`` or a regex) and ``special_tokens`` (string → id). See the package docstring.
 
     >>> tok = Tokenizer.train(["low lower lowest"] * 3, vocab_size=260)
     >>> tok.decode(tok.encode("lowest"))
@@ -185,7 +108,7 @@ class Tokenizer:
         special_tokens: Sequence[str] = (ENDOFTEXT,),
         progress: bool = False,
     ) -> Tokenizer:
-        """Learn ``vocab_size - 256 - len(special_tokens)`` merges from ``texts`` (see the module
+        """Learn ``vocab_size - 256 - len(special_tokens)`` merges from ``texts`` (see the package
         docstring for the algorithm and the tie-break). The 256 single bytes get ids 0..255, the
         merges 256.. in the order they are learned, the special tokens the ids after the merges.
 
@@ -206,59 +129,8 @@ class Tokenizer:
                 f"vocab_size={vocab_size} is smaller than the 256 byte tokens plus "
                 f"{len(special_tokens)} special tokens"
             )
-
-        # 1. One pass over the corpus: each distinct chunk and how often it occurs.
-        chunk_counts = _count_chunks(texts, pattern, special_tokens, progress)
-        chunks = [_utf8(chunk, "a training text") for chunk in chunk_counts]
-        words = [list(chunk) for chunk in chunks]  # each chunk as token ids, merged as we go
-        counts = list(chunk_counts.values())
-
-        # 2. Every adjacent pair: its weighted count and the chunks that hold it.
-        pair_counts: defaultdict[tuple[int, int], int] = defaultdict(int)
-        pair_chunks: defaultdict[tuple[int, int], set[int]] = defaultdict(set)
-        for i, (word, count) in enumerate(zip(words, counts, strict=True)):
-            for pair in pairwise(word):
-                pair_counts[pair] += count
-                pair_chunks[pair].add(i)
-        heap = [(-count, a, b) for (a, b), count in pair_counts.items()]
-        heapq.heapify(heap)
-
-        # 3. Merge the most frequent pair, updating only the chunks that hold it.
-        ranks = {bytes([byte]): byte for byte in range(256)}
-        token_bytes = [bytes([byte]) for byte in range(256)]
-        bar = _progress_bar(progress, total=n_merges, desc="merges")
-        while len(token_bytes) < 256 + n_merges:
-            pair = _pop_most_frequent(heap, pair_counts)
-            if pair is None:
-                break  # every chunk is a single token: nothing left to merge
-            a, b = pair
-            c = len(token_bytes)
-            token_bytes.append(token_bytes[a] + token_bytes[b])
-            ranks[token_bytes[c]] = c
-            bar.update(1)
-            grown = set()  # pairs that hold c: the only counts a merge can raise
-            for i in pair_chunks.pop(pair):
-                old, count = words[i], counts[i]
-                new = _merge_pair(old, a, b, c)
-                words[i] = new
-                old_pairs, new_pairs = list(pairwise(old)), list(pairwise(new))
-                for p in old_pairs:
-                    pair_counts[p] -= count
-                for p in new_pairs:
-                    pair_counts[p] += count
-                    if c in p:
-                        grown.add(p)
-                for p in set(old_pairs).difference(new_pairs):
-                    if p != pair:
-                        pair_chunks[p].discard(i)
-                for p in set(new_pairs).difference(old_pairs):
-                    pair_chunks[p].add(i)
-            del pair_counts[pair]
-            for p in grown:
-                heapq.heappush(heap, (-pair_counts[p], *p))
-        bar.close()
-
-        n_ordinary = len(token_bytes)
+        ranks = learn_ranks(texts, n_merges, pattern, special_tokens, progress)
+        n_ordinary = len(ranks)
         specials = {text: n_ordinary + k for k, text in enumerate(special_tokens)}
         return cls(ranks, pattern, specials)
 
@@ -270,7 +142,7 @@ class Tokenizer:
         try:
             self._encode_chunks(text, ids)
         except UnicodeEncodeError:
-            _utf8(text, "the text")  # raises a DataError naming the position
+            encode_utf8(text, "the text")  # raises a DataError naming the position
             raise
         return ids
 
@@ -308,7 +180,7 @@ class Tokenizer:
                 start = match.end()
             self._encode_chunks(text[start:], ids)
         except UnicodeEncodeError:
-            _utf8(text, "the text")
+            encode_utf8(text, "the text")
             raise
         return ids
 
@@ -394,7 +266,7 @@ class Tokenizer:
         """The text the ids stand for; invalid UTF-8 becomes U+FFFD (``errors="replace"``)."""
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
 
-    # ---- files (formats in docs/tokenizer.md; parsing in tinygradlm/_tokenizer_files.py) ----
+    # ---- files (formats in docs/tokenizer.md; parsing in tokenizer/files.py) ----------------
 
     def save(self, path: str | Path) -> None:
         """Write the tokenizer in our text format: a JSON header line, then one token a line."""
@@ -450,140 +322,6 @@ class Tokenizer:
         return _from_file(cls, encoder_json_path, ranks, pattern, special_tokens)
 
 
-# ---- the two loops people read: a training merge and an encoding merge ----------------------
-
-
-def _pop_most_frequent(
-    heap: list[tuple[int, int, int]], pair_counts: dict[tuple[int, int], int]
-) -> tuple[int, int] | None:
-    """The pair with the highest count (smallest (a, b) on ties), or None if none is left.
-
-    Entries of the heap may be stale: a count that dropped since the entry was pushed. Such an
-    entry is pushed back with its current count and the search goes on.
-    """
-    while heap:
-        negative_count, a, b = heapq.heappop(heap)
-        count = pair_counts.get((a, b), 0)
-        if count == -negative_count and count > 0:
-            return a, b
-        if count > 0:
-            heapq.heappush(heap, (-count, a, b))
-    return None
-
-
-def _merge_pair(word: list[int], a: int, b: int, c: int) -> list[int]:
-    """``word`` with every (a, b) replaced by c, left to right (``[a, a, a]`` with a == b gives
-    ``[c, a]``)."""
-    out = []
-    i, n = 0, len(word)
-    while i < n:
-        if i + 1 < n and word[i] == a and word[i + 1] == b:
-            out.append(c)
-            i += 2
-        else:
-            out.append(word[i])
-            i += 1
-    return out
-
-
-def bpe_merge(piece: bytes, ranks: dict[bytes, int], max_rank: int | None = None) -> list[bytes]:
-    """Split ``piece`` into tokens with tiktoken's merge loop: start from single bytes; merge the
-    adjacent pair whose concatenation has the lowest rank (the leftmost on ties); repeat until no
-    adjacent pair is a token. Ranks of ``max_rank`` and above are ignored if it is given.
-
-    Quadratic in ``len(piece)``, and the reference for ``bpe_merge_long``.
-    """
-    limit = len(ranks) + (1 << 62) if max_rank is None else max_rank
-    parts = [piece[i : i + 1] for i in range(len(piece))]
-    while len(parts) > 1:
-        best_rank, best_i = limit, -1
-        for i in range(len(parts) - 1):
-            rank = ranks.get(parts[i] + parts[i + 1], limit)
-            if rank < best_rank:
-                best_rank, best_i = rank, i
-        if best_i < 0:
-            break
-        parts[best_i : best_i + 2] = [parts[best_i] + parts[best_i + 1]]
-    return parts
-
-
-def bpe_merge_long(
-    piece: bytes, ranks: dict[bytes, int], max_rank: int | None = None
-) -> list[bytes]:
-    """``bpe_merge`` in O(n log n) for long pieces: the parts form a linked list over their start
-    offsets, and a heap holds (rank, start) of every mergeable adjacent pair. The heap orders by
-    start on equal ranks, so the leftmost pair wins as in ``bpe_merge``; an entry is stale if its
-    part was absorbed or its pair has changed (parts only grow, and a longer byte string has a
-    different rank), and is then skipped."""
-    limit = len(ranks) + (1 << 62) if max_rank is None else max_rank
-    n = len(piece)
-    following = list(range(1, n + 1))  # start of the next part; the part is piece[i:following[i]]
-    preceding = list(range(-1, n - 1))
-    alive = [True] * n
-
-    def pair_rank(i: int) -> int:
-        j = following[i]
-        return limit if j >= n else ranks.get(piece[i : following[j]], limit)
-
-    heap = [(rank, i) for i in range(n - 1) if (rank := pair_rank(i)) < limit]
-    heapq.heapify(heap)
-    while heap:
-        rank, i = heapq.heappop(heap)
-        if not alive[i] or pair_rank(i) != rank:
-            continue
-        j = following[i]  # absorb part j into part i
-        alive[j] = False
-        following[i] = following[j]
-        if following[j] < n:
-            preceding[following[j]] = i
-        for k in (preceding[i], i):
-            if k >= 0 and (new_rank := pair_rank(k)) < limit:
-                heapq.heappush(heap, (new_rank, k))
-    parts = []
-    i = 0
-    while i < n:
-        parts.append(piece[i : following[i]])
-        i = following[i]
-    return parts
-
-
-# ---- helpers ---------------------------------------------------------------------------------
-
-
-def _count_chunks(
-    texts: Iterable[str], pattern: str, special_tokens: Sequence[str], progress: bool
-) -> Counter[str]:
-    """How often each chunk of ``pattern`` occurs in ``texts``, special tokens cut out."""
-    split = regex.compile(pattern)
-    specials = regex.compile("|".join(regex.escape(t) for t in special_tokens) or r"(?!)")
-    counts: Counter[str] = Counter()
-    for text in _progress_bar(progress, iterable=texts, desc="counting chunks", unit=" texts"):
-        if special_tokens and any(token in text for token in special_tokens):
-            for segment in specials.split(text):
-                counts.update(pretokenize(split, segment))
-        else:
-            counts.update(pretokenize(split, text))
-    return counts
-
-
-def pretokenize(split: regex.Pattern, text: str) -> list[str]:
-    """The chunks of ``text``: the one place training reads the corpus (a test counts calls)."""
-    return split.findall(text)
-
-
-def _utf8(text: str, what: str) -> bytes:
-    """``text`` as UTF-8, or a DataError naming the lone surrogate that prevents it."""
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError as error:
-        raise DataError(
-            f"{what} holds the lone surrogate U+{ord(text[error.start]):04X} at character "
-            f"{error.start}, which is not Unicode text and has no UTF-8 encoding; replace such "
-            f"characters first, e.g. text.encode('utf-16', 'surrogatepass').decode('utf-16', "
-            f"'replace')"
-        ) from None
-
-
 def _last_merge(token: bytes, rank: int, ranks: dict[bytes, int]) -> tuple[bytes, bytes] | None:
     """The two tokens of lower rank that ``token`` is merged from (see ``Tokenizer.merges``), or
     None if there are none."""
@@ -626,7 +364,3 @@ def _from_file(cls, path, ranks, pattern, special_tokens) -> Tokenizer:
         return cls(ranks, pattern, special_tokens)
     except DataError as error:
         raise DataError(f"{path}: {error}") from None
-
-
-def _progress_bar(enabled: bool, **kwargs) -> tqdm:
-    return tqdm(disable=not enabled, **kwargs)

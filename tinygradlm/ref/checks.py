@@ -1,4 +1,4 @@
-"""Cheap argument checks shared by the reference layers.
+"""Cheap argument checks shared by the reference layers and their Numba twins.
 
 Each check costs O(1) (shapes and dtypes; the index range checks in the encoder and
 cross-entropy are one pass over an integer array) and raises an error that names the function,

@@ -10,14 +10,15 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import regex
 
-from .errors import DataError
+from ..atomic import write_atomic
+from ..errors import DataError
 
+# the name `tinygradlm prepare` gives a run's tokenizer, and checkpoints carry it under
+TOKENIZER_FILE = "tokenizer.txt"
 FORMAT = "tinygradlm-bpe"
 VERSION = 1
 
@@ -90,7 +91,7 @@ def write_text_format(
         if rank in merges:
             line += " = {} {}".format(*merges[rank])
         lines.append(line)
-    _write_atomically(path, "\n".join(lines) + "\n")
+    write_atomic(path, "\n".join(lines) + "\n")
 
 
 def read_text_format(path: Path) -> tuple[dict[bytes, int], str, dict[str, int]]:
@@ -168,7 +169,7 @@ def write_tiktoken(path: Path, ranks: dict[bytes, int]) -> None:
         f"{base64.b64encode(token).decode('ascii')} {rank}"
         for token, rank in sorted(ranks.items(), key=lambda item: item[1])
     ]
-    _write_atomically(path, "\n".join(lines) + "\n")
+    write_atomic(path, "\n".join(lines) + "\n")
 
 
 def read_tiktoken(path: Path) -> dict[bytes, int]:
@@ -253,8 +254,8 @@ def write_gpt2(
             )
         left, right = merges[rank]
         lines.append(f"{to_gpt2(tokens[left])} {to_gpt2(tokens[right])}")
-    _write_atomically(encoder_path, json.dumps(encoder, ensure_ascii=False, indent=0) + "\n")
-    _write_atomically(vocab_path, "\n".join(lines) + "\n")
+    write_atomic(encoder_path, json.dumps(encoder, ensure_ascii=False, indent=0) + "\n")
+    write_atomic(vocab_path, "\n".join(lines) + "\n")
 
 
 def read_gpt2(encoder_path: Path, vocab_path: Path) -> tuple[dict[bytes, int], dict[str, int]]:
@@ -339,17 +340,3 @@ def _read_lines(path: Path) -> list[str]:
     if text.endswith("\n"):
         lines.pop()
     return [line[:-1] if line.endswith("\r") else line for line in lines]
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path = Path(path)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

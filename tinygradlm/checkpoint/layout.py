@@ -1,0 +1,190 @@
+"""What a checkpoint directory holds: its file names, its manifest's format, config.json both
+ways (our ``GPTConfig`` and HF's ``GPT2Config``), and the helpers writing and reading share.
+
+The layout, and how to open a checkpoint in ``transformers``, are in docs/checkpoints.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CheckpointError
+from ..lora import LoRAConfig
+from ..model import GPTConfig
+
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+OPTIMIZER_FILE = "optimizer.safetensors"
+TRAINER_FILE = "trainer.json"
+MANIFEST_FILE = "manifest.json"
+ADAPTERS_FILE = "adapters.safetensors"
+REQUIRED_FILES = (MODEL_FILE, CONFIG_FILE, OPTIMIZER_FILE, TRAINER_FILE)
+MODEL_ONLY_FILES = (MODEL_FILE, CONFIG_FILE)  # a manifest with "contents": "model"
+RESERVED_NAMES = (*REQUIRED_FILES, ADAPTERS_FILE, MANIFEST_FILE)  # not tokenizer files
+
+FORMAT = "tinygradlm-checkpoint"
+VERSION = 1
+# AdamW's hyperparameters, stored as the optimizer file's header metadata
+OPTIMIZER_HYPERPARAMETERS = ("lr", "beta1", "beta2", "eps", "weight_decay")
+
+CHECKPOINT_NAME = re.compile(r"ckpt_(\d{8,})")  # {step:08d}: 8 digits, more past 10^8 steps
+_HASH_CHUNK = 1 << 22
+
+
+@dataclass
+class Checkpoint:
+    """What :func:`load_checkpoint` read, validated.
+
+    model_state: HF GPT-2 names to arrays (what ``GPT.load_state_dict`` takes).
+    optimizer_state: ``m``, ``v`` (flat), ``step`` and the AdamW hyperparameters (what
+    ``AdamW.load_state_dict`` takes); None in a model-only checkpoint. trainer_state:
+    trainer.json as a dict (its ``step`` equals ``step``; just the step in a model-only one).
+    tokenizer_files: the copied tokenizer files, as paths in the checkpoint. lora and
+    adapter_state: the LoRA adapters' config and tensors (PEFT names), or None.
+    """
+
+    path: Path
+    step: int
+    config: GPTConfig
+    model_state: dict[str, np.ndarray]
+    optimizer_state: dict[str, Any] | None
+    trainer_state: dict[str, Any]
+    tokenizer_files: list[Path] = field(default_factory=list)
+    lora: LoRAConfig | None = None
+    adapter_state: dict[str, np.ndarray] | None = None
+
+
+def hf_config(
+    config: GPTConfig, dtype: Any = np.float32, extra: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """config.json: HF's ``GPT2Config`` fields for ``config``, and ours under "tinygradlm".
+
+    ``extra`` adds keys (``bos_token_id``, ``eos_token_id``, …) but may not change the ones
+    that describe the architecture. The token ids are null unless given: HF's defaults (50256)
+    belong to GPT-2's own vocabulary.
+    """
+    values: dict[str, Any] = {
+        "model_type": "gpt2",
+        "architectures": ["GPT2LMHeadModel"],
+        "vocab_size": config.vocab_size,
+        "n_positions": config.block_size,
+        "n_ctx": config.block_size,
+        "n_embd": config.n_embd,
+        "n_layer": config.n_layer,
+        "n_head": config.n_head,
+        "n_inner": None,  # 4·n_embd
+        "layer_norm_epsilon": config.layer_norm_epsilon,
+        "activation_function": "gelu_new",  # GPT-2's tanh approximation, as ref/gelu.py
+        "resid_pdrop": 0.0,
+        "embd_pdrop": 0.0,
+        "attn_pdrop": 0.0,
+        "scale_attn_weights": True,
+        "tie_word_embeddings": True,
+        "dtype": np.dtype(dtype).name,  # transformers < 4.56 called it torch_dtype
+        "bos_token_id": None,
+        "eos_token_id": None,
+        "tinygradlm": config.to_dict(),
+    }
+    fixed = set(values) - {"bos_token_id", "eos_token_id"}
+    clash = sorted(fixed & set(extra or {}))
+    if clash:
+        raise CheckpointError(f"extra_config may not set {', '.join(clash)}")
+    values.update(extra or {})
+    return values
+
+
+def config_from_hf(file: Path, hf: Any) -> tuple[GPTConfig, np.dtype]:
+    """The GPTConfig and parameter dtype of config.json (``hf``, read from ``file``), after
+    checking that HF's fields describe the same model as ours."""
+    if not isinstance(hf, dict) or not isinstance(hf.get("tinygradlm"), dict):
+        raise CheckpointError(f"{file}: no 'tinygradlm' object holding the GPTConfig")
+    try:
+        config = GPTConfig.from_dict(hf["tinygradlm"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{file}: invalid 'tinygradlm' config: {err}") from None
+    # the HF fields must describe the same model (transformers reads those, we read ours)
+    pairs = {
+        "vocab_size": config.vocab_size,
+        "n_positions": config.block_size,
+        "n_embd": config.n_embd,
+        "n_layer": config.n_layer,
+        "n_head": config.n_head,
+        "layer_norm_epsilon": config.layer_norm_epsilon,
+    }
+    problems = [
+        f"{key} is {hf.get(key)!r} but tinygradlm's config implies {value!r}"
+        for key, value in pairs.items()
+        if hf.get(key) != value
+    ]
+    dtype_name = hf.get("dtype", "float32")
+    if dtype_name not in ("float32", "float64"):
+        problems.append(f"dtype {dtype_name!r} is not float32 or float64")
+    if problems:
+        raise CheckpointError(f"{file}: inconsistent:\n  " + "\n  ".join(problems))
+    return config, np.dtype(dtype_name)
+
+
+def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints in ``run_dir`` (named ckpt_<step>, with a manifest), oldest first."""
+    found = []
+    if run_dir.is_dir():
+        for path in run_dir.iterdir():
+            match = CHECKPOINT_NAME.fullmatch(path.name)
+            if match and path.is_dir() and (path / MANIFEST_FILE).is_file():
+                found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
+    """The complete checkpoint with the highest step in ``run_dir``, or None.
+
+    Temporary directories (.tmp-ckpt_…) and ckpt_ directories without a manifest are skipped;
+    whether the newest one is intact is :func:`load_checkpoint`'s to check.
+    """
+    found = list_checkpoints(Path(run_dir))
+    return found[-1][1] if found else None
+
+
+def sha256(path: Path) -> str:
+    """The file's SHA-256 as hex, read in chunks (as manifest.json records it)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file of the checkpoint, strict (no NaN or Infinity); CheckpointError naming it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing") from None
+    except UnicodeDecodeError as err:
+        raise CheckpointError(f"{path}: not UTF-8 text: {err}") from None
+    try:
+        return json.loads(text, parse_constant=reject_json_constant)
+    except (json.JSONDecodeError, ValueError) as err:
+        raise CheckpointError(f"{path}: not valid JSON: {err}") from None
+
+
+def reject_json_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # json.loads would otherwise accept NaN, Infinity
+
+
+def check_step(step: Any, raise_error: bool = True) -> int | None:
+    """``step`` as an int if it is an integer >= 0; otherwise CheckpointError (or None)."""
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+        if raise_error:
+            raise CheckpointError(f"step must be an integer >= 0, got {step!r}")
+        return None
+    return int(step)

@@ -1,0 +1,323 @@
+"""Reading checkpoints, checked layer by layer, without pickle.
+
+:func:`load_checkpoint` checks the manifest (sizes and hashes), the JSON, the safetensors
+headers and every tensor's name, shape and dtype, and says which file is wrong. Nothing is ever
+unpickled: arrays come from ``safetensors``, everything else from ``json``. :func:`restore`
+copies what was read into a model and its optimizer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors
+
+from ..errors import CheckpointError
+from ..lora import LoRAAdapters, LoRAConfig, adapter_shapes
+from ..model import GPT, GPTConfig, parameter_shapes
+from .layout import (
+    ADAPTERS_FILE,
+    CONFIG_FILE,
+    FORMAT,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    MODEL_ONLY_FILES,
+    OPTIMIZER_FILE,
+    OPTIMIZER_HYPERPARAMETERS,
+    REQUIRED_FILES,
+    RESERVED_NAMES,
+    TRAINER_FILE,
+    VERSION,
+    Checkpoint,
+    check_step,
+    config_from_hf,
+    read_json,
+    reject_json_constant,
+    sha256,
+)
+
+_SAFETENSORS_DTYPES = {
+    name: np.dtype(t) for name, t in [("F32", "f4"), ("F64", "f8"), ("I64", "i8")]
+}
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Read and validate the checkpoint directory ``path``.
+
+    In order: manifest.json parses and lists the required files; every listed file exists with
+    the recorded size and SHA-256; config.json and trainer.json parse; both safetensors headers
+    parse; every expected tensor is present with the shape and dtype the config implies, and no
+    other is; every array is finite. The first layer that fails raises CheckpointError naming
+    the file and listing what is wrong. Only ``json`` and ``safetensors`` read the files.
+
+    A model-only checkpoint (:func:`save_model`) has no optimizer.safetensors or trainer.json to
+    check; adapters.safetensors, when listed, is checked against the LoRA config in its header.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: no such checkpoint directory")
+    manifest = _read_manifest(path)
+    _verify_files(path, manifest)
+    files = manifest["files"]
+    model_only = manifest.get("contents") == "model"
+
+    hf = read_json(path / CONFIG_FILE)
+    config, dtype = config_from_hf(path / CONFIG_FILE, hf)
+    step = manifest["step"]
+    trainer = {"step": step} if model_only else read_json(path / TRAINER_FILE)
+    if not isinstance(trainer, dict):
+        raise CheckpointError(f"{path / TRAINER_FILE}: expected a JSON object")
+    if trainer.get("step") != step:
+        raise CheckpointError(
+            f"{path / TRAINER_FILE}: step is {trainer.get('step')!r} but {MANIFEST_FILE} says "
+            f"{step}"
+        )
+
+    model_shapes = parameter_shapes(config)
+    model_shapes["wte.weight"] = (config.vocab_size, config.n_embd)  # padding rows not stored
+    model_state, _ = _read_safetensors(
+        path / MODEL_FILE, {name: (shape, dtype) for name, shape in model_shapes.items()}
+    )
+    lora, adapter_state = None, None
+    if ADAPTERS_FILE in files:
+        lora = _lora_config(path / ADAPTERS_FILE)
+        shapes = adapter_shapes(config, lora)
+        adapter_state, _ = _read_safetensors(
+            path / ADAPTERS_FILE, {name: (shape, dtype) for name, shape in shapes.items()}
+        )
+    tokenizer = [path / name for name in files if name not in RESERVED_NAMES]
+    checkpoint = Checkpoint(
+        path=path,
+        step=step,
+        config=config,
+        model_state=model_state,
+        optimizer_state=None,
+        trainer_state=trainer,
+        tokenizer_files=tokenizer,
+        lora=lora,
+        adapter_state=adapter_state,
+    )
+    if model_only:
+        return checkpoint
+
+    checkpoint.optimizer_state = _read_optimizer_state(path / OPTIMIZER_FILE, config, lora, dtype)
+    return checkpoint
+
+
+def _read_optimizer_state(
+    file: Path, config: GPTConfig, lora: LoRAConfig | None, dtype: np.dtype
+) -> dict[str, Any]:
+    """AdamW's state from optimizer.safetensors: m, v and step as tensors, the hyperparameters
+    as the header's metadata."""
+    # AdamW's moments are those of the buffer that trains: the adapters' when there are any
+    shapes = adapter_shapes(config, lora) if lora is not None else parameter_shapes(config)
+    n = sum(math.prod(shape) for shape in shapes.values())
+    optimizer_expected = {"m": ((n,), dtype), "v": ((n,), dtype), "step": ((1,), np.int64)}
+    optimizer_tensors, hyper = _read_safetensors(file, optimizer_expected)
+    optimizer_state: dict[str, Any] = {
+        "m": optimizer_tensors["m"],
+        "v": optimizer_tensors["v"],
+        "step": int(optimizer_tensors["step"][0]),
+    }
+    for key, text in hyper.items():
+        if key not in OPTIMIZER_HYPERPARAMETERS:
+            raise CheckpointError(
+                f"{file}: metadata {key!r} is not an AdamW hyperparameter "
+                f"({', '.join(OPTIMIZER_HYPERPARAMETERS)})"
+            )
+        try:
+            optimizer_state[key] = float(text)
+        except ValueError:
+            raise CheckpointError(f"{file}: metadata {key!r} is not a number: {text!r}") from None
+    return optimizer_state
+
+
+def _lora_config(file: Path) -> LoRAConfig:
+    """The LoRAConfig in the adapters file's header metadata."""
+    try:
+        with safetensors.safe_open(file, framework="np") as f:
+            metadata = dict(f.metadata() or {})
+    except safetensors.SafetensorError as err:
+        raise CheckpointError(f"{file}: not a valid safetensors file: {err}") from None
+    if "lora" not in metadata:
+        raise CheckpointError(f"{file}: no 'lora' entry (the LoRA config) in the header metadata")
+    try:
+        return LoRAConfig.from_dict(
+            json.loads(metadata["lora"], parse_constant=reject_json_constant)
+        )
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{file}: invalid LoRA config in the header: {err}") from None
+
+
+def restore(model: Any, optimizer: Any, checkpoint: Checkpoint) -> None:
+    """Copy a loaded checkpoint into ``model`` (a GPT of the same config) and ``optimizer`` (an
+    AdamW on its buffers; None to restore the model alone). The trainer state is the caller's.
+
+    LoRA adapters: a model with adapters gets the checkpoint's (same LoRAConfig required) and
+    its base weights, exactly; a model without adapters gets the adapted function, the adapters
+    merged into its weights (W + scale·A·B), which is what sampling and fine-tuning from the
+    checkpoint want. Resuming (an optimizer given) needs a model with the checkpoint's adapters.
+    """
+    if model.config != checkpoint.config:
+        ours, theirs = model.config.to_dict(), checkpoint.config.to_dict()
+        diff = [f"{k}: model {ours[k]!r}, checkpoint {theirs[k]!r}" for k in ours]
+        diff = [line for line, k in zip(diff, ours, strict=True) if ours[k] != theirs[k]]
+        raise CheckpointError(
+            f"{checkpoint.path}: the model's config differs from the checkpoint's:\n  "
+            + "\n  ".join(diff)
+        )
+    lora = getattr(model, "lora", None)
+    where = checkpoint.path
+    if optimizer is not None and checkpoint.optimizer_state is None:
+        raise CheckpointError(
+            f"{where}: a model-only checkpoint (no optimizer state): it can start a run "
+            "(tinygradlm finetune --from) but not resume one"
+        )
+    if lora is not None and checkpoint.lora is None:
+        raise CheckpointError(
+            f"{where}: the model has LoRA adapters but the checkpoint has none: restore the base "
+            "weights into a model without adapters, then add them"
+        )
+    if lora is not None and lora.config != checkpoint.lora:
+        raise CheckpointError(
+            f"{where}: the model's LoRA config {lora.config.to_dict()} differs from the "
+            f"checkpoint's {checkpoint.lora.to_dict()}"
+        )
+    if lora is None and checkpoint.lora is not None and optimizer is not None:
+        raise CheckpointError(
+            f"{where}: the optimizer state is that of the checkpoint's LoRA adapters "
+            f"{checkpoint.lora.to_dict()}: add them to the model (GPT.add_lora) to resume"
+        )
+    model.load_state_dict(checkpoint.model_state)
+    if lora is not None:
+        lora.load_state_dict(checkpoint.adapter_state)
+    elif checkpoint.lora is not None:
+        adapters = LoRAAdapters(checkpoint.config, checkpoint.lora, dtype=model.dtype)
+        adapters.load_state_dict(checkpoint.adapter_state)
+        adapters.merge_into(model.params)
+    if optimizer is not None:
+        optimizer.load_state_dict(checkpoint.optimizer_state)
+
+
+def load_model(path: str | os.PathLike[str], precision: str = "fp32") -> GPT:
+    """The GPT saved in the checkpoint directory ``path`` (a training checkpoint or a
+    model-only one), in the checkpoint's config and dtype, computing at ``precision``, with
+    its LoRA adapters attached (unmerged) when it has them. See :func:`model_from_checkpoint`."""
+    return model_from_checkpoint(load_checkpoint(path), precision)
+
+
+def model_from_checkpoint(checkpoint: Checkpoint, precision: str = "fp32") -> GPT:
+    """A new GPT holding what :func:`load_checkpoint` read: the checkpoint's config, dtype and
+    weights, and its LoRA adapters attached when it has them (``model.lora``; fold them in with
+    ``model.merge_lora()``), computing at ``precision``."""
+    dtype = next(iter(checkpoint.model_state.values())).dtype
+    model = GPT(checkpoint.config, dtype=dtype, precision=precision)
+    if checkpoint.lora is not None:
+        model.add_lora(checkpoint.lora)
+    restore(model, None, checkpoint)
+    return model
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    file = path / MANIFEST_FILE
+    if not file.is_file():
+        raise CheckpointError(
+            f"{file}: missing (an incomplete checkpoint, or not a checkpoint directory)"
+        )
+    manifest = read_json(file)
+    problems = []
+    if not isinstance(manifest, dict):
+        raise CheckpointError(f"{file}: expected a JSON object")
+    if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+        problems.append(
+            f"format {manifest.get('format')!r} version {manifest.get('version')!r}, expected "
+            f"{FORMAT!r} version {VERSION}"
+        )
+    if check_step(manifest.get("step"), raise_error=False) is None:
+        problems.append(f"step {manifest.get('step')!r} is not an integer >= 0")
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        problems.append("'files' is not an object")
+        files = {}
+    contents = manifest.get("contents", "checkpoint")
+    if contents not in ("checkpoint", "model"):
+        problems.append(f"contents {contents!r} is not 'checkpoint' or 'model'")
+    required = MODEL_ONLY_FILES if contents == "model" else REQUIRED_FILES
+    problems += [f"does not list {name}" for name in required if name not in files]
+    for name, entry in files.items():
+        # plain names only: a manifest must not point the reader outside the directory
+        if not isinstance(name, str) or name != Path(name).name or name in ("", ".", ".."):
+            problems.append(f"file name {name!r} is not a plain file name")
+        elif not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("bytes"), int)
+            and isinstance(entry.get("sha256"), str)
+        ):
+            problems.append(f"{name}: entry {entry!r} lacks integer 'bytes' and string 'sha256'")
+    if problems:
+        raise CheckpointError(f"{file}: malformed:\n  " + "\n  ".join(problems))
+    return manifest
+
+
+def _verify_files(path: Path, manifest: Mapping[str, Any]) -> None:
+    problems = []
+    for name, entry in manifest["files"].items():
+        file = path / name
+        if not file.is_file():
+            problems.append(f"{file}: missing")
+            continue
+        size = file.stat().st_size
+        if size != entry["bytes"]:
+            what = "truncated" if size < entry["bytes"] else "too long"
+            problems.append(f"{file}: {what}: {size} bytes, the manifest says {entry['bytes']}")
+        elif sha256(file) != entry["sha256"]:
+            problems.append(f"{file}: SHA-256 differs from the manifest's (modified or corrupt)")
+    if problems:
+        raise CheckpointError(
+            f"{path}: files do not match {MANIFEST_FILE}:\n  " + "\n  ".join(problems)
+        )
+
+
+def _read_safetensors(
+    file: Path, expected: Mapping[str, tuple[tuple[int, ...], Any]]
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The tensors of ``file``, after checking the header against ``expected`` (name → (shape,
+    dtype)), and the header's string metadata (``format`` left out)."""
+    try:
+        with safetensors.safe_open(file, framework="np") as f:
+            header = {
+                name: (tuple(f.get_slice(name).get_shape()), f.get_slice(name).get_dtype())
+                for name in f.keys()
+            }
+            metadata = dict(f.metadata() or {})
+            problems = [f"missing tensor {name}" for name in expected if name not in header]
+            problems += [f"unexpected tensor {name}" for name in header if name not in expected]
+            for name, (shape, dtype) in expected.items():
+                if name not in header:
+                    continue
+                got_shape, got_dtype = header[name]
+                if got_shape != shape:
+                    problems.append(f"{name}: shape {got_shape}, expected {shape}")
+                got = _SAFETENSORS_DTYPES.get(got_dtype)
+                if got is None or got != np.dtype(dtype):
+                    problems.append(f"{name}: dtype {got_dtype}, expected {np.dtype(dtype)}")
+            if problems:
+                raise CheckpointError(
+                    f"{file}: tensors do not match the config:\n  " + "\n  ".join(problems)
+                )
+            tensors = {name: np.array(f.get_tensor(name)) for name in expected}
+    except safetensors.SafetensorError as err:
+        raise CheckpointError(f"{file}: not a valid safetensors file: {err}") from None
+    except FileNotFoundError:
+        raise CheckpointError(f"{file}: missing") from None
+    for name, array in tensors.items():
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise CheckpointError(f"{file}: tensor {name} has non-finite values")
+    metadata.pop("format", None)
+    return tensors, metadata

@@ -1,0 +1,234 @@
+"""Writing checkpoints: a directory built beside its final name and renamed into place.
+
+A checkpoint is written into ``run_dir/.tmp-ckpt_<step>-<pid>/`` (:func:`tinygradlm.atomic.
+atomic_directory`), every file is fsynced, manifest.json (each file's size and SHA-256) is
+written last, and the directory is renamed to ``ckpt_<step:08d>`` in one ``os.replace``: a
+reader sees a complete checkpoint or none. Parameters or moments that are not finite are
+refused before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors.numpy
+
+from ..atomic import atomic_directory, fsync_directory, fsync_file
+from ..errors import CheckpointError
+from ..lora import LoRAAdapters
+from .layout import (
+    ADAPTERS_FILE,
+    CONFIG_FILE,
+    FORMAT,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    OPTIMIZER_FILE,
+    OPTIMIZER_HYPERPARAMETERS,
+    RESERVED_NAMES,
+    TRAINER_FILE,
+    VERSION,
+    check_step,
+    hf_config,
+    list_checkpoints,
+    sha256,
+)
+
+_TMP_PREFIX = ".tmp-ckpt_"  # atomic_directory builds ckpt_<step> as .tmp-ckpt_<step>-<pid>
+_TRASH_PREFIX = ".trash-ckpt_"
+
+
+def save_checkpoint(
+    run_dir: str | os.PathLike[str],
+    step: int,
+    model: Any,
+    optimizer: Any,
+    trainer_state: Mapping[str, Any],
+    *,
+    tokenizer_files: Iterable[str | os.PathLike[str]] = (),
+    keep_last: int | None = 3,
+    extra_config: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``run_dir/ckpt_{step:08d}/`` atomically and return its path.
+
+    ``model`` is a ``GPT``; ``optimizer`` an ``AdamW`` on its buffers, or on its LoRA adapters'
+    buffers when it has adapters (written to adapters.safetensors). ``trainer_state`` must be
+    JSON-able (NumPy scalars are converted; a ``Generator``'s ``bit_generator.state`` is) and
+    finite; it is written as trainer.json with ``"step": step`` added (a different ``step`` in it
+    is an error). ``tokenizer_files`` are copied in under their own names. ``extra_config`` adds
+    keys to config.json (``bos_token_id``, ``eos_token_id``, …). Afterwards only the newest
+    ``keep_last`` checkpoints are kept (None keeps all).
+
+    Raises CheckpointError, having written nothing, when a parameter or moment is not finite,
+    the trainer state is not JSON-able, a tokenizer file is missing, or the checkpoint exists.
+    """
+    run_dir = Path(run_dir)
+    step = check_step(step)
+    if keep_last is not None and (isinstance(keep_last, bool) or keep_last < 1):
+        raise CheckpointError(f"keep_last must be >= 1 or None, got {keep_last!r}")
+    final = run_dir / f"ckpt_{step:08d}"
+    if final.exists():
+        raise CheckpointError(f"{final}: a checkpoint for step {step} already exists")
+
+    # everything that can be refused is checked before the first byte is written
+    lora = getattr(model, "lora", None)
+    arrays = {"parameters": model.flat_params, "AdamW m": optimizer.m, "AdamW v": optimizer.v}
+    if lora is not None:
+        arrays["LoRA adapters"] = lora.flat_params
+    for what, array in arrays.items():
+        _refuse_non_finite(what, array)
+    trainer = {"step": step, **trainer_state}
+    if trainer["step"] != step:
+        raise CheckpointError(
+            f"trainer_state['step'] is {trainer_state['step']!r} but the checkpoint is for "
+            f"step {step}"
+        )
+    trainer_json = _to_json(trainer, "trainer_state")
+    config_json = _to_json(hf_config(model.config, model.dtype, extra_config), "config")
+    tokenizer = [Path(p) for p in tokenizer_files]
+    names = [p.name for p in tokenizer]
+    for path in tokenizer:
+        if not path.is_file():
+            raise CheckpointError(f"tokenizer file {path} does not exist")
+        if path.name in RESERVED_NAMES or names.count(path.name) > 1:
+            raise CheckpointError(f"tokenizer file name {path.name!r} is taken")
+    optimizer_tensors = {
+        "m": np.ascontiguousarray(optimizer.m),
+        "v": np.ascontiguousarray(optimizer.v),
+        "step": np.array([optimizer.step_count], dtype=np.int64),
+    }
+    # the hyperparameters ride in the header's string metadata, repr() so they read back exactly
+    state = optimizer.state_dict()
+    hyper = {key: float(state[key]) for key in OPTIMIZER_HYPERPARAMETERS}
+    for key, value in hyper.items():
+        if not math.isfinite(value):
+            raise CheckpointError(f"refusing to write a checkpoint: AdamW {key} is {value}")
+    metadata = {key: repr(value) for key, value in hyper.items()}
+
+    with atomic_directory(final) as tmp:
+        model_tensors = {k: np.ascontiguousarray(v) for k, v in model.state_dict().items()}
+        # "format": "pt" is what transformers' from_pretrained looks for in the header
+        safetensors.numpy.save_file(model_tensors, tmp / MODEL_FILE, metadata={"format": "pt"})
+        safetensors.numpy.save_file(optimizer_tensors, tmp / OPTIMIZER_FILE, metadata=metadata)
+        if lora is not None:
+            _save_adapters(tmp / ADAPTERS_FILE, lora)
+            names.insert(0, ADAPTERS_FILE)
+        (tmp / CONFIG_FILE).write_text(config_json, encoding="utf-8")
+        (tmp / TRAINER_FILE).write_text(trainer_json, encoding="utf-8")
+        for path in tokenizer:
+            shutil.copyfile(path, tmp / path.name)
+        _seal(tmp, step, (MODEL_FILE, OPTIMIZER_FILE, CONFIG_FILE, TRAINER_FILE, *names))
+    _prune(run_dir, keep_last)
+    return final
+
+
+def save_model(
+    path: str | os.PathLike[str],
+    model: Any,
+    *,
+    step: int = 0,
+    tokenizer_files: Iterable[str | os.PathLike[str]] = (),
+    extra_config: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a model-only checkpoint directory at ``path`` atomically and return it.
+
+    model.safetensors, config.json and the tokenizer files, with a manifest that says
+    ``"contents": "model"``: what ``transformers`` reads, and what :func:`load_checkpoint`
+    reads (with no optimizer or trainer state, so it starts runs but resumes none). ``step`` is
+    recorded in the manifest. A model with LoRA adapters is refused: merge them first
+    (``GPT.merge_lora``). So is an existing ``path`` and a parameter that is not finite.
+    """
+    final = Path(path)
+    step = check_step(step)
+    if final.exists():
+        raise CheckpointError(f"{final} already exists: choose a new directory")
+    if getattr(model, "lora", None) is not None:
+        raise CheckpointError("the model has LoRA adapters: merge them first (GPT.merge_lora)")
+    _refuse_non_finite("parameters", model.flat_params)
+    config_json = _to_json(hf_config(model.config, model.dtype, extra_config), "config")
+    tokenizer = [Path(p) for p in tokenizer_files]
+    names = [p.name for p in tokenizer]
+    for file in tokenizer:
+        if not file.is_file():
+            raise CheckpointError(f"tokenizer file {file} does not exist")
+        if file.name in RESERVED_NAMES or names.count(file.name) > 1:
+            raise CheckpointError(f"tokenizer file name {file.name!r} is taken")
+
+    with atomic_directory(final) as tmp:
+        model_tensors = {k: np.ascontiguousarray(v) for k, v in model.state_dict().items()}
+        safetensors.numpy.save_file(model_tensors, tmp / MODEL_FILE, metadata={"format": "pt"})
+        (tmp / CONFIG_FILE).write_text(config_json, encoding="utf-8")
+        for file in tokenizer:
+            shutil.copyfile(file, tmp / file.name)
+        _seal(tmp, step, (MODEL_FILE, CONFIG_FILE, *names), contents="model")
+    return final
+
+
+def _save_adapters(file: Path, lora: LoRAAdapters) -> None:
+    """The adapters' tensors under PEFT's names, their config as JSON in the header metadata."""
+    tensors = {k: np.ascontiguousarray(v) for k, v in lora.state_dict().items()}
+    metadata = {"format": "pt", "lora": json.dumps(lora.config.to_dict())}
+    safetensors.numpy.save_file(tensors, file, metadata=metadata)
+
+
+def _seal(tmp: Path, step: int, names: Iterable[str], contents: str | None = None) -> None:
+    """fsync every file, then write manifest.json (each file's size and SHA-256) last, and fsync
+    it and the directory: once the manifest is on disk, so is everything it lists."""
+    files = {}
+    for name in names:
+        fsync_file(tmp / name)
+        files[name] = {"bytes": (tmp / name).stat().st_size, "sha256": sha256(tmp / name)}
+    manifest: dict[str, Any] = {"format": FORMAT, "version": VERSION, "step": step}
+    if contents is not None:
+        manifest["contents"] = contents
+    manifest["files"] = files
+    (tmp / MANIFEST_FILE).write_text(_to_json(manifest, "manifest"), encoding="utf-8")
+    fsync_file(tmp / MANIFEST_FILE)
+    fsync_directory(tmp)
+
+
+def _refuse_non_finite(what: str, array: np.ndarray) -> None:
+    finite = np.isfinite(array)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise CheckpointError(
+            f"refusing to write a checkpoint: {what} has {bad.size} non-finite value(s), the "
+            f"first at flat index {bad[0]} ({array.reshape(-1)[bad[0]]})"
+        )
+
+
+def _to_json(value: Any, what: str) -> str:
+    def numpy_scalar(obj: Any) -> Any:
+        if isinstance(obj, (np.integer, np.floating, np.bool_)):
+            return obj.item()
+        raise TypeError(f"{type(obj).__name__} is not JSON-able")
+
+    try:
+        return json.dumps(value, indent=2, allow_nan=False, default=numpy_scalar) + "\n"
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"cannot write {what} as JSON: {err}") from err
+
+
+def _prune(run_dir: Path, keep_last: int | None) -> None:
+    """Delete all but the newest ``keep_last`` checkpoints, and leftovers of crashed writes.
+
+    A checkpoint is first renamed to .trash-ckpt_… (atomic), then deleted: a crash mid-delete
+    leaves a name :func:`latest_checkpoint` ignores, never a half-deleted ckpt_ directory.
+    """
+    checkpoints = [path for _, path in list_checkpoints(run_dir)]
+    for path in checkpoints[:-keep_last] if keep_last is not None else []:
+        trash = run_dir / f"{_TRASH_PREFIX}{path.name}-{os.getpid()}"
+        os.replace(path, trash)
+    fsync_directory(run_dir)
+    # one writer per run directory: another process's temporary directory is a crash's leftover
+    mine = f"-{os.getpid()}"
+    for path in run_dir.iterdir():
+        leftover = path.name.startswith(_TMP_PREFIX) and not path.name.endswith(mine)
+        if path.name.startswith(_TRASH_PREFIX) or leftover:
+            shutil.rmtree(path, ignore_errors=True)

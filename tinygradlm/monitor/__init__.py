@@ -1,0 +1,36 @@
+"""Watching a training run: a metrics file, timing and MFU, a progress line, and plots.
+
+- :mod:`.metrics`: ``MetricsLogger`` writes ``run_dir/metrics.jsonl`` (train, val and event
+  records; on resume the crashed tail is dropped), ``read_metrics`` reads it back.
+- :mod:`.timing`: ``StepTimer`` (seconds per section of a step), ``measure_gemm_flops`` (this
+  machine's float32 GEMM rate: MFU's denominator) and ``mfu``.
+- :mod:`.trace`: ``ChromeTrace``, a per-rank timeline of the step sections.
+- :mod:`.progress`: ``ProgressLine``, ``step 120/2000 | loss 3.412 | … | eta 4m12s``.
+- :mod:`.plots`: ``plot_run`` (a run's curves) and ``plot_report`` (a corpus report's
+  histograms); matplotlib, an optional extra, is imported there only, when a plot is drawn.
+
+Every definition (what tokens/s counts, MFU's denominator, the file format) is in
+docs/monitoring.md.
+"""
+
+from .metrics import METRICS_FILE, MetricsLogger, read_metrics
+from .plots import PLOT_FILES, plot_report, plot_run
+from .progress import ProgressLine, format_duration
+from .timing import TIME_SECTIONS, StepTimer, measure_gemm_flops, mfu
+from .trace import ChromeTrace
+
+__all__ = [
+    "METRICS_FILE",
+    "PLOT_FILES",
+    "TIME_SECTIONS",
+    "ChromeTrace",
+    "MetricsLogger",
+    "ProgressLine",
+    "StepTimer",
+    "format_duration",
+    "measure_gemm_flops",
+    "mfu",
+    "plot_report",
+    "plot_run",
+    "read_metrics",
+]

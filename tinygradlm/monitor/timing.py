@@ -1,0 +1,160 @@
+"""Where a step's time goes, and how it compares with what the machine can do.
+
+    StepTimer           seconds per section of a step (data, fwd_bwd, optim, comm)
+    measure_gemm_flops  this machine's float32 GEMM rate at the model's shapes: MFU's denominator
+    mfu                 achieved FLOP/s as a fraction of that rate
+
+The definitions (what tokens/s counts, why the peak is measured rather than a datasheet's) are
+in docs/monitoring.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import time
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .metrics import is_count
+
+if TYPE_CHECKING:
+    from .trace import ChromeTrace
+
+# the sections of a step's time split, always present in a train record (comm is 0 on one rank)
+TIME_SECTIONS = ("data", "fwd_bwd", "optim", "comm")
+
+
+class StepTimer:
+    """Seconds spent in each named section of a step::
+
+        timer = StepTimer()
+        with timer("data"):
+            x, y = loader.next_batch()
+        with timer("fwd_bwd"):
+            loss, _ = model.forward_backward(x, y)
+        timer.split()  # {"data": 0.004, "fwd_bwd": 0.35, "optim": 0.0, "comm": 0.0}
+        timer.reset()  # at the start of the next step
+
+    A section entered several times in a step accumulates. Sections may nest: the time of an
+    inner section is counted in the inner one only, so the sections never count a second twice
+    and their sum is at most :meth:`elapsed`. ``sections`` are the names ``split`` always
+    reports (0.0 when not entered), others are added as they are entered.
+    """
+
+    def __init__(
+        self,
+        sections: Sequence[str] = TIME_SECTIONS,
+        *,
+        clock: Any = time.perf_counter,
+        trace: ChromeTrace | None = None,
+    ) -> None:
+        self._names = tuple(sections)
+        self._clock = clock
+        self.trace = trace  # when set, every section is also recorded as a timeline event
+        self.reset()
+
+    def reset(self) -> None:
+        """Zero every section and restart :meth:`elapsed`."""
+        self._seconds = dict.fromkeys(self._names, 0.0)
+        self._inner: list[float] = []  # per open section: seconds spent in its inner sections
+        self._started = self._clock()
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = self._clock()
+        self._inner.append(0.0)
+        try:
+            yield
+        finally:
+            seconds = self._clock() - start
+            if self.trace is not None:
+                self.trace.add(name, start, seconds)
+            inner = self._inner.pop()
+            self._seconds[name] = self._seconds.get(name, 0.0) + seconds - inner
+            if self._inner:
+                self._inner[-1] += seconds
+
+    def split(self) -> dict[str, float]:
+        """Seconds per section since the last reset."""
+        return dict(self._seconds)
+
+    def elapsed(self) -> float:
+        """Wall seconds since the last reset, inside sections or not."""
+        return self._clock() - self._started
+
+
+def mfu(flops_per_step: float, seconds: float, peak_flops: float) -> float:
+    """Model FLOPs utilization: ``flops_per_step / seconds`` as a fraction of ``peak_flops``.
+
+    ``flops_per_step`` is ``GPT.flops_per_token(T) · B · T`` (summed over ranks for the whole
+    job's rate), ``peak_flops`` a rate in FLOP/s. Here the peak is this machine's measured
+    float32 GEMM rate (:func:`measure_gemm_flops`), not a datasheet figure.
+    """
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise ValueError(f"mfu: seconds must be finite and > 0, got {seconds!r}")
+    if not (peak_flops > 0 and math.isfinite(peak_flops)):
+        raise ValueError(f"mfu: peak_flops must be finite and > 0, got {peak_flops!r}")
+    return flops_per_step / seconds / peak_flops
+
+
+# Caps on a timed GEMM's rows and on the LM head's columns. Past them the rate hardly changes
+# (on a 2-core machine, 768×50304 and 768×3072 both reached ~330 GFLOP/s at 2048 rows, as at
+# 8192, while 128 rows gave 10-35% less), and they keep the measurement of GPT-2 124M (B·T = 8192,
+# Vp = 50304) near half a second and ~50 MB instead of seconds and ~2 GB.
+_MAX_GEMM_ROWS = 2048
+_MAX_GEMM_COLUMNS_PER_C = 8
+_MAX_GEMM_REPEATS = 5
+
+
+def measure_gemm_flops(
+    n_embd: int, rows: int, *, vocab_size: int | None = None, max_seconds: float = 0.5
+) -> float:
+    """This machine's float32 GEMM rate in FLOP/s at the model's matmul shapes.
+
+    Times ``(rows, C) @ (C, 3C)``, ``(C, 4C)``, ``(4C, C)`` and, with ``vocab_size`` (the padded
+    Vp), ``(C, Vp)``: the projections of a GPT-2 block and its LM head, with ``rows`` = B·T
+    (at most 2048 rows, and at most 8C columns for the LM head). Each shape is warmed up once,
+    then timed in rounds, at least one and at most 5, while another round fits in
+    ``max_seconds`` (counted from the call, warm-up included); the rate is total FLOPs over the
+    sum of the best times. Call it once at the start of training, after setting the thread
+    count: the result is cached per process and arguments.
+    """
+    for name, value in (("n_embd", n_embd), ("rows", rows), ("vocab_size", vocab_size or 1)):
+        if not is_count(value) or value < 1:
+            raise ValueError(f"measure_gemm_flops: {name} must be an integer >= 1, got {value!r}")
+    return _measure_gemm_flops(
+        int(n_embd), int(rows), None if vocab_size is None else int(vocab_size), float(max_seconds)
+    )
+
+
+@functools.cache
+def _measure_gemm_flops(C: int, rows: int, vocab_size: int | None, max_seconds: float) -> float:
+    shapes = [(C, 3 * C), (C, 4 * C), (4 * C, C)]
+    if vocab_size is not None:
+        shapes.append((C, min(vocab_size, _MAX_GEMM_COLUMNS_PER_C * C)))
+    started = time.perf_counter()
+    r = min(rows, _MAX_GEMM_ROWS)
+    rng = np.random.default_rng(0)
+    operands = []
+    for k, n in shapes:
+        a = rng.random((r, k), dtype=np.float32)
+        b = rng.random((k, n), dtype=np.float32)
+        out = np.empty((r, n), dtype=np.float32)
+        np.matmul(a, b, out=out)  # warm-up: page faults, BLAS thread start
+        operands.append((a, b, out))
+    best = [math.inf] * len(operands)
+    for _ in range(_MAX_GEMM_REPEATS):
+        round_start = time.perf_counter()
+        for i, (a, b, out) in enumerate(operands):
+            start = time.perf_counter()
+            np.matmul(a, b, out=out)
+            best[i] = min(best[i], time.perf_counter() - start)
+        now = time.perf_counter()
+        if now + (now - round_start) > started + max_seconds:
+            break
+    flops = sum(2 * a.shape[0] * a.shape[1] * b.shape[1] for a, b, _ in operands)
+    return flops / sum(best)
