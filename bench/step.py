@@ -90,6 +90,7 @@ def worker(engine: str, preset: str, B: int, T: int, steps: int) -> dict:
     else:
         kind, _, kernels = engine.partition("-")
         backend.set_kernels(kernels or "numpy")
+        backend.layers()  # import the layer set (Numba itself) now: not part of a step's memory
         engine_name = "fused" if kind == "fused" else "autograd"
 
         def step() -> None:
