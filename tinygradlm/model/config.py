@@ -57,6 +57,15 @@ class GPTConfig:
     def head_size(self) -> int:
         return self.n_embd // self.n_head
 
+    def parameter_count(self) -> int:
+        """Numbers in the flat parameter buffer (padding rows included), in closed form: what
+        :func:`parameter_shapes` tiles, computed without building it (a config can be checked
+        against the machine's memory before anything is allocated)."""
+        C, L = self.n_embd, self.n_layer
+        per_block = 2 * C + (C * 3 * C + 3 * C) + (C * C + C) + 2 * C + (C * 4 * C + 4 * C)
+        per_block += 4 * C * C + C  # mlp.c_proj
+        return self.Vp * C + self.block_size * C + L * per_block + 2 * C
+
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> GPTConfig:
         """A named configuration (see ``PRESETS``), with fields overridden by keyword."""

@@ -1,0 +1,87 @@
+"""JSON and TOML text into plain values, every failure as the caller's own error type.
+
+Every reader of the project (checkpoints, tokenizer headers, configs, SFT records, metrics,
+reports) parses through here, so the rules hold everywhere at once:
+
+- the bytes must be UTF-8; the error names the file and the byte offset of the first bad byte;
+- Python's ``json`` and ``tomllib`` recurse once per level of nesting, so a document nested
+  100,000 deep would raise ``RecursionError`` from inside the parser: here it is an error that
+  says so (no project file nests more than a few levels);
+- JSON's non-standard constants ``NaN``, ``Infinity`` and ``-Infinity``, which ``json`` accepts
+  by default, are refused;
+- any other parse error keeps the parser's message (line and column) after the file's name.
+
+``error`` is the exception class to raise (``DataError``, ``CheckpointError``, ...); the message
+starts with ``where`` (a path, or ``path:line`` for one line of a JSON Lines file).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from typing import Any
+
+__all__ = ["decode_utf8_text", "parse_json", "parse_toml", "read_json", "read_toml"]
+
+
+def decode_utf8_text(data: bytes, where: str, error: type[Exception] = ValueError) -> str:
+    """``data`` as text, or ``error`` naming the offset of the first byte that is not UTF-8."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise error(f"{where}: not UTF-8 text (invalid byte at offset {e.start})") from None
+
+
+def parse_json(text: str | bytes, where: str, error: type[Exception] = ValueError) -> Any:
+    """The value of the JSON document ``text``; ``error`` if it is not one (see the module)."""
+    if isinstance(text, bytes):
+        text = decode_utf8_text(text, where, error)
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise error(f"{where}: not valid JSON: nested too deeply") from None
+    except _NonStandardConstant as e:
+        raise error(f"{where}: not valid JSON: {e} is not a JSON value") from None
+    except json.JSONDecodeError as e:
+        raise error(f"{where}: not valid JSON: {e}") from None
+
+
+def parse_toml(text: str | bytes, where: str, error: type[Exception] = ValueError) -> dict:
+    """The table of the TOML document ``text``; ``error`` if it is not one (see the module)."""
+    if isinstance(text, bytes):
+        text = decode_utf8_text(text, where, error)
+    try:
+        return tomllib.loads(text)
+    except RecursionError:
+        raise error(f"{where}: not valid TOML: nested too deeply") from None
+    except tomllib.TOMLDecodeError as e:
+        raise error(f"{where}: not valid TOML: {e}") from None
+
+
+def read_json(path: str | os.PathLike[str], error: type[Exception] = ValueError) -> Any:
+    """The JSON value in the file ``path``; a missing or unreadable file is ``error`` too."""
+    return parse_json(_read_bytes(path, error), os.fspath(path), error)
+
+
+def read_toml(path: str | os.PathLike[str], error: type[Exception] = ValueError) -> dict:
+    """The TOML table in the file ``path``; a missing or unreadable file is ``error`` too."""
+    return parse_toml(_read_bytes(path, error), os.fspath(path), error)
+
+
+class _NonStandardConstant(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NonStandardConstant(name)
+
+
+def _read_bytes(path: str | os.PathLike[str], error: type[Exception]) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise error(f"{os.fspath(path)}: no such file") from None
+    except OSError as e:
+        raise error(f"{os.fspath(path)}: cannot read: {e.strerror or e}") from None
