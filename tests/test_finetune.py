@@ -345,7 +345,7 @@ def test_config_errors_name_the_key(root, pretrained):
         FinetuneConfig.from_dict(
             {"init_from": "a", "data": "x", "lora_rank": 4, "lora_targets": ["attn"]}
         )
-    with pytest.raises(ValueError, match=r"unknown key\(s\) lora_rnak"):
+    with pytest.raises(ValueError, match=r"unknown key lora_rnak "):
         FinetuneConfig.from_dict({"init_from": "a", "data": "x", "lora_rnak": 4})
     with pytest.raises(ValueError, match=r"'h\.9' names no parameter"):
         quiet(settings(root, init_from=str(pretrained), freeze=["h.9"]))

@@ -105,11 +105,11 @@ def test_config_errors_name_the_key(tmp_path):
         TrainConfig.from_dict({"batch_size": 0})
     with pytest.raises(ValueError, match=r"warmup_steps \(9\) exceeds max_steps \(5\)"):
         TrainConfig.from_dict({"warmup_steps": 9, "max_steps": 5})
-    with pytest.raises(ValueError, match="beta2 must be in"):
+    with pytest.raises(ValueError, match=r"beta2 must be a number in \[0, 1\)"):
         TrainConfig.from_dict({"beta2": 1.5})
     with pytest.raises(ValueError, match=r"\[model\].*n_embd"):
         TrainConfig.from_dict({"model": {"n_embd": 10, "n_head": 4}})
-    with pytest.raises(ValueError, match="cannot read config"):
+    with pytest.raises(ValueError, match=r"missing.toml: no such file"):
         load_config(str(tmp_path / "missing.toml"))
 
 

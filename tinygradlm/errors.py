@@ -9,7 +9,7 @@ shows it as a failed check; it lives with the checker.)
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "DataError", "DivergenceError", "MetricsError"]
+__all__ = ["CheckpointError", "ConfigError", "DataError", "DivergenceError", "MetricsError"]
 
 
 class DataError(ValueError):
@@ -28,3 +28,9 @@ class MetricsError(ValueError):
 
 class DivergenceError(RuntimeError):
     """The run kept diverging after ``max_rollbacks`` rollbacks: stop rather than burn compute."""
+
+
+class ConfigError(ValueError):
+    """A setting of the wrong type or out of range, in a config file, a ``KEY=VALUE`` override
+    or a config built in code; the message names the file (or the override), the dotted key,
+    the value given and what was expected, for every such setting at once."""

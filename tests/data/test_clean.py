@@ -304,7 +304,7 @@ def test_output_keeps_input_order_and_sources():
 
 
 def test_from_dict_rejects_unknown_keys_naming_them():
-    with pytest.raises(DataError, match=r"unknown CleanConfig key.*min_wrds"):
+    with pytest.raises(DataError, match=r"unknown key CleanConfig\.min_wrds"):
         CleanConfig.from_dict({"min_wrds": 3})
 
 

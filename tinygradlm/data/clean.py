@@ -44,6 +44,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from ..errors import DataError
+from ..schema import Problem, Rule, check_table, problems_message
 from .documents import Document
 from .quality import GOPHER_STOP_WORDS, quality_signals
 from .report import Example, Report, Totals
@@ -161,48 +162,63 @@ class CleanConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Raise :class:`DataError` naming the field whose value is out of range or of the
-        wrong type."""
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.type == "bool" and not isinstance(value, bool):
-                raise DataError(f"CleanConfig.{f.name} must be true or false, got {value!r}")
-            if f.type.startswith("tuple"):
-                if isinstance(value, str) or not all(isinstance(v, str) for v in value):
-                    raise DataError(f"CleanConfig.{f.name} must be a list of strings")
-            if f.type in ("int", "float") and (
-                isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
-            ):
-                raise DataError(f"CleanConfig.{f.name} must be a number >= 0, got {value!r}")
-            if f.name.endswith("fraction") and value > 1:
-                raise DataError(f"CleanConfig.{f.name} is a fraction in [0, 1], got {value!r}")
-        if self.max_blank_lines is not None and (
-            not isinstance(self.max_blank_lines, int) or self.max_blank_lines < 0
-        ):
-            raise DataError("CleanConfig.max_blank_lines must be >= 0 or None")
-        for low, high in (
-            ("min_words", "max_words"),
-            ("min_mean_word_length", "max_mean_word_length"),
-        ):
-            if getattr(self, low) > getattr(self, high):
-                raise DataError(f"CleanConfig.{low} must not exceed CleanConfig.{high}")
+        """Raise :class:`DataError` naming every field whose value is out of range or of the
+        wrong type (the rules: :func:`clean_rules`)."""
+        problems = check_values(asdict(self))
+        if problems:
+            raise DataError(problems_message(problems, None))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CleanConfig:
         """Build a config from plain data (a TOML table); unknown keys raise :class:`DataError`
         listing the valid ones, and lists become tuples."""
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise DataError(
-                f"unknown CleanConfig key(s) {', '.join(unknown)}; valid keys: {', '.join(known)}"
-            )
+        problems = check_table(data, clean_rules(), "CleanConfig.")
+        if problems:
+            raise DataError(problems_message(problems, None))
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (tuples as lists), the inverse of :meth:`from_dict`."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+def clean_rules() -> dict[str, Rule]:
+    """What each setting of :class:`CleanConfig` may be, from its declared type: a flag is true
+    or false, a list is of strings, a count an integer ≥ 0 (``max_blank_lines`` may be absent),
+    a threshold a number ≥ 0, and a ``*_fraction`` a number in [0, 1]."""
+    rules = {}
+    for f in fields(CleanConfig):
+        if f.type == "bool":
+            rules[f.name] = Rule("bool")
+        elif f.type.startswith("tuple"):
+            rules[f.name] = Rule("str_list")
+        elif f.type == "int":
+            rules[f.name] = Rule("int", 0)
+        elif f.type == "int | None":
+            rules[f.name] = Rule("optional_int", 0)
+        else:
+            rules[f.name] = Rule("number", 0, 1 if f.name.endswith("fraction") else None)
+    return rules
+
+
+_DEFAULTS = {f.name: f.default for f in fields(CleanConfig)}
+
+
+def check_values(values: Any, prefix: str = "CleanConfig.") -> list[Problem]:
+    """Every problem of a table of cleaning settings: each value against its rule, then the
+    bounds that must not cross (``min_words`` ≤ ``max_words``, ...)."""
+    problems = check_table(values, clean_rules(), prefix)
+    if problems or not isinstance(values, Mapping):
+        return problems
+    for low, high in (
+        ("min_words", "max_words"),
+        ("min_mean_word_length", "max_mean_word_length"),
+    ):
+        low_value = values.get(low, _DEFAULTS[low])
+        if low_value > values.get(high, _DEFAULTS[high]):
+            problems.append(Problem(prefix + low, f"{prefix}{low} must not exceed {prefix}{high}"))
+    return problems
 
 
 # -- step 1: normalisation -----------------------------------------------------------------------

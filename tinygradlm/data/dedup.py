@@ -47,7 +47,7 @@ import hashlib
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -57,6 +57,7 @@ from tinygradlm.data.documents import Document
 from tinygradlm.data.report import Report
 
 from ..errors import DataError
+from ..schema import Rule, check_table, problems_message
 
 __all__ = [
     "MERSENNE_PRIME",
@@ -104,23 +105,11 @@ class DedupConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Raise :class:`DataError` naming the field whose value is out of range."""
-        for name in ("exact", "near"):
-            if not isinstance(getattr(self, name), bool):
-                raise DataError(f"DedupConfig.{name} must be true or false")
-        for name in ("ngram", "bands", "rows", "max_examples", "seed"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise DataError(f"DedupConfig.{name} must be an integer >= 0, got {value!r}")
-        for name in ("ngram", "bands", "rows"):
-            if getattr(self, name) < 1:
-                raise DataError(f"DedupConfig.{name} must be >= 1")
-        if not 0.0 <= self.threshold <= 1.0:
-            raise DataError(f"DedupConfig.threshold must be in [0, 1], got {self.threshold!r}")
-        if self.verify not in ("exact", "estimate"):
-            raise DataError(
-                f"DedupConfig.verify must be 'exact' or 'estimate', got {self.verify!r}"
-            )
+        """Raise :class:`DataError` naming every field whose value breaks its rule
+        (``DEDUP_RULES``)."""
+        problems = check_table(asdict(self), DEDUP_RULES, "DedupConfig.")
+        if problems:
+            raise DataError(problems_message(problems, None))
 
     @property
     def permutations(self) -> int:
@@ -130,17 +119,27 @@ class DedupConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DedupConfig:
         """Build a config from plain data; unknown keys raise :class:`DataError`."""
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise DataError(
-                f"unknown DedupConfig key(s) {', '.join(unknown)}; valid keys: {', '.join(known)}"
-            )
+        problems = check_table(data, DEDUP_RULES, "DedupConfig.")
+        if problems:
+            raise DataError(problems_message(problems, None))
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, the inverse of :meth:`from_dict`."""
         return asdict(self)
+
+
+DEDUP_RULES: dict[str, Rule] = {
+    "exact": Rule("bool", doc="remove exact duplicates"),
+    "near": Rule("bool", doc="remove near duplicates (MinHash LSH)"),
+    "ngram": Rule("int", 1, 1000, doc="words per shingle"),
+    "bands": Rule("int", 1, 10_000, doc="LSH bands"),
+    "rows": Rule("int", 1, 10_000, doc="rows per band"),
+    "seed": Rule("int", 0, doc="the MinHash permutations"),
+    "threshold": Rule("number", 0, 1, doc="Jaccard similarity of near duplicates"),
+    "verify": Rule("str", choices=("exact", "estimate"), doc="how candidates are confirmed"),
+    "max_examples": Rule("int", 0, doc="examples kept in the report"),
+}
 
 
 def candidate_probability(similarity: float, bands: int = 14, rows: int = 8) -> float:

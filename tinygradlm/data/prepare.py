@@ -38,11 +38,13 @@ from typing import Any
 import numpy as np
 
 from ..atomic import write_atomic
-from ..errors import DataError
+from ..errors import ConfigError, DataError
+from ..schema import Problem, Rule, Settings, check_table, problems_message
 from ..tokenizer import ENDOFTEXT, TOKENIZER_FILE, Tokenizer
 from .clean import CleanConfig
+from .clean import check_values as check_clean_values
 from .corpus import CorpusStats, summary
-from .dedup import DedupConfig
+from .dedup import DEDUP_RULES, DedupConfig
 from .documents import Document
 from .mix import REPORT_FILE, SOURCE_NAME, prepared_mixture
 from .prepare_report import SPLITS, report_body
@@ -81,35 +83,47 @@ class PrepareConfig:
     dedup: DedupConfig = field(default_factory=DedupConfig)
 
     def __post_init__(self) -> None:
-        if self.vocab_size < 257:
-            raise ValueError(
-                f"vocab_size must be at least 257 (256 bytes and <|endoftext|>), "
-                f"got {self.vocab_size}"
-            )
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.shard_tokens <= 0:
-            raise ValueError(f"shard_tokens must be positive, got {self.shard_tokens}")
-        if self.tokenizer_sample_chars < 0:
-            raise ValueError(
-                f"tokenizer_sample_chars must be 0 (no cap) or positive, "
-                f"got {self.tokenizer_sample_chars}"
-            )
+        values = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("clean", "dedup")}
+        problems = check_table(values, PREPARE_RULES)
+        for name, kind in (("clean", CleanConfig), ("dedup", DedupConfig)):
+            if not isinstance(getattr(self, name), kind):
+                problems.append(Problem(name, f"{name} must be a {kind.__name__}"))
+        if problems:
+            raise ConfigError(problems_message(problems, "prepare config"))
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> PrepareConfig:
-        """Build from a mapping (e.g. a TOML file) with optional ``clean`` and ``dedup`` tables;
-        unknown keys are rejected by name."""
+        """Build from a mapping (e.g. a TOML file) with optional ``clean`` and ``dedup`` tables,
+        checking every value first: one ConfigError lists every unknown key and every value of
+        the wrong type or out of range, each naming where it came from (the file, or the
+        override: a :class:`tinygradlm.schema.Settings`), the dotted key and what was
+        expected."""
+        where = values.where if isinstance(values, Settings) else "prepare config"
+        problems = check_table(values, {**PREPARE_RULES, "clean": TABLE, "dedup": TABLE})
+        if isinstance(values, Mapping) and isinstance(values.get("clean"), Mapping):
+            problems += check_clean_values(values["clean"], "clean.")
+        if isinstance(values, Mapping) and isinstance(values.get("dedup"), Mapping):
+            problems += check_table(values["dedup"], DEDUP_RULES, "dedup.")
+        if problems:
+            raise ConfigError(problems_message(problems, where))
         values = dict(values)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown prepare setting(s): {', '.join(unknown)}")
         if "clean" in values:
             values["clean"] = CleanConfig.from_dict(values["clean"])
         if "dedup" in values:
             values["dedup"] = DedupConfig.from_dict(values["dedup"])
         return cls(**values)
+
+
+TABLE = Rule("table")
+PREPARE_RULES: dict[str, Rule] = {
+    # the shards store token ids as uint32 (docs/shards.md), and no vocabulary comes near this
+    "vocab_size": Rule("int", 257, 2**31 - 1, doc="tokens, 256 bytes and <|endoftext|> included"),
+    "pattern": Rule("str", doc='the pre-tokenization split: "gpt2", "gpt4" or a regex'),
+    "val_fraction": Rule("number", 0, 1, open_high=True, doc="the share held out"),
+    "seed": Rule("int", 0, doc="the train/val split"),
+    "shard_tokens": Rule("int", 1, 2**40, doc="tokens per shard file"),
+    "tokenizer_sample_chars": Rule("int", 0, doc="text that trains the tokenizer (0: all)"),
+}
 
 
 def prepare(

@@ -8,7 +8,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
+from ..errors import ConfigError
+from ..schema import Rule, check_table, problems_message
+
+# each size below 2**31: NumPy indexes with it and the shards store token ids as uint32; the
+# memory a size needs is checked separately (tinygradlm.model.training_bytes)
+_SIZE_LIMIT = 2**31 - 1
+
+RULES: dict[str, Rule] = {
+    "vocab_size": Rule("int", 1, _SIZE_LIMIT, doc="tokens in the vocabulary (V)"),
+    "block_size": Rule("int", 1, _SIZE_LIMIT, doc="the longest sequence (maxT)"),
+    "n_layer": Rule("int", 1, _SIZE_LIMIT, doc="transformer blocks (L)"),
+    "n_head": Rule("int", 1, _SIZE_LIMIT, doc="attention heads per block (NH)"),
+    "n_embd": Rule("int", 1, _SIZE_LIMIT, doc="the width (C), divisible by n_head"),
+    "padded_vocab_size": Rule("optional_int", 1, _SIZE_LIMIT, doc="embedding rows (Vp ≥ V)"),
+    "layer_norm_epsilon": Rule("number", 0, 1, open_low=True, doc="the layer norms' epsilon"),
+}
 
 
 @dataclass(frozen=True)
@@ -30,22 +45,17 @@ class GPTConfig:
     layer_norm_epsilon: float = 1e-5
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
+        problems = check_table(self.to_dict(), RULES, "GPTConfig.")
+        if problems:
+            raise ConfigError(problems_message(problems, None))
         if self.n_embd % self.n_head:
-            raise ValueError(
+            raise ConfigError(
                 f"GPTConfig.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})"
             )
         if self.padded_vocab_size is not None and self.padded_vocab_size < self.vocab_size:
-            raise ValueError(
+            raise ConfigError(
                 f"GPTConfig.padded_vocab_size ({self.padded_vocab_size}) must be at least "
                 f"vocab_size ({self.vocab_size})"
-            )
-        if not self.layer_norm_epsilon > 0:
-            raise ValueError(
-                f"GPTConfig.layer_norm_epsilon must be positive, got {self.layer_norm_epsilon}"
             )
 
     @property
@@ -75,14 +85,13 @@ class GPTConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> GPTConfig:
-        """Build from a mapping, rejecting keys that are not fields (a typo is an error)."""
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - fields)
-        if unknown:
-            raise ValueError(
-                f"unknown GPTConfig key(s): {', '.join(unknown)} "
-                f"(known: {', '.join(sorted(fields))})"
-            )
+        """Build from a mapping, rejecting keys that are not fields (a typo is an error) and
+        values of the wrong type, every problem at once (a ConfigError)."""
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"GPTConfig: expected a table, got {type(values).__name__}")
+        problems = check_table(values, RULES, "GPTConfig.")
+        if problems:
+            raise ConfigError(problems_message(problems, None))
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:

@@ -7,17 +7,22 @@ with. Every setting and its meaning: docs/training.md and docs/finetuning.md."""
 from __future__ import annotations
 
 import dataclasses
-import math
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from .. import backend
 from ..data.mix import parse_mix
+from ..errors import ConfigError
 from ..lora import TARGETS, LoRAConfig
-from ..model import GPTConfig
+from ..memory import check_fits
+from ..model import PRESETS as GPT_PRESETS
+from ..model import GPTConfig, training_bytes
+from ..model.config import RULES as GPT_RULES
+from ..parse import parse_toml, read_toml
 from ..precision import Precision
+from ..schema import Problem, Rule, Settings, check_table, problems_message
 
 
 @dataclass
@@ -26,6 +31,7 @@ class LoopSettings:
     global: ``batch_size`` sequences of ``seq_len`` tokens per micro-step, across all ranks."""
 
     WHAT: ClassVar[str] = "config"  # how error messages name the config
+    RULES: ClassVar[dict[str, Rule]]  # what each setting may be (below the class)
 
     out_dir: str = "runs/train"  # checkpoints, metrics.jsonl
     batch_size: int = 8
@@ -73,114 +79,90 @@ class LoopSettings:
     trace_steps: int = 0
 
     def __post_init__(self) -> None:
+        problems = check_table(self.to_dict(), self.RULES)
+        if problems:
+            raise ConfigError(problems_message(problems, self.WHAT))
+        self.check_combinations()
+
+    def check_combinations(self) -> None:
+        """The rules between settings (each setting's own rule holds already)."""
         what = self.WHAT
-        _check_counts(self, what)
-        _check_numbers(self, what)
-        _check_choices(self, what)
-        _check_parallel(self, what)
+        if self.warmup_steps > self.max_steps:
+            raise ConfigError(
+                f"{what}: warmup_steps ({self.warmup_steps}) exceeds max_steps ({self.max_steps})"
+            )
+        if self.min_lr > self.lr:
+            raise ConfigError(f"{what}: min_lr ({self.min_lr}) exceeds lr ({self.lr})")
+        if self.precision != "fp32" and self.engine != "fused":
+            raise ConfigError(f"{what}: precision {self.precision} needs engine 'fused'")
+        if self.zero_stage and self.deterministic_reduce:
+            raise ConfigError(f"{what}: zero_stage 1 does not combine with deterministic_reduce")
+        if self.zero_stage and self.precision != "fp32":
+            raise ConfigError(f"{what}: zero_stage 1 needs precision 'fp32'")
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> Any:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(
-                f"{cls.WHAT}: unknown key(s) {', '.join(unknown)} "
-                f"(known: {', '.join(sorted(known))})"
-            )
-        return cls(**values)
+        """Build from a table of settings (what :func:`read_settings` returns), checking every
+        value against ``RULES`` first: one ConfigError lists every problem, each naming the
+        file or override it came from, the dotted key, the value and what was expected."""
+        where = values.where if isinstance(values, Settings) else cls.WHAT
+        problems = cls.check_values(values)
+        if problems:
+            raise ConfigError(problems_message(problems, where))
+        try:
+            return cls(**values)
+        except ConfigError as e:
+            source = values.source if isinstance(values, Settings) else ""
+            raise ConfigError(f"{source}: {e}" if source else str(e)) from None
+
+    @classmethod
+    def check_values(cls, values: Any) -> list[Problem]:
+        """Every problem of ``values`` against the settings' rules (nested tables included)."""
+        return check_table(values, cls.RULES)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _check_counts(config: LoopSettings, what: str) -> None:
-    positive = (
-        "batch_size",
-        "seq_len",
-        "grad_accum_steps",
-        "max_steps",
-        "eval_batches",
-        "log_interval",
-        "keep_last",
-        "loss_scale_growth_interval",
-    )
-    for name in positive:
-        value = getattr(config, name)
-        if not _is_int(value) or value < 1:
-            raise ValueError(f"{what}: {name} must be a positive integer, got {value!r}")
-    non_negative = (
-        "warmup_steps",
-        "eval_interval",
-        "sample_interval",
-        "checkpoint_interval",
-        "sample_tokens",
-        "seed",
-        "max_bad_steps",
-        "trace_steps",
-    )
-    for name in non_negative:
-        value = getattr(config, name)
-        if not _is_int(value) or value < 0:
-            raise ValueError(f"{what}: {name} must be an integer ≥ 0, got {value!r}")
-    if config.warmup_steps > config.max_steps:
-        raise ValueError(
-            f"{what}: warmup_steps ({config.warmup_steps}) exceeds max_steps ({config.max_steps})"
-        )
-
-
-def _check_numbers(config: LoopSettings, what: str) -> None:
-    for name in ("lr", "min_lr", "weight_decay", "eps", "grad_clip", "temperature"):
-        value = getattr(config, name)
-        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise ValueError(f"{what}: {name} must be a number ≥ 0, got {value!r}")
-    for name in ("beta1", "beta2"):
-        value = getattr(config, name)
-        if not isinstance(value, (int, float)) or not 0 <= value < 1:
-            raise ValueError(f"{what}: {name} must be in [0, 1), got {value!r}")
-    if config.min_lr > config.lr:
-        raise ValueError(f"{what}: min_lr ({config.min_lr}) exceeds lr ({config.lr})")
-    for name in ("bucket_size_mb", "collective_timeout_s"):
-        value = getattr(config, name)
-        if not _is_number(value) or not value >= 0:
-            raise ValueError(f"{what}: {name} must be a number ≥ 0, got {value!r}")
-    scale = config.loss_scale_init
-    if not _is_number(scale) or not 0 < scale < 3e38:
-        raise ValueError(f"{what}: loss_scale_init must be a number > 0, got {scale!r}")
-
-
-def _check_choices(config: LoopSettings, what: str) -> None:
-    if config.kernels not in backend.KERNELS:
-        raise ValueError(f"{what}: kernels must be one of {sorted(backend.KERNELS)}")
-    if config.engine not in ("fused", "autograd"):
-        raise ValueError(f"{what}: engine must be 'fused' or 'autograd'")
-    try:
-        precision = Precision.parse(config.precision)
-    except ValueError as e:
-        raise ValueError(f"{what}: {e}") from None
-    if precision != Precision.FP32 and config.engine != "fused":
-        raise ValueError(f"{what}: precision {precision} needs engine 'fused'")
-    for name in ("deterministic_reduce", "collective_timeout_abort"):
-        if not isinstance(getattr(config, name), bool):
-            raise ValueError(f"{what}: {name} must be true or false")
-
-
-def _check_parallel(config: LoopSettings, what: str) -> None:
-    zero = config.zero_stage
-    if isinstance(zero, bool) or zero not in (0, 1):
-        raise ValueError(f"{what}: zero_stage must be 0 or 1, got {zero!r}")
-    if zero and config.deterministic_reduce:
-        raise ValueError(f"{what}: zero_stage 1 does not combine with deterministic_reduce")
-    if zero and Precision.parse(config.precision) != Precision.FP32:
-        raise ValueError(f"{what}: zero_stage 1 needs precision 'fp32'")
+_LOOP_RULES: dict[str, Rule] = {
+    "out_dir": Rule("path", doc="checkpoints, metrics.jsonl"),
+    "batch_size": Rule("int", 1, doc="sequences per micro-step, over all ranks (B)"),
+    "seq_len": Rule("int", 1, doc="tokens per sequence (T), at most the model's block_size"),
+    "grad_accum_steps": Rule("int", 1, doc="micro-steps per optimizer step"),
+    "max_steps": Rule("int", 1, doc="optimizer steps of the run"),
+    "lr": Rule("number", 0, doc="the peak learning rate"),
+    "min_lr": Rule("number", 0, doc="the learning rate at the end of the cosine decay"),
+    "warmup_steps": Rule("int", 0, doc="steps of linear warm-up, at most max_steps"),
+    "weight_decay": Rule("number", 0, doc="AdamW's decoupled weight decay"),
+    "beta1": Rule("number", 0, 1, open_high=True, doc="AdamW's first-moment decay"),
+    "beta2": Rule("number", 0, 1, open_high=True, doc="AdamW's second-moment decay"),
+    "eps": Rule("number", 0, doc="AdamW's epsilon"),
+    "grad_clip": Rule("number", 0, doc="the gradient norm clipped to (0: no clipping)"),
+    "eval_interval": Rule("int", 0, doc="steps between validation losses (0: none)"),
+    "eval_batches": Rule("int", 1, doc="batches per validation loss"),
+    "sample_interval": Rule("int", 0, doc="steps between samples (0: none)"),
+    "sample_tokens": Rule("int", 0, 100_000, doc="tokens per sample (each costs a forward)"),
+    "sample_prompt": Rule("str", doc="the text a sample continues"),
+    "temperature": Rule("number", 0, doc="sampling temperature"),
+    "top_k": Rule("int", 1, doc="sample from the k likeliest tokens"),
+    "checkpoint_interval": Rule("int", 0, doc="steps between checkpoints (0: at the end only)"),
+    "keep_last": Rule("int", 1, doc="checkpoints kept"),
+    "log_interval": Rule("int", 1, doc="steps between progress lines"),
+    "seed": Rule("int", 0, doc="initialisation and data order"),
+    "kernels": Rule("str", choices=tuple(sorted(backend.KERNELS)), doc="the layer kernels"),
+    "engine": Rule("str", choices=("fused", "autograd"), doc="the hand-derived step or autograd"),
+    "max_bad_steps": Rule("int", 0, doc="non-finite steps in a row before rolling back"),
+    "precision": Rule("str", choices=tuple(p.value for p in Precision), doc="compute precision"),
+    "loss_scale_init": Rule("number", 0, 3e38, open_low=True, doc="fp16: the first loss scale"),
+    "loss_scale_growth_interval": Rule("int", 1, doc="fp16: clean steps before scale doubles"),
+    "bucket_size_mb": Rule("number", 0, doc="MiB per gradient bucket (0: one buffer)"),
+    "deterministic_reduce": Rule("bool", doc="bitwise identical steps for any rank count"),
+    "collective_timeout_s": Rule("number", 0, doc="the watchdog's timeout (0: no watchdog)"),
+    "collective_timeout_abort": Rule("bool", doc="abort the job when the watchdog fires"),
+    "zero_stage": Rule("int", 0, 1, doc="1: AdamW's moments sharded over the ranks"),
+    "trace_steps": Rule("int", 0, doc="steps recorded in a Chrome trace (0: off)"),
+}
+LoopSettings.RULES = _LOOP_RULES
 
 
 @dataclass
@@ -199,32 +181,79 @@ class TrainConfig(LoopSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.gpt_config()  # validates the model table
-        if not isinstance(self.data, dict):
-            raise ValueError(f"train config: [data] must be a table, got {self.data!r}")
-        unknown = sorted(set(self.data) - {"mix", "remix"})
-        if unknown:
-            raise ValueError(
-                f"train config: [data]: unknown key(s) {', '.join(unknown)} (known: mix, remix)"
-            )
-        if not isinstance(self.data.get("remix", False), bool):
-            raise ValueError(
-                f"train config: data.remix must be true or false, got {self.data['remix']!r}"
-            )
-        if "mix" in self.data:
-            parse_mix(self.data["mix"])  # a DataError (a ValueError) names what is wrong
+        self.gpt_config()  # the model's combinations, and its memory at this batch shape
+
+    @classmethod
+    def check_values(cls, values: Any) -> list[Problem]:
+        problems = check_table(values, cls.RULES)
+        if not isinstance(values, Mapping):
+            return problems
+        if isinstance(values.get("model"), Mapping):
+            problems += check_table(values["model"], MODEL_RULES, "model.")
+        if isinstance(values.get("data"), Mapping):
+            problems += check_table(values["data"], DATA_RULES, "data.", allow_unknown=True)
+            problems += _mix_problems(values["data"])
+        return problems
+
+    def check_values_of_self(self) -> None:
+        problems = self.check_values(self.to_dict())
+        if problems:
+            raise ConfigError(problems_message(problems, self.WHAT))
 
     def gpt_config(self, vocab_size: int | None = None) -> GPTConfig:
-        """The model: a preset with the [model] table's fields on top (vocab from the data)."""
+        """The model: a preset with the [model] table's fields on top (vocab from the data),
+        refused with a ConfigError when training it at (batch_size, seq_len) would not fit in
+        the machine's memory (``tinygradlm.model.training_bytes``), before anything is built."""
+        self.check_values_of_self()
         fields = dict(self.model)
         preset = fields.pop("preset", None)
         if vocab_size is not None:
             fields["vocab_size"] = vocab_size
         try:
             base = GPTConfig.preset(preset) if preset else GPTConfig()
-            return GPTConfig.from_dict({**base.to_dict(), **fields})
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"train config: [model]: {e}") from None
+            config = GPTConfig.from_dict({**base.to_dict(), **fields})
+        except ValueError as e:
+            raise ConfigError(f"{self.WHAT}: [model]: {e}") from None
+        nbytes = training_bytes(config, self.batch_size, self.seq_len, precision=self.precision)
+        shape = ", ".join(f"{k}={v}" for k, v in config.to_dict().items() if v is not None)
+        check_fits(
+            nbytes,
+            f"{self.WHAT}: training the model ({shape}) at batch_size={self.batch_size}, "
+            f"seq_len={self.seq_len}",
+            ConfigError,
+        )
+        return config
+
+
+MODEL_RULES: dict[str, Rule] = {
+    "preset": Rule("str", choices=tuple(GPT_PRESETS), doc="the named shape the table starts from"),
+    **GPT_RULES,
+}
+# data.mix is a table, a string or a list: parse_mix checks it (_mix_problems)
+DATA_RULES: dict[str, Rule] = {"remix": Rule("bool", doc="a resumed run takes the new weights")}
+TrainConfig.RULES = {
+    **_LOOP_RULES,
+    "data_dir": Rule("path", doc="the output of `tinygradlm prepare`"),
+    "data": Rule("table", doc="[data]: mix and remix"),
+    "model": Rule("table", doc="[model]: a preset and GPTConfig fields"),
+}
+
+
+def _mix_problems(data: Any) -> list[Problem]:
+    """``data.mix`` (a table or a string: ``parse_mix``'s two forms), and no other key."""
+    if not isinstance(data, Mapping):
+        return []
+    problems = [
+        Problem(f"data.{key}", f"unknown key data.{key} (known: mix, remix)")
+        for key in sorted(map(str, data))
+        if key not in (*DATA_RULES, "mix")
+    ]
+    if "mix" in data:
+        try:
+            parse_mix(data["mix"])
+        except ValueError as e:
+            problems.append(Problem("data.mix", str(e)))  # parse_mix names data.mix
+    return problems
 
 
 @dataclass
@@ -257,35 +286,43 @@ class FinetuneConfig(LoopSettings):
     lora_targets: list[str] = field(default_factory=lambda: list(TARGETS))
     freeze: list[str] = field(default_factory=list)  # parameter-name prefixes held fixed
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def check_combinations(self) -> None:
+        super().check_combinations()
         what = self.WHAT
         for name in ("init_from", "data"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise ValueError(f"{what}: {name} is required (a path)")
-        rank = self.lora_rank
-        if not _is_int(rank) or rank < 0:
-            raise ValueError(f"{what}: lora_rank must be an integer ≥ 0, got {rank!r}")
-        for name in ("freeze", "lora_targets"):
-            value = getattr(self, name)
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise ValueError(f"{what}: {name} must be a list of strings, got {value!r}")
-        if rank and self.freeze:
-            raise ValueError(
+            if not getattr(self, name):
+                raise ConfigError(f"{what}: {name} is required (a path)")
+        if self.lora_rank and self.freeze:
+            raise ConfigError(
                 f"{what}: freeze applies without LoRA; with lora_rank > 0 the whole base is "
                 "frozen already"
             )
-        if rank:
+        if self.lora_rank:
             try:
                 self.lora_config()
             except ValueError as e:
-                raise ValueError(f"{what}: {e}") from None
+                raise ConfigError(f"{what}: {e}") from None
 
     def lora_config(self) -> LoRAConfig | None:
         """The adapters' config, or None without LoRA."""
         if not self.lora_rank:
             return None
         return LoRAConfig(self.lora_rank, self.lora_alpha, tuple(self.lora_targets))
+
+
+FinetuneConfig.RULES = {
+    **_LOOP_RULES,
+    "init_from": Rule("path", doc="the pretrained checkpoint directory (required)"),
+    "data": Rule("path", doc="JSON Lines, or a directory with train.jsonl (required)"),
+    "val_data": Rule("path", doc="JSON Lines for validation"),
+    "tokenizer": Rule("path", doc="a tokenizer.txt (default: the checkpoint's)"),
+    "prompt_key": Rule("str", doc="the prompt's key in each record"),
+    "response_key": Rule("str", doc="the response's key in each record"),
+    "lora_rank": Rule("int", 0, doc="0: no adapters, train the base model"),
+    "lora_alpha": Rule("number", 0, open_low=True, doc="the adapters' scale is alpha / rank"),
+    "lora_targets": Rule("str_list", doc="the linear layers that get adapters"),
+    "freeze": Rule("str_list", doc="parameter-name prefixes held fixed"),
+}
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -344,43 +381,54 @@ def load_finetune_config(
     """A TOML file (or none), then ``key=value`` overrides as for ``tinygradlm train``, then
     ``settings`` (the command line's ``--from`` and ``--data``) on top."""
     values = read_settings(source, overrides)
-    values.update({k: v for k, v in settings.items() if v is not None})
+    for key, value in settings.items():
+        if value is not None:
+            values[key] = value
+            values.origins[key] = f"--{key.replace('_', '-')}"
     return FinetuneConfig.from_dict(values)
 
 
 def read_settings(
-    source: str | None, overrides: Sequence[str] = (), presets: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
+    source: str | Path | None,
+    overrides: Sequence[str] = (),
+    presets: Mapping[str, Any] | None = None,
+) -> Settings:
     """The settings of a preset (a key of ``presets``) or a TOML file, with ``key=value``
-    overrides on top, as a plain dict (what ``load_config`` validates into a TrainConfig)."""
-    values: dict[str, Any] = {}
+    overrides on top: a dict that remembers where each value came from
+    (:class:`tinygradlm.schema.Settings`), for the error messages of the config's
+    ``from_dict``. An unreadable or invalid file, or an override that is not ``KEY=VALUE``
+    (KEY dotted: ``model.n_layer``) into tables, is a ConfigError."""
+    values = Settings(source=f"config {source}" if source else "settings")
     if source:
         if presets and source in presets:
-            values = _deep_copy(presets[source])
+            values.update(_deep_copy(presets[source]))
+            values.source = f"preset {source}"
         else:
-            try:
-                with open(source, "rb") as f:
-                    values = tomllib.load(f)
-            except OSError as e:
-                raise ValueError(f"cannot read config {source!r}: {e.strerror}") from None
-            except tomllib.TOMLDecodeError as e:
-                raise ValueError(f"config {source}: {e}") from None
+            values.update(read_toml(source, ConfigError))
     for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"override {item!r} is not KEY=VALUE")
-        try:
-            value = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = raw  # a bare word: a string
-        *tables, last = key.strip().split(".")
-        target = values
-        for table in tables:
-            target = target.setdefault(table, {})
-            if not isinstance(target, dict):
-                raise ValueError(f"override {item!r}: {table} is not a table")
-        target[last] = value
+        _apply_override(values, item)
     return values
+
+
+def _apply_override(values: Settings, item: str) -> None:
+    """``KEY=VALUE`` into ``values``: the value in TOML syntax (a bare word is a string)."""
+    where = f"override {item[:80]}"
+    key, sep, raw = item.partition("=")
+    names = [name.strip() for name in key.split(".")]
+    if not sep or not all(names):
+        raise ConfigError(f"{where}: not KEY=VALUE (KEY a name or a dotted name: model.n_layer)")
+    try:
+        value = parse_toml(f"v = {raw}", where, ConfigError)["v"]
+    except ConfigError:
+        value = raw  # a bare word (or no TOML value at all): a string
+    target: Any = values
+    for depth, table in enumerate(names[:-1]):
+        target = target.setdefault(table, {})
+        if not isinstance(target, dict):
+            dotted = ".".join(names[: depth + 1])
+            raise ConfigError(f"{where}: {dotted} is not a table")
+    target[names[-1]] = value
+    values.origins[".".join(names)] = where
 
 
 def _deep_copy(d: Mapping[str, Any]) -> dict[str, Any]:
