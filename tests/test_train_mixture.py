@@ -150,7 +150,7 @@ def test_the_prepared_weights_are_the_default_and_the_megatron_form_works(tmp_pa
 
 
 def test_setting_errors_name_the_key_and_the_source(tmp_path, mixed):
-    with pytest.raises(ValueError, match=r"\[data\]: unknown key\(s\) mixx"):
+    with pytest.raises(ValueError, match=r"unknown key data\.mixx \(known: mix, remix\)"):
         config(tmp_path, data={"mixx": {"prose": 1}})
     with pytest.raises(ValueError, match="'code' has weight 0"):
         config(tmp_path, data={"mix": {"prose": 1, "code": 0}})

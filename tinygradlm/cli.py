@@ -247,6 +247,17 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    """An argument that counts something: a loss over 0 batches would be NaN, not a number."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
 def _add_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ckpt", required=True, type=Path, help="a checkpoint directory")
     p.add_argument(
@@ -256,7 +267,7 @@ def _add_eval(p: argparse.ArgumentParser) -> None:
         help="shards (tinygradlm prepare's output), a .jsonl file or a directory of SPLIT.jsonl",
     )
     p.add_argument("--split", default="val", help="default: val")
-    p.add_argument("--batches", type=int, default=None, help="default: the whole split")
+    p.add_argument("--batches", type=_positive_int, default=None, help="default: the whole split")
     p.add_argument("--batch-size", dest="batch_size", type=int, default=8)
     p.add_argument("--seq-len", dest="seq_len", type=int, default=None, help="default: the run's")
 

@@ -160,11 +160,10 @@ class LossScaler:
             **{name: getattr(self, name) for name in _HYPERPARAMETERS},
         }
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`state_dict`'s output. ``scale``, ``growth_tracker`` and
-        ``overflow_steps`` are required; the hyperparameters are optional (absent ones keep
-        their values). Every problem is reported at once, and nothing changes unless all
-        entries are valid."""
+    def state_problems(self, state: Any) -> list[str]:
+        """Every way ``state`` differs from what :meth:`state_dict` writes (empty: it loads)."""
+        if not isinstance(state, Mapping):
+            return [f"expected a table of the scaler's state, got {type(state).__name__}"]
         required = ("scale", "growth_tracker", "overflow_steps")
         problems = [f"missing: {key}" for key in required if key not in state]
         problems += [
@@ -185,11 +184,21 @@ class LossScaler:
             problems.append(f"scale: expected a number, got {scale!r}")
         elif not (0 < scale <= _FLOAT32_MAX):
             problems.append(f"scale: must be finite and > 0, got {scale!r}")
+        return problems
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output. ``scale``, ``growth_tracker`` and
+        ``overflow_steps`` are required; the hyperparameters are optional (absent ones keep
+        their values). Every problem is reported at once, and nothing changes unless all
+        entries are valid."""
+        problems = self.state_problems(state)
         if problems:
             raise ValueError(
                 "LossScaler.load_state_dict: state does not match the scaler:\n  "
                 + "\n  ".join(problems)
             )
+        merged = {name: state.get(name, getattr(self, name)) for name in _HYPERPARAMETERS}
+        scale = state.get("scale", 1.0)
         self.init_scale = float(merged["init_scale"])
         self.growth_factor = float(merged["growth_factor"])
         self.backoff_factor = float(merged["backoff_factor"])

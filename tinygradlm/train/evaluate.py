@@ -16,9 +16,17 @@ from ..data.loader import DataLoader
 from ..data.mix import mixture_loss, resolve_sources
 from ..data.sft import IGNORE_INDEX, SFTLoader, load_sft
 from ..data.shards import find_shards
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..model import GPT
+from ..schema import Rule, check_table, problems_message
 from ..tokenizer import TOKENIZER_FILE, Tokenizer
+from .resume_state import run_seq_len
+
+EVAL_RULES = {
+    "batches": Rule("optional_int", 1, doc="batches to evaluate (None: the whole split)"),
+    "batch_size": Rule("int", 1, doc="sequences per batch"),
+    "seq_len": Rule("optional_int", 1, doc="tokens per sequence (None: the run's)"),
+}
 
 
 def evaluate_loss(model: GPT, loader: Any, batches: int | None = None) -> tuple[float, int]:
@@ -56,13 +64,19 @@ def evaluate_checkpoint(
     A directory prepared with several sources gives each source's loss under "sources" and,
     as "loss", their mean at the prepared weights.
     ``seq_len`` defaults to the run's, else the model's block_size. A checkpoint with LoRA
-    adapters is evaluated with them, as during its training.
+    adapters is evaluated with them, as during its training. ``batches``, ``batch_size`` and
+    ``seq_len`` must be positive integers (a ConfigError before anything is read): a loss over
+    no batches would be NaN, not a measurement.
     """
+    problems = check_table(
+        {"batches": batches, "batch_size": batch_size, "seq_len": seq_len}, EVAL_RULES
+    )
+    if problems:
+        raise ConfigError(problems_message(problems, "eval"))
     ckpt = load_checkpoint(ckpt_dir)
     model = model_from_checkpoint(ckpt)
     if seq_len is None:
-        run_config = ckpt.trainer_state.get("config", {})
-        seq_len = run_config.get("seq_len") or ckpt.config.block_size
+        seq_len = run_seq_len(ckpt.trainer_state, ckpt.path) or ckpt.config.block_size
     if seq_len > ckpt.config.block_size:
         raise ValueError(
             f"seq_len {seq_len} exceeds the model's block_size {ckpt.config.block_size}"

@@ -85,29 +85,36 @@ class DivergenceGuard:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`state_dict`'s output, after checking every field."""
-        expected = {"bad_steps", "skipped_steps", "rollbacks", "lr_factor"}
-        if set(state) != expected:
+        """Restore :meth:`state_dict`'s output, after checking every field (nothing changes
+        unless all are valid)."""
+        problems = self.state_problems(state)
+        if problems:
             raise ValueError(
-                f"DivergenceGuard.load_state_dict: expected fields {sorted(expected)}, "
-                f"got {sorted(state)}"
+                "DivergenceGuard.load_state_dict: state does not match the guard:\n  "
+                + "\n  ".join(problems)
             )
-        for name in ("bad_steps", "skipped_steps", "rollbacks"):
-            value = state[name]
-            if not is_count(value) or value < 0:
-                raise ValueError(
-                    f"DivergenceGuard.load_state_dict: {name} must be an integer >= 0, "
-                    f"got {value!r}"
-                )
         lr_factor = state["lr_factor"]
-        if isinstance(lr_factor, bool) or not isinstance(lr_factor, (int, float)):
-            lr_factor = math.nan
-        if not 0 < lr_factor <= 1:
-            raise ValueError(
-                f"DivergenceGuard.load_state_dict: lr_factor must be in (0, 1], "
-                f"got {state['lr_factor']!r}"
-            )
         self.bad_steps = state["bad_steps"]
         self.skipped_steps = state["skipped_steps"]
         self.rollbacks = state["rollbacks"]
         self.lr_factor = float(lr_factor)
+
+    @staticmethod
+    def state_problems(state: Any) -> list[str]:
+        """Every way ``state`` differs from what :meth:`state_dict` writes (empty: it loads)."""
+        if not isinstance(state, Mapping):
+            return [f"expected a table of the guard's counters, got {type(state).__name__}"]
+        expected = {"bad_steps", "skipped_steps", "rollbacks", "lr_factor"}
+        if set(state) != expected:
+            return [f"expected fields {sorted(expected)}, got {sorted(map(str, state))}"]
+        problems = [
+            f"{name} must be an integer >= 0, got {state[name]!r}"
+            for name in ("bad_steps", "skipped_steps", "rollbacks")
+            if not is_count(state[name]) or state[name] < 0
+        ]
+        lr_factor = state["lr_factor"]
+        if isinstance(lr_factor, bool) or not isinstance(lr_factor, (int, float)):
+            lr_factor = math.nan
+        if not 0 < lr_factor <= 1:
+            problems.append(f"lr_factor must be in (0, 1], got {state['lr_factor']!r}")
+        return problems

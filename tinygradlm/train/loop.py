@@ -44,6 +44,7 @@ from .config import FinetuneConfig, TrainConfig
 from .evaluate import validation_loss
 from .guard import Action, DivergenceGuard
 from .hooks import RunHooks
+from .resume_state import check_trainer_state
 from .setup import build_run
 from .step import train_step
 
@@ -114,20 +115,29 @@ class Trainer:
             return False
         state = self._restore(path)
         if "guard" in state:
-            self.guard.load_state_dict(state["guard"])
+            self.guard.load_state_dict(state["guard"])  # checked whole in _restore
         self.log(f"resumed from {path} at step {self.step}")
         return True
 
     def _restore(self, path: Path) -> dict[str, Any]:
         """Parameters, moments, step and data position from the checkpoint at ``path``; returns
-        the checkpoint's trainer state."""
+        the checkpoint's trainer state. The whole trainer state is checked before anything
+        changes (a CheckpointError names trainer.json and the key), the loader's position next
+        (it changes nothing unless its whole state matches), and the model last: if the model's
+        restore fails, the loader goes back to where it was."""
         ckpt = load_checkpoint(path)
-        restore(self.model, self.optimizer, ckpt)
+        check_trainer_state(ckpt.trainer_state, path, guard=self.guard, scaler=self.scaler)
+        before = self.train_loader.state_dict()
         state = ckpt.trainer_state["loader"]
         if isinstance(self.train_loader, MixtureLoader):
             self.train_loader.load_state_dict(state, new_weights=self.remix)
         else:
             self.train_loader.load_state_dict(state)
+        try:
+            restore(self.model, self.optimizer, ckpt)
+        except BaseException:
+            self.train_loader.load_state_dict(before)
+            raise
         if "scaler" in ckpt.trainer_state:
             self.scaler.load_state_dict(ckpt.trainer_state["scaler"])
         self.step = ckpt.step
