@@ -1,6 +1,7 @@
 """A run's settings: the loop's settings, defined once (:class:`LoopSettings`), and the two
 runs built on them, pretraining (:class:`TrainConfig`) and fine-tuning
-(:class:`FinetuneConfig`); the presets; and the one settings loader (a preset or a TOML file,
+(:class:`FinetuneConfig`), each with the rules its values must follow
+(:mod:`tinygradlm.schema`); and the one settings loader (a preset or a TOML file,
 then ``KEY=VALUE`` overrides) that ``train``, ``finetune`` and ``prepare`` read their configs
 with. Every setting and its meaning: docs/training.md and docs/finetuning.md."""
 
@@ -23,6 +24,7 @@ from ..model.config import RULES as GPT_RULES
 from ..parse import parse_toml, read_toml
 from ..precision import Precision
 from ..schema import Problem, Rule, Settings, check_table, problems_message
+from .presets import PRESETS
 
 
 @dataclass
@@ -325,50 +327,6 @@ FinetuneConfig.RULES = {
 }
 
 
-PRESETS: dict[str, dict[str, Any]] = {
-    # a couple of minutes on 2 cores: the README's demo
-    "tiny": {
-        "model": {"preset": "tiny", "block_size": 128, "n_layer": 4, "n_head": 4, "n_embd": 128},
-        "batch_size": 16,
-        "seq_len": 128,
-        "max_steps": 500,
-        "lr": 3e-3,
-        "min_lr": 3e-4,
-        "warmup_steps": 30,
-        "eval_interval": 50,
-        "sample_interval": 150,
-        "checkpoint_interval": 100,
-    },
-    # the benchmark model: 4 layers, 4 heads, width 256, T=256
-    "small": {
-        "model": {"preset": "small"},
-        "batch_size": 8,
-        "seq_len": 256,
-        "max_steps": 2000,
-        "lr": 1e-3,
-        "min_lr": 1e-4,
-        "warmup_steps": 100,
-        "eval_interval": 200,
-        "sample_interval": 500,
-        "checkpoint_interval": 500,
-    },
-    # GPT-2 124M's shape (nanoGPT's schedule, scaled to what a CPU cluster can run)
-    "gpt2": {
-        "model": {"preset": "gpt2", "padded_vocab_size": 50304},
-        "batch_size": 8,
-        "seq_len": 1024,
-        "grad_accum_steps": 8,
-        "max_steps": 5000,
-        "lr": 6e-4,
-        "min_lr": 6e-5,
-        "warmup_steps": 700,
-        "eval_interval": 250,
-        "sample_interval": 1000,
-        "checkpoint_interval": 500,
-    },
-}
-
-
 def load_config(source: str | None, overrides: Sequence[str] = ()) -> TrainConfig:
     """A preset name or a TOML file, then ``key=value`` overrides (values in TOML syntax, dotted
     keys for tables: ``model.n_layer=6``; a bare word is a string)."""
@@ -384,8 +342,11 @@ def load_finetune_config(
     for key, value in settings.items():
         if value is not None:
             values[key] = value
-            values.origins[key] = f"--{key.replace('_', '-')}"
+            values.origins[key] = _COMMAND_LINE_FLAGS.get(key, key)
     return FinetuneConfig.from_dict(values)
+
+
+_COMMAND_LINE_FLAGS = {"init_from": "--from", "data": "--data"}  # tinygradlm finetune's
 
 
 def read_settings(

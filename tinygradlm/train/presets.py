@@ -1,0 +1,49 @@
+"""The named runs ``tinygradlm train PRESET`` starts: a model preset and the loop's settings
+that suit it (each checked like a TOML file's, by ``load_config``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # a couple of minutes on 2 cores: the README's demo
+    "tiny": {
+        "model": {"preset": "tiny", "block_size": 128, "n_layer": 4, "n_head": 4, "n_embd": 128},
+        "batch_size": 16,
+        "seq_len": 128,
+        "max_steps": 500,
+        "lr": 3e-3,
+        "min_lr": 3e-4,
+        "warmup_steps": 30,
+        "eval_interval": 50,
+        "sample_interval": 150,
+        "checkpoint_interval": 100,
+    },
+    # the benchmark model: 4 layers, 4 heads, width 256, T=256
+    "small": {
+        "model": {"preset": "small"},
+        "batch_size": 8,
+        "seq_len": 256,
+        "max_steps": 2000,
+        "lr": 1e-3,
+        "min_lr": 1e-4,
+        "warmup_steps": 100,
+        "eval_interval": 200,
+        "sample_interval": 500,
+        "checkpoint_interval": 500,
+    },
+    # GPT-2 124M's shape (nanoGPT's schedule, scaled to what a CPU cluster can run)
+    "gpt2": {
+        "model": {"preset": "gpt2", "padded_vocab_size": 50304},
+        "batch_size": 8,
+        "seq_len": 1024,
+        "grad_accum_steps": 8,
+        "max_steps": 5000,
+        "lr": 6e-4,
+        "min_lr": 6e-5,
+        "warmup_steps": 700,
+        "eval_interval": 250,
+        "sample_interval": 1000,
+        "checkpoint_interval": 500,
+    },
+}
