@@ -211,3 +211,12 @@ def test_the_eval_command_refuses_batches_0(capsys):
         main(["eval", "--ckpt", "x", "--data", "y", "--batches", "0"])
     assert exit_.value.code == 2
     assert "--batches: must be a positive integer, got '0'" in capsys.readouterr().err
+
+
+def test_the_sample_command_bounds_max_new_tokens(capsys):
+    from tinygradlm.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["sample", "--ckpt", "x", "--max-new-tokens", str(10**12)])
+    assert exit_.value.code == 2
+    assert "--max-new-tokens: must be an integer in [0, 1,000,000]" in capsys.readouterr().err

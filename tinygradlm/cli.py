@@ -247,15 +247,26 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    """An argument that counts something: a loss over 0 batches would be NaN, not a number."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
+MAX_NEW_TOKENS = 1_000_000  # each one a forward pass: far past any useful sample
+
+
+def _count(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argument type: an integer in [low, high]."""
+
+    def count(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            if high is not None:
+                expected = f"an integer in [{low}, {high:,}]"
+            else:
+                expected = "a positive integer" if low == 1 else f"an integer ≥ {low}"
+            raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}")
+        return value
+
+    return count
 
 
 def _add_eval(p: argparse.ArgumentParser) -> None:
@@ -267,7 +278,8 @@ def _add_eval(p: argparse.ArgumentParser) -> None:
         help="shards (tinygradlm prepare's output), a .jsonl file or a directory of SPLIT.jsonl",
     )
     p.add_argument("--split", default="val", help="default: val")
-    p.add_argument("--batches", type=_positive_int, default=None, help="default: the whole split")
+    # a loss over 0 batches would be NaN, not a measurement
+    p.add_argument("--batches", type=_count(1), default=None, help="default: the whole split")
     p.add_argument("--batch-size", dest="batch_size", type=int, default=8)
     p.add_argument("--seq-len", dest="seq_len", type=int, default=None, help="default: the run's")
 
@@ -291,7 +303,10 @@ def _sample(args: argparse.Namespace) -> int:
 def _add_sample(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ckpt", required=True, type=Path, help="a checkpoint directory")
     p.add_argument("--prompt", default="", help="text to continue (default: from scratch)")
-    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=200)
+    # the new tokens are held in one (1, N) array: a bound keeps a typo from asking for terabytes
+    p.add_argument(
+        "--max-new-tokens", dest="max_new_tokens", type=_count(0, MAX_NEW_TOKENS), default=200
+    )
     p.add_argument("--temperature", type=float, default=1.0, help="0 for greedy")
     p.add_argument("--top-k", dest="top_k", type=int, default=None)
     p.add_argument("--top-p", dest="top_p", type=float, default=None)
