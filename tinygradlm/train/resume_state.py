@@ -31,8 +31,14 @@ def check_trainer_state(
     if not isinstance(state, dict):
         raise CheckpointError(f"{where}: expected a JSON object, got {type(state).__name__}")
     problems = []
-    if not isinstance(state.get("loader"), dict):
-        problems.append(f"loader must be a table (the data loader's position), got {_kind(state)}")
+    if "loader" not in state:
+        problems.append(
+            "no loader position: a model-only checkpoint starts a run (tinygradlm finetune "
+            "--from) but cannot resume one"
+        )
+    elif not isinstance(state["loader"], dict):
+        kind = type(state["loader"]).__name__
+        problems.append(f"loader must be a table (the data loader's position), got {kind}")
     if "guard" in state:
         problems += [f"guard: {p}" for p in guard.state_problems(state["guard"])]
     if "scaler" in state:
@@ -59,7 +65,3 @@ def run_seq_len(state: Any, checkpoint: Path) -> int | None:
     if wrong:
         raise CheckpointError(f"{where}: config.seq_len {wrong}")
     return int(config["seq_len"])
-
-
-def _kind(state: dict) -> str:
-    return type(state["loader"]).__name__ if "loader" in state else "nothing"
