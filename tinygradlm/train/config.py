@@ -81,7 +81,7 @@ class LoopSettings:
     trace_steps: int = 0
 
     def __post_init__(self) -> None:
-        problems = check_table(self.to_dict(), self.RULES)
+        problems = self.check_values(self.to_dict())
         if problems:
             raise ConfigError(problems_message(problems, self.WHAT))
         self.check_combinations()
@@ -187,6 +187,7 @@ class TrainConfig(LoopSettings):
 
     @classmethod
     def check_values(cls, values: Any) -> list[Problem]:
+        """The loop's rules, and those of the [model] and [data] tables."""
         problems = check_table(values, cls.RULES)
         if not isinstance(values, Mapping):
             return problems
@@ -197,16 +198,10 @@ class TrainConfig(LoopSettings):
             problems += _mix_problems(values["data"])
         return problems
 
-    def check_values_of_self(self) -> None:
-        problems = self.check_values(self.to_dict())
-        if problems:
-            raise ConfigError(problems_message(problems, self.WHAT))
-
     def gpt_config(self, vocab_size: int | None = None) -> GPTConfig:
         """The model: a preset with the [model] table's fields on top (vocab from the data),
         refused with a ConfigError when training it at (batch_size, seq_len) would not fit in
         the machine's memory (``tinygradlm.model.training_bytes``), before anything is built."""
-        self.check_values_of_self()
         fields = dict(self.model)
         preset = fields.pop("preset", None)
         if vocab_size is not None:
