@@ -149,8 +149,8 @@ class Settings(dict):
     set (``"model.n_layer": "override model.n_layer=3"``). :meth:`where` names the origin of a
     key for an error message."""
 
-    def __init__(self, values: Mapping[str, Any] = {}, source: str = "") -> None:
-        super().__init__(values)
+    def __init__(self, values: Mapping[str, Any] | None = None, source: str = "") -> None:
+        super().__init__(values or {})
         self.source = source
         self.origins: dict[str, str] = {}
 
