@@ -15,7 +15,7 @@ def test_write_atomic_replaces_the_file_with_bytes_or_utf8_text(tmp_path):
     write_atomic(path, "né\n")
     assert path.read_bytes() == "né\n".encode()
     assert os.listdir(tmp_path) == ["out.txt"]
-    assert path.stat().st_mode & 0o777 == atomic.FILE_MODE
+    assert path.stat().st_mode & 0o777 == atomic.file_mode()
 
 
 def test_a_failed_streamed_write_leaves_the_old_file_and_no_temporary(tmp_path):
