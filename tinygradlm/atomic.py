@@ -95,8 +95,9 @@ def atomic_directory(
 
     The directory is ``.tmp-<name>-<pid>`` beside ``final`` (a leftover of a crashed write by
     this pid is removed first; one writer per directory is assumed). Whoever fills it fsyncs
-    the files it writes (:func:`fsync_file`), in the order its format needs; this fsyncs the
-    directory, renames it into place and fsyncs the parent. On any exception (Ctrl-C included)
+    the files it writes (:func:`fsync_file`), in the order its format needs; this gives its
+    files and folders the umask's modes (:func:`file_mode`), fsyncs the directory, renames it
+    into place and fsyncs the parent. On any exception (Ctrl-C included)
     the temporary directory is deleted and ``final`` is left as it was.
 
     ``final`` must not exist, unless ``replace``: then an existing ``final`` (a directory) is
@@ -114,6 +115,7 @@ def atomic_directory(
     temp.mkdir()
     try:
         yield temp
+        _give_umask_modes(temp)
         fsync_directory(temp)
         if replace and final.exists():
             _swap_in(temp, final, keep or (lambda _name: False))
@@ -123,6 +125,19 @@ def atomic_directory(
         shutil.rmtree(temp, ignore_errors=True)
         raise
     fsync_directory(final.parent)
+
+
+def _give_umask_modes(directory: Path) -> None:
+    """Every file and folder in ``directory`` gets the mode ``open()`` / ``mkdir()`` would give
+    it: writers such as safetensors go through temporary files of mode 0600."""
+    files, folders = file_mode(), directory_mode()
+    for root, names, files_here in os.walk(directory):
+        for name in names:
+            os.chmod(os.path.join(root, name), folders)
+        for name in files_here:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                os.chmod(path, files)
 
 
 def _swap_in(temp: Path, final: Path, keep: Callable[[str], bool]) -> None:
