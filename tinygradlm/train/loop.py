@@ -7,7 +7,8 @@ every ``eval_interval`` steps the validation loss, every ``sample_interval`` a s
 ``checkpoint_interval`` an atomic checkpoint (the last step does all three), a progress line
 every ``log_interval``, and an event whenever the data begins another epoch. After
 ``max_bad_steps`` non-finite steps in a row the divergence guard (``tinygradlm.train.guard``)
-has the loop roll back to the last checkpoint at a lower learning rate.
+has the loop roll back to the last checkpoint at a lower learning rate. Ctrl-C and SIGTERM stop
+it at a step boundary, every rank at the same one (``tinygradlm.train.stop``).
 
 Determinism: the model's initialisation, the loader's order and the samples all come from
 ``seed``, and nothing else is random, so the same config gives the same run. A checkpoint holds
