@@ -21,6 +21,7 @@ import contextlib
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,26 +179,30 @@ def _run_loop(args: argparse.Namespace) -> int:
             f"{config.out_dir} already holds checkpoints: choose another out_dir to start "
             "from scratch (nothing there is overwritten)"
         )
-    trainer = Trainer(config, dist=args.dist, hooks=args.hooks)
-    if not args.no_resume:
-        trainer.resume()
-    if trainer.step >= config.max_steps:
-        print(
-            f"{config.out_dir} already finished {trainer.step} of {config.max_steps} steps: "
-            "raise max_steps to continue, or choose another out_dir"
-        )
-        return 0
+    trainer = None
     try:
+        trainer = Trainer(config, dist=args.dist, hooks=args.hooks)
+        if not args.no_resume:
+            trainer.resume()
+        if trainer.step >= config.max_steps:
+            print(
+                f"{config.out_dir} already finished {trainer.step} of {config.max_steps} steps: "
+                "raise max_steps to continue, or choose another out_dir"
+            )
+            return 0
         trainer.train()
     except KeyboardInterrupt as e:
-        if isinstance(e, (RunStopped, Terminated)):
+        if isinstance(e, RunStopped):
             raise
-        # Ctrl-C twice: mid-step, so the ranks may be inside a collective: end them all
-        last = latest_checkpoint(config.out_dir)
-        message = stopped_message(trainer.step, signal.SIGINT, last, wrote=False)
-        stopped = RunStopped(message, signal.SIGINT, announce=trainer.rank == 0)
+        # not at a step boundary (Ctrl-C twice, or before the first step): the other ranks may
+        # be inside a collective, so the job ends at once
+        signum = signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT
+        step = trainer.step if trainer is not None else 0
+        message = stopped_message(step, signum, latest_checkpoint(config.out_dir), wrote=False)
+        stopped = RunStopped(message, signum, announce=args.dist.rank == 0)
         if args.dist.enabled:
             report_stop(args.command, stopped)
+            time.sleep(0.0 if args.dist.rank == 0 else 0.5)  # rank 0's line goes out first
             args.dist.abort(stopped.exit_status)
         raise stopped from None
     return 0
@@ -462,14 +467,17 @@ def main(argv: list[str] | None = None, *, hooks: Any = None) -> int:
     args = build_parser().parse_args(argv)
     command = COMMANDS[args.command]
     with sigterm_as_exception():
-        if not command.on_every_rank:
-            return report_errors(args.command, command.handler, args)
-        # under mpiexec: threads per rank first (before Numba loads), then MPI
-        from . import dist
+        try:
+            if not command.on_every_rank:
+                return report_errors(args.command, command.handler, args)
+            # under mpiexec: threads per rank first (before Numba loads), then MPI
+            from . import dist
 
-        dist.default_threads()
-        args.dist, args.hooks = dist.init(), hooks
-        return dist.run_or_abort(args.dist, report_errors, args.command, command.handler, args)
+            dist.default_threads()
+            args.dist, args.hooks = dist.init(), hooks
+            return dist.run_or_abort(args.dist, report_errors, args.command, command.handler, args)
+        except KeyboardInterrupt as e:  # another signal while the first one's line went out
+            return getattr(e, "exit_status", 128 + signal.SIGINT)
 
 
 if __name__ == "__main__":
