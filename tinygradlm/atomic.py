@@ -105,7 +105,7 @@ def atomic_directory(
     entries of the old directory for which ``keep(name)`` is true, and that the new one does
     not have, move into the new one first: what is not the writer's own output stays.
     """
-    final = Path(final)
+    final = Path(os.path.abspath(final))  # "." has a name and a parent only this way
     if final.is_symlink() and replace:
         final = Path(os.path.realpath(final))  # replace the directory, not the link to it
     final.parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from test_train import make_data, tiny_config
 
@@ -127,9 +127,11 @@ def test_prepare_succeeds_or_fails_cleanly_and_keeps_the_earlier_output(
             report = prepare(None, out, config, sources=sources, overwrite=True, log=QUIET)
         else:
             report = prepare([inputs], out, config, overwrite=True, log=QUIET)
-    except PROJECT_ERRORS:
+    except PROJECT_ERRORS as e:
+        event(f"refused: {type(e).__name__}")
         assert snapshot(out) == before
     else:
+        event("prepared")
         assert json.loads((out / "report.json").read_text())["splits"] == report["splits"]
     assert time.perf_counter() - started < SECONDS
     assert sorted(os.listdir(prepared)) == ["inputs", "out"]  # no temporary left
@@ -169,9 +171,11 @@ def test_export_of_a_corrupted_checkpoint_succeeds_or_fails_cleanly(checkpoint, 
     started = time.perf_counter()
     try:
         export(work, target)
-    except PROJECT_ERRORS:
+    except PROJECT_ERRORS as e:
+        event(f"refused: {type(e).__name__}")
         assert not os.path.lexists(target)
     else:
+        event("exported")
         load_checkpoint(target)
         shutil.rmtree(target)
     assert time.perf_counter() - started < SECONDS
