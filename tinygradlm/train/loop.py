@@ -214,9 +214,8 @@ class Trainer:
         with stops.installed():
             try:
                 while self.step < cfg.max_steps:
-                    signum = stops.agreed(
-                        self.dist
-                    )  # a step boundary: every rank stops here, or none
+                    # a step boundary: every rank stops here, or none does
+                    signum = stops.agreed(self.dist)
                     if signum:
                         raise self._stopped(signum)
                     epochs_before = self._epochs()
