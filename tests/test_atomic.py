@@ -15,7 +15,7 @@ def test_write_atomic_replaces_the_file_with_bytes_or_utf8_text(tmp_path):
     write_atomic(path, "né\n")
     assert path.read_bytes() == "né\n".encode()
     assert os.listdir(tmp_path) == ["out.txt"]
-    assert path.stat().st_mode & 0o777 == atomic.FILE_MODE
+    assert path.stat().st_mode & 0o777 == atomic.file_mode()
 
 
 def test_a_failed_streamed_write_leaves_the_old_file_and_no_temporary(tmp_path):
@@ -67,3 +67,53 @@ def test_a_leftover_of_a_crashed_build_by_the_same_pid_is_replaced(tmp_path):
     with atomic_directory(tmp_path / "ckpt") as building:
         (building / "a.txt").write_text("a")
     assert sorted(os.listdir(tmp_path / "ckpt")) == ["a.txt"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_files_and_directories_follow_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        write_atomic(tmp_path / "a.txt", b"a")
+        with atomic_directory(tmp_path / "d") as building:
+            fd = os.open(building / "private", os.O_CREAT | os.O_WRONLY, 0o600)  # as mkstemp
+            os.close(fd)
+            (building / "sub").mkdir(mode=0o700)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert (tmp_path / "d" / "private").stat().st_mode & 0o777 == 0o666 & ~umask
+    for folder in (tmp_path / "d", tmp_path / "d" / "sub"):
+        assert folder.stat().st_mode & 0o777 == 0o777 & ~umask
+
+
+def test_replace_swaps_the_whole_directory_and_keeps_what_is_not_the_writers(tmp_path):
+    final = tmp_path / "out"
+    final.mkdir()
+    (final / "old.bin").write_text("old")
+    (final / "mine.txt").write_text("mine")
+    with atomic_directory(final, replace=True, keep=lambda name: name == "mine.txt") as building:
+        (building / "new.bin").write_text("new")
+        assert (final / "old.bin").exists()  # untouched while the new one is built
+    assert sorted(os.listdir(final)) == ["mine.txt", "new.bin"]
+    assert os.listdir(tmp_path) == ["out"]
+
+
+def test_a_failed_swap_puts_the_old_directory_back(tmp_path, monkeypatch):
+    final = tmp_path / "out"
+    final.mkdir()
+    (final / "old.bin").write_text("old")
+    (final / "mine.txt").write_text("mine")
+    real_rename = os.rename
+
+    def rename(source, target):
+        if str(source).startswith(str(tmp_path / ".tmp-")) and target == final:
+            raise OSError("rename failed")
+        real_rename(source, target)
+
+    monkeypatch.setattr(atomic.os, "rename", rename)
+    with pytest.raises(OSError, match="rename failed"):
+        with atomic_directory(final, replace=True, keep=lambda n: n == "mine.txt") as building:
+            (building / "new.bin").write_text("new")
+    monkeypatch.undo()
+    assert sorted(os.listdir(final)) == ["mine.txt", "old.bin"]
+    assert os.listdir(tmp_path) == ["out"]

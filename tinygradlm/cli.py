@@ -5,21 +5,40 @@ the handler that runs it. One wrapper (:func:`report_errors`) turns the errors a
 (bad data, checkpoints, metrics, config values, files) into ``tinygradlm COMMAND: message`` on
 stderr and exit status 1; ``train`` and ``finetune`` run under every MPI rank, where an error on
 any rank ends the whole job (``tinygradlm.dist.run_or_abort``).
+
+Ctrl-C (SIGINT) and SIGTERM end any command with one line and exit status 130 or 143 (128 + the
+signal number); outputs are written whole or not at all (``tinygradlm.atomic``), so a stopped
+command leaves the earlier ones as they were. A training run stops at a step boundary, on every
+rank together, SIGTERM after a checkpoint (``tinygradlm.train.stop``). Every output directory
+is checked first (``tinygradlm.atomic.writable_directory``): a file, a symlink loop or a path
+under a file is named before any work.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .atomic import writable_directory
 from .errors import CheckpointError, DataError, DivergenceError, MetricsError
 
 # what a user can fix; DataError is a ValueError, and a config's bad value raises ValueError
 USER_ERRORS = (DataError, CheckpointError, MetricsError, DivergenceError, ValueError, OSError)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that every ``finally`` runs and no
+    temporary output is left behind."""
+
+    exit_status = 128 + signal.SIGTERM
 
 
 @dataclass(frozen=True)
@@ -117,6 +136,8 @@ def _report(args: argparse.Namespace) -> int:
 
     try:
         report = load_report(args.dir)
+        if args.plot:
+            writable_directory(args.dir, "report --plot: DIR")
         print(summary(report))
         paths = plot_report(report, args.dir) if args.plot else []
     except (KeyError, TypeError) as e:  # a report.json whose fields are not what prepare writes
@@ -144,6 +165,7 @@ def _run_loop(args: argparse.Namespace) -> int:
     """``train`` and ``finetune``: build the config and the run, resume, run the loop."""
     from .checkpoint import latest_checkpoint
     from .train import Trainer, load_config, load_finetune_config
+    from .train.stop import RunStopped, stopped_message
 
     if args.command == "train":
         config: Any = load_config(args.config, args.overrides)
@@ -151,21 +173,38 @@ def _run_loop(args: argparse.Namespace) -> int:
         config = load_finetune_config(
             args.config, args.overrides, init_from=args.init_from, data=args.data
         )
+    writable_directory(config.out_dir, "out_dir", ValueError)
     if args.no_resume and latest_checkpoint(config.out_dir) is not None:
         raise ValueError(
             f"{config.out_dir} already holds checkpoints: choose another out_dir to start "
             "from scratch (nothing there is overwritten)"
         )
-    trainer = Trainer(config, dist=args.dist, hooks=args.hooks)
-    if not args.no_resume:
-        trainer.resume()
-    if trainer.step >= config.max_steps:
-        print(
-            f"{config.out_dir} already finished {trainer.step} of {config.max_steps} steps: "
-            "raise max_steps to continue, or choose another out_dir"
-        )
-        return 0
-    trainer.train()
+    trainer = None
+    try:
+        trainer = Trainer(config, dist=args.dist, hooks=args.hooks)
+        if not args.no_resume:
+            trainer.resume()
+        if trainer.step >= config.max_steps:
+            print(
+                f"{config.out_dir} already finished {trainer.step} of {config.max_steps} steps: "
+                "raise max_steps to continue, or choose another out_dir"
+            )
+            return 0
+        trainer.train()
+    except KeyboardInterrupt as e:
+        if isinstance(e, RunStopped):
+            raise
+        # not at a step boundary (Ctrl-C twice, or before the first step): the other ranks may
+        # be inside a collective, so the job ends at once
+        signum = signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT
+        step = trainer.step if trainer is not None else 0
+        message = stopped_message(step, signum, latest_checkpoint(config.out_dir), wrote=False)
+        stopped = RunStopped(message, signum, announce=args.dist.rank == 0)
+        if args.dist.enabled:
+            report_stop(args.command, stopped)
+            time.sleep(0.0 if args.dist.rank == 0 else 0.5)  # rank 0's line goes out first
+            args.dist.abort(stopped.exit_status)
+        raise stopped from None
     return 0
 
 
@@ -214,6 +253,7 @@ def _add_finetune(p: argparse.ArgumentParser) -> None:
 def _export(args: argparse.Namespace) -> int:
     from .train import export
 
+    writable_directory(args.out, "export --out", CheckpointError)
     print(export(args.ckpt, args.out))
     return 0
 
@@ -316,6 +356,7 @@ def _add_sample(p: argparse.ArgumentParser) -> None:
 def _plot(args: argparse.Namespace) -> int:
     from .monitor import plot_run
 
+    writable_directory(args.out if args.out is not None else args.run_dir, "plot --out")
     for path in plot_run(args.run_dir, args.out):
         print(path)
     return 0
@@ -395,12 +436,44 @@ COMMANDS: dict[str, Command] = {
 
 def report_errors(name: str, handler: Callable[[argparse.Namespace], int], args: Any) -> int:
     """``handler(args)``, with an error the user can fix (and a missing optional package, such
-    as matplotlib) printed as ``tinygradlm NAME: message`` and exit status 1."""
+    as matplotlib) printed as ``tinygradlm NAME: message`` and exit status 1; Ctrl-C and SIGTERM
+    as one line and 128 + the signal number."""
     try:
         return handler(args)
     except (*USER_ERRORS, ImportError) as e:
         print(f"tinygradlm {name}: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as e:
+        return report_stop(name, e, args)
+
+
+def report_stop(name: str, stop: KeyboardInterrupt, args: Any = None) -> int:
+    """The one line for a command stopped by a signal (printed by rank 0 alone under MPI), and
+    its exit status."""
+    dist = getattr(args, "dist", None)
+    announce = getattr(stop, "announce", dist is None or dist.rank == 0)
+    if announce:
+        what = "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
+        print(f"tinygradlm {name}: {str(stop) or f'stopped ({what})'}", file=sys.stderr, flush=True)
+    return getattr(stop, "exit_status", 128 + signal.SIGINT)
+
+
+@contextlib.contextmanager
+def sigterm_as_exception() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` in the block (main thread only), instead of ending
+    the process at once with temporary files left behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(_signum: int, _frame: Any) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -419,14 +492,18 @@ def main(argv: list[str] | None = None, *, hooks: Any = None) -> int:
     """Run a command; ``hooks`` (``tinygradlm.train.RunHooks``) reach a train/finetune run."""
     args = build_parser().parse_args(argv)
     command = COMMANDS[args.command]
-    if not command.on_every_rank:
-        return report_errors(args.command, command.handler, args)
-    # under mpiexec: threads per rank first (before Numba loads), then MPI
-    from . import dist
+    with sigterm_as_exception():
+        try:
+            if not command.on_every_rank:
+                return report_errors(args.command, command.handler, args)
+            # under mpiexec: threads per rank first (before Numba loads), then MPI
+            from . import dist
 
-    dist.default_threads()
-    args.dist, args.hooks = dist.init(), hooks
-    return dist.run_or_abort(args.dist, report_errors, args.command, command.handler, args)
+            dist.default_threads()
+            args.dist, args.hooks = dist.init(), hooks
+            return dist.run_or_abort(args.dist, report_errors, args.command, command.handler, args)
+        except KeyboardInterrupt as e:  # another signal while the first one's line went out
+            return getattr(e, "exit_status", 128 + signal.SIGINT)
 
 
 if __name__ == "__main__":

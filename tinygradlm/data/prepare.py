@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import write_atomic
+from ..atomic import atomic_directory, writable_directory, write_atomic
 from ..errors import ConfigError, DataError
 from ..schema import Problem, Rule, Settings, check_table, problems_message
 from ..tokenizer import ENDOFTEXT, TOKENIZER_FILE, Tokenizer
@@ -48,7 +49,7 @@ from .dedup import DEDUP_RULES, DedupConfig
 from .documents import Document
 from .mix import REPORT_FILE, SOURCE_NAME, prepared_mixture
 from .prepare_report import SPLITS, report_body
-from .shards import find_shards, shard_info, write_shards
+from .shards import MAX_TOKENS, find_shards, shard_info, write_shards
 from .sources import (
     Source,
     SourceData,
@@ -121,7 +122,7 @@ PREPARE_RULES: dict[str, Rule] = {
     "pattern": Rule("str", doc='the pre-tokenization split: "gpt2", "gpt4" or a regex'),
     "val_fraction": Rule("number", 0, 1, open_high=True, doc="the share held out"),
     "seed": Rule("int", 0, doc="the train/val split"),
-    "shard_tokens": Rule("int", 1, 2**40, doc="tokens per shard file"),
+    "shard_tokens": Rule("int", 1, MAX_TOKENS, doc="tokens per shard file (its count is an int32)"),
     "tokenizer_sample_chars": Rule("int", 0, doc="text that trains the tokenizer (0: all)"),
 }
 
@@ -142,21 +143,19 @@ def prepare(
     ``sources``: instead, named and weighted sources, each with its own folder of shards (see
     the module docstring); giving both is an error. Refuses to write into a directory that
     already holds shards or a tokenizer unless ``overwrite``, so nothing already prepared is
-    lost; checks every source before writing anything.
+    lost.
+
+    Nothing in ``out_dir`` changes until the new output is complete: every setting and source
+    is checked, and the documents read, before anything is written; the tokenizer, shards and
+    report are then built in a temporary directory beside ``out_dir`` and put in its place in
+    one step (``tinygradlm.atomic.atomic_directory``). A failure or Ctrl-C at any point leaves
+    the earlier preparation as it was; with ``overwrite``, it is replaced only by a complete
+    new one. Files in ``out_dir`` that are not a preparation's own stay where they are.
     """
     config = config or PrepareConfig()
     out = Path(out_dir)
     named = sources is not None
-    if named:
-        if inputs:
-            raise DataError("give either input paths or named sources, not both")
-        check_sources(sources)
-    existing = _existing_output(out)
-    if existing and not overwrite:
-        raise DataError(
-            f"{out}: already holds prepared data ({existing[0].relative_to(out)}, …); choose "
-            f"another --out or pass --overwrite"
-        )
+    earlier = _check_before_writing(inputs, out, config, sources, overwrite)
     started = time.perf_counter()
 
     plan = (
@@ -172,7 +171,7 @@ def prepare(
             config.clean,
             config.dedup,
             weight=weight,
-            directory=out / name if named else out,
+            directory=Path(name) if named else Path(),  # relative to the output, for now
             named=named,
             log=log,
         )
@@ -187,12 +186,6 @@ def prepare(
         source.train, source.val = split_documents(source.kept, config.val_fraction, config.seed)
 
     tokenizer, sample_chars = _train_tokenizer(data, weights, config, log)
-    out.mkdir(parents=True, exist_ok=True)
-    if overwrite:
-        _remove_stale_shards(out, {s.dir for s in data})
-    tokenizer.save(out / TOKENIZER_FILE)
-    written = _write_splits(tokenizer, data, out, config, overwrite)
-
     report: dict[str, Any] = {
         "inputs": [str(p) for _, paths in plan for p in paths]
         or ["pydoc_data.topics (the standard library's help topics)"],
@@ -200,13 +193,54 @@ def prepare(
     }
     if named:
         report["mixture"] = {s.name: s.weight for s in data}
-    report |= report_body(
-        tokenizer, data, written.splits, written.stats, sample_chars, config.pattern, out
-    )
-    report["seconds"] = round(time.perf_counter() - started, 2)
-    write_atomic(out / REPORT_FILE, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    with atomic_directory(out, replace=True, keep=lambda name: name not in earlier) as building:
+        for source in data:
+            source.dir = building / source.dir
+        tokenizer.save(building / TOKENIZER_FILE)
+        written = _write_splits(tokenizer, data, building, config)
+        report |= report_body(
+            tokenizer, data, written.splits, written.stats, sample_chars, config.pattern, building
+        )
+        report["seconds"] = round(time.perf_counter() - started, 2)
+        write_atomic(
+            building / REPORT_FILE, json.dumps(report, indent=2, ensure_ascii=False) + "\n"
+        )
+    for source in data:
+        source.dir = out / source.dir.relative_to(building)
     _log_summary(report, out, log)
     return report
+
+
+def _check_before_writing(
+    inputs: Sequence[str | Path] | None,
+    out: Path,
+    config: PrepareConfig,
+    sources: Sequence[Source] | None,
+    overwrite: bool,
+) -> set[str]:
+    """Every check that needs no reading of documents, before any work: the sources, the
+    output directory and an earlier preparation there (refused unless ``overwrite``); the
+    settings were checked whole when the config was built. Returns the names in
+    ``out`` that are the earlier preparation's own, which the new output replaces."""
+    if sources is not None:
+        if inputs:
+            raise DataError("give either input paths or named sources, not both")
+        check_sources(sources)
+    writable_directory(out, "prepare --out", DataError)
+    existing = _existing_output(out)
+    if existing and not overwrite:
+        raise DataError(
+            f"{out}: already holds prepared data ({existing[0].relative_to(out)}, …); choose "
+            f"another --out or pass --overwrite"
+        )
+    earlier = _earlier_output(out) if existing else {TOKENIZER_FILE, REPORT_FILE}
+    for name in [s.name for s in sources or ()]:
+        if name not in earlier and os.path.lexists(out / name):
+            raise DataError(
+                f"{out / name}: already exists and is not a source folder of a preparation in "
+                f"{out}; choose another --out or another name for source {name!r}"
+            )
+    return earlier
 
 
 def _train_tokenizer(
@@ -245,7 +279,6 @@ def _write_splits(
     data: Sequence[SourceData],
     out: Path,
     config: PrepareConfig,
-    overwrite: bool,
 ) -> _Written:
     """Encode and write the shards of each source's train and val documents, counting as they
     stream by."""
@@ -263,7 +296,6 @@ def _write_splits(
                 split=split,
                 vocab_size=tokenizer.vocab_size,
                 shard_tokens=config.shard_tokens,
-                overwrite=overwrite,
             )
             splits[split]["documents"] += len(split_docs)
             splits[split]["characters"] += stats.characters
@@ -313,16 +345,14 @@ def _existing_output(out: Path) -> list[Path]:
     return found + sorted(out.glob("*/*.bin"))
 
 
-def _remove_stale_shards(out: Path, keep: set[Path]) -> None:
-    """With --overwrite: remove the train/val shards of the earlier preparation that the new one
-    will not replace (the flat layout's, or a source of its mixture no longer listed), so no
-    stale shard is read as part of the new data. Other folders in ``out`` are left alone."""
+def _earlier_output(out: Path) -> set[str]:
+    """The names in ``out`` that belong to the preparation there: its tokenizer and report, its
+    flat layout's shards and its mixture's source folders. The rest (other folders, plots,
+    notes) is not ``prepare``'s and moves into the new output as it is."""
+    names = {TOKENIZER_FILE, REPORT_FILE}
+    names |= {p.name for split in SPLITS for p in find_shards(out, split)}
     earlier = prepared_mixture(out) or {}
-    for directory in [out, *(out / name for name in earlier if SOURCE_NAME.fullmatch(name))]:
-        if directory not in keep and directory.is_dir():
-            for split in SPLITS:
-                for path in find_shards(directory, split):
-                    path.unlink()
+    return names | {name for name in earlier if SOURCE_NAME.fullmatch(name)}
 
 
 def _jsonable(value: Any) -> Any:

@@ -274,10 +274,16 @@ def init() -> Dist:
     return _DIST
 
 
+# 128 + SIGINT, 128 + SIGTERM: a run that every rank stopped after the same step
+# (tinygradlm.train.stop), so no rank waits in a collective and none needs aborting
+STOPPED_STATUSES = (130, 143)
+
+
 def run_or_abort(dist: Dist, fn: Any, *args: Any) -> int:
     """``fn(*args)`` (an int exit status); with several ranks, an exception or a non-zero status
     on any rank prints its error with the rank and aborts the whole job, instead of leaving the
-    other ranks waiting in a collective forever."""
+    other ranks waiting in a collective forever. A status of :data:`STOPPED_STATUSES` (the
+    ranks stopped together on Ctrl-C or SIGTERM) ends each rank normally."""
     if not dist.enabled:
         return fn(*args)
     try:
@@ -291,7 +297,7 @@ def run_or_abort(dist: Dist, fn: Any, *args: Any) -> int:
         time.sleep(0.5)  # time for the launcher to forward the message before Abort kills all
         dist.abort(1)
         return 1
-    if code:
+    if code and code not in STOPPED_STATUSES:
         print(f"[rank {dist.rank}] exit status {code}: aborting the job", file=sys.stderr)
         dist.abort(code)
     return code

@@ -7,7 +7,8 @@ every ``eval_interval`` steps the validation loss, every ``sample_interval`` a s
 ``checkpoint_interval`` an atomic checkpoint (the last step does all three), a progress line
 every ``log_interval``, and an event whenever the data begins another epoch. After
 ``max_bad_steps`` non-finite steps in a row the divergence guard (``tinygradlm.train.guard``)
-has the loop roll back to the last checkpoint at a lower learning rate.
+has the loop roll back to the last checkpoint at a lower learning rate. Ctrl-C and SIGTERM stop
+it at a step boundary, every rank at the same one (``tinygradlm.train.stop``).
 
 Determinism: the model's initialisation, the loader's order and the samples all come from
 ``seed``, and nothing else is random, so the same config gives the same run. A checkpoint holds
@@ -27,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import signal
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -35,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from .. import backend
+from ..atomic import writable_directory
 from ..checkpoint import latest_checkpoint, load_checkpoint, restore, save_checkpoint
 from ..data.mix import mixture_loss
 from ..data.mixture import MixtureLoader
@@ -47,6 +50,7 @@ from .hooks import RunHooks
 from .resume_state import check_trainer_state
 from .setup import build_run
 from .step import train_step
+from .stop import RunStopped, StopRequests, stopped_message
 
 
 class Trainer:
@@ -64,6 +68,7 @@ class Trainer:
         hooks: RunHooks | None = None,
     ) -> None:
         self.config = config
+        writable_directory(config.out_dir, "out_dir", ValueError)
         if dist is not None:
             rank, world_size = dist.rank, dist.world_size
         self.dist = dist if dist is not None else Dist()
@@ -82,6 +87,7 @@ class Trainer:
         self.remix = parts.remix
 
         self.step = 0
+        self.saved_step: int | None = None  # the newest checkpoint's step, known on every rank
         self._synced = False
         self.out_dir = Path(config.out_dir)
         self.guard = DivergenceGuard(max(config.max_bad_steps, 1))
@@ -140,7 +146,7 @@ class Trainer:
             raise
         if "scaler" in ckpt.trainer_state:
             self.scaler.load_state_dict(ckpt.trainer_state["scaler"])
-        self.step = ckpt.step
+        self.step = self.saved_step = ckpt.step
         self.sync.shard_state()  # a rollback under ZeRO-1: every rank reads the checkpoint
         return ckpt.trainer_state
 
@@ -178,6 +184,22 @@ class Trainer:
             self.metrics.log_event(self.step, "checkpoint", str(path))
         return path
 
+    def _stopped(self, signum: int) -> RunStopped:
+        """At a step boundary, after a stop signal that every rank agreed on: on SIGTERM a
+        checkpoint of this step first (unless it has one), then the event and the one line."""
+        wrote = signum == signal.SIGTERM and self.step > 0 and self.saved_step != self.step
+        if wrote:
+            self.sync.gather_state()  # ZeRO-1: the moments to rank 0
+            if self.rank == 0:
+                self.save()
+            self.dist.barrier()
+            self.saved_step = self.step
+        checkpoint = latest_checkpoint(self.out_dir) if self.saved_step is not None else None
+        message = stopped_message(self.step, signum, checkpoint, wrote=wrote)
+        if self.metrics is not None:
+            self.metrics.log_event(self.step, "stop", message)
+        return RunStopped(message, signum, announce=self.rank == 0)
+
     # -- the loop ------------------------------------------------------------------------------
 
     def train_step(self) -> dict[str, Any]:
@@ -198,36 +220,42 @@ class Trainer:
         progress = ProgressLine(cfg.max_steps, every=cfg.log_interval, enabled=self.rank == 0)
         record: dict[str, Any] = {}
         self._sync_start()
-        try:
-            while self.step < cfg.max_steps:
-                epochs_before = self._epochs()
-                started = time.perf_counter()
-                result = self.train_step()
-                seconds = time.perf_counter() - started
-                if result["action"] == Action.ROLLBACK:
-                    self.rollback()
-                    continue
-                record = self.metrics.log_train(
-                    self.step,
-                    loss=result["loss"],
-                    lr=result["lr"],
-                    grad_norm=result["grad_norm"],
-                    tokens_per_s=tokens_per_step / seconds,
-                    mfu=mfu(flops_per_step, seconds, peak),
-                    time=self.timer.split(),
-                    **({"loss_scale": result["loss_scale"]} if self.scaler.enabled else {}),
-                    **{k: result[k] for k in ("comm_bytes", "imbalance") if k in result},
-                    **self._epochs(),
-                )
-                self._log_new_epochs(epochs_before, record, progress)
-                self._log_skipped(result, progress)
-                progress.update(record)
-                self._periodic(progress)
-        finally:
-            progress.close()
-            self.metrics.close()
-            if self.trace is not None:
-                self.trace.write()
+        stops = StopRequests()
+        with stops.installed():
+            try:
+                while self.step < cfg.max_steps:
+                    # a step boundary: every rank stops here, or none does
+                    signum = stops.agreed(self.dist)
+                    if signum:
+                        raise self._stopped(signum)
+                    epochs_before = self._epochs()
+                    started = time.perf_counter()
+                    result = self.train_step()
+                    seconds = time.perf_counter() - started
+                    if result["action"] == Action.ROLLBACK:
+                        self.rollback()
+                        continue
+                    record = self.metrics.log_train(
+                        self.step,
+                        loss=result["loss"],
+                        lr=result["lr"],
+                        grad_norm=result["grad_norm"],
+                        tokens_per_s=tokens_per_step / seconds,
+                        mfu=mfu(flops_per_step, seconds, peak),
+                        time=self.timer.split(),
+                        **({"loss_scale": result["loss_scale"]} if self.scaler.enabled else {}),
+                        **{k: result[k] for k in ("comm_bytes", "imbalance") if k in result},
+                        **self._epochs(),
+                    )
+                    self._log_new_epochs(epochs_before, record, progress)
+                    self._log_skipped(result, progress)
+                    progress.update(record)
+                    self._periodic(progress)
+            finally:
+                progress.close()
+                self.metrics.close()
+                if self.trace is not None:
+                    self.trace.write()
         return record
 
     def _log_skipped(self, result: Mapping[str, Any], progress: ProgressLine) -> None:
@@ -264,6 +292,7 @@ class Trainer:
             if self.rank == 0:
                 progress.message(f"step {step}: checkpoint {self.save()}")
             self.dist.barrier()  # the checkpoint exists for every rank (a rollback reads it)
+            self.saved_step = step
 
     def _epochs(self) -> dict[str, Any]:
         """The passes over the training data so far, for the metrics: ``epoch`` (one source) or
