@@ -8,7 +8,8 @@ reports) parses through here, so the rules hold everywhere at once:
   100,000 deep would raise ``RecursionError`` from inside the parser: here it is an error that
   says so (no project file nests more than a few levels);
 - JSON's non-standard constants ``NaN``, ``Infinity`` and ``-Infinity``, which ``json`` accepts
-  by default, are refused;
+  by default, are refused, and so is a number too large for a float (``1e400``, which ``json``
+  reads as infinity) or an integer of more digits than Python converts (a bare ``ValueError``);
 - any other parse error keeps the parser's message (line and column) after the file's name.
 
 ``error`` is the exception class to raise (``DataError``, ``CheckpointError``, ...); the message
@@ -18,6 +19,7 @@ starts with ``where`` (a path, or ``path:line`` for one line of a JSON Lines fil
 from __future__ import annotations
 
 import json
+import math
 import os
 import tomllib
 from typing import Any
@@ -38,7 +40,9 @@ def parse_json(text: str | bytes, where: str, error: type[Exception] = ValueErro
     if isinstance(text, bytes):
         text = decode_utf8_text(text, where, error)
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
+        return json.loads(
+            text, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_bounded_int
+        )
     except RecursionError:
         raise error(f"{where}: not valid JSON: nested too deeply") from None
     except _NonStandardConstant as e:
@@ -75,6 +79,22 @@ class _NonStandardConstant(ValueError):
 
 def _refuse_constant(name: str) -> Any:
     raise _NonStandardConstant(name)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NonStandardConstant(f"{text[:40]} (beyond the range of a float)")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > _MAX_INT_DIGITS:
+        raise _NonStandardConstant(f"an integer of {len(text)} digits")
+    return int(text)
+
+
+_MAX_INT_DIGITS = 4000  # Python's int() refuses more than 4300 digits
 
 
 def _read_bytes(path: str | os.PathLike[str], error: type[Exception]) -> bytes:
