@@ -25,6 +25,7 @@ from tinygradlm.tokenizer import (
     bpe,
     bpe_merge,
     bpe_merge_long,
+    resolve_pattern,
     training,
 )
 from tinygradlm.tokenizer import files as tokenizer_files
@@ -528,3 +529,12 @@ def test_huge_ids_are_refused_naming_file_and_line_before_any_table(trained, tmp
     encoder_path.write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
     with pytest.raises(DataError, match="nested too deeply"):
         Tokenizer.from_gpt2(encoder_path, vocab_path)
+
+
+@pytest.mark.parametrize("pattern", ["", "x", "(?!)", "a*", r"\w+", r"(\S+)|\s+"])
+def test_a_pattern_that_would_drop_text_is_refused(pattern):
+    with pytest.raises(DataError, match="split pattern"):
+        resolve_pattern(pattern)
+    with pytest.raises(DataError, match="split pattern"):  # before any training: prepare's case
+        Tokenizer.train(["ab ab"], 257, pattern=pattern)
+    assert resolve_pattern(r"\S+|\s+") == r"\S+|\s+"

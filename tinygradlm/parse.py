@@ -12,19 +12,35 @@ reports) parses through here, so the rules hold everywhere at once:
   reads as infinity) or an integer of more digits than Python converts (a bare ``ValueError``);
 - any other parse error keeps the parser's message (line and column) after the file's name.
 
+:func:`file_problem` tells "nothing there" from "there but not a readable file" (a dangling
+symbolic link, a symbolic link loop, a directory), so that a reader of an optional file never
+takes a broken one for an absent one.
+
 ``error`` is the exception class to raise (``DataError``, ``CheckpointError``, ...); the message
 starts with ``where`` (a path, or ``path:line`` for one line of a JSON Lines file).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import stat
 import tomllib
 from typing import Any
 
-__all__ = ["decode_utf8_text", "parse_json", "parse_toml", "read_json", "read_toml"]
+__all__ = [
+    "ABSENT",
+    "decode_utf8_text",
+    "file_problem",
+    "parse_json",
+    "parse_toml",
+    "read_json",
+    "read_toml",
+]
+
+ABSENT = "does not exist"  # what file_problem says when there is nothing at the path
 
 
 def decode_utf8_text(data: bytes, where: str, error: type[Exception] = ValueError) -> str:
@@ -61,6 +77,26 @@ def parse_toml(text: str | bytes, where: str, error: type[Exception] = ValueErro
         raise error(f"{where}: not valid TOML: nested too deeply") from None
     except tomllib.TOMLDecodeError as e:
         raise error(f"{where}: not valid TOML: {e}") from None
+
+
+def file_problem(path: str | os.PathLike[str]) -> str | None:
+    """None if ``path`` is a regular file (through symbolic links); else what it is instead, to
+    follow the path in a message: :data:`ABSENT`, "is a dangling symbolic link", "is a symbolic
+    link loop", "is a directory", "is not a regular file" or "cannot be read (...)". Only
+    :data:`ABSENT` means there is nothing there."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "is a dangling symbolic link" if os.path.islink(path) else ABSENT
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "is a symbolic link loop"
+        return f"cannot be read ({e.strerror or e})"
+    except ValueError:  # a NUL byte in the name
+        return "is not a valid file name"
+    if stat.S_ISDIR(mode):
+        return "is a directory"
+    return None if stat.S_ISREG(mode) else "is not a regular file"
 
 
 def read_json(path: str | os.PathLike[str], error: type[Exception] = ValueError) -> Any:

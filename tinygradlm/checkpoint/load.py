@@ -21,7 +21,7 @@ from ..errors import CheckpointError
 from ..lora import LoRAAdapters, LoRAConfig, adapter_shapes
 from ..memory import check_fits, format_bytes
 from ..model import GPT, GPTConfig, parameter_shapes
-from ..parse import parse_json
+from ..parse import ABSENT, file_problem, parse_json
 from .layout import (
     ADAPTERS_FILE,
     CONFIG_FILE,
@@ -304,8 +304,9 @@ def _verify_files(path: Path, manifest: Mapping[str, Any]) -> None:
     problems = []
     for name, entry in manifest["files"].items():
         file = path / name
-        if not file.is_file():
-            problems.append(f"{file}: missing")
+        problem = file_problem(file)
+        if problem is not None:
+            problems.append(f"{file}: missing" if problem == ABSENT else f"{file}: {problem}")
             continue
         size = file.stat().st_size
         if size != entry["bytes"]:
