@@ -77,6 +77,8 @@ def parse_toml(text: str | bytes, where: str, error: type[Exception] = ValueErro
         raise error(f"{where}: not valid TOML: nested too deeply") from None
     except tomllib.TOMLDecodeError as e:
         raise error(f"{where}: not valid TOML: {e}") from None
+    except ValueError as e:  # int() of an integer of thousands of digits, inside tomllib
+        raise error(f"{where}: not valid TOML: {e}") from None
 
 
 def file_problem(path: str | os.PathLike[str]) -> str | None:

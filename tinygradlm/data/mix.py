@@ -52,14 +52,18 @@ def parse_mix(mix: Any) -> list[tuple[str, float]]:
             )
         pairs = []
         for weight, name in zip(items[::2], items[1::2], strict=True):
-            try:
-                weight = float(weight)
-            except (TypeError, ValueError):
+            value = weight
+            if isinstance(weight, str):  # a number stays as it is (10**400 is not a float)
+                try:
+                    value = float(weight)
+                except ValueError:
+                    value = None
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise DataError(
-                    f"data.mix: {weight!r} is not a weight: the form is 'weight path weight path "
-                    "…' (a weight before each path)"
-                ) from None
-            pairs.append((str(name), weight))
+                    f"data.mix: {weight!r:.40} is not a weight: the form is 'weight path weight "
+                    "path …' (a weight before each path)"
+                )
+            pairs.append((str(name), value))
     else:
         raise DataError(
             f"data.mix must be a table {{name = weight, …}} or 'weight path weight path …', "
