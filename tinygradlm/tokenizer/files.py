@@ -288,11 +288,12 @@ def write_gpt2(
 def read_gpt2(encoder_path: Path, vocab_path: Path) -> tuple[dict[bytes, int], dict[str, int]]:
     text = "\n".join(_read_lines(encoder_path))
     try:
-        encoder = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise DataError(f"{encoder_path}:{error.lineno}: not JSON ({error.msg})") from None
-    except RecursionError:
-        raise DataError(f"{encoder_path}: not JSON: nested too deeply") from None
+        encoder = parse_json(text, str(encoder_path), DataError)
+    except DataError as error:
+        syntax = error.__context__  # the decoder's error: a syntax error is named by its line
+        if isinstance(syntax, json.JSONDecodeError):
+            raise DataError(f"{encoder_path}:{syntax.lineno}: not JSON ({syntax.msg})") from None
+        raise
     if not isinstance(encoder, dict):
         raise DataError(f"{encoder_path}:1: expected a JSON object of token → id")
     for key, value in encoder.items():
