@@ -32,13 +32,21 @@ PATTERNS = {
 PROBE = "Hello, World! It's 2024: naïve café — Съешь же 我们今天 ٣٤٥ x+y=z\n\ttab  two\r\n "
 
 
+MAX_PATTERN_CHARS = 4096  # GPT-4's pattern has 150
+
+
 def resolve_pattern(pattern: str) -> str:
     """The regex for a pattern name in ``PATTERNS``, or ``pattern`` itself if it is not a name.
-    A custom pattern must compile with the ``regex`` package, must not match the empty string,
+    A custom pattern (of at most MAX_PATTERN_CHARS) must compile with the ``regex`` package,
+    must not match the empty string,
     and its chunks of :data:`PROBE` must rebuild it (a pattern that drops text is refused)."""
     if not isinstance(pattern, str):
         raise DataError(f"the split pattern must be a string, got {type(pattern).__name__}")
     pattern = PATTERNS.get(pattern, pattern)
+    if len(pattern) > MAX_PATTERN_CHARS:  # compiling a huge one can take minutes
+        raise DataError(
+            f"the split pattern has {len(pattern):,} characters, more than {MAX_PATTERN_CHARS:,}"
+        )
     try:
         split = regex.compile(pattern)
     except (regex.error, RecursionError, OverflowError) as error:
