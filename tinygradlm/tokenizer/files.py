@@ -17,6 +17,7 @@ import regex
 from ..atomic import write_atomic
 from ..errors import DataError
 from ..parse import parse_json
+from .pretokenize import resolve_pattern
 
 # the name `tinygradlm prepare` gives a run's tokenizer, and checkpoints carry it under
 TOKENIZER_FILE = "tokenizer.txt"
@@ -172,9 +173,9 @@ def _read_header(path: Path, line: str) -> dict:
                 "reserved)"
             )
     try:
-        regex.compile(header["pattern"])
-    except regex.error as error:
-        raise DataError(f"{path}:1: the pattern is not a valid regex ({error})") from None
+        resolve_pattern(header["pattern"])
+    except ValueError as error:  # not a regex, too long, or one that would drop text
+        raise DataError(f"{path}:1: the pattern: {error}") from None
     return header
 
 
