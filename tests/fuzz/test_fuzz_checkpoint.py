@@ -12,6 +12,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import safetensors
+import safetensors.numpy
 from fuzz_support import mutated_bytes, mutated_json, read_within_bounds, snapshot
 from hypothesis import given
 from hypothesis import strategies as st
@@ -43,6 +45,15 @@ _ROOT = Path(tempfile.mkdtemp(prefix="fuzz-checkpoint-"))
 VALID = {"plain": _save(_ROOT, lora=False), "lora": _save(_ROOT, lora=True)}
 
 
+LORA_HEADER = "adapters.safetensors (its 'lora' header entry)"
+
+
+def _adapters(path: Path):
+    """The adapters file's tensors and header metadata."""
+    with safetensors.safe_open(path / "adapters.safetensors", framework="np") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata())
+
+
 def _rewrite_manifest(path: Path) -> None:
     manifest = json.loads((path / "manifest.json").read_text())
     for name, entry in manifest["files"].items():
@@ -56,7 +67,10 @@ def mutated_checkpoint(draw):
     """(which checkpoint, file name, new bytes, whether the manifest is made to agree)."""
     kind = draw(st.sampled_from(sorted(VALID)))
     names = JSON_FILES + [n for n in BINARY_FILES if (VALID[kind] / n).exists()]
-    name = draw(st.sampled_from(names))
+    name = draw(st.sampled_from(names + ([LORA_HEADER] if kind == "lora" else [])))
+    if name == LORA_HEADER:  # the LoRA config, JSON inside the adapters file's header
+        text = draw(mutated_json(json.loads(_adapters(VALID[kind])[1]["lora"])))
+        return kind, name, text, True
     valid = (VALID[kind] / name).read_bytes()
     if name.endswith(".json") and draw(st.booleans()):
         data = draw(mutated_json(json.loads(valid)))
@@ -71,7 +85,12 @@ def test_a_mutated_checkpoint_loads_to_a_valid_model_or_is_refused(case):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "ckpt_00000003"
         shutil.copytree(VALID[kind], path)
-        (path / name).write_bytes(data)
+        if name == LORA_HEADER:
+            tensors, metadata = _adapters(path)
+            metadata["lora"] = data.decode("utf-8", errors="replace")
+            safetensors.numpy.save_file(tensors, path / "adapters.safetensors", metadata=metadata)
+        else:
+            (path / name).write_bytes(data)
         if agree:
             _rewrite_manifest(path)
         before = snapshot(path)

@@ -53,9 +53,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     In order: manifest.json parses and lists the required files; every listed file exists with
     the recorded size and SHA-256; config.json and trainer.json parse; the model config.json
     describes fits in memory and in model.safetensors (checked before it is built); the
-    safetensors headers
-    parse; every expected tensor is present with the shape and dtype the config implies, and no
-    other is; every array is finite. The first layer that fails raises CheckpointError naming
+    safetensors headers parse; every expected tensor is present with the shape and dtype the
+    config implies, and no other is; every array is finite. The first layer that fails raises CheckpointError naming
     the file and listing what is wrong. Only ``json`` and ``safetensors`` read the files.
 
     A model-only checkpoint (:func:`save_model`) has no optimizer.safetensors or trainer.json to
@@ -181,11 +180,9 @@ def _lora_config(file: Path) -> LoRAConfig:
         raise CheckpointError(f"{file}: not a valid safetensors file: {err}") from None
     if "lora" not in metadata:
         raise CheckpointError(f"{file}: no 'lora' entry (the LoRA config) in the header metadata")
+    values = parse_json(metadata["lora"], f"{file}: the 'lora' header entry", CheckpointError)
     try:
-        values = parse_json(metadata["lora"], f"{file}: the 'lora' header entry", CheckpointError)
         return LoRAConfig.from_dict(values)
-    except CheckpointError:
-        raise
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{file}: invalid LoRA config in the header: {err}") from None
 
