@@ -538,3 +538,12 @@ def test_a_pattern_that_would_drop_text_is_refused(pattern):
     with pytest.raises(DataError, match="split pattern"):  # before any training: prepare's case
         Tokenizer.train(["ab ab"], 257, pattern=pattern)
     assert resolve_pattern(r"\S+|\s+") == r"\S+|\s+"
+
+
+def test_a_non_ascii_tiktoken_token_is_a_data_error_naming_the_line(trained, tmp_path):
+    path = tmp_path / "r.tiktoken"
+    trained.save_tiktoken(path)
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(["\x80AA== 0", *lines[1:]]) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=regex.escape(f"{path}:1: ") + ".*not base64"):
+        Tokenizer.from_tiktoken(path)

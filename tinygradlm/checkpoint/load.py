@@ -54,8 +54,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     the recorded size and SHA-256; config.json and trainer.json parse; the model config.json
     describes fits in memory and in model.safetensors (checked before it is built); the
     safetensors headers parse; every expected tensor is present with the shape and dtype the
-    config implies, and no other is; every array is finite. The first layer that fails raises CheckpointError naming
-    the file and listing what is wrong. Only ``json`` and ``safetensors`` read the files.
+    config implies, and no other is; every array is finite. The first layer that fails raises
+    CheckpointError naming the file and listing what is wrong. Only ``json`` and
+    ``safetensors`` read the files.
 
     A model-only checkpoint (:func:`save_model`) has no optimizer.safetensors or trainer.json to
     check; adapters.safetensors, when listed, is checked against the LoRA config in its header.

@@ -207,7 +207,7 @@ def read_tiktoken(path: Path) -> dict[bytes, int]:
             raise DataError(f"{where}: expected `BASE64 RANK` (RANK digits 0-9), got {line[:60]!r}")
         try:
             token = base64.b64decode(fields[0], validate=True)
-        except binascii.Error:
+        except (binascii.Error, ValueError):  # ValueError: a character that is not ASCII
             raise DataError(f"{where}: {fields[0][:40]!r} is not base64") from None
         rank = int(fields[1])
         if rank >= entries + RESERVED_IDS:
