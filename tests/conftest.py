@@ -1,5 +1,6 @@
 """Hypothesis profiles, chosen by HYPOTHESIS_PROFILE: ``ci`` (the default under CI), ``dev``
-(the default elsewhere) and ``thorough`` (long property runs)."""
+(the default elsewhere), ``thorough`` (long property runs) and ``fuzz`` (10,000 examples per
+test: the figures in docs/fuzzing.md come from running tests/fuzz under it)."""
 
 import os
 
@@ -11,7 +12,7 @@ settings.register_profile(
     deadline=None,
     max_examples=30,
     print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.register_profile("dev", deadline=None, max_examples=20)
 settings.register_profile(
@@ -19,6 +20,13 @@ settings.register_profile(
     deadline=None,
     max_examples=1000,
     suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "fuzz",
+    deadline=None,
+    max_examples=10_000,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
 _default = "ci" if os.environ.get("CI") else "dev"

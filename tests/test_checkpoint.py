@@ -331,7 +331,7 @@ def test_bad_json_is_refused_naming_the_file_at_both_layers(tmp_path):
     refused(path, "trainer.json: not valid JSON: Expecting value: line 1")
     (path / "trainer.json").write_text('{"step": 2, "x": NaN}')
     rewrite_manifest(path)
-    refused(path, "trainer.json: not valid JSON: NaN is not JSON")
+    refused(path, "trainer.json: not valid JSON: NaN is not a JSON value")
     (path / "trainer.json").write_text('{"step": 7}')
     rewrite_manifest(path)
     refused(path, "trainer.json: step is 7 but manifest.json says 2")
@@ -461,3 +461,72 @@ def test_transformers_loads_the_checkpoint_with_the_same_logits(tmp_path):
     with torch.no_grad():
         theirs = hf(torch.tensor(idx)).logits.numpy()
     np.testing.assert_allclose(model.logits(idx), theirs, rtol=1e-4, atol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# validation before allocation
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["manifest.json", "config.json", "trainer.json"])
+def test_deeply_nested_json_is_refused_naming_the_file(tmp_path, name):
+    path, _, _ = save(tmp_path)
+    (path / name).write_text("[" * 100_000 + "]" * 100_000)
+    if name != "manifest.json":
+        rewrite_manifest(path)
+    refused(path, f"{name}: not valid JSON: nested too deeply")
+
+
+def test_a_config_too_large_for_memory_is_refused_with_an_estimate_before_allocating(tmp_path):
+    import time
+    import tracemalloc
+
+    path, _, _ = save(tmp_path)
+    hf = json.loads((path / "config.json").read_text())
+    hf["n_layer"] = hf["tinygradlm"]["n_layer"] = 10**9
+    (path / "config.json").write_text(json.dumps(hf))
+    rewrite_manifest(path)
+    tracemalloc.start()
+    start = time.perf_counter()
+    message = refused(path, "config.json: the model (n_layer=1000000000", "needs about")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert time.perf_counter() - start < 2 and peak < 16 << 20, message
+
+
+def test_a_config_larger_than_its_model_file_is_refused(tmp_path):
+    path, _, _ = save(tmp_path)
+    hf = json.loads((path / "config.json").read_text())
+    hf["n_layer"] = hf["tinygradlm"]["n_layer"] = 50
+    (path / "config.json").write_text(json.dumps(hf))
+    rewrite_manifest(path)
+    refused(path, "config.json: describes a model of", "but model.safetensors has only")
+
+
+def test_an_untied_lm_head_is_refused_and_a_tied_one_accepted():
+    model = GPT(CONFIG, seed=0)
+    state = {f"transformer.{k}": v.copy() for k, v in GPT(CONFIG, seed=1).state_dict().items()}
+    state["lm_head.weight"] = state["transformer.wte.weight"].copy()
+    model.load_state_dict(state)
+    np.testing.assert_array_equal(
+        model.params["h.0.attn.c_attn.weight"], state["transformer.h.0.attn.c_attn.weight"]
+    )
+    state["lm_head.weight"][3, 1] += 1.0
+    with pytest.raises(ValueError, match=r"lm_head\.weight differs from wte\.weight"):
+        GPT(CONFIG, seed=0).load_state_dict(state)
+
+
+def test_a_deeply_nested_lora_header_is_refused(tmp_path):
+    from tinygradlm.lora import LoRAConfig
+
+    model, opt, rng = trained()
+    model.add_lora(LoRAConfig(rank=2, alpha=4.0))
+    opt = AdamW(model.lora.flat_params, model.lora.flat_grads, lr=1e-2)
+    path = save_checkpoint(tmp_path, 2, model, opt, trainer_state(rng, 2))
+    tensors = safetensors.numpy.load_file(path / "adapters.safetensors")
+    with safetensors.safe_open(path / "adapters.safetensors", framework="np") as f:
+        metadata = dict(f.metadata())
+    metadata["lora"] = "[" * 100_000 + "]" * 100_000
+    safetensors.numpy.save_file(tensors, path / "adapters.safetensors", metadata=metadata)
+    rewrite_manifest(path)
+    refused(path, "adapters.safetensors: the 'lora' header entry: not valid JSON: nested too")

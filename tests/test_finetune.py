@@ -172,6 +172,8 @@ def test_long_examples_are_cut_and_those_without_a_response_token_left_out(tmp_p
         ('["a", "b"]', "d.jsonl:2: expected a JSON object, got list"),
         ('{"prompt": "a"}', "d.jsonl:2: field 'response' is missing"),
         ('{"prompt": 3, "response": "b"}', "d.jsonl:2: field 'prompt' is of type int"),
+        ("[" * 100_000 + "]" * 100_000, "d.jsonl:2: not valid JSON: nested too deeply"),
+        ('{"prompt": "a", "response": NaN}', "d.jsonl:2: not valid JSON: NaN"),
     ],
 )
 def test_bad_records_name_the_file_and_line(tmp_path, line, message):

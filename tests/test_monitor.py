@@ -159,6 +159,10 @@ def test_a_truncated_multibyte_character_at_the_end_is_tolerated(tmp_path):
         b"",  # a blank line
         b"[1, 2]",  # not an object
         b'{"step": 2}',  # no kind
+        b'{"kind": "train", "step": 2, "loss": 1e400}',  # the writer spells infinity "inf"
+        b'{"kind": "train", "step": 2, "loss": 1' + b"0" * 400 + b"}",  # beyond 64 bits
+        b'{"kind": "train", "step": 2, "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        b'{"kind": "train", "step": 2, "loss": "\xff"}',  # not UTF-8
     ],
 )
 def test_a_bad_line_before_the_last_is_an_error_naming_file_and_line(tmp_path, bad_line):

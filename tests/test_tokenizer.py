@@ -25,6 +25,7 @@ from tinygradlm.tokenizer import (
     bpe,
     bpe_merge,
     bpe_merge_long,
+    resolve_pattern,
     training,
 )
 from tinygradlm.tokenizer import files as tokenizer_files
@@ -492,3 +493,57 @@ def test_missing_and_non_utf8_files(tmp_path):
 
 def test_docstring_examples_run():
     assert doctest.testmod(bpe).failed == 0
+
+
+def test_huge_ids_are_refused_naming_file_and_line_before_any_table(trained, tmp_path):
+    path = tmp_path / "tok.txt"
+    trained.save(path)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    huge = lines[300].split(" ", 1)
+    path.write_text("\n".join([*lines[:300], f"{10**12} {huge[1]}", *lines[301:]]) + "\n")
+    with pytest.raises(DataError, match=regex.escape(f"{path}:301: id 1000000000000 is far")):
+        Tokenizer.load(path)
+    header = json.loads(lines[0])
+    header["special_tokens"] = {ENDOFTEXT: 10**12}
+    path.write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
+    with pytest.raises(DataError, match=regex.escape(f"{path}:1: the special token")):
+        Tokenizer.load(path)
+    path.write_text("[" * 100_000 + "]" * 100_000 + "\n" + "\n".join(lines[1:]) + "\n")
+    with pytest.raises(DataError, match=regex.escape(f"{path}:1: the header: ") + ".*deeply"):
+        Tokenizer.load(path)
+
+    ranks = tmp_path / "r.tiktoken"
+    trained.save_tiktoken(ranks)
+    lines = ranks.read_text().splitlines()
+    for bad, fragment in [(f"YQ== {10**12}", "is far beyond"), ("YQ== ²", "RANK digits")]:
+        ranks.write_text("\n".join([*lines[:3], bad, *lines[4:]]) + "\n")
+        with pytest.raises(DataError, match=regex.escape(f"{ranks}:4: ") + f".*{fragment}"):
+            Tokenizer.from_tiktoken(ranks)
+
+    encoder_path, vocab_path = tmp_path / "encoder.json", tmp_path / "vocab.bpe"
+    trained.save_gpt2(encoder_path, vocab_path)
+    good = encoder_path.read_text(encoding="utf-8")
+    encoder_path.write_text(good.replace('"a": 97,', f'"a": {10**12},'), encoding="utf-8")
+    with pytest.raises(DataError, match=regex.escape(f"{encoder_path}:99: the id of 'a'")):
+        Tokenizer.from_gpt2(encoder_path, vocab_path)
+    encoder_path.write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
+    with pytest.raises(DataError, match="nested too deeply"):
+        Tokenizer.from_gpt2(encoder_path, vocab_path)
+
+
+@pytest.mark.parametrize("pattern", ["", "x", "(?!)", "a*", r"\w+", r"(\S+)|\s+"])
+def test_a_pattern_that_would_drop_text_is_refused(pattern):
+    with pytest.raises(DataError, match="split pattern"):
+        resolve_pattern(pattern)
+    with pytest.raises(DataError, match="split pattern"):  # before any training: prepare's case
+        Tokenizer.train(["ab ab"], 257, pattern=pattern)
+    assert resolve_pattern(r"\S+|\s+") == r"\S+|\s+"
+
+
+def test_a_non_ascii_tiktoken_token_is_a_data_error_naming_the_line(trained, tmp_path):
+    path = tmp_path / "r.tiktoken"
+    trained.save_tiktoken(path)
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(["\x80AA== 0", *lines[1:]]) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=regex.escape(f"{path}:1: ") + ".*not base64"):
+        Tokenizer.from_tiktoken(path)

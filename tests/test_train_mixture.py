@@ -221,3 +221,20 @@ def test_a_single_source_run_counts_its_epochs_too(tmp_path, mixed):
     assert epochs[25] == pytest.approx(1 + 6 / batches_per_epoch)
     events = [r for r in records if r["kind"] == "event" and r["event"] == "epoch"]
     assert [(e["step"], e["message"]) for e in events] == [(19, "the training data began epoch 2")]
+
+
+@pytest.mark.parametrize("kind", ["link loop", "dangling link", "directory"])
+def test_a_broken_tokenizer_file_is_an_error_not_taken_for_absent(tmp_path, kind):
+    from tinygradlm.train.setup import find_tokenizer, tokenizer_present
+
+    assert find_tokenizer(tmp_path, None) == tmp_path / "tokenizer.txt"
+    assert not tokenizer_present(tmp_path / "tokenizer.txt")
+    path = tmp_path / "tokenizer.txt"
+    if kind == "link loop":
+        path.symlink_to(path)
+    elif kind == "dangling link":
+        path.symlink_to(tmp_path / "absent.txt")
+    else:
+        path.mkdir()
+    with pytest.raises(DataError, match=f"{path}: is a .*, not a tokenizer file"):
+        find_tokenizer(tmp_path, None)

@@ -197,3 +197,26 @@ def test_summary_of_a_report_without_token_counts(prepared):
             del rule["tokens"]
     printed = summary(old)
     assert "1 d, 17 ch" in printed and "tokenizer sample" not in printed
+
+
+def test_a_report_with_wrong_types_or_bytes_is_a_data_error_naming_the_field(prepared, tmp_path):
+    from tinygradlm.data.corpus import load_report
+    from tinygradlm.errors import DataError
+
+    out, _ = prepared
+    good = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert load_report(out) == good
+    broken = json.loads(json.dumps(good))
+    broken["overall"]["stats"]["top_tokens"][0]["count"] = "many"
+    cases = [
+        (json.dumps(broken).encode(), "overall.stats.top_tokens[0].count: expected an integer"),
+        (b'{"sources": {}, "overall": {}} \xff', "not UTF-8"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (json.dumps({**good, "overall": {**good["overall"], "before": 5}}).encode(), "before"),
+    ]
+    for content, fragment in cases:
+        (tmp_path / "report.json").write_bytes(content)
+        with pytest.raises(DataError, match=r"report\.json") as info:
+            load_report(tmp_path)
+        assert fragment in str(info.value)
+        summary(good)  # the good one still prints

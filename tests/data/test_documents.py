@@ -139,3 +139,11 @@ def test_jsonl_text_with_an_unpaired_surrogate_is_refused_with_its_line(tmp_path
     path.write_text('{"text": "fine"}\n{"text": "half a pair \\ud800 here"}\n', encoding="utf-8")
     with pytest.raises(DataError, match=r"docs\.jsonl:2: .*unpaired surrogate \\ud800"):
         list(read_documents([path]))
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_deeply_nested_json_inputs_are_data_errors(tmp_path, suffix):
+    path = tmp_path / f"deep{suffix}"
+    path.write_text('{"text": "a"}\n' * (suffix == ".jsonl") + "[" * 100_000 + "]" * 100_000)
+    with pytest.raises(DataError, match="nested too deeply"):
+        list(read_documents([path]))

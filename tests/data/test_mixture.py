@@ -327,3 +327,27 @@ def test_new_weights_on_resume_take_over_from_the_next_batch(tmp_path):
     third.load_state_dict(saved)
     for _ in range(5):
         assert np.array_equal(third.next_batch()[0], second.next_batch()[0])
+
+
+@pytest.mark.parametrize(
+    "mix",
+    [
+        {"a": 1e308, "b": 1e308},  # each finite, the sum not
+        {"a": 10**400},  # beyond a float
+        {"a": float("nan")},
+        {"a": -1.0},
+        {"a": 0},
+        "1e400 a",
+        {"a\0b": 1.0},
+    ],
+)
+def test_weights_a_float_cannot_hold_are_data_errors(mix):
+    with pytest.raises(DataError, match=r"data\.mix"):
+        parse_mix(mix)
+
+
+def test_a_prepared_mixture_with_bad_weights_or_bytes_is_a_data_error(tmp_path):
+    for content in [b"\xff{}", b'{"mixture": {"a": 1e308, "b": 1e308}}', b"[" * 100_000]:
+        (tmp_path / "report.json").write_bytes(content)
+        with pytest.raises(DataError, match=r"report\.json"):
+            resolve_sources(tmp_path)

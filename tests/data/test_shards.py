@@ -346,3 +346,18 @@ def test_drawn_headers_give_data_error_or_valid_tokens(
     header = bytearray(_header_bytes(magic, version, count))
     header[12 : 12 + len(reserved)] = reserved  # non-zero reserved ints are tolerated, as in llm.c
     _read_any(bytes(header) + payload, vocab_size)
+
+
+@pytest.mark.parametrize("kind", ["dangling link", "link loop", "directory"])
+def test_a_broken_file_named_like_a_shard_is_an_error_not_skipped(tmp_path, kind):
+    write_shard(tmp_path / "train_000000.bin", np.arange(5, dtype=np.uint16), vocab_size=10)
+    broken = tmp_path / "train_000001.bin"
+    if kind == "dangling link":
+        broken.symlink_to(tmp_path / "absent.bin")
+    elif kind == "link loop":
+        broken.symlink_to(broken)
+    else:
+        broken.mkdir()
+    with pytest.raises(DataError, match=f"{broken}: named like a train shard but is a"):
+        find_shards(tmp_path, "train")
+    assert find_shards(tmp_path, "val") == []

@@ -7,7 +7,6 @@ The layout, and how to open a checkpoint in ``transformers``, are in docs/checkp
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -17,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import parse
 from ..errors import CheckpointError
 from ..lora import LoRAConfig
 from ..model import GPTConfig
@@ -164,21 +164,9 @@ def sha256(path: Path) -> str:
 
 
 def read_json(path: Path) -> Any:
-    """A JSON file of the checkpoint, strict (no NaN or Infinity); CheckpointError naming it."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing") from None
-    except UnicodeDecodeError as err:
-        raise CheckpointError(f"{path}: not UTF-8 text: {err}") from None
-    try:
-        return json.loads(text, parse_constant=reject_json_constant)
-    except (json.JSONDecodeError, ValueError) as err:
-        raise CheckpointError(f"{path}: not valid JSON: {err}") from None
-
-
-def reject_json_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")  # json.loads would otherwise accept NaN, Infinity
+    """A JSON file of the checkpoint, strict (UTF-8, no NaN or Infinity, nesting bounded), as
+    ``tinygradlm.parse`` reads every project file; CheckpointError naming it."""
+    return parse.read_json(path, CheckpointError)
 
 
 def check_step(step: Any, raise_error: bool = True) -> int | None:

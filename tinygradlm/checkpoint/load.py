@@ -8,7 +8,6 @@ copies what was read into a model and its optimizer.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping
@@ -20,7 +19,9 @@ import safetensors
 
 from ..errors import CheckpointError
 from ..lora import LoRAAdapters, LoRAConfig, adapter_shapes
+from ..memory import check_fits, format_bytes
 from ..model import GPT, GPTConfig, parameter_shapes
+from ..parse import ABSENT, file_problem, parse_json
 from .layout import (
     ADAPTERS_FILE,
     CONFIG_FILE,
@@ -38,7 +39,6 @@ from .layout import (
     check_step,
     config_from_hf,
     read_json,
-    reject_json_constant,
     sha256,
 )
 
@@ -51,10 +51,12 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Read and validate the checkpoint directory ``path``.
 
     In order: manifest.json parses and lists the required files; every listed file exists with
-    the recorded size and SHA-256; config.json and trainer.json parse; both safetensors headers
-    parse; every expected tensor is present with the shape and dtype the config implies, and no
-    other is; every array is finite. The first layer that fails raises CheckpointError naming
-    the file and listing what is wrong. Only ``json`` and ``safetensors`` read the files.
+    the recorded size and SHA-256; config.json and trainer.json parse; the model config.json
+    describes fits in memory and in model.safetensors (checked before it is built); the
+    safetensors headers parse; every expected tensor is present with the shape and dtype the
+    config implies, and no other is; every array is finite. The first layer that fails raises
+    CheckpointError naming the file and listing what is wrong. Only ``json`` and
+    ``safetensors`` read the files.
 
     A model-only checkpoint (:func:`save_model`) has no optimizer.safetensors or trainer.json to
     check; adapters.safetensors, when listed, is checked against the LoRA config in its header.
@@ -69,6 +71,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
 
     hf = read_json(path / CONFIG_FILE)
     config, dtype = config_from_hf(path / CONFIG_FILE, hf)
+    _check_model_size(path, config, dtype, files[MODEL_FILE]["bytes"])
     step = manifest["step"]
     trainer = {"step": step} if model_only else read_json(path / TRAINER_FILE)
     if not isinstance(trainer, dict):
@@ -110,6 +113,37 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     return checkpoint
 
 
+def _check_model_size(path: Path, config: GPTConfig, dtype: np.dtype, model_bytes: int) -> None:
+    """Refuse a config.json whose model cannot fit in memory, or is larger than what
+    model.safetensors holds, before anything of the model's size is allocated (a config.json
+    that says ``n_layer = 10**9`` would otherwise spend minutes and gigabytes first)."""
+    file = path / CONFIG_FILE
+    itemsize = np.dtype(dtype).itemsize
+    shape = ", ".join(
+        f"{key}={getattr(config, key)}" for key in ("n_layer", "n_embd", "vocab_size", "block_size")
+    )
+    # a GPT holds its parameters and their gradients, each parameter_count numbers
+    check_fits(
+        2 * config.parameter_count() * itemsize,
+        f"{file}: the model ({shape}, {np.dtype(dtype).name}) and its gradients",
+        CheckpointError,
+    )
+    stored = config.parameter_count() - (config.Vp - config.vocab_size) * config.n_embd
+    if stored * itemsize > model_bytes:
+        try:  # a damaged file is named as such, not blamed on config.json
+            with safetensors.safe_open(path / MODEL_FILE, framework="np"):
+                pass
+        except safetensors.SafetensorError as err:
+            raise CheckpointError(
+                f"{path / MODEL_FILE}: not a valid safetensors file: {err}"
+            ) from None
+        raise CheckpointError(
+            f"{file}: describes a model of {stored:,} parameters ({shape}), "
+            f"{format_bytes(stored * itemsize)} of {np.dtype(dtype).name}, but {MODEL_FILE} has "
+            f"only {format_bytes(model_bytes)}"
+        )
+
+
 def _read_optimizer_state(
     file: Path, config: GPTConfig, lora: LoRAConfig | None, dtype: np.dtype
 ) -> dict[str, Any]:
@@ -147,10 +181,9 @@ def _lora_config(file: Path) -> LoRAConfig:
         raise CheckpointError(f"{file}: not a valid safetensors file: {err}") from None
     if "lora" not in metadata:
         raise CheckpointError(f"{file}: no 'lora' entry (the LoRA config) in the header metadata")
+    values = parse_json(metadata["lora"], f"{file}: the 'lora' header entry", CheckpointError)
     try:
-        return LoRAConfig.from_dict(
-            json.loads(metadata["lora"], parse_constant=reject_json_constant)
-        )
+        return LoRAConfig.from_dict(values)
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{file}: invalid LoRA config in the header: {err}") from None
 
@@ -269,8 +302,9 @@ def _verify_files(path: Path, manifest: Mapping[str, Any]) -> None:
     problems = []
     for name, entry in manifest["files"].items():
         file = path / name
-        if not file.is_file():
-            problems.append(f"{file}: missing")
+        problem = file_problem(file)
+        if problem is not None:
+            problems.append(f"{file}: missing" if problem == ABSENT else f"{file}: {problem}")
             continue
         size = file.stat().st_size
         if size != entry["bytes"]:

@@ -5,7 +5,8 @@
   (:mod:`.quality`: the signals those filters measure).
 - :mod:`.dedup`: exact and MinHash-LSH near-duplicate removal.
 - :mod:`.report`: what was removed, by which rule, with examples.
-- :mod:`.corpus`: the statistics of a prepared corpus, and its printed summary.
+- :mod:`.corpus`: the statistics of a prepared corpus, and its printed summary
+  (:mod:`.report_schema`: the shape of report.json, checked when it is read).
 - :mod:`.shards`: llm.c-compatible token shards, written atomically, read memory-mapped.
 - :mod:`.loader`: deterministic, resumable batches, sliced across data-parallel ranks
   (:mod:`.sampler`: the epoch and batch position the loaders share).

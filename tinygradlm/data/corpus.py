@@ -21,7 +21,6 @@ is the table ``prepare`` and ``tinygradlm report DIR`` print;
 from __future__ import annotations
 
 import functools
-import json
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -32,6 +31,8 @@ import numpy as np
 import regex
 
 from ..errors import DataError
+from ..parse import parse_json
+from .report_schema import check_report
 
 __all__ = [
     "HISTOGRAM_BINS",
@@ -234,20 +235,18 @@ def corpus_stats(
 
 def load_report(directory: str | Path) -> dict[str, Any]:
     """``directory/report.json`` as written by ``prepare``; a DataError naming the file if it
-    is missing, not JSON, or lacks the corpus statistics."""
+    is missing, not UTF-8 JSON, or lacks the corpus statistics, and naming the field if one
+    has the wrong type (``report_schema.REPORT``: what printing and plotting it read)."""
     path = Path(directory) / "report.json"
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise DataError(
             f"{path}: no such file (run `tinygradlm prepare --out {directory}`)"
         ) from None
     except OSError as e:
-        raise DataError(f"{path}: cannot read it: {e}") from e
-    try:
-        report = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not valid JSON: {e}") from e
+        raise DataError(f"{path}: cannot read it: {e.strerror or e}") from None
+    report = parse_json(data, str(path), DataError)
     if not isinstance(report, dict) or not isinstance(report.get("sources"), dict):
         raise DataError(
             f"{path}: no corpus statistics ('sources'/'overall'): not a prepare report, or "
@@ -255,6 +254,7 @@ def load_report(directory: str | Path) -> dict[str, Any]:
         )
     if not isinstance(report.get("overall"), dict):
         raise DataError(f"{path}: no 'overall' corpus statistics")
+    check_report(report, str(path))
     return report
 
 

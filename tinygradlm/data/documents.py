@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
+from ..parse import parse_json
 
 __all__ = ["Document", "default_corpus", "read_documents", "write_documents"]
 
@@ -143,22 +144,12 @@ def _read_json_lines(path: Path, text: str, text_field: str) -> Iterator[Documen
         if not line.strip():
             continue
         where = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataError(
-                f"{where}: not valid JSON ({error.msg} at column {error.colno})"
-            ) from None
+        record = parse_json(line, where, DataError)
         yield Document(check_unicode(string_field(record, text_field, where), where), where)
 
 
 def _read_json_array(path: Path, text: str, text_field: str) -> Iterator[Document]:
-    try:
-        records = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise DataError(
-            f"{path}:{error.lineno}: not valid JSON ({error.msg} at column {error.colno})"
-        ) from None
+    records = parse_json(text, str(path), DataError)
     if not isinstance(records, list):
         raise DataError(f"{path}: expected a JSON array of records")
     for index, record in enumerate(records):

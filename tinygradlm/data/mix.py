@@ -4,8 +4,8 @@ the loss of the mixture as a whole."""
 
 from __future__ import annotations
 
-import json
 import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
+from ..parse import read_json
 from .shards import find_shards
 
 REPORT_FILE = "report.json"  # written by `tinygradlm prepare`
@@ -51,14 +52,18 @@ def parse_mix(mix: Any) -> list[tuple[str, float]]:
             )
         pairs = []
         for weight, name in zip(items[::2], items[1::2], strict=True):
-            try:
-                weight = float(weight)
-            except (TypeError, ValueError):
+            value = weight
+            if isinstance(weight, str):  # a number stays as it is (10**400 is not a float)
+                try:
+                    value = float(weight)
+                except ValueError:
+                    value = None
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise DataError(
-                    f"data.mix: {weight!r} is not a weight: the form is 'weight path weight path "
-                    "…' (a weight before each path)"
-                ) from None
-            pairs.append((str(name), weight))
+                    f"data.mix: {weight!r:.40} is not a weight: the form is 'weight path weight "
+                    "path …' (a weight before each path)"
+                )
+            pairs.append((str(name), value))
     else:
         raise DataError(
             f"data.mix must be a table {{name = weight, …}} or 'weight path weight path …', "
@@ -67,40 +72,59 @@ def parse_mix(mix: Any) -> list[tuple[str, float]]:
     if not pairs:
         raise DataError("data.mix is empty: name at least one source")
     seen: set[str] = set()
+    weights = []
     for name, weight in pairs:
-        if not name:
-            raise DataError("data.mix: a source has an empty name")
+        if not name or "\0" in name:
+            raise DataError(f"data.mix: a source has the name {name!r}, not a name or a path")
         if name in seen:
             raise DataError(f"data.mix: source {name!r} is listed twice")
         seen.add(name)
-        if (
-            isinstance(weight, bool)
-            or not isinstance(weight, (int, float))
-            or not math.isfinite(weight)
-            or weight <= 0
-        ):
+        value = _weight_value(weight)
+        if value is None:
             raise DataError(
-                f"data.mix: source {name!r} has weight {weight!r}; a weight must be a number > 0 "
-                "(leave a source out to not use it)"
+                f"data.mix: source {name!r} has weight {weight!r:.40}; a weight must be a finite "
+                "number > 0 (leave a source out to not use it)"
             )
-    return [(name, float(weight)) for name, weight in pairs]
+        weights.append(value)
+    try:  # the loader normalises by the sum: it must be a float too
+        total = math.fsum(weights)
+    except OverflowError:
+        total = math.inf
+    if not math.isfinite(total):
+        raise DataError(
+            f"data.mix: the weights sum to more than a float holds ({max(weights):.3g} and "
+            "more); they are relative, so scale them down"
+        )
+    return [(name, value) for (name, _), value in zip(pairs, weights, strict=True)]
+
+
+def _weight_value(weight: Any) -> float | None:
+    """``weight`` as a float if it is a finite number > 0 (not a bool), else None."""
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+        return None
+    try:
+        value = float(weight)
+    except OverflowError:  # an integer beyond the range of a float
+        return None
+    return value if math.isfinite(value) and value > 0 else None
 
 
 def prepared_mixture(data_dir: str | Path) -> dict[str, float] | None:
     """The weights ``tinygradlm prepare --source`` recorded in ``data_dir/report.json``
     ("mixture": {name: weight}), or None for a single-source directory."""
     path = Path(data_dir) / REPORT_FILE
-    if not path.is_file():
+    if not os.path.lexists(path):
         return None
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{path}: cannot read the prepare report: {e}") from None
+    report = read_json(path, DataError)  # a loop, a directory, bad UTF-8: named, not skipped
     mixture = report.get("mixture") if isinstance(report, dict) else None
     if mixture is None:
         return None
     if not isinstance(mixture, dict):
-        raise DataError(f"{path}: 'mixture' is {mixture!r}, not a table of source weights")
+        raise DataError(f"{path}: 'mixture' is {mixture!r:.60}, not a table of source weights")
+    try:
+        parse_mix(mixture)
+    except DataError as e:
+        raise DataError(f"{path}: 'mixture': {e}") from None
     return mixture
 
 

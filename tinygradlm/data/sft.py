@@ -34,7 +34,6 @@ for an exact resume on any number of ranks.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+from ..parse import parse_json
 from .documents import check_unicode, decode_utf8, string_field
 from .sampler import EpochSampler, SampledBatches, check_loader_args
 
@@ -71,12 +71,7 @@ def read_sft(
         if not line.strip():
             continue
         where = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataError(
-                f"{where}: not valid JSON ({error.msg} at column {error.colno})"
-            ) from None
+        record = parse_json(line, where, DataError)
         prompt = check_unicode(string_field(record, prompt_key, where), where)
         response = check_unicode(string_field(record, response_key, where), where)
         records.append((prompt, response, where))

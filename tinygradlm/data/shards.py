@@ -37,6 +37,7 @@ import numpy as np
 
 from ..atomic import atomic_file
 from ..errors import DataError
+from ..parse import ABSENT, file_problem
 
 __all__ = [
     "HEADER_BYTES",
@@ -89,17 +90,22 @@ def find_shards(directory: str | Path, split: str) -> list[Path]:
     """The shards of ``split`` in ``directory`` (``{split}_NNNNNN.bin``), by index.
 
     Only exact names count: ``train_extra_000000.bin`` is not a ``train`` shard, and the
-    writer's temporary files (``.train_000000.bin.*.tmp``) are never listed.
+    writer's temporary files (``.train_000000.bin.*.tmp``) are never listed. A name that
+    matches but is not a readable file (a dangling symbolic link, a loop, a directory) is a
+    DataError naming it, not a shard silently left out.
     """
     _check_split(split)
     directory = Path(directory)
     if not directory.is_dir():
         raise DataError(f"{directory}: not a directory")
-    pattern = re.compile(rf"{re.escape(split)}_(\d{{6,}})\.bin")
+    pattern = re.compile(rf"{re.escape(split)}_([0-9]{{6,}})\.bin")
     found = []
     for path in directory.iterdir():
         match = pattern.fullmatch(path.name)
-        if match and path.is_file():
+        if match:
+            problem = file_problem(path)
+            if problem is not None:  # skipping it would train on less data without a word
+                raise DataError(f"{path}: named like a {split} shard but {problem}")
             found.append((int(match.group(1)), path))
     return [path for _, path in sorted(found)]
 
@@ -281,10 +287,11 @@ def shard_info(path: str | Path) -> ShardInfo:
     nor followed by extra bytes. Any failure is a DataError that names the file.
     """
     path = Path(path)
-    if not path.exists():
+    problem = file_problem(path)
+    if problem == ABSENT:
         raise DataError(f"{path}: no such file")
-    if not path.is_file():
-        raise DataError(f"{path}: not a regular file")
+    if problem is not None:
+        raise DataError(f"{path}: not a regular file: it {problem}")
     with open(path, "rb") as file:
         raw = file.read(HEADER_BYTES)
         file_bytes = os.fstat(file.fileno()).st_size

@@ -140,14 +140,23 @@ class GPT:
         """Copy ``state`` into the parameters after checking every name, shape and dtype.
 
         Accepts HF GPT-2 checkpoints as they are: a ``transformer.`` prefix is stripped and the
-        causal-mask buffers and a tied ``lm_head.weight`` are ignored. Every difference is
+        causal-mask buffers are ignored, and so is an ``lm_head.weight`` equal to ``wte.weight``
+        (the tied head HF stores); one that differs is refused, since this GPT's head is always
+        ``wte`` and loading would silently make a different model. Every difference is
         reported at once, and nothing is copied unless all entries match.
         """
-        given = {}
+        given, head = {}, None
         for key, value in state.items():
             name = key.removeprefix("transformer.")
-            if not (name.endswith(_HF_EXTRA_SUFFIXES) or name == _HF_TIED_HEAD):
+            if name == _HF_TIED_HEAD:
+                head = value
+            elif not name.endswith(_HF_EXTRA_SUFFIXES):
                 given[name] = value
+        if head is not None and not np.array_equal(head, given.get("wte.weight", head)):
+            raise ValueError(
+                f"load_state_dict: {_HF_TIED_HEAD} differs from wte.weight: this GPT ties its "
+                "output head to the token embedding, so an untied head cannot be loaded"
+            )
         load_views(self.state_dict(), given, "load_state_dict: state does not match the model")
 
     def parameters(self) -> Iterator[tuple[str, np.ndarray]]:

@@ -5,7 +5,9 @@
     read_metrics    the records back, tolerating the half-written last line a crash leaves
 
 Strict JSON has no NaN or infinity, and a diverging run produces both: they are written as the
-strings "nan", "inf", "-inf" and read back as floats. The fields are in docs/monitoring.md.
+strings "nan", "inf", "-inf" and read back as floats. A number the writer never writes (``NaN``,
+``1e400``, which would read as infinity) is a MetricsError naming the line. The fields are in
+docs/monitoring.md.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 
 from ..atomic import write_atomic
 from ..errors import MetricsError
+from ..parse import parse_json
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -186,17 +189,16 @@ def _parse_line(path: Path, number: int, raw: bytes) -> dict[str, Any]:
         shown = raw[:80].decode("utf-8", errors="replace")
         return MetricsError(f"{path}, line {number}: {reason}: {shown!r}")
 
-    try:
-        value = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError) as e:
-        raise fail(f"not valid JSON ({e})") from None
+    try:  # parse.py's rules: UTF-8, bounded nesting, finite numbers (the writer spells inf)
+        value = parse_json(raw, "", ValueError)
+    except ValueError as e:
+        raise fail(str(e).removeprefix(": ")) from None
     if not isinstance(value, dict) or not isinstance(value.get("kind"), str):
         raise fail("not a JSON object with a string 'kind'")
-    return _decode(value)
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON (non-finite numbers are written as strings)")
+    try:
+        return _decode(value)
+    except OverflowError as e:
+        raise fail(str(e)) from None
 
 
 def _step_of(record: Mapping[str, Any]) -> float:
@@ -229,6 +231,9 @@ def _encode(value: Any, where: str) -> Any:
 
 
 def _decode(value: Any, field: str | None = None) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= _INT_LIMIT:
+        # no counter of a run reaches 2**63; such a number would overflow a float or an array
+        raise OverflowError(f"{field or 'a value'} is {str(value)[:20]}..., beyond 64 bits")
     if isinstance(value, str):
         return value if field in _TEXT_FIELDS else _NON_FINITE_NAMES.get(value, value)
     if isinstance(value, dict):
@@ -236,6 +241,9 @@ def _decode(value: Any, field: str | None = None) -> Any:
     if isinstance(value, list):
         return [_decode(v, field) for v in value]
     return value
+
+
+_INT_LIMIT = 1 << 63
 
 
 def _exp(x: float) -> float:

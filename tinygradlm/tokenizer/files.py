@@ -16,11 +16,17 @@ import regex
 
 from ..atomic import write_atomic
 from ..errors import DataError
+from ..parse import parse_json
+from .pretokenize import resolve_pattern
 
 # the name `tinygradlm prepare` gives a run's tokenizer, and checkpoints carry it under
 TOKENIZER_FILE = "tokenizer.txt"
 FORMAT = "tinygradlm-bpe"
 VERSION = 1
+# Ids are dense: n tokens have the ids 0..n-1, up to a few gaps (reserved ids: cl100k_base
+# leaves 20 before its special tokens). An id RESERVED_IDS or more beyond the count of entries
+# is an error naming its line, not a table of that size for the tokenizer to allocate.
+RESERVED_IDS = 1024
 
 # ---- our text format --------------------------------------------------------------------------
 #
@@ -32,7 +38,8 @@ VERSION = 1
 # One line per ordinary token in increasing id order: the id, the token's bytes as a quoted
 # string, and for a multi-byte token the ids of the two tokens it is merged from.
 
-_LINE = regex.compile(r'(\d+) "((?:[^"\\]|\\.)*)"(?: = (\d+) (\d+))?')
+_ID = "([0-9]{1,18})"  # no id has more digits; int() of thousands of digits is refused anyway
+_LINE = regex.compile(rf'{_ID} "((?:[^"\\]|\\.)*)"(?: = {_ID} {_ID})?')
 _ESCAPE = regex.compile(r'\\(?:x([0-9a-f]{2})|(["\\]))|\\')
 
 
@@ -108,6 +115,11 @@ def read_text_format(path: Path) -> tuple[dict[bytes, int], str, dict[str, int]]
         if match is None:
             raise DataError(f'{where}: expected `ID "TOKEN"` or `ID "TOKEN" = LEFT RIGHT`')
         rank = int(match.group(1))
+        if rank >= header["tokens"] + RESERVED_IDS:
+            raise DataError(
+                f"{where}: id {rank} is far beyond the {header['tokens']} tokens the header "
+                f"announces (ids are dense, with fewer than {RESERVED_IDS} gaps)"
+            )
         try:
             token = unescape_token(match.group(2))
         except ValueError as error:
@@ -137,16 +149,14 @@ def read_text_format(path: Path) -> tuple[dict[bytes, int], str, dict[str, int]]
 
 
 def _read_header(path: Path, line: str) -> dict:
-    try:
-        header = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path}:1: the header is not JSON ({error.msg})") from None
+    header = parse_json(line, f"{path}:1: the header", DataError)
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise DataError(f'{path}:1: not a tokenizer file (the header lacks "format": "{FORMAT}")')
     if header.get("version") != VERSION:
         raise DataError(f"{path}:1: version {header.get('version')!r}, this reader knows {VERSION}")
-    if not isinstance(header.get("tokens"), int):
-        raise DataError(f'{path}:1: the header\'s "tokens" must be an integer')
+    tokens = header.get("tokens")
+    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
+        raise DataError(f'{path}:1: the header\'s "tokens" must be an integer >= 0')
     if not isinstance(header.get("pattern"), str):
         raise DataError(f'{path}:1: the header\'s "pattern" must be a string')
     specials = header.get("special_tokens")
@@ -154,14 +164,25 @@ def _read_header(path: Path, line: str) -> dict:
         isinstance(v, int) and not isinstance(v, bool) for v in specials.values()
     ):
         raise DataError(f'{path}:1: the header\'s "special_tokens" must map strings to ids')
+    limit = tokens + len(specials) + RESERVED_IDS
+    for text, token_id in specials.items():
+        if not 0 <= token_id < limit:
+            raise DataError(
+                f"{path}:1: the special token {text!r} has the id {token_id}, expected one in "
+                f"0..{limit - 1} ({tokens} tokens, {len(specials)} special, {RESERVED_IDS} "
+                "reserved)"
+            )
     try:
-        regex.compile(header["pattern"])
-    except regex.error as error:
-        raise DataError(f"{path}:1: the pattern is not a valid regex ({error})") from None
+        resolve_pattern(header["pattern"])
+    except ValueError as error:  # not a regex, too long, or one that would drop text
+        raise DataError(f"{path}:1: the pattern: {error}") from None
     return header
 
 
 # ---- tiktoken's rank files ----------------------------------------------------------------------
+
+
+_TIKTOKEN_RANK = regex.compile("[0-9]{1,18}")
 
 
 def write_tiktoken(path: Path, ranks: dict[bytes, int]) -> None:
@@ -175,18 +196,25 @@ def write_tiktoken(path: Path, ranks: dict[bytes, int]) -> None:
 def read_tiktoken(path: Path) -> dict[bytes, int]:
     ranks: dict[bytes, int] = {}
     ids: set[int] = set()
-    for lineno, line in enumerate(_read_lines(path), start=1):
+    lines = _read_lines(path)
+    entries = sum(1 for line in lines if line)
+    for lineno, line in enumerate(lines, start=1):
         if not line:
             continue
         where = f"{path}:{lineno}"
         fields = line.split()
-        if len(fields) != 2 or not fields[1].isdigit():
-            raise DataError(f"{where}: expected `BASE64 RANK`, got {line[:60]!r}")
+        if len(fields) != 2 or not _TIKTOKEN_RANK.fullmatch(fields[1]):
+            raise DataError(f"{where}: expected `BASE64 RANK` (RANK digits 0-9), got {line[:60]!r}")
         try:
             token = base64.b64decode(fields[0], validate=True)
-        except binascii.Error:
+        except (binascii.Error, ValueError):  # ValueError: a character that is not ASCII
             raise DataError(f"{where}: {fields[0][:40]!r} is not base64") from None
         rank = int(fields[1])
+        if rank >= entries + RESERVED_IDS:
+            raise DataError(
+                f"{where}: rank {rank} is far beyond the {entries} entries of the file (ranks "
+                f"are dense, with fewer than {RESERVED_IDS} gaps)"
+            )
         if token in ranks:
             raise DataError(f"{where}: token {token!r} is listed twice")
         if rank in ids:
@@ -261,16 +289,21 @@ def write_gpt2(
 def read_gpt2(encoder_path: Path, vocab_path: Path) -> tuple[dict[bytes, int], dict[str, int]]:
     text = "\n".join(_read_lines(encoder_path))
     try:
-        encoder = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise DataError(f"{encoder_path}:{error.lineno}: not JSON ({error.msg})") from None
+        encoder = parse_json(text, str(encoder_path), DataError)
+    except DataError as error:
+        syntax = error.__context__  # the decoder's error: a syntax error is named by its line
+        if isinstance(syntax, json.JSONDecodeError):
+            raise DataError(f"{encoder_path}:{syntax.lineno}: not JSON ({syntax.msg})") from None
+        raise
     if not isinstance(encoder, dict):
         raise DataError(f"{encoder_path}:1: expected a JSON object of token → id")
     for key, value in encoder.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        limit = len(encoder) + RESERVED_IDS
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < limit:
             line = _line_of_key(text, key)
             raise DataError(
-                f"{encoder_path}:{line}: the id of {key!r} is {value!r}, not an integer ≥ 0"
+                f"{encoder_path}:{line}: the id of {key!r} is {value!r}, not an integer in "
+                f"0..{limit - 1} (ids are dense, with fewer than {RESERVED_IDS} gaps)"
             )
 
     ranks: dict[bytes, int] = {}

@@ -26,16 +26,49 @@ PATTERNS = {
 }
 
 
+# Text every split pattern must cut into chunks that rebuild it: the chunks are all BPE sees,
+# so a pattern that leaves characters out (``""``, ``x``, ``\w+``) would drop them from every
+# document without a word. Letters of three scripts, digits, punctuation, every kind of space.
+PROBE = "Hello, World! It's 2024: naïve café — Съешь же 我们今天 ٣٤٥ x+y=z\n\ttab  two\r\n "
+
+
+MAX_PATTERN_CHARS = 4096  # GPT-4's pattern has 150
+
+
 def resolve_pattern(pattern: str) -> str:
     """The regex for a pattern name in ``PATTERNS``, or ``pattern`` itself if it is not a name.
-    A custom pattern must compile with the ``regex`` package."""
+    A custom pattern (of at most MAX_PATTERN_CHARS) must compile with the ``regex`` package,
+    must not match the empty string,
+    and its chunks of :data:`PROBE` must rebuild it (a pattern that drops text is refused)."""
+    if not isinstance(pattern, str):
+        raise DataError(f"the split pattern must be a string, got {type(pattern).__name__}")
     pattern = PATTERNS.get(pattern, pattern)
+    if len(pattern) > MAX_PATTERN_CHARS:  # compiling a huge one can take minutes
+        raise DataError(
+            f"the split pattern has {len(pattern):,} characters, more than {MAX_PATTERN_CHARS:,}"
+        )
     try:
-        regex.compile(pattern)
-    except regex.error as error:
+        split = regex.compile(pattern)
+    except (regex.error, RecursionError, OverflowError) as error:
         raise ValueError(
             f"the split pattern is neither a name in {sorted(PATTERNS)} nor a valid regex: {error}"
         ) from None
+    try:
+        chunks = split.findall(PROBE, timeout=1.0)
+        empty = split.fullmatch("", timeout=1.0) is not None
+    except TimeoutError:
+        raise DataError(f"the split pattern {pattern!r:.80} is too slow on a short text") from None
+    if empty:
+        raise DataError(
+            f"the split pattern {pattern!r:.80} matches the empty string: it must match at least "
+            "one character (e.g. 'gpt4')"
+        )
+    if not all(isinstance(chunk, str) for chunk in chunks) or "".join(chunks) != PROBE:
+        raise DataError(
+            f"the split pattern {pattern!r:.80} does not cut text into chunks that rebuild it "
+            f"(of {PROBE!r} it keeps {''.join(map(str, chunks))!r:.80}): the text it leaves out "
+            "would be dropped from every document (a pattern with groups also cuts wrongly)"
+        )
     return pattern
 
 

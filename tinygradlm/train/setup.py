@@ -29,6 +29,7 @@ from ..data.shards import find_shards, read_shard
 from ..errors import DataError
 from ..model import GPT
 from ..optim import AdamW
+from ..parse import ABSENT, file_problem
 from ..tokenizer import TOKENIZER_FILE, Tokenizer
 from .config import FinetuneConfig, TrainConfig
 from .evaluate import checkpoint_tokenizer_file
@@ -87,7 +88,7 @@ def build_pretraining(config: TrainConfig, rank: int, world_size: int, log: Log)
         )
     dirs = [data_dir] if sources is None else [s.path for s in sources]
     tokenizer_path = find_tokenizer(data_dir, sources)
-    tokenizer = Tokenizer.load(tokenizer_path) if tokenizer_path.exists() else None
+    tokenizer = Tokenizer.load(tokenizer_path) if tokenizer_present(tokenizer_path) else None
     vocab_size = tokenizer.vocab_size if tokenizer is not None else largest_token(dirs) + 1
     model = GPT(config.gpt_config(vocab_size), seed=config.seed, precision=config.precision)
     check_seq_len(config, model)
@@ -123,6 +124,16 @@ def build_pretraining(config: TrainConfig, rank: int, world_size: int, log: Log)
     return parts
 
 
+def tokenizer_present(path: Path) -> bool:
+    """True for a tokenizer file, False when there is nothing at ``path``; a DataError when
+    something is there but cannot be read (a symbolic link loop, a dangling link, a
+    directory): taking it for absent would train with a vocabulary made up from the shards."""
+    problem = file_problem(path)
+    if problem is not None and problem != ABSENT:
+        raise DataError(f"{path}: {problem}, not a tokenizer file")
+    return problem is None
+
+
 def find_tokenizer(data_dir: Path, sources: Sequence[Any] | None) -> Path:
     """The run's tokenizer file: data_dir's, else the first source's (in the source's
     directory or the one above it, where `prepare --source` writes it). A source whose
@@ -132,10 +143,10 @@ def find_tokenizer(data_dir: Path, sources: Sequence[Any] | None) -> Path:
         (s.name, f)
         for s in sources or []
         for f in (s.path / TOKENIZER_FILE, s.path.parent / TOKENIZER_FILE)
-        if f.is_file()
+        if tokenizer_present(f)
     ]
-    chosen = own if own.is_file() or not candidates else candidates[0][1]
-    if chosen.is_file():
+    chosen = own if tokenizer_present(own) or not candidates else candidates[0][1]
+    if tokenizer_present(chosen):
         text = chosen.read_bytes()
         for name, f in candidates:
             if f.read_bytes() != text:
