@@ -20,7 +20,7 @@ import safetensors
 from ..errors import CheckpointError
 from ..lora import LoRAAdapters, LoRAConfig, adapter_shapes
 from ..memory import check_fits, format_bytes
-from ..model import GPT, GPTConfig, parameter_shapes
+from ..model import GPT, GPTConfig, model_bytes, parameter_shapes
 from ..parse import ABSENT, file_problem, parse_json
 from .layout import (
     ADAPTERS_FILE,
@@ -113,7 +113,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     return checkpoint
 
 
-def _check_model_size(path: Path, config: GPTConfig, dtype: np.dtype, model_bytes: int) -> None:
+def _check_model_size(path: Path, config: GPTConfig, dtype: np.dtype, file_bytes: int) -> None:
     """Refuse a config.json whose model cannot fit in memory, or is larger than what
     model.safetensors holds, before anything of the model's size is allocated (a config.json
     that says ``n_layer = 10**9`` would otherwise spend minutes and gigabytes first)."""
@@ -122,14 +122,13 @@ def _check_model_size(path: Path, config: GPTConfig, dtype: np.dtype, model_byte
     shape = ", ".join(
         f"{key}={getattr(config, key)}" for key in ("n_layer", "n_embd", "vocab_size", "block_size")
     )
-    # a GPT holds its parameters and their gradients, each parameter_count numbers
     check_fits(
-        2 * config.parameter_count() * itemsize,
+        model_bytes(config, dtype),
         f"{file}: the model ({shape}, {np.dtype(dtype).name}) and its gradients",
         CheckpointError,
     )
     stored = config.parameter_count() - (config.Vp - config.vocab_size) * config.n_embd
-    if stored * itemsize > model_bytes:
+    if stored * itemsize > file_bytes:
         try:  # a damaged file is named as such, not blamed on config.json
             with safetensors.safe_open(path / MODEL_FILE, framework="np"):
                 pass
@@ -140,7 +139,7 @@ def _check_model_size(path: Path, config: GPTConfig, dtype: np.dtype, model_byte
         raise CheckpointError(
             f"{file}: describes a model of {stored:,} parameters ({shape}), "
             f"{format_bytes(stored * itemsize)} of {np.dtype(dtype).name}, but {MODEL_FILE} has "
-            f"only {format_bytes(model_bytes)}"
+            f"only {format_bytes(file_bytes)}"
         )
 
 
