@@ -6,11 +6,14 @@ kernel loaded from Numba's cache), and compare the files bit for bit
 
 from __future__ import annotations
 
+import json
 import sys
 
 import numpy as np
+from numba.core.registry import CPUDispatcher as Dispatcher
 
 from tinygradlm import kernels
+from tinygradlm.kernels import adamw, attention, crossentropy, encoder, gelu, layernorm, rounding
 
 
 def normal(rng: np.random.Generator, shape: tuple[int, ...], dtype) -> np.ndarray:
@@ -35,7 +38,8 @@ def layer_outputs(dtype) -> dict[str, np.ndarray]:
 
     idx = rng.integers(0, V, size=(B, T))
     record("encoder", [idx, normal(rng, (Vp, C), dtype), normal(rng, (maxT, C), dtype)])
-    record("layernorm", [normal(rng, (B, T, C), dtype), normal(rng, (C,), dtype), normal(rng, (C,), dtype)])
+    weight, bias = normal(rng, (C,), dtype), normal(rng, (C,), dtype)
+    record("layernorm", [normal(rng, (B, T, C), dtype), weight, bias])
     record("attention", [normal(rng, (B, T, 3 * C), dtype), NH])
     gelu_x = normal(rng, (B, T, 4 * C + 3), dtype) * dtype(3)
     record("gelu", [gelu_x])
@@ -50,7 +54,8 @@ def adamw_outputs(dtype) -> dict[str, np.ndarray]:
     n = 10_007
     results = {}
     for masked in (False, True):
-        params, m, v = normal(rng, (n,), dtype), normal(rng, (n,), dtype), rng.random(n).astype(dtype)
+        params, m = normal(rng, (n,), dtype), normal(rng, (n,), dtype)
+        v = rng.random(n).astype(dtype)
         mask = (rng.random(n) < 0.5).astype(dtype) if masked else None
         for step in (1, 2, 3):
             grads = normal(rng, (n,), dtype)
@@ -76,5 +81,17 @@ def all_outputs() -> dict[str, np.ndarray]:
     return results
 
 
+def compile_counts() -> dict[str, int]:
+    """How many kernel signatures this process compiled and how many it loaded from the cache."""
+    counts = {"compiled": 0, "loaded": 0}
+    for module in (adamw, attention, crossentropy, encoder, gelu, layernorm, rounding):
+        for value in vars(module).values():
+            if isinstance(value, Dispatcher) and value.__module__ == module.__name__:
+                counts["compiled"] += sum(value.stats.cache_misses.values())
+                counts["loaded"] += sum(value.stats.cache_hits.values())
+    return counts
+
+
 if __name__ == "__main__":
     np.savez(sys.argv[1], **all_outputs())
+    print(json.dumps(compile_counts()))
