@@ -4,7 +4,8 @@ A checkpoint is written into ``run_dir/.tmp-ckpt_<step>-<pid>/`` (:func:`tinygra
 atomic_directory`), every file is fsynced, manifest.json (each file's size and SHA-256) is
 written last, and the directory is renamed to ``ckpt_<step:08d>`` in one ``os.replace``: a
 reader sees a complete checkpoint or none. Parameters or moments that are not finite are
-refused before anything is written.
+refused before anything is written. The files are canonical (``layout.write_safetensors``,
+``layout.to_json``): the same state is written as the same bytes.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Scalar helpers that LLVM turns into SIMD code inside the kernels' loops.
+"""Scalar helpers that LLVM turns into SIMD code inside the kernels' loops, with exact arithmetic.
 
 Numba without Intel's SVML compiles ``math.exp`` and ``math.tanh`` to one libm call per element,
 which blocks vectorization: on the development machine (AVX-512) a Numba loop of ``math.exp``
@@ -7,14 +7,25 @@ over float32 runs about 5× slower than ``np.exp`` (which uses SIMD code), and `
 NumPy's several passes. So this module provides:
 
 - :func:`exp`: in float32 a branch-free polynomial (Cephes ``expf``) that LLVM vectorizes, within
-  2 ulps of the true value and, on data in L1 cache, a little faster than ``np.exp`` (0.32 vs
-  0.40 ns per element, measured); in float64 ``math.exp`` (float64 is the gradient-check path,
-  where accuracy matters and speed does not).
+  2 ulps of the true value and, on data in L1 cache, about as fast as ``np.exp``; in float64
+  ``math.exp`` (float64 is the gradient-check path, where accuracy matters and speed does not).
+- :func:`fma`: a·b + c with one rounding (LLVM's ``llvm.fma``, a vector instruction on x86).
 - :func:`row_max`: the maximum of a contiguous run, with eight running maxima so that it
   vectorizes (a single running ``max`` does not: LLVM may not reorder a floating-point max
   reduction unless told there are no NaNs, and we do not tell it that).
+- :func:`row_sum`, :func:`row_dot`, :func:`row_squared_deviations`, :func:`row_centered_dot`:
+  float64 sums over a row in a fixed order of :data:`LANES` vector lanes.
 - :func:`exp_shifted_and_sum`: a softmax row's exponentials and their float64 sum.
-- :data:`FASTMATH`: the fast-math flags the kernels use.
+
+Exact arithmetic. The kernels use no fast-math flags: each gives the same bits however it was
+compiled, which a run that must resume bit-identically from a fresh checkout needs. With
+"reassoc" (and "nsz") LLVM may associate an expression differently each time it optimizes it,
+and a ``parallel=True`` kernel's loop body is optimized once on its own (the code a freshly
+compiling process runs) and once more as a copy inside the kernel's module (the code Numba's
+cache stores and every later process runs): GELU's gradient differed by an ulp in a quarter of
+its entries between the two (docs/performance.md, "Kernels"). What the flags bought is written
+out instead: :func:`fma` where a fused multiply-add is wanted, and explicit vector code for the
+row sums, whose order of additions is stated here rather than chosen by the compiler.
 
 Numba caches each kernel with the helpers inlined, and its cache only notices edits to the
 kernel's own file: after editing this module, delete ``tinygradlm/kernels/__pycache__``.

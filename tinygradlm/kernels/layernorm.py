@@ -102,8 +102,8 @@ def layernorm_forward(
 def layernorm_backward(dout: np.ndarray, cache: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(dx, dweight, dbias) of :func:`layernorm_forward`, shapes of x, weight and bias.
 
-    One pass over each row computes its two row sums and its dweight/dbias contributions, a
-    second pass (the row still in L1) writes dx. dweight and dbias accumulate in float64 per block
+    One pass over each row adds its dweight/dbias contributions and writes dxhat into dx, the two
+    row sums read dxhat back, and a last pass (the row still in L1) turns it into dx. dweight and dbias accumulate in float64 per block
     of rows and are summed in a fixed order (deterministic for any number of threads).
     """
     x, mean, rstd, weight = cache
