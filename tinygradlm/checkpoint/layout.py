@@ -205,8 +205,10 @@ def write_safetensors(
 
 
 def to_json(value: Any, what: str) -> str:
-    """``value`` as canonical JSON text: keys sorted at every level, two-space indents, a final
-    newline; NumPy scalars as numbers. CheckpointError if it is not JSON-able or not finite."""
+    """``value`` as JSON text in one fixed format: two-space indents, a final newline, NumPy
+    scalars as numbers, keys in the order ``value`` lists them (not sorted: the order can carry
+    meaning, as a mixture's sources in trainer.json do). CheckpointError if it is not JSON-able
+    or not finite."""
 
     def numpy_scalar(obj: Any) -> Any:
         if isinstance(obj, (np.integer, np.floating, np.bool_)):
@@ -214,7 +216,7 @@ def to_json(value: Any, what: str) -> str:
         raise TypeError(f"{type(obj).__name__} is not JSON-able")
 
     try:
-        text = json.dumps(value, indent=2, sort_keys=True, allow_nan=False, default=numpy_scalar)
+        text = json.dumps(value, indent=2, allow_nan=False, default=numpy_scalar)
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"cannot write {what} as JSON: {err}") from err
     return text + "\n"

@@ -103,8 +103,9 @@ def layernorm_backward(dout: np.ndarray, cache: Any) -> tuple[np.ndarray, np.nda
     """(dx, dweight, dbias) of :func:`layernorm_forward`, shapes of x, weight and bias.
 
     One pass over each row adds its dweight/dbias contributions and writes dxhat into dx, the two
-    row sums read dxhat back, and a last pass (the row still in L1) turns it into dx. dweight and dbias accumulate in float64 per block
-    of rows and are summed in a fixed order (deterministic for any number of threads).
+    row sums read dxhat back, and a last pass (the row still in L1) turns it into dx. dweight and
+    dbias accumulate in float64 per block of rows and are summed in a fixed order (deterministic
+    for any number of threads).
     """
     x, mean, rstd, weight = cache
     _checks.upstream("layernorm_backward", dout, x.shape, x.dtype)
