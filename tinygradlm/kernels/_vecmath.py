@@ -181,6 +181,8 @@ def _lane_sum_intrinsic(term, doc):
         arrays = (a, b)
         if not all(isinstance(x, types.Array) and x.ndim == 1 and x.layout == "C" for x in arrays):
             return None  # unit-stride rows only: the vector loads read LANES neighbours
+        if a.dtype != b.dtype or not isinstance(a.dtype, types.Float):
+            return None
 
         def codegen(context, builder, signature, args):
             f64 = ir.DoubleType()
