@@ -195,19 +195,19 @@ def time_variants(cfg: dict[str, int], repeats: int) -> list[dict[str, Any]]:
     from numba import njit, prange
 
     from tinygradlm import kernels, ref
-    from tinygradlm.kernels._vecmath import FASTMATH, exp
+    from tinygradlm.kernels._vecmath import exp
 
-    @njit(fastmath=FASTMATH, parallel=True)
+    @njit(parallel=True)
     def libm_exp(x, out):
         for i in prange(x.size):
             out[i] = math.exp(x[i])
 
-    @njit(fastmath=FASTMATH, parallel=True)
+    @njit(parallel=True)
     def vector_exp(x, out):
         for i in prange(x.size):
             out[i] = exp(x[i])
 
-    @njit(fastmath=FASTMATH, parallel=True)
+    @njit(parallel=True)
     def libm_tanh(x, out):
         for i in prange(x.size):
             out[i] = math.tanh(x[i])
@@ -215,17 +215,17 @@ def time_variants(cfg: dict[str, int], repeats: int) -> list[dict[str, Any]]:
     k, c = np.float32(kernels.GELU_SCALE), np.float32(kernels.GELU_CUBIC)
     half, one = np.float32(0.5), np.float32(1.0)
 
-    @njit(fastmath=FASTMATH, parallel=True)
+    @njit(parallel=True)
     def gelu_libm_tanh(x, out):
         for i in prange(x.size):
             out[i] = half * x[i] * (one + math.tanh(k * (x[i] + c * x[i] * x[i] * x[i])))
 
-    @njit(fastmath=FASTMATH, parallel=True)
+    @njit(parallel=True)
     def tanh_argument(x, u):
         for i in prange(x.size):
             u[i] = k * (x[i] + c * x[i] * x[i] * x[i])
 
-    @njit(fastmath=FASTMATH, parallel=True)
+    @njit(parallel=True)
     def gelu_combine(x, t, out):
         for i in prange(x.size):
             out[i] = half * x[i] * (one + t[i])

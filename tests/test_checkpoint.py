@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import safetensors.numpy
+from safetensors import safe_open
 
 import tinygradlm.atomic as atomic
 from tinygradlm.checkpoint import (
@@ -121,6 +122,42 @@ def test_checkpoint_round_trip_is_bit_identical(tmp_path):
     restored_rng = np.random.default_rng()
     restored_rng.bit_generator.state = ckpt.trainer_state["rng"]
     assert restored_rng.random() == rng.random()
+
+
+def checkpoint_bytes(path):
+    return {file.name: file.read_bytes() for file in sorted(path.iterdir())}
+
+
+def test_the_same_state_is_written_as_the_same_bytes(tmp_path):
+    """Canonical files: safetensors headers with sorted metadata (safetensors' own writer takes
+    their order from a Rust HashMap, which varies), one JSON format; no timestamps."""
+    model, opt, rng = trained(steps=2)
+    written = []
+    for run in ("a", "b"):
+        path = save_checkpoint(tmp_path / run, 2, model, opt, trainer_state(rng, 2))
+        written.append(checkpoint_bytes(path))
+    assert written[0] == written[1]
+    data = written[0]["optimizer.safetensors"]
+    header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
+    assert list(header["__metadata__"]) == sorted(header["__metadata__"])
+    assert list(header)[1:] == ["m", "step", "v"]
+
+
+def test_checkpoints_written_by_safetensors_own_writer_still_load(tmp_path):
+    path, model, opt = save(tmp_path)
+    for name in ("model.safetensors", "optimizer.safetensors"):
+        with safe_open(path / name, "np") as f:
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+            metadata = f.metadata()
+        safetensors.numpy.save_file(tensors, path / name, metadata=metadata)
+    rewrite_manifest(path)
+    ckpt = load_checkpoint(path)
+    fresh = GPT(CONFIG, seed=99)
+    fresh_opt = AdamW.for_model(fresh, lr=123.0)
+    restore(fresh, fresh_opt, ckpt)
+    np.testing.assert_array_equal(fresh.flat_params, model.flat_params)
+    np.testing.assert_array_equal(fresh_opt.v, opt.v)
+    assert (fresh_opt.lr, fresh_opt.beta2) == (opt.lr, opt.beta2)
 
 
 def test_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path):

@@ -1,7 +1,10 @@
-"""The training loop: it learns, accumulation equals a larger batch, configs are validated, and a
-run killed with SIGKILL resumes bit-identically."""
+"""The training loop: it learns, accumulation equals a larger batch, configs are validated, a
+run killed with SIGKILL resumes bit-identically (from an empty Numba cache too), and two runs of
+one command write byte-identical checkpoints."""
 
+import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -131,7 +134,9 @@ def test_missing_data_says_to_prepare(tmp_path):
         Trainer(tiny_config(tmp_path))
 
 
-def run_cli(tmp_path, steps, *extra, wait=True):
+def run_cli(tmp_path, steps, *extra, wait=True, numba_cache=None):
+    """``tinygradlm train`` of the tiny model on ``tmp_path``/data into ``tmp_path``/run; with
+    ``numba_cache``, Numba's cache lives there (an empty directory: every kernel compiles)."""
     args = [
         sys.executable,
         "-m",
@@ -161,41 +166,69 @@ def run_cli(tmp_path, steps, *extra, wait=True):
         "OPENBLAS_NUM_THREADS": "1",
         "NUMBA_NUM_THREADS": "1",
     }
+    if numba_cache is not None:
+        env["NUMBA_CACHE_DIR"] = str(numba_cache)
     if wait:
         return subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
+def file_hashes(checkpoint: Path) -> dict[str, str]:
+    """Every file of a checkpoint directory and its SHA-256."""
+    return {
+        path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(checkpoint.iterdir())
+    }
+
+
+def test_two_runs_of_one_command_write_byte_identical_checkpoints(tmp_path):
+    make_data(tmp_path / "data")
+    hashes = []
+    for _ in range(2):
+        done = run_cli(tmp_path, 8)
+        assert done.returncode == 0, done.stderr
+        hashes.append({c.name: file_hashes(c) for c in (tmp_path / "run").glob("ckpt_*")})
+        shutil.rmtree(tmp_path / "run")
+    assert sorted(hashes[0]) == ["ckpt_00000004", "ckpt_00000008"]
+    assert hashes[0] == hashes[1]
+
+
 def test_a_run_killed_with_sigkill_resumes_bit_identically(tmp_path):
-    straight, killed = tmp_path / "straight", tmp_path / "killed"
-    for d in (straight, killed):
-        make_data(d / "data")
+    """The uninterrupted run starts with an empty Numba cache (every kernel freshly compiled),
+    the killed and the resumed runs load the kernels from that cache: the same command in the
+    same directory, so every file of the last checkpoint must be byte-identical."""
+    make_data(tmp_path / "data")
+    numba_cache = tmp_path / "numba-cache"
+    numba_cache.mkdir()
+    run, straight = tmp_path / "run", tmp_path / "straight"
 
     steps = 80
-    done = run_cli(straight, steps)
+    done = run_cli(tmp_path, steps, numba_cache=numba_cache)
     assert done.returncode == 0, done.stderr
+    run.rename(straight)
 
-    proc = run_cli(killed, steps, wait=False)
+    proc = run_cli(tmp_path, steps, wait=False, numba_cache=numba_cache)
     deadline = time.time() + 240
-    while latest_checkpoint(killed / "run") is None and time.time() < deadline:
+    while latest_checkpoint(run) is None and time.time() < deadline:
         time.sleep(0.005)
     time.sleep(0.02)  # a little after the first checkpoint: mid-step, or mid-way through a save
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    interrupted_at = load_checkpoint(latest_checkpoint(killed / "run")).step
+    interrupted_at = load_checkpoint(latest_checkpoint(run)).step
     assert interrupted_at < steps, "the run finished before it was killed: nothing was tested"
-    resumed = run_cli(killed, steps)
+    resumed = run_cli(tmp_path, steps, numba_cache=numba_cache)
     assert resumed.returncode == 0, resumed.stderr
     assert f"at step {interrupted_at}" in resumed.stdout  # it did resume, from there
 
-    a = load_checkpoint(latest_checkpoint(straight / "run"))
-    b = load_checkpoint(latest_checkpoint(killed / "run"))
+    a = load_checkpoint(latest_checkpoint(straight))
+    b = load_checkpoint(latest_checkpoint(run))
     assert a.step == b.step == steps
     for name, value in a.model_state.items():
         np.testing.assert_array_equal(value, b.model_state[name], err_msg=name)
     for name in ("m", "v"):
         np.testing.assert_array_equal(a.optimizer_state[name], b.optimizer_state[name])
     assert a.trainer_state["loader"] == b.trainer_state["loader"]
+    assert file_hashes(a.path) == file_hashes(b.path)
 
 
 def poison(trainer, bad_calls):

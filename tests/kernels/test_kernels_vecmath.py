@@ -13,16 +13,16 @@ from layer_inputs import example, upstream_gradient
 from numba import njit
 
 from tinygradlm import kernels
-from tinygradlm.kernels._vecmath import FASTMATH, exp, row_max
+from tinygradlm.kernels._vecmath import exp, row_max
 
 
-@njit(fastmath=FASTMATH)
+@njit
 def exp_all(x, out):
     for i in range(x.size):
         out[i] = exp(x[i])
 
 
-@njit(fastmath=FASTMATH)
+@njit
 def max_of_first(row, stop):
     return row_max(row, stop)
 

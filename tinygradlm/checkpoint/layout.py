@@ -163,6 +163,65 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+# safetensors' names for the dtypes a checkpoint holds
+_SAFETENSORS_DTYPES = {"float32": "F32", "float64": "F64", "int64": "I64"}
+
+
+def write_safetensors(
+    file: Path, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str]
+) -> None:
+    """Write a safetensors file whose bytes are a function of ``tensors`` and ``metadata`` alone.
+
+    The format (8-byte little-endian header length, a JSON header of each tensor's dtype, shape
+    and byte range, padded with spaces to a multiple of 8, then the raw little-endian data), with
+    the tensors in name order and the header as compact JSON with sorted metadata keys.
+    ``safetensors.numpy.save_file`` writes the same format, but its header's metadata comes from
+    a Rust HashMap whose order changes from process to process: two runs of one command would
+    write equal tensors under different SHA-256s.
+    """
+    header: dict[str, Any] = {"__metadata__": dict(sorted(metadata.items()))}
+    arrays = []
+    offset = 0
+    for name in sorted(tensors):
+        array = np.ascontiguousarray(tensors[name])
+        array = array.astype(array.dtype.newbyteorder("<"), copy=False)
+        dtype = _SAFETENSORS_DTYPES.get(array.dtype.name)
+        if dtype is None:
+            raise CheckpointError(f"{file.name}: cannot write {name!r} of dtype {array.dtype}")
+        header[name] = {
+            "dtype": dtype,
+            "shape": list(array.shape),
+            "data_offsets": [offset, offset + array.nbytes],
+        }
+        offset += array.nbytes
+        arrays.append(array)
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    with open(file, "wb") as f:
+        f.write(len(text).to_bytes(8, "little"))
+        f.write(text)
+        for array in arrays:
+            f.write(array.reshape(-1).view(np.uint8).data)
+
+
+def to_json(value: Any, what: str) -> str:
+    """``value`` as JSON text in one fixed format: two-space indents, a final newline, NumPy
+    scalars as numbers, keys in the order ``value`` lists them (not sorted: the order can carry
+    meaning, as a mixture's sources in trainer.json do). CheckpointError if it is not JSON-able
+    or not finite."""
+
+    def numpy_scalar(obj: Any) -> Any:
+        if isinstance(obj, (np.integer, np.floating, np.bool_)):
+            return obj.item()
+        raise TypeError(f"{type(obj).__name__} is not JSON-able")
+
+    try:
+        text = json.dumps(value, indent=2, allow_nan=False, default=numpy_scalar)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"cannot write {what} as JSON: {err}") from err
+    return text + "\n"
+
+
 def read_json(path: Path) -> Any:
     """A JSON file of the checkpoint, strict (UTF-8, no NaN or Infinity, nesting bounded), as
     ``tinygradlm.parse`` reads every project file; CheckpointError naming it."""

@@ -4,7 +4,8 @@ A checkpoint is written into ``run_dir/.tmp-ckpt_<step>-<pid>/`` (:func:`tinygra
 atomic_directory`), every file is fsynced, manifest.json (each file's size and SHA-256) is
 written last, and the directory is renamed to ``ckpt_<step:08d>`` in one ``os.replace``: a
 reader sees a complete checkpoint or none. Parameters or moments that are not finite are
-refused before anything is written.
+refused before anything is written. The files are canonical (``layout.write_safetensors``,
+``layout.to_json``): the same state is written as the same bytes.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import safetensors.numpy
 
 from ..atomic import atomic_directory, fsync_directory, fsync_file
 from ..errors import CheckpointError
@@ -38,6 +38,8 @@ from .layout import (
     hf_config,
     list_checkpoints,
     sha256,
+    to_json,
+    write_safetensors,
 )
 
 _TMP_PREFIX = ".tmp-ckpt_"  # atomic_directory builds ckpt_<step> as .tmp-ckpt_<step>-<pid>
@@ -89,8 +91,8 @@ def save_checkpoint(
             f"trainer_state['step'] is {trainer_state['step']!r} but the checkpoint is for "
             f"step {step}"
         )
-    trainer_json = _to_json(trainer, "trainer_state")
-    config_json = _to_json(hf_config(model.config, model.dtype, extra_config), "config")
+    trainer_json = to_json(trainer, "trainer_state")
+    config_json = to_json(hf_config(model.config, model.dtype, extra_config), "config")
     tokenizer = [Path(p) for p in tokenizer_files]
     names = [p.name for p in tokenizer]
     for path in tokenizer:
@@ -114,8 +116,8 @@ def save_checkpoint(
     with atomic_directory(final) as tmp:
         model_tensors = {k: np.ascontiguousarray(v) for k, v in model.state_dict().items()}
         # "format": "pt" is what transformers' from_pretrained looks for in the header
-        safetensors.numpy.save_file(model_tensors, tmp / MODEL_FILE, metadata={"format": "pt"})
-        safetensors.numpy.save_file(optimizer_tensors, tmp / OPTIMIZER_FILE, metadata=metadata)
+        write_safetensors(tmp / MODEL_FILE, model_tensors, {"format": "pt"})
+        write_safetensors(tmp / OPTIMIZER_FILE, optimizer_tensors, metadata)
         if lora is not None:
             _save_adapters(tmp / ADAPTERS_FILE, lora)
             names.insert(0, ADAPTERS_FILE)
@@ -151,7 +153,7 @@ def save_model(
     if getattr(model, "lora", None) is not None:
         raise CheckpointError("the model has LoRA adapters: merge them first (GPT.merge_lora)")
     _refuse_non_finite("parameters", model.flat_params)
-    config_json = _to_json(hf_config(model.config, model.dtype, extra_config), "config")
+    config_json = to_json(hf_config(model.config, model.dtype, extra_config), "config")
     tokenizer = [Path(p) for p in tokenizer_files]
     names = [p.name for p in tokenizer]
     for file in tokenizer:
@@ -162,7 +164,7 @@ def save_model(
 
     with atomic_directory(final) as tmp:
         model_tensors = {k: np.ascontiguousarray(v) for k, v in model.state_dict().items()}
-        safetensors.numpy.save_file(model_tensors, tmp / MODEL_FILE, metadata={"format": "pt"})
+        write_safetensors(tmp / MODEL_FILE, model_tensors, {"format": "pt"})
         (tmp / CONFIG_FILE).write_text(config_json, encoding="utf-8")
         for file in tokenizer:
             shutil.copyfile(file, tmp / file.name)
@@ -174,7 +176,7 @@ def _save_adapters(file: Path, lora: LoRAAdapters) -> None:
     """The adapters' tensors under PEFT's names, their config as JSON in the header metadata."""
     tensors = {k: np.ascontiguousarray(v) for k, v in lora.state_dict().items()}
     metadata = {"format": "pt", "lora": json.dumps(lora.config.to_dict())}
-    safetensors.numpy.save_file(tensors, file, metadata=metadata)
+    write_safetensors(file, tensors, metadata)
 
 
 def _seal(tmp: Path, step: int, names: Iterable[str], contents: str | None = None) -> None:
@@ -188,7 +190,7 @@ def _seal(tmp: Path, step: int, names: Iterable[str], contents: str | None = Non
     if contents is not None:
         manifest["contents"] = contents
     manifest["files"] = files
-    (tmp / MANIFEST_FILE).write_text(_to_json(manifest, "manifest"), encoding="utf-8")
+    (tmp / MANIFEST_FILE).write_text(to_json(manifest, "manifest"), encoding="utf-8")
     fsync_file(tmp / MANIFEST_FILE)
     fsync_directory(tmp)
 
@@ -201,18 +203,6 @@ def _refuse_non_finite(what: str, array: np.ndarray) -> None:
             f"refusing to write a checkpoint: {what} has {bad.size} non-finite value(s), the "
             f"first at flat index {bad[0]} ({array.reshape(-1)[bad[0]]})"
         )
-
-
-def _to_json(value: Any, what: str) -> str:
-    def numpy_scalar(obj: Any) -> Any:
-        if isinstance(obj, (np.integer, np.floating, np.bool_)):
-            return obj.item()
-        raise TypeError(f"{type(obj).__name__} is not JSON-able")
-
-    try:
-        return json.dumps(value, indent=2, allow_nan=False, default=numpy_scalar) + "\n"
-    except (TypeError, ValueError) as err:
-        raise CheckpointError(f"cannot write {what} as JSON: {err}") from err
 
 
 def _prune(run_dir: Path, keep_last: int | None) -> None:

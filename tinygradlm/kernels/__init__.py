@@ -28,9 +28,10 @@ come from ``NUMBA_NUM_THREADS`` (set it to 1 when running one MPI rank per core)
 depend on the number of threads. Unless ``NUMBA_THREADING_LAYER`` is set, the kernels run on
 Numba's ``workqueue`` threading layer: OpenMP's worker threads spin after each parallel region
 and take the cores from OpenBLAS's threads between a kernel and the next matmul, which made a
-training step of the "small" config 1.6× slower on 2 cores (``bench/step.py``). Fast-math
-flags and the vectorized exp are described in ``tinygradlm/kernels/_vecmath.py``; measurements
-in docs/performance.md ("Kernels").
+training step of the "small" config 1.6× slower on 2 cores (``bench/step.py``). No kernel uses
+fast-math flags, so a kernel gives the same bits freshly compiled and loaded from the cache (why
+they once differed, and the explicit FMAs and vector sums that replace the flags, are in
+``tinygradlm/kernels/_vecmath.py``); measurements in docs/performance.md ("Kernels").
 """
 
 import os

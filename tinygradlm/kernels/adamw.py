@@ -11,10 +11,9 @@ import numpy as np
 from numba import njit, prange
 
 from ..ref.adamw import check_adamw_update
-from ._vecmath import FASTMATH
 
 
-@njit(cache=True, fastmath=FASTMATH, parallel=True)
+@njit(cache=True, parallel=True)
 def _adamw_flat(params, grads, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2, decay_mask):
     """All scalars typed like params; beta1 = (β1, 1 − β1) and beta2 = (β2, 1 − β2) pairs,
     bc1 = 1 − β1**step, bc2 = 1 − β2**step (computed in float64: 1 − β2 for β2 = 0.999 in

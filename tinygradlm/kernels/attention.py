@@ -25,10 +25,10 @@ from numba import njit, prange
 
 from ..ref.attention import check_attention_forward
 from . import _checks
-from ._vecmath import FASTMATH, exp_shifted_and_sum, row_max
+from ._vecmath import exp_shifted_and_sum, row_dot, row_max
 
 
-@njit(cache=True, fastmath=FASTMATH, parallel=True)
+@njit(cache=True, parallel=True)
 def _causal_softmax_rows(att, scale):
     """In place on att (BH, T, T): q·kᵀ scores in, softmax(mask(scores·scale)) out."""
     BH, T, _ = att.shape
@@ -46,7 +46,7 @@ def _causal_softmax_rows(att, scale):
             row[j] = zero  # masked: exactly zero probability
 
 
-@njit(cache=True, fastmath=FASTMATH, parallel=True)
+@njit(cache=True, parallel=True)
 def _causal_softmax_backward_rows(datt, att, scale):
     """In place on datt (BH, T, T): d(att) in, d(scores) out (scores = q·kᵀ before the scale)."""
     BH, T, _ = datt.shape
@@ -55,10 +55,7 @@ def _causal_softmax_backward_rows(datt, att, scale):
         b, t = r // T, r % T
         d_row, a_row = datt[b, t], att[b, t]
         n = t + 1
-        dot = 0.0
-        for j in range(n):
-            dot += d_row[j] * a_row[j]
-        d = datt.dtype.type(dot)
+        d = datt.dtype.type(row_dot(d_row, a_row, n))
         # same as ref.attention_backward: datt_pre = att·(datt − Σ_j datt·att), times the scale
         for j in range(n):
             d_row[j] = a_row[j] * (d_row[j] - d) * scale

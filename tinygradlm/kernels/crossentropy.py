@@ -17,10 +17,10 @@ import numpy as np
 from numba import njit, prange
 
 from ..ref.crossentropy import check_crossentropy_backward, check_crossentropy_forward
-from ._vecmath import FASTMATH, exp_shifted_and_sum, row_max
+from ._vecmath import exp_shifted_and_sum, row_max
 
 
-@njit(cache=True, fastmath=FASTMATH, parallel=True)
+@njit(cache=True, parallel=True)
 def _crossentropy_forward_rows(logits, targets, valid, vocab_size, probs, losses):
     """logits, probs (N, Vp); targets (N,) int64, valid (N,) bool; losses (N,) float64 written
     (0 where not valid)."""
@@ -44,7 +44,7 @@ def _crossentropy_forward_rows(logits, targets, valid, vocab_size, probs, losses
         losses[i] = math.log(total) - (float(row[targets[i]]) - float(m))
 
 
-@njit(cache=True, fastmath=FASTMATH, parallel=True)
+@njit(cache=True, parallel=True)
 def _crossentropy_backward_rows(probs, targets, valid, scale, dlogits):
     """dlogits (N, Vp) = (probs − onehot(targets))·scale on valid rows, 0 elsewhere (probs is
     0 in the padding, so the padding gets 0 too)."""

@@ -16,12 +16,11 @@ from numba import njit, prange
 
 from ..ref.encoder import check_encoder_forward
 from . import _checks
-from ._vecmath import FASTMATH
 
 COLUMNS_PER_BLOCK = 64  # 256 bytes of float32: a few cache lines per (token, block)
 
 
-@njit(cache=True, fastmath=FASTMATH, parallel=True)
+@njit(cache=True, parallel=True)
 def _encoder_forward_rows(idx, wte, wpe, out):
     """idx (B, T) int64, wte (Vp, C), wpe (maxT, C) -> out (B, T, C) written."""
     B, T = idx.shape
@@ -33,7 +32,7 @@ def _encoder_forward_rows(idx, wte, wpe, out):
             out[b, t, c] = wte[token, c] + wpe[t, c]
 
 
-@njit(cache=True, fastmath=FASTMATH, parallel=True)
+@njit(cache=True, parallel=True)
 def _encoder_backward_scatter(dout, idx, dwte, dwpe):
     """dout (B, T, C); dwte (Vp, C) and dwpe (maxT, C) zero on entry, accumulated into."""
     B, T, C = dout.shape

@@ -15,7 +15,7 @@ from numba import njit, prange
 
 from ..ref.layernorm import check_layernorm_forward
 from . import _checks
-from ._vecmath import FASTMATH
+from ._vecmath import fma, row_centered_dot, row_squared_deviations, row_sum
 
 # Rows per block in the backward: each block sums its rows' dweight/dbias contributions into its
 # own float64 partial (no two threads write the same partial), and the partials are added in
@@ -23,28 +23,23 @@ from ._vecmath import FASTMATH
 ROWS_PER_BLOCK = 32
 
 
-@njit(cache=True, fastmath=FASTMATH, parallel=True)
+@njit(cache=True, parallel=True)
 def _layernorm_forward_rows(x, weight, bias, eps, out, mean, rstd):
     """x, out (N, C); weight, bias (C,); mean, rstd (N,) written."""
     N, C = x.shape
     for i in prange(N):
         row = x[i]
-        total = 0.0  # float64 (see the module docstring)
-        for c in range(C):
-            total += row[c]
-        mu = total / C
-        squares = 0.0  # two-pass variance: no cancellation, unlike E[x²] − E[x]²
-        for c in range(C):
-            d = row[c] - mu
-            squares += d * d
+        mu = row_sum(row, C) / C  # float64 (see the module docstring)
+        # two-pass variance: no cancellation, unlike E[x²] − E[x]²
+        squares = row_squared_deviations(row, C, mu)
         mean[i] = mu
         rstd[i] = 1.0 / np.sqrt(squares / C + eps)
         m, r = mean[i], rstd[i]  # rounded to x's dtype: the loop below runs in that dtype
         for c in range(C):
-            out[i, c] = (row[c] - m) * r * weight[c] + bias[c]
+            out[i, c] = fma((row[c] - m) * r, weight[c], bias[c])
 
 
-@njit(cache=True, fastmath=FASTMATH, parallel=True)
+@njit(cache=True, parallel=True)
 def _layernorm_backward_rows(dout, x, mean, rstd, weight, dx, dweight_blocks, dbias_blocks):
     """dout, x, dx (N, C); mean, rstd (N,); weight (C,); *_blocks (n_blocks, C) float64, zero."""
     N, C = x.shape
@@ -54,23 +49,20 @@ def _layernorm_backward_rows(dout, x, mean, rstd, weight, dx, dweight_blocks, db
             m, r = mean[i], rstd[i]
             # in the forward pass this was: out = xhat·weight + bias, xhat = (x − mean)·rstd,
             # so now dweight += dout·xhat, dbias += dout, dxhat = dout·weight
-            sum_dxhat = 0.0
-            sum_dxhat_xhat = 0.0
             for c in range(C):
                 xhat = (x[i, c] - m) * r
-                dxhat = dout[i, c] * weight[c]
-                sum_dxhat += dxhat
-                sum_dxhat_xhat += dxhat * xhat
                 dweight[c] += dout[i, c] * xhat
                 dbias[c] += dout[i, c]
+                dx[i, c] = dout[i, c] * weight[c]  # dxhat, for the row sums
+            sum_dxhat = row_sum(dx[i], C)
+            sum_dxhat_xhat = row_centered_dot(dx[i], x[i], C, float(m)) * float(r)
             mean_dxhat = x.dtype.type(sum_dxhat / C)
             mean_dxhat_xhat = x.dtype.type(sum_dxhat_xhat / C)
             # same as ref.layernorm_backward:
             # dx = rstd·(dxhat − mean(dxhat) − xhat·mean(dxhat·xhat))
             for c in range(C):
                 xhat = (x[i, c] - m) * r
-                dxhat = dout[i, c] * weight[c]
-                dx[i, c] = r * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat)
+                dx[i, c] = r * (dx[i, c] - mean_dxhat - xhat * mean_dxhat_xhat)
 
 
 def layernorm_forward(
@@ -110,9 +102,10 @@ def layernorm_forward(
 def layernorm_backward(dout: np.ndarray, cache: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(dx, dweight, dbias) of :func:`layernorm_forward`, shapes of x, weight and bias.
 
-    One pass over each row computes its two row sums and its dweight/dbias contributions, a
-    second pass (the row still in L1) writes dx. dweight and dbias accumulate in float64 per block
-    of rows and are summed in a fixed order (deterministic for any number of threads).
+    One pass over each row adds its dweight/dbias contributions and writes dxhat into dx, the two
+    row sums read dxhat back, and a last pass (the row still in L1) turns it into dx. dweight and
+    dbias accumulate in float64 per block of rows and are summed in a fixed order (deterministic
+    for any number of threads).
     """
     x, mean, rstd, weight = cache
     _checks.upstream("layernorm_backward", dout, x.shape, x.dtype)

@@ -48,8 +48,8 @@ def _fp16_kernel(src_bits, dst):
         rounded = INF if a >= FP16_OVERFLOW else rounded
         rounded = ((a | QUIET) & FP16_KEEP) if a > INF else rounded
         # below 2^-14, fp16 steps by 2^-24: adding 0.5 (whose float32 ulp is 2^-24) makes the
-        # FPU round |x| to that step, nearest-even; subtracting 0.5 is then exact. (fastmath
-        # would fold this to |x|: this kernel is compiled without it.)
+        # FPU round |x| to that step, nearest-even; subtracting 0.5 is then exact. (fast-math
+        # would fold this to |x|: no kernel is compiled with it.)
         tiny = (float32_from_bits(a) + np.float32(0.5)) - np.float32(0.5)
         tiny = -tiny if sign else tiny
         dst[i] = tiny if a < FP16_MIN_NORMAL else float32_from_bits(rounded | sign)
