@@ -7,6 +7,7 @@ The layout, and how to open a checkpoint in ``transformers``, are in docs/checkp
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from collections.abc import Mapping
