@@ -26,7 +26,7 @@ from tinygradlm.data.sft import (
     read_sft,
 )
 from tinygradlm.data.shards import write_shards
-from tinygradlm.errors import DataError
+from tinygradlm.errors import ConfigError, DataError
 from tinygradlm.model import GPT, GPTConfig
 from tinygradlm.tokenizer import Tokenizer
 from tinygradlm.train import FinetuneConfig, Trainer, export, load_finetune_config
@@ -429,3 +429,16 @@ def test_finetune_export_and_eval_commands(root, pretrained, capsys):
     assert "val: loss" in out and "perplexity" in out and "(192 tokens" in out
     assert main(["eval", "--ckpt", str(ckpt), "--data", str(root / "nowhere")]) == 1
     assert "tinygradlm eval:" in capsys.readouterr().err
+
+
+def test_a_run_that_cannot_fit_in_memory_is_refused_before_its_model_is_built(
+    root, pretrained, monkeypatch
+):
+    import tinygradlm.memory
+
+    monkeypatch.setattr(tinygradlm.memory, "available_bytes", lambda: 10 * 2**20)  # 10 MiB
+    built = []
+    monkeypatch.setattr(GPT, "__init__", lambda *a, **k: built.append(1))
+    with pytest.raises(ConfigError, match=r"finetune config: training the model of .* needs about"):
+        finetune_run(root, pretrained, "run", batch_size=4096)
+    assert not built

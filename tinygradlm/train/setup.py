@@ -26,8 +26,9 @@ from ..data.mix import resolve_sources
 from ..data.mixture import MixtureLoader
 from ..data.sft import SFTLoader, load_sft
 from ..data.shards import find_shards, read_shard
-from ..errors import DataError
-from ..model import GPT
+from ..errors import ConfigError, DataError
+from ..memory import check_fits
+from ..model import GPT, GPTConfig, training_bytes
 from ..optim import AdamW
 from ..parse import ABSENT, file_problem
 from ..tokenizer import TOKENIZER_FILE, Tokenizer
@@ -190,6 +191,7 @@ def build_finetuning(config: FinetuneConfig, rank: int, world_size: int, log: Lo
     base = load_checkpoint(config.init_from)
     tokenizer_path = Path(config.tokenizer) if config.tokenizer else checkpoint_tokenizer_file(base)
     tokenizer = Tokenizer.load(tokenizer_path)
+    check_training_fits(config, base.config, next(iter(base.model_state.values())).dtype)
     model = model_from_checkpoint(base, config.precision)
     if model.lora is not None:  # a LoRA checkpoint's function is the start: fold it in
         model.merge_lora()
@@ -215,4 +217,17 @@ def build_finetuning(config: FinetuneConfig, rank: int, world_size: int, log: Lo
         val_loader = SFTLoader(val_data, shuffle=False, drop_last=False, **slices)
     return RunParts(
         model, optimizer, train_loader, val_loader, tokenizer_path, tokenizer, grad_mask
+    )
+
+
+def check_training_fits(config: FinetuneConfig, model: GPTConfig, dtype: np.dtype) -> None:
+    """Refuse a fine-tuning run whose training at (batch_size, seq_len) would not fit in memory,
+    before its model is built (the same estimate a pretraining config is checked with; an upper
+    bound with LoRA, whose optimizer holds the adapters' moments only)."""
+    check_fits(
+        training_bytes(model, config.batch_size, config.seq_len, dtype, config.precision),
+        f"finetune config: training the model of {config.init_from} (n_layer={model.n_layer}, "
+        f"n_embd={model.n_embd}, vocab_size={model.vocab_size}) at batch_size="
+        f"{config.batch_size}, seq_len={config.seq_len}",
+        ConfigError,
     )
