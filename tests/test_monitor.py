@@ -469,3 +469,25 @@ def test_plot_run_without_matplotlib_says_what_to_install(tmp_path, monkeypatch)
         monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(ImportError, match=r"pip install 'tinygradlm\[plot\]'"):
         plot_run(tmp_path)
+
+
+def test_an_interrupted_plot_leaves_the_earlier_png(tmp_path):
+    from tinygradlm.monitor.plots import save_png
+
+    class Interrupted:
+        def savefig(self, out, format):
+            out.write(b"\x89PNG half an ima")
+            raise KeyboardInterrupt
+
+    class Complete:
+        def savefig(self, out, format):
+            out.write(b"\x89PNG new")
+
+    target = tmp_path / "loss.png"
+    target.write_bytes(b"\x89PNG earlier")
+    with pytest.raises(KeyboardInterrupt):
+        save_png(Interrupted(), target)
+    assert target.read_bytes() == b"\x89PNG earlier"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loss.png"]
+    save_png(Complete(), target)
+    assert target.read_bytes() == b"\x89PNG new"

@@ -11,6 +11,7 @@ depends on no part of the project that produced them.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import write_atomic
 from ..errors import MetricsError
 from .metrics import is_count, metrics_path, read_metrics
 
@@ -96,7 +98,7 @@ class _RunFigures:
 
     def save(self, fig: Any, name: str) -> None:
         target = self.out_dir / name
-        fig.savefig(target)
+        save_png(fig, target)
         self.written.append(target)
 
 
@@ -297,7 +299,7 @@ def _plot_lengths(
     axes[-1].set_xticklabels([f"{starts[b]:,}" for b in bins], rotation=45, ha="right")
     axes[-1].set_xlabel("document length (text tokens, log2 bins: each labelled by its start)")
     path = out_dir / "corpus_lengths.png"
-    fig.savefig(path)
+    save_png(fig, path)
     return path
 
 
@@ -320,7 +322,7 @@ def _plot_scripts(new_figure: Any, columns: _Columns, out_dir: Path) -> Path:
     ax.legend()
     ax.grid(alpha=0.3, axis="x")
     path = out_dir / "corpus_scripts.png"
-    fig.savefig(path)
+    save_png(fig, path)
     return path
 
 
@@ -340,7 +342,7 @@ def _plot_mixture(new_figure: Any, report: Mapping[str, Any], out_dir: Path) -> 
     ax.legend()
     ax.grid(alpha=0.3, axis="y")
     path = out_dir / "corpus_mixture.png"
-    fig.savefig(path)
+    save_png(fig, path)
     return path
 
 
@@ -355,3 +357,11 @@ def _matplotlib(caller: str) -> tuple[Any, Any]:
             "(or pip install matplotlib)"
         ) from e
     return Figure, FigureCanvasAgg
+
+
+def save_png(fig: Any, path: Path) -> None:
+    """``fig`` as a PNG at ``path``, written atomically: an interrupted plot leaves the earlier
+    file (or none), never half an image."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    write_atomic(path, buffer.getvalue())
