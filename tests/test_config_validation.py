@@ -220,3 +220,10 @@ def test_the_sample_command_bounds_max_new_tokens(capsys):
         main(["sample", "--ckpt", "x", "--max-new-tokens", str(10**12)])
     assert exit_.value.code == 2
     assert "--max-new-tokens: must be an integer in [0, 1,000,000]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("pattern", ["", "x*", r"\d"])
+def test_a_split_pattern_that_loses_text_is_refused_with_the_prepare_config(pattern):
+    # checked when the config is built, before any document is read
+    with pytest.raises(ConfigError, match="split pattern"):
+        PrepareConfig.from_dict({"pattern": pattern})

@@ -41,7 +41,7 @@ import numpy as np
 from ..atomic import atomic_directory, writable_directory, write_atomic
 from ..errors import ConfigError, DataError
 from ..schema import Problem, Rule, Settings, check_table, problems_message
-from ..tokenizer import ENDOFTEXT, TOKENIZER_FILE, Tokenizer
+from ..tokenizer import ENDOFTEXT, TOKENIZER_FILE, Tokenizer, resolve_pattern
 from .clean import CleanConfig
 from .clean import check_values as check_clean_values
 from .corpus import CorpusStats, summary
@@ -89,6 +89,11 @@ class PrepareConfig:
         for name, kind in (("clean", CleanConfig), ("dedup", DedupConfig)):
             if not isinstance(getattr(self, name), kind):
                 problems.append(Problem(name, f"{name} must be a {kind.__name__}"))
+        if isinstance(self.pattern, str):  # the tokenizer's own check, before any work
+            try:
+                resolve_pattern(self.pattern)
+            except ValueError as e:
+                problems.append(Problem("pattern", str(e)))
         if problems:
             raise ConfigError(problems_message(problems, "prepare config"))
 
