@@ -14,7 +14,8 @@ import pytest
 from test_train import make_data
 
 from tinygradlm.checkpoint import latest_checkpoint, load_checkpoint
-from tinygradlm.cli import Terminated, report_errors
+from tinygradlm.cli import report_errors
+from tinygradlm.signals import Terminated
 
 MPIEXEC = Path(sys.executable).with_name("mpiexec")
 STEPS = 100_000  # a run that only a signal ends

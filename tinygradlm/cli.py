@@ -7,38 +7,34 @@ stderr and exit status 1; ``train`` and ``finetune`` run under every MPI rank, w
 any rank ends the whole job (``tinygradlm.dist.run_or_abort``).
 
 Ctrl-C (SIGINT) and SIGTERM end any command with one line and exit status 130 or 143 (128 + the
-signal number); outputs are written whole or not at all (``tinygradlm.atomic``), so a stopped
-command leaves the earlier ones as they were. A training run stops at a step boundary, on every
-rank together, SIGTERM after a checkpoint (``tinygradlm.train.stop``). Every output directory
-is checked first (``tinygradlm.atomic.writable_directory``): a file, a symlink loop or a path
-under a file is named before any work.
+signal number, ``tinygradlm.signals``); outputs are written whole or not at all
+(``tinygradlm.atomic``), so a stopped command leaves the earlier ones as they were. A training
+run stops at a step boundary, on every rank together, SIGTERM after a checkpoint
+(``tinygradlm.train.stop``). Every output directory is checked first
+(``tinygradlm.atomic.writable_directory``): a file, a symlink loop or a path under a file is
+named before any work.
+
+The module is longer than most because it is one table: nine commands, each with its arguments
+and its handler side by side, so a reader finds a command's whole surface in one place.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import signal
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .atomic import writable_directory
 from .errors import CheckpointError, DataError, DivergenceError, MetricsError
+from .signals import Terminated, exit_status, sigterm_as_exception
 
 # what a user can fix; DataError is a ValueError, and a config's bad value raises ValueError
 USER_ERRORS = (DataError, CheckpointError, MetricsError, DivergenceError, ValueError, OSError)
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that every ``finally`` runs and no
-    temporary output is left behind."""
-
-    exit_status = 128 + signal.SIGTERM
 
 
 @dataclass(frozen=True)
@@ -455,25 +451,7 @@ def report_stop(name: str, stop: KeyboardInterrupt, args: Any = None) -> int:
     if announce:
         what = "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
         print(f"tinygradlm {name}: {str(stop) or f'stopped ({what})'}", file=sys.stderr, flush=True)
-    return getattr(stop, "exit_status", 128 + signal.SIGINT)
-
-
-@contextlib.contextmanager
-def sigterm_as_exception() -> Iterator[None]:
-    """SIGTERM raises :class:`Terminated` in the block (main thread only), instead of ending
-    the process at once with temporary files left behind."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def terminate(_signum: int, _frame: Any) -> None:
-        raise Terminated
-
-    previous = signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+    return exit_status(stop)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -503,7 +481,7 @@ def main(argv: list[str] | None = None, *, hooks: Any = None) -> int:
             args.dist, args.hooks = dist.init(), hooks
             return dist.run_or_abort(args.dist, report_errors, args.command, command.handler, args)
         except KeyboardInterrupt as e:  # another signal while the first one's line went out
-            return getattr(e, "exit_status", 128 + signal.SIGINT)
+            return exit_status(e)
 
 
 if __name__ == "__main__":
