@@ -34,14 +34,9 @@ from .tokenizer import TOKENIZER_FILE
 # --------------------------------------------------------------------------------------------
 
 
-def _check_tokens(model: GPT, idx: Any, what: str) -> np.ndarray:
-    a = np.asarray(idx)
-    if a.dtype.kind not in "iu":
-        raise TypeError(f"{what} must be integer token ids, got dtype {a.dtype}")
-    if a.size and (a.min() < 0 or a.max() >= model.config.vocab_size):
-        bad = int(a.min()) if a.min() < 0 else int(a.max())
-        raise ValueError(f"{what}: token id {bad} is outside [0, {model.config.vocab_size})")
-    return a.astype(np.int64, copy=False)
+def _token_ids(model: GPT, idx: Any, what: str) -> np.ndarray:
+    """The model's check of token ids (any shape), as int64."""
+    return model.check_token_ids(idx, what).astype(np.int64, copy=False)
 
 
 class Context:
@@ -55,7 +50,7 @@ class Context:
     """
 
     def __init__(self, model: GPT, prompt: Any) -> None:
-        prompt = _check_tokens(model, prompt, "prompt")
+        prompt = _token_ids(model, prompt, "prompt")
         if prompt.ndim != 2 or prompt.shape[1] == 0:
             raise ValueError(f"prompt must have shape (B, T) with T >= 1, got {prompt.shape}")
         self.model = model
@@ -69,7 +64,7 @@ class Context:
 
     def append(self, tokens: Any) -> None:
         """Add ``tokens`` (B,), one per sequence, and compute the new next-token logits."""
-        tokens = _check_tokens(self.model, tokens, "tokens").reshape(-1)
+        tokens = _token_ids(self.model, tokens, "tokens").reshape(-1)
         if tokens.shape[0] != self.tokens.shape[0]:
             raise ValueError(f"{tokens.shape[0]} tokens for {self.tokens.shape[0]} sequences")
         self.tokens = np.concatenate([self.tokens, tokens[:, None]], axis=1)
@@ -205,12 +200,12 @@ def generate(
         raise ValueError(
             f"prompt_ids must be a non-empty sequence (T,) or prompts (B, T), got shape {shape}"
         )
-    prompt = _check_tokens(model, prompt_ids, "prompt_ids")
+    prompt = _token_ids(model, prompt_ids, "prompt_ids")
     single = prompt.ndim == 1
     if single:
         prompt = prompt[None, :]
     if stop_token is not None:
-        _check_tokens(model, np.asarray([stop_token]), "stop_token")
+        _token_ids(model, np.asarray([stop_token]), "stop_token")
     rng = np.random.default_rng(seed)
 
     B = prompt.shape[0]

@@ -93,13 +93,8 @@ def save_checkpoint(
         )
     trainer_json = to_json(trainer, "trainer_state")
     config_json = to_json(hf_config(model.config, model.dtype, extra_config), "config")
-    tokenizer = [Path(p) for p in tokenizer_files]
+    tokenizer = _tokenizer_files(tokenizer_files)
     names = [p.name for p in tokenizer]
-    for path in tokenizer:
-        if not path.is_file():
-            raise CheckpointError(f"tokenizer file {path} does not exist")
-        if path.name in RESERVED_NAMES or names.count(path.name) > 1:
-            raise CheckpointError(f"tokenizer file name {path.name!r} is taken")
     optimizer_tensors = {
         "m": np.ascontiguousarray(optimizer.m),
         "v": np.ascontiguousarray(optimizer.v),
@@ -154,13 +149,8 @@ def save_model(
         raise CheckpointError("the model has LoRA adapters: merge them first (GPT.merge_lora)")
     _refuse_non_finite("parameters", model.flat_params)
     config_json = to_json(hf_config(model.config, model.dtype, extra_config), "config")
-    tokenizer = [Path(p) for p in tokenizer_files]
+    tokenizer = _tokenizer_files(tokenizer_files)
     names = [p.name for p in tokenizer]
-    for file in tokenizer:
-        if not file.is_file():
-            raise CheckpointError(f"tokenizer file {file} does not exist")
-        if file.name in RESERVED_NAMES or names.count(file.name) > 1:
-            raise CheckpointError(f"tokenizer file name {file.name!r} is taken")
 
     with atomic_directory(final) as tmp:
         model_tensors = {k: np.ascontiguousarray(v) for k, v in model.state_dict().items()}
@@ -222,3 +212,16 @@ def _prune(run_dir: Path, keep_last: int | None) -> None:
         leftover = path.name.startswith(_TMP_PREFIX) and not path.name.endswith(mine)
         if path.name.startswith(_TRASH_PREFIX) or leftover:
             shutil.rmtree(path, ignore_errors=True)
+
+
+def _tokenizer_files(files: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """The tokenizer files to copy into a checkpoint, each an existing file whose name is
+    neither one of the checkpoint's own nor another tokenizer file's."""
+    tokenizer = [Path(p) for p in files]
+    names = [p.name for p in tokenizer]
+    for path in tokenizer:
+        if not path.is_file():
+            raise CheckpointError(f"tokenizer file {path} does not exist")
+        if path.name in RESERVED_NAMES or names.count(path.name) > 1:
+            raise CheckpointError(f"tokenizer file name {path.name!r} is taken")
+    return tokenizer

@@ -306,20 +306,27 @@ class GPT:
         logits, _ = self.forward(idx)
         return logits[..., : self.config.vocab_size].copy()  # the buffer is reused next call
 
-    def _check_tokens(self, idx: Any, what: str, allow_ignore: int | None = None) -> np.ndarray:
+    def check_token_ids(self, idx: Any, what: str, allow_ignore: int | None = None) -> np.ndarray:
+        """``idx`` as an array of integer token ids (any shape), each in [0, vocab_size) except
+        those equal to ``allow_ignore``; else a TypeError or ValueError naming ``what``."""
         a = np.asarray(idx)
         if a.dtype.kind not in "iu":
             raise TypeError(f"{what} must be integer token ids, got dtype {a.dtype}")
+        valid = a if allow_ignore is None else a[a != allow_ignore]
+        if valid.size and (valid.min() < 0 or valid.max() >= self.config.vocab_size):
+            bad = int(valid.min()) if valid.min() < 0 else int(valid.max())
+            raise ValueError(f"{what}: token id {bad} is outside [0, {self.config.vocab_size})")
+        return a
+
+    def _check_tokens(self, idx: Any, what: str, allow_ignore: int | None = None) -> np.ndarray:
+        """:meth:`check_token_ids`, and a shape (B, T) with T at most block_size."""
+        a = self.check_token_ids(idx, what, allow_ignore)
         if a.ndim != 2:
             raise ValueError(f"{what} must have shape (B, T), got {a.shape}")
         if a.shape[1] > self.config.block_size:
             raise ValueError(
                 f"{what}: sequence length {a.shape[1]} exceeds block_size {self.config.block_size}"
             )
-        valid = a if allow_ignore is None else a[a != allow_ignore]
-        if valid.size and (valid.min() < 0 or valid.max() >= self.config.vocab_size):
-            bad = int(valid.min()) if valid.min() < 0 else int(valid.max())
-            raise ValueError(f"{what}: token id {bad} is outside [0, {self.config.vocab_size})")
         return a
 
     # -- decoding with a KV cache --------------------------------------------------------------

@@ -1,15 +1,8 @@
 """BPE training: learn merges from a corpus, GPT-2's, minbpe's and HF ``tokenizers``' way.
 
-1. Split the corpus into chunks with the pattern and count each distinct chunk once
-   (``Counter[str]``); the corpus is never read again.
-2. Write each distinct chunk as a list of byte ids, and count every adjacent pair of ids over
-   all chunks, each chunk weighted by its count. Remember also which chunks hold each pair.
-3. Repeat until the vocabulary is full: take the most frequent pair (a, b), give the bytes of a
-   followed by those of b the next id c, and in every chunk that holds the pair replace each
-   (a, b) by c, left to right.
-
-The tie-break and the incremental update are explained in the package docstring
-(:mod:`tinygradlm.tokenizer`).
+The algorithm (count the distinct chunks once, count adjacent pairs, merge the most frequent
+pair until the vocabulary is full), its tie-break and its incremental update are written out
+once, in the package docstring (:mod:`tinygradlm.tokenizer`).
 """
 
 from __future__ import annotations
