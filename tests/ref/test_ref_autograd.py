@@ -1,46 +1,27 @@
 """Every layer in tinygradlm.ref against the same layer composed from the autograd engine's
-primitive ops (an independent derivation of every gradient): the same forward values and the
-same gradients, via ``.backward(dout)`` on float64 Tensors, to about 1e-10."""
-
-import math
+primitive ops only (tinygradlm.model.witness: no fused softmax, cross-entropy, GELU or variance),
+an independent derivation of every gradient: the same forward values and the same gradients, via
+``.backward(dout)`` on float64 Tensors, to about 1e-10."""
 
 import layer_inputs as ri
 import numpy as np
 import pytest
 from hypothesis import given
 
-from tinygradlm.autograd import Tensor, cross_entropy, embedding, layer_norm, masked_fill, softmax
+from tinygradlm.autograd import Tensor
+from tinygradlm.model import witness
 
 
 def encoder(idx, wte, wpe):
-    return embedding(idx, wte) + wpe[: idx.shape[1]]
+    return wte[idx] + wpe[: idx.shape[1]]
 
 
 def layernorm(x, weight, bias):
-    return layer_norm(x, weight, bias, eps=1e-5)
+    return witness.layer_norm(x, weight, bias, eps=1e-5)
 
 
 def linear(x, weight, bias=None):
     return x @ weight if bias is None else x @ weight + bias
-
-
-def attention(qkv, n_head):
-    B, T, C3 = qkv.shape
-    C = C3 // 3
-    HS = C // n_head
-    q, k, v = (
-        qkv[..., i * C : (i + 1) * C].reshape(B, T, n_head, HS).transpose(0, 2, 1, 3)
-        for i in range(3)
-    )  # (B, NH, T, HS)
-    att = (q @ k.transpose(0, 1, 3, 2)) * (1.0 / math.sqrt(HS))  # (B, NH, T, T)
-    future = np.triu(np.ones((T, T), dtype=bool), k=1)
-    att = softmax(masked_fill(att, future, -np.inf), axis=-1)
-    return (att @ v).transpose(0, 2, 1, 3).reshape(B, T, C)
-
-
-def gelu(x):
-    # from primitives, with the constants written out: not Tensor.gelu, which shares them
-    return 0.5 * x * (1.0 + (0.7978845608028654 * (x + 0.044715 * x**3)).tanh())
 
 
 def residual(a, b):
@@ -49,15 +30,15 @@ def residual(a, b):
 
 def crossentropy(logits, targets, vocab_size=None, ignore_index=-100):
     V = logits.shape[-1] if vocab_size is None else vocab_size
-    return cross_entropy(logits[..., :V], targets, ignore_index=ignore_index)
+    return witness.cross_entropy(logits[..., :V], targets, ignore_index=ignore_index)
 
 
 COMPOSED = {
     "encoder": encoder,
     "layernorm": layernorm,
     "linear": linear,
-    "attention": attention,
-    "gelu": gelu,
+    "attention": witness.attention,
+    "gelu": witness.gelu,
     "residual": residual,
     "crossentropy": crossentropy,
 }
