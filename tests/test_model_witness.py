@@ -124,9 +124,7 @@ def test_var_equals_the_mean_of_squared_deviations(x):
 def test_layer_norm_equals_its_composition(x):
     rng = np.random.default_rng(3)
     w, b = Tensor(rng.normal(size=x.shape[-1])), Tensor(rng.normal(size=x.shape[-1]))
-    assert_same(
-        lambda t: layer_norm(t, w, b, 1e-5), lambda t: witness.layer_norm(t, w, b, 1e-5), x
-    )
+    assert_same(lambda t: layer_norm(t, w, b, 1e-5), lambda t: witness.layer_norm(t, w, b, 1e-5), x)
 
 
 @given(matrices, st.integers(0, 2**32 - 1))
