@@ -16,6 +16,7 @@ from tinygradlm.autograd import (
     cross_entropy,
     dropout,
     embedding,
+    enable_grad,
     grad,
     gradients,
     hessian,
@@ -24,6 +25,7 @@ from tinygradlm.autograd import (
     layer_norm,
     log_softmax,
     masked_fill,
+    no_grad,
     numpy_op,
     scatter_add,
     softmax,
@@ -79,6 +81,7 @@ OPS = {
     "getitem gather": (lambda a: a[IDX % 3] * a[IDX % 3], [X]),
     "getitem mask": (lambda a: a[a.data > 0] ** 3, [X]),
     "scatter_add": (lambda a: scatter_add(a * a, IDX % 3, (3, 4)), [Z]),
+    "index_add": (lambda a, b: a.index_add(IDX % 3, b * b) ** 2, [X, Z]),
     "matmul 2-D": (lambda a, b: (a @ b.T).tanh(), [X, Y]),
     "matmul 1-D": (lambda a, b: (a[0] @ b.T) * (a @ b[1]), [X, Y]),
     "matmul batched": (lambda a, b: (a.reshape(3, 2, 2) @ b.reshape(3, 2, 2)) ** 2, [X, Y]),
@@ -296,6 +299,23 @@ def test_gradients_leaves_grad_alone_and_gives_zeros_for_unused_inputs():
     np.testing.assert_array_equal(dh.data, [3.0, 3.0])
     np.testing.assert_array_equal(du.data, [0.0])
     assert x.grad is None and unused.grad is None
+
+
+def test_gradients_of_several_outputs_sum_their_vector_jacobian_products():
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    a, b = x * x, x.exp()
+    v, w = np.array([1.0, -1.0]), np.array([0.5, 2.0])
+    (dx,) = gradients([a, b], x, [v, w])
+    np.testing.assert_allclose(dx.data, v * 2 * x.data + w * np.exp(x.data), rtol=1e-15)
+
+
+def test_enable_grad_records_inside_no_grad_and_grad_works_there():
+    x = Tensor(np.array([2.0]), requires_grad=True)
+    with no_grad():
+        assert not (x * x).requires_grad
+        with enable_grad():
+            assert (x * x).requires_grad
+        assert grad(lambda t: (t**3).sum())(np.array([2.0]))[0] == 12.0
 
 
 def test_create_graph_leaves_a_tensor_grad_that_differentiates_again():

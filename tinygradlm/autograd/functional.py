@@ -77,6 +77,7 @@ def cross_entropy(logits: Tensor, targets: Any, ignore_index: int = -100) -> Ten
             f"and is not ignore_index={ignore_index}"
         )
     safe = np.where(valid, t, 0)[..., None]
+    target_index = (*np.indices(t.shape, sparse=True), safe[..., 0])  # each position's target
     logp = log_softmax(logits.detach(), axis=-1).data
     picked = np.take_along_axis(logp, safe, axis=-1)[..., 0]
     count = int(valid.sum())
@@ -88,10 +89,9 @@ def cross_entropy(logits: Tensor, targets: Any, ignore_index: int = -100) -> Ten
     def backward(g: Tensor) -> tuple[Tensor]:
         # d loss / d logits = (softmax - onehot(target)) / count on the valid positions
         probs = forward_value(logp, lambda: logits.log_softmax(axis=-1)).exp()
-        onehot = np.zeros(logp.shape, dtype=dtype)
-        np.put_along_axis(onehot, safe, 1, axis=-1)
+        probs_minus_onehot = probs.index_add(target_index, -np.ones(t.shape, dtype=dtype))
         weight = (valid / dtype.type(max(count, 1)))[..., None].astype(dtype)
-        return ((probs - Tensor(onehot)) * Tensor(weight) * g,)
+        return (probs_minus_onehot * (Tensor(weight) * g),)  # (..., V) times (..., 1)
 
     return Tensor._make(loss, (logits,), backward, "cross_entropy")
 

@@ -594,6 +594,18 @@ class Tensor:
             np.asarray(out), (self,), lambda g: (scatter_add(g, index, shape),), "getitem"
         )
 
+    def index_add(self, index: Any, values: Any) -> Tensor:
+        """A copy of this tensor with ``values`` added at ``index`` (accumulating over repeated
+        positions of an integer-array index). The gradient is ``g`` for this tensor and the
+        gather ``g[index]`` for ``values``."""
+        values = self._coerce(values, "index_add")
+        out = self.data.copy()
+        if is_advanced_index(index):
+            np.add.at(out, index, values.data)
+        else:
+            out[index] += values.data
+        return Tensor._make(out, (self, values), lambda g: (g, g[index]), "index_add")
+
 
 # --------------------------------------------------------------------------------------------
 # scatter and matmul

@@ -107,12 +107,17 @@ def gradgradcheck(
     result.checker = "gradgradcheck"
     result.notes.insert(
         0,
-        f"checked: gradcheck of (inputs, cotangent) -> vᵀ·∂fn/∂inputs; inputs 0..{n - 1} are "
-        f"fn's, {n}..{n + len(cotangents) - 1} the cotangents of its floating outputs",
+        f"checked: gradcheck of (inputs, cotangents) -> vᵀ·∂fn/∂inputs; {_span(0, n)} of fn, "
+        f"{_span(n, n + len(cotangents))} the cotangent(s) v of its floating outputs",
     )
     if raise_exception and not result.ok:
         raise GradcheckError(result)
     return result
+
+
+def _span(start: int, stop: int) -> str:
+    """How the report names inputs start … stop−1."""
+    return f"input {start}" if stop - start == 1 else f"inputs {start}-{stop - 1}"
 
 
 def _outputs(out: Any) -> tuple[Tensor, ...]:
