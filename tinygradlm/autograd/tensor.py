@@ -709,7 +709,8 @@ def backpropagate(
             for parent, pg in zip(node._parents, node._backward(g), strict=True):
                 if pg is None or not parent.requires_grad:
                     continue
-                pg = unbroadcast(pg, parent.data.shape)
+                if pg.data.shape != parent.data.shape:
+                    pg = unbroadcast(pg, parent.data.shape)
                 if pg.data.dtype != parent.data.dtype:
                     raise RuntimeError(
                         f"internal error: backward of {node._op!r} produced a {pg.dtype} gradient "
