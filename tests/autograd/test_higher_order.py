@@ -2,6 +2,7 @@
 agree with finite differences, closed forms and PyTorch, the helpers (grad, hvp, jacobian,
 hessian, gradients) behave as documented, and first-order results are unchanged."""
 
+import doctest
 import math
 
 import numpy as np
@@ -10,6 +11,9 @@ from gpt_block import Ours, block_loss, block_problem, ours_params, torch_ops
 from hypothesis import given
 from hypothesis import strategies as st
 
+import tinygradlm.autograd.higher
+import tinygradlm.autograd.tensor
+import tinygradlm.testing.gradgrad
 from tinygradlm.autograd import (
     Tensor,
     concatenate,
@@ -395,3 +399,12 @@ def test_first_order_cross_entropy_gradient_is_bitwise_softmax_minus_onehot():
     expected[[0, 1], [1, 3]] -= 1
     expected *= (np.array([1, 1, 0]) / np.float32(2))[:, None].astype(np.float32)
     np.testing.assert_array_equal(logits.grad, expected)
+
+
+@pytest.mark.parametrize(
+    "module",
+    [tinygradlm.autograd.higher, tinygradlm.autograd.tensor, tinygradlm.testing.gradgrad],
+    ids=lambda m: m.__name__,
+)
+def test_docstring_examples_run(module):
+    assert doctest.testmod(module).failed == 0
