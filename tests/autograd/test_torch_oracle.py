@@ -3,76 +3,20 @@
 
 import numpy as np
 import pytest
-
-from tinygradlm.autograd import Tensor, cross_entropy, embedding, layer_norm, masked_fill, softmax
+from gpt_block import Ours, block_loss, block_problem, ours_params, torch_ops
 
 torch = pytest.importorskip("torch")
 
 
-def block_loss(ops, p, idx, targets, B, T, C, NH):
-    """Embedding → layer norm → causal self-attention → residual → GELU MLP → tied head → loss,
-    written once against a tiny backend interface so both engines run the same code."""
-    HS = C // NH
-    x = ops.embed(idx, p["wte"]) + p["wpe"][:T]  # (B, T, C)
-    h = ops.layer_norm(x, p["ln_w"], p["ln_b"])
-    qkv = h @ p["attn_w"] + p["attn_b"]  # (B, T, 3C)
-    q, k, v = qkv[..., :C], qkv[..., C : 2 * C], qkv[..., 2 * C :]
-    q = ops.permute(q.reshape(B, T, NH, HS), 0, 2, 1, 3)  # (B, NH, T, HS)
-    k = ops.permute(k.reshape(B, T, NH, HS), 0, 2, 1, 3)
-    v = ops.permute(v.reshape(B, T, NH, HS), 0, 2, 1, 3)
-    att = (q @ ops.permute(k, 0, 1, 3, 2)) * float(1.0 / np.sqrt(HS))  # (B, NH, T, T)
-    att = ops.softmax(ops.masked_fill(att, np.triu(np.ones((T, T), bool), 1), -np.inf))
-    y = ops.permute(att @ v, 0, 2, 1, 3).reshape(B, T, C)
-    x = x + y @ p["proj_w"]
-    x = x + ops.gelu(x @ p["fc_w"]) @ p["fc2_w"]
-    logits = ops.layer_norm(x, p["lnf_w"], p["lnf_b"]) @ p["wte"].T  # (B, T, V)
-    return ops.cross_entropy(logits, targets)
-
-
-class Ours:
-    permute = staticmethod(lambda x, *axes: x.transpose(axes))
-    embed = staticmethod(embedding)
-    layer_norm = staticmethod(layer_norm)
-    softmax = staticmethod(lambda x: softmax(x, -1))
-    masked_fill = staticmethod(masked_fill)
-    gelu = staticmethod(lambda x: x.gelu())
-    cross_entropy = staticmethod(lambda logits, t: cross_entropy(logits, t, ignore_index=-1))
-
-
-class Torch:
-    F = torch.nn.functional
-    permute = staticmethod(lambda x, *axes: x.permute(*axes))
-    embed = staticmethod(lambda idx, w: w[torch.as_tensor(idx)])
-    layer_norm = staticmethod(lambda x, w, b: Torch.F.layer_norm(x, (x.shape[-1],), w, b))
-    softmax = staticmethod(lambda x: torch.softmax(x, -1))
-    masked_fill = staticmethod(lambda x, m, v: x.masked_fill(torch.as_tensor(m), v))
-    gelu = staticmethod(lambda x: Torch.F.gelu(x, approximate="tanh"))
-    cross_entropy = staticmethod(
-        lambda logits, t: Torch.F.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), torch.as_tensor(t).reshape(-1), ignore_index=-1
-        )
-    )
-
-
 def test_gpt_block_gradients_match_pytorch_in_float64():
-    B, T, C, NH, V = 2, 5, 8, 2, 11
-    rng = np.random.default_rng(0)
-    shapes = {
-        "wte": (V, C), "wpe": (T + 2, C), "ln_w": (C,), "ln_b": (C,), "attn_w": (C, 3 * C),
-        "attn_b": (3 * C,), "proj_w": (C, C), "fc_w": (C, 4 * C), "fc2_w": (4 * C, C),
-        "lnf_w": (C,), "lnf_b": (C,),
-    }  # fmt: skip
-    arrays = {k: rng.normal(scale=0.5, size=s) for k, s in shapes.items()}
-    idx = rng.integers(0, V, size=(B, T))
-    targets = rng.integers(0, V, size=(B, T))
-    targets[0, 1] = -1  # one ignored position
+    arrays, idx, targets, dims = block_problem()
 
-    ours = {k: Tensor(a, requires_grad=True) for k, a in arrays.items()}
-    loss = block_loss(Ours, ours, idx, targets, B, T, C, NH)
+    ours = ours_params(arrays)
+    loss = block_loss(Ours, ours, idx, targets, *dims)
     loss.backward()
 
     theirs = {k: torch.tensor(a, requires_grad=True) for k, a in arrays.items()}
-    ref = block_loss(Torch, theirs, idx, targets, B, T, C, NH)
+    ref = block_loss(torch_ops(torch), theirs, idx, targets, *dims)
     ref.backward()
 
     assert loss.item() == pytest.approx(ref.item(), rel=1e-12)

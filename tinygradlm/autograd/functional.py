@@ -6,6 +6,9 @@ cross_entropy is a single op with a hand-written backward (as are ``Tensor.softm
 exp/sum/log is numerically unstable and slow. layer_norm is deliberately
 composed from primitives: it is the independent witness for the hand-derived layer in
 ``tinygradlm.ref``.
+
+As in ``tensor.py``, every backward here computes with Tensor ops, so it can be recorded and
+differentiated again (``backward(create_graph=True)``).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .shapes import describe, normalize_axes
-from .tensor import Tensor
+from .tensor import Tensor, forward_value
 
 
 def _tensor(x: Any) -> Tensor:
@@ -74,6 +77,7 @@ def cross_entropy(logits: Tensor, targets: Any, ignore_index: int = -100) -> Ten
             f"and is not ignore_index={ignore_index}"
         )
     safe = np.where(valid, t, 0)[..., None]
+    target_index = (*np.indices(t.shape, sparse=True), safe[..., 0])  # each position's target
     logp = log_softmax(logits.detach(), axis=-1).data
     picked = np.take_along_axis(logp, safe, axis=-1)[..., 0]
     count = int(valid.sum())
@@ -82,12 +86,12 @@ def cross_entropy(logits: Tensor, targets: Any, ignore_index: int = -100) -> Ten
         # np.where, not a product: a masked -inf logit at an ignored position must not give NaN
         loss = np.asarray(-np.where(valid, picked, 0).sum() / dtype.type(count), dtype=dtype)
 
-    def backward(g: np.ndarray) -> tuple[np.ndarray]:
+    def backward(g: Tensor) -> tuple[Tensor]:
         # d loss / d logits = (softmax - onehot(target)) / count on the valid positions
-        grad = np.exp(logp)
-        np.put_along_axis(grad, safe, np.take_along_axis(grad, safe, axis=-1) - 1, axis=-1)
-        grad *= (valid / dtype.type(max(count, 1)))[..., None].astype(dtype)
-        return (grad * g,)
+        probs = forward_value(logp, lambda: logits.log_softmax(axis=-1)).exp()
+        probs_minus_onehot = probs.index_add(target_index, -np.ones(t.shape, dtype=dtype))
+        weight = (valid / dtype.type(max(count, 1)))[..., None].astype(dtype)
+        return (probs_minus_onehot * (Tensor(weight) * g),)  # (..., V) times (..., 1)
 
     return Tensor._make(loss, (logits,), backward, "cross_entropy")
 
@@ -169,8 +173,8 @@ def concatenate(tensors: Sequence[Any], axis: int = 0) -> Tensor:
     ax = normalize_axes(axis, out.ndim)[0]
     bounds = np.cumsum([t.shape[ax] for t in ts])[:-1]
 
-    def backward(g: np.ndarray) -> list[np.ndarray]:
-        return np.split(g, bounds, axis=ax)
+    def backward(g: Tensor) -> list[Tensor]:
+        return split(g, bounds, axis=ax)
 
     return Tensor._make(out, ts, backward, "concatenate")
 
@@ -186,8 +190,9 @@ def stack(tensors: Sequence[Any], axis: int = 0) -> Tensor:
     out = np.stack([t.data for t in ts], axis=axis)
     ax = normalize_axes(axis, out.ndim)[0]
 
-    def backward(g: np.ndarray) -> list[np.ndarray]:
-        return [np.take(g, i, axis=ax) for i in range(len(ts))]
+    def backward(g: Tensor) -> list[Tensor]:
+        prefix = (slice(None),) * ax
+        return [g[(*prefix, i)] for i in range(len(ts))]
 
     return Tensor._make(out, ts, backward, "stack")
 
@@ -223,8 +228,10 @@ def where(condition: Any, a: Any, b: Any) -> Tensor:
         ) from None
     zero = ta.dtype.type(0)
 
-    def backward(g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return np.where(cond, g, zero), np.where(cond, zero, g)
+    def backward(g: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        ga = where(cond, g, zero) if ta.requires_grad else None
+        gb = where(cond, zero, g) if tb.requires_grad else None
+        return ga, gb
 
     return Tensor._make(out, (ta, tb), backward, "where")
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from .grad_mode import is_grad_enabled
 from .tensor import Tensor
 
 
@@ -26,6 +27,12 @@ def numpy_op(
     The returned function takes Tensors or arrays and returns a Tensor, so a hand-written
     layer can sit inside a larger autograd computation and be checked there with
     ``tinygradlm.testing.gradcheck``.
+
+    Higher order: ``backward`` is NumPy code, which the engine cannot record, so the op's
+    gradient cannot be differentiated again. ``backward(create_graph=True)`` through the op
+    raises a ``RuntimeError`` naming it, rather than returning a second derivative that would
+    silently treat the op's gradient as a constant. For higher-order use, write the layer with
+    Tensor ops instead.
     """
     op_name = name or getattr(forward, "__name__", "numpy_op")
 
@@ -40,8 +47,14 @@ def numpy_op(
         out, cache = forward(*args)
         out = np.asarray(out)
 
-        def grad_fn(g: np.ndarray) -> list[np.ndarray | None]:
-            grads = backward(np.ascontiguousarray(g), cache)
+        def grad_fn(g: Tensor) -> list[Tensor | None]:
+            if is_grad_enabled():  # the engine is recording this backward: create_graph=True
+                raise RuntimeError(
+                    f"{op_name}: a numpy_op's backward is NumPy code and cannot be "
+                    f"differentiated, so backward(create_graph=True) cannot pass through it; "
+                    f"write {op_name} with Tensor ops for higher-order gradients"
+                )
+            grads = backward(np.ascontiguousarray(g.data), cache)
             grads = (grads,) if isinstance(grads, np.ndarray) else tuple(grads)
             if len(grads) == len(inputs):  # one per input: keep those of array inputs
                 grads = tuple(gi for gi, a in zip(grads, is_array, strict=True) if a)
@@ -55,7 +68,7 @@ def numpy_op(
                     f"{op_name}: backward returned {len(grads)} gradients for {len(inputs)} "
                     f"inputs ({len(floating)} of them floating-point arrays)"
                 )
-            checked: list[np.ndarray | None] = []
+            checked: list[Tensor | None] = []
             for i, (t, gi) in enumerate(zip(tensors, grads, strict=True)):
                 if gi is not None and t.requires_grad:
                     gi = np.asarray(gi)
@@ -64,7 +77,9 @@ def numpy_op(
                             f"{op_name}: backward returned a gradient of shape {gi.shape} for "
                             f"input {i} of shape {t.shape}"
                         )
-                    gi = gi.astype(t.dtype, copy=False)
+                    gi = Tensor(gi.astype(t.dtype, copy=False))
+                else:
+                    gi = None
                 checked.append(gi)
             return checked
 

@@ -1,5 +1,6 @@
 """Shape helpers of the engine: broadcasting's gradient rule (:func:`unbroadcast`, the one place
-broadcasting is handled), reduction axes, and how an operand is described in an error."""
+broadcasting is handled), reduction axes, the kind of an index, and how an operand is described
+in an error."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ def describe(x: Any) -> str:
     return f"shape {tuple(x.shape)} {x.dtype}"
 
 
-def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+def unbroadcast(grad: Any, shape: tuple[int, ...]) -> Any:
     """Sum ``grad`` over the axes that broadcasting added or stretched, giving ``shape``.
+
+    ``grad`` is an ndarray or a Tensor (the engine passes Tensors, so that in a recorded
+    backward the sum is itself differentiable); only ``.shape``, ``.ndim`` and ``.sum`` are used.
 
     If ``x`` of ``shape`` was broadcast to ``grad.shape`` in the forward pass, each element of
     ``x`` fed every position it was copied to, so its gradient is the sum over those positions:
@@ -50,6 +54,14 @@ def normalize_axes(axis: int | Sequence[int] | None, ndim: int) -> tuple[int, ..
     return tuple(sorted(out))
 
 
-def expand_reduced(g: np.ndarray, axes: tuple[int, ...], keepdims: bool) -> np.ndarray:
-    """Re-insert the reduced axes of ``g`` (as size 1) so it broadcasts against the input."""
-    return g if keepdims else np.expand_dims(g, axes)
+def reduced_shape(shape: tuple[int, ...], axes: tuple[int, ...]) -> tuple[int, ...]:
+    """``shape`` with the reduced ``axes`` kept as size 1: the shape in which a reduction's
+    result broadcasts back against its input."""
+    return tuple(1 if i in axes else n for i, n in enumerate(shape))
+
+
+def is_advanced_index(index: Any) -> bool:
+    """True when ``index`` holds an integer or boolean array (NumPy's advanced indexing: a
+    gather, whose adjoint must accumulate over repeated positions)."""
+    items = index if isinstance(index, tuple) else (index,)
+    return any(isinstance(i, (np.ndarray, list)) for i in items)

@@ -5,6 +5,13 @@ a node: the parent tensors and a closure ``backward(g) -> (grad for each parent)
 walks the nodes in reverse topological order (found iteratively, so a graph of any depth works),
 calls each closure once, and accumulates what it returns.
 
+The closures compute with Tensor ops, on Tensors: the upstream gradient ``g``, the parents, and
+the values of the forward pass they need (:func:`forward_value`). One table of rules then serves
+two purposes. A first-order backward runs them under ``no_grad``, where a Tensor op is a thin
+wrapper around the NumPy call, and stores plain arrays in ``.grad``. ``backward(create_graph=True)``
+runs them with grad mode on, so the gradient is recorded as a graph of its own and can be
+differentiated again (Hessian-vector products, gradient penalties; see ``docs/higher_order.md``).
+
 Broadcasting is handled in exactly one place, :func:`unbroadcast`, called by the engine on every
 gradient a closure returns: closures may return a gradient in the broadcast output shape and the
 engine sums it back to the parent's shape.
@@ -28,15 +35,11 @@ from typing import Any
 import numpy as np
 
 from ..ref.gelu import GELU_CUBIC, GELU_SCALE  # GPT-2's tanh GELU, defined once
-from .grad_mode import is_grad_enabled
-from .shapes import describe, expand_reduced, normalize_axes, unbroadcast
+from .grad_mode import is_grad_enabled, set_grad_enabled
+from .shapes import describe, is_advanced_index, normalize_axes, reduced_shape, unbroadcast
 
-GradFn = Callable[[np.ndarray], Sequence[np.ndarray | None]]
+GradFn = Callable[["Tensor"], Sequence["Tensor | None"]]
 
-
-# --------------------------------------------------------------------------------------------
-# grad mode
-# --------------------------------------------------------------------------------------------
 
 # --------------------------------------------------------------------------------------------
 # dtype helper
@@ -60,6 +63,17 @@ def _as_array(data: Any) -> np.ndarray:
     if arr.dtype.kind not in "fiub":
         raise TypeError(f"Tensor data must be numeric or boolean, got dtype {arr.dtype}")
     return arr
+
+
+def forward_value(value: np.ndarray, recompute: Callable[[], Tensor]) -> Tensor:
+    """A value of the forward pass that a backward closure needs (an output, an intermediate).
+
+    A first-order backward runs under ``no_grad`` and takes the array the forward pass kept.
+    A backward being recorded (``create_graph=True``) needs the value as a function of the op's
+    inputs, so that the second derivative flows through it too: it is recomputed with Tensor ops.
+    Capturing the array there instead would treat it as a constant and cut the graph.
+    """
+    return recompute() if is_grad_enabled() else Tensor(value)
 
 
 # --------------------------------------------------------------------------------------------
@@ -88,7 +102,8 @@ class Tensor:
                 f"only floating-point tensors can require a gradient, got dtype {arr.dtype}"
             )
         self.data: np.ndarray = arr
-        self.grad: np.ndarray | None = None
+        # an ndarray after a first-order backward, a Tensor after backward(create_graph=True)
+        self.grad: np.ndarray | Tensor | None = None
         self.requires_grad: bool = bool(requires_grad)
         self._parents: tuple[Tensor, ...] = ()
         self._backward: GradFn | None = None
@@ -118,8 +133,10 @@ class Tensor:
     def _coerce(self, other: Any, op: str) -> Tensor:
         """Turn the other operand of a binary op into a Tensor of a compatible dtype."""
         if isinstance(other, Tensor):
-            a, b = self.dtype, other.dtype
-            if a.kind == "f" and b.kind == "f" and a != b:
+            a, b = self.data.dtype, other.data.dtype
+            if a == b:
+                return other
+            if a.kind == "f" and b.kind == "f":
                 raise TypeError(
                     f"{op}: operands have different float dtypes ({describe(self)} and "
                     f"{describe(other)}); cast one explicitly with .float() or .double()"
@@ -138,14 +155,16 @@ class Tensor:
         """Both operands of a binary op, with one dtype and shapes that broadcast."""
         other = self._coerce(other, op)
         a = self
-        if other.dtype.kind == "f" and a.dtype.kind != "f":
+        if other.data.dtype.kind == "f" and a.data.dtype.kind != "f":
             a = Tensor(a.data.astype(other.dtype))  # an integer tensor never requires grad
-        try:
-            np.broadcast_shapes(a.shape, other.shape)
-        except ValueError:
-            raise ValueError(
-                f"{op}: shapes do not broadcast: {describe(a)} and {describe(other)}"
-            ) from None
+        a_shape, b_shape = a.data.shape, other.data.shape
+        if a_shape != b_shape and b_shape:  # equal shapes and scalars always broadcast
+            try:
+                np.broadcast_shapes(a_shape, b_shape)
+            except ValueError:
+                raise ValueError(
+                    f"{op}: shapes do not broadcast: {describe(a)} and {describe(other)}"
+                ) from None
         return a, other
 
     # -- properties ----------------------------------------------------------------------------
@@ -224,12 +243,32 @@ class Tensor:
 
     # -- backward ------------------------------------------------------------------------------
 
-    def backward(self, grad: Any = None) -> None:
+    def backward(self, grad: Any = None, create_graph: bool = False) -> None:
         """Accumulate d(self)/d(leaf) · ``grad`` into ``.grad`` of every leaf that requires it.
 
         ``grad`` defaults to 1 for a single-element tensor and must be given otherwise. The graph
         is kept, so backward may run again (gradients then add up, as with repeated use).
+
+        With ``create_graph=False`` (the default) ``.grad`` is an ndarray. With
+        ``create_graph=True`` the backward is itself recorded: ``.grad`` is a Tensor whose graph
+        reaches back to the leaves (and to ``grad``, when that is a Tensor requiring a gradient),
+        so it can be differentiated again:
+
+        >>> x = Tensor([3.0], requires_grad=True)
+        >>> (x * x * x).sum().backward(create_graph=True)
+        >>> x.grad.data                    # 3x² at 3
+        array([27.], dtype=float32)
+        >>> dx = x.grad
+        >>> x.grad = None
+        >>> dx.sum().backward()
+        >>> x.grad                         # 6x at 3
+        array([18.], dtype=float32)
         """
+        seed = self._seed(grad)
+        backpropagate([self], [seed], create_graph=create_graph)
+
+    def _seed(self, grad: Any) -> Tensor:
+        """The cotangent backward starts from, as a Tensor of this tensor's shape and dtype."""
         if not self.requires_grad:
             raise RuntimeError(
                 "backward() on a tensor that does not require grad: no input of the computation "
@@ -241,58 +280,24 @@ class Tensor:
                     f"backward() on a non-scalar tensor of shape {self.shape} needs a gradient "
                     f"argument of that shape (the vector in the vector-Jacobian product)"
                 )
-            seed = np.ones(self.shape, dtype=self.dtype)
-        else:
-            seed = np.asarray(grad.data if isinstance(grad, Tensor) else grad)
-            if seed.shape != self.shape:
-                raise ValueError(
-                    f"backward(): gradient of shape {seed.shape} does not match the tensor's "
-                    f"shape {self.shape}"
-                )
-            seed = seed.astype(self.dtype, copy=False)
-
-        grads: dict[int, np.ndarray] = {id(self): seed}
-        for node in reversed(self._topological_order()):
-            g = grads.pop(id(node), None)
-            if g is None:
-                continue
-            if node._backward is None or node._retain:
-                node.grad = g.copy() if node.grad is None else node.grad + g
-            if node._backward is None:
-                continue
-            parent_grads = node._backward(g)
-            for parent, pg in zip(node._parents, parent_grads, strict=True):
-                if pg is None or not parent.requires_grad:
-                    continue
-                pg = unbroadcast(np.asarray(pg), parent.shape)
-                if pg.dtype != parent.dtype:
-                    raise RuntimeError(
-                        f"internal error: backward of {node._op!r} produced a {pg.dtype} gradient "
-                        f"for a {parent.dtype} input"
-                    )
-                key = id(parent)
-                grads[key] = pg if key not in grads else grads[key] + pg
-
-    def _topological_order(self) -> list[Tensor]:
-        """Nodes that require grad, each after all of its parents (iterative depth-first)."""
-        order: list[Tensor] = []
-        visited: set[int] = set()
-        stack: list[tuple[Tensor, bool]] = [(self, False)]
-        while stack:
-            node, children_done = stack.pop()
-            if children_done:
-                order.append(node)
-                continue
-            if id(node) in visited:
-                continue
-            visited.add(id(node))
-            stack.append((node, True))
-            for parent in node._parents:
-                if parent.requires_grad and id(parent) not in visited:
-                    stack.append((parent, False))
-        return order
+            return Tensor(np.ones(self.shape, dtype=self.dtype))
+        seed = grad if isinstance(grad, Tensor) else Tensor(np.asarray(grad))
+        if seed.shape != self.shape:
+            raise ValueError(
+                f"backward(): gradient of shape {seed.shape} does not match the tensor's "
+                f"shape {self.shape}"
+            )
+        if seed.dtype != self.dtype:
+            seed = (
+                seed.astype(self.dtype)
+                if seed.requires_grad
+                else Tensor(seed.data, dtype=self.dtype)
+            )
+        return seed
 
     # -- arithmetic ----------------------------------------------------------------------------
+    # A gradient a parent does not need is not computed (None): matmul's input gradient, the
+    # constant side of `x * 2.0`.
 
     def __add__(self, other: Any) -> Tensor:
         a, b = self._operands(other, "add")
@@ -300,19 +305,29 @@ class Tensor:
 
     def __sub__(self, other: Any) -> Tensor:
         a, b = self._operands(other, "sub")
-        return Tensor._make(a.data - b.data, (a, b), lambda g: (g, -g), "sub")
+        return Tensor._make(
+            a.data - b.data, (a, b), lambda g: (g, -g if b.requires_grad else None), "sub"
+        )
 
     def __mul__(self, other: Any) -> Tensor:
         a, b = self._operands(other, "mul")
-        x, y = a.data, b.data
-        return Tensor._make(x * y, (a, b), lambda g: (g * y, g * x), "mul")
+
+        def backward(g: Tensor) -> tuple[Tensor | None, Tensor | None]:
+            return (g * b if a.requires_grad else None, g * a if b.requires_grad else None)
+
+        return Tensor._make(a.data * b.data, (a, b), backward, "mul")
 
     def __truediv__(self, other: Any) -> Tensor:
         a, b = self._operands(other, "div")
-        x, y = a.data, b.data
-        out = x / y
-        # d(x/y)/dx = 1/y;  d(x/y)/dy = -x/y² = -out/y
-        return Tensor._make(out, (a, b), lambda g: (g / y, -g * out / y), "div")
+        out = a.data / b.data
+
+        def backward(g: Tensor) -> tuple[Tensor | None, Tensor | None]:
+            # d(x/y)/dx = 1/y;  d(x/y)/dy = -x/y² = -out/y
+            ga = g / b if a.requires_grad else None
+            gb = -g * forward_value(out, lambda: a / b) / b if b.requires_grad else None
+            return ga, gb
+
+        return Tensor._make(out, (a, b), backward, "div")
 
     def __radd__(self, other: Any) -> Tensor:
         return self._coerce(other, "add") + self
@@ -330,12 +345,20 @@ class Tensor:
         return Tensor._make(-self.data, (self,), lambda g: (-g,), "neg")
 
     def __pow__(self, exponent: float | int) -> Tensor:
+        """x**p for a scalar p. d/dx = p·x^(p−1), except that p = 0 has gradient 0 and p = 1
+        gradient 1 everywhere: the general rule would give 0·x⁻¹ = NaN at x = 0 for p = 0."""
         if isinstance(exponent, Tensor) or np.ndim(exponent) != 0:
             raise TypeError("pow takes a scalar exponent; use exp(log(x) * y) for a tensor one")
         p = float(exponent)
-        x = self.data
-        out = x**p
-        return Tensor._make(out, (self,), lambda g: (g * p * x ** (p - 1.0),), f"pow({p:g})")
+
+        def backward(g: Tensor) -> tuple[Tensor]:
+            if p == 0.0:
+                return (Tensor(np.zeros(self.shape, dtype=self.dtype)),)
+            if p == 1.0:
+                return (g,)
+            return (g * p * self ** (p - 1.0),)
+
+        return Tensor._make(self.data**p, (self,), backward, f"pow({p:g})")
 
     def __matmul__(self, other: Any) -> Tensor:
         return matmul(self, other)
@@ -360,47 +383,59 @@ class Tensor:
 
     def exp(self) -> Tensor:
         out = np.exp(self.data)
-        return Tensor._make(out, (self,), lambda g: (g * out,), "exp")
+        return Tensor._make(out, (self,), lambda g: (g * forward_value(out, self.exp),), "exp")
 
     def log(self) -> Tensor:
-        x = self.data
-        return Tensor._make(np.log(x), (self,), lambda g: (g / x,), "log")
+        return Tensor._make(np.log(self.data), (self,), lambda g: (g / self,), "log")
 
     def sqrt(self) -> Tensor:
         out = np.sqrt(self.data)
-        return Tensor._make(out, (self,), lambda g: (g * 0.5 / out,), "sqrt")
+        return Tensor._make(
+            out, (self,), lambda g: (g * 0.5 / forward_value(out, self.sqrt),), "sqrt"
+        )
 
     def abs(self) -> Tensor:
-        x = self.data
-        return Tensor._make(np.abs(x), (self,), lambda g: (g * np.sign(x),), "abs")
+        # sign(x) is piecewise constant: a constant of the backward graph
+        return Tensor._make(
+            np.abs(self.data), (self,), lambda g: (g * Tensor(np.sign(self.data)),), "abs"
+        )
 
     def tanh(self) -> Tensor:
         out = np.tanh(self.data)
-        return Tensor._make(out, (self,), lambda g: (g * (1.0 - out * out),), "tanh")
+
+        def backward(g: Tensor) -> tuple[Tensor]:
+            t = forward_value(out, self.tanh)
+            return (g * (1.0 - t * t),)
+
+        return Tensor._make(out, (self,), backward, "tanh")
 
     def sigmoid(self) -> Tensor:
         x = self.data
         # two branches so that exp never overflows: σ(x) = 1/(1+e^-x) = e^x/(1+e^x)
         e = np.exp(-np.abs(x))
         out = np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype, copy=False)
-        return Tensor._make(out, (self,), lambda g: (g * out * (1.0 - out),), "sigmoid")
+
+        def backward(g: Tensor) -> tuple[Tensor]:
+            s = forward_value(out, self.sigmoid)
+            return (g * s * (1.0 - s),)
+
+        return Tensor._make(out, (self,), backward, "sigmoid")
 
     def relu(self) -> Tensor:
         """max(x, 0); the gradient at exactly 0 is taken as 0."""
-        x = self.data
-        return Tensor._make(np.maximum(x, 0), (self,), lambda g: (g * (x > 0),), "relu")
+        return Tensor._make(np.maximum(self.data, 0), (self,), lambda g: (g * (self > 0),), "relu")
 
     def gelu(self) -> Tensor:
         """GELU, GPT-2's tanh approximation: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))."""
         x = self.data
-        u = GELU_SCALE * (x + GELU_CUBIC * x**3)
-        t = np.tanh(u)
-        out = 0.5 * x * (1.0 + t)
+        t_kept = np.tanh(GELU_SCALE * (x + GELU_CUBIC * x**3))
+        out = 0.5 * x * (1.0 + t_kept)
 
-        def backward(g: np.ndarray) -> tuple[np.ndarray]:
+        def backward(g: Tensor) -> tuple[Tensor]:
             # d/dx = 0.5·(1 + t) + 0.5·x·(1 - t²)·du/dx,  du/dx = √(2/π)·(1 + 3·0.044715·x²)
-            du = GELU_SCALE * (1.0 + 3.0 * GELU_CUBIC * x * x)
-            return (g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du),)
+            t = forward_value(t_kept, lambda: (GELU_SCALE * (self + GELU_CUBIC * self**3)).tanh())
+            du = GELU_SCALE * (1.0 + 3.0 * GELU_CUBIC * self * self)
+            return (g * (0.5 * (1.0 + t) + 0.5 * self * (1.0 - t * t) * du),)
 
         return Tensor._make(out, (self,), backward, "gelu")
 
@@ -411,36 +446,36 @@ class Tensor:
         """exp(x) / Σ exp(x) along ``axis``, computed after subtracting the maximum (stable)."""
         z = self.data - self.data.max(axis=axis, keepdims=True)
         e = np.exp(z)
-        y = e / e.sum(axis=axis, keepdims=True)
+        out = e / e.sum(axis=axis, keepdims=True)
 
-        def backward(g: np.ndarray) -> tuple[np.ndarray]:
+        def backward(g: Tensor) -> tuple[Tensor]:
             # dy_i/dx_j = y_i (δ_ij - y_j), so the VJP is y ⊙ (g - Σ_j g_j y_j)
+            y = forward_value(out, lambda: self.softmax(axis))
             return (y * (g - (g * y).sum(axis=axis, keepdims=True)),)
 
-        return Tensor._make(y, (self,), backward, "softmax")
+        return Tensor._make(out, (self,), backward, "softmax")
 
     def log_softmax(self, axis: int = -1) -> Tensor:
         """x - log Σ exp(x) along ``axis``, with the maximum subtracted first (stable)."""
         z = self.data - self.data.max(axis=axis, keepdims=True)
-        y = z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
+        out = z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
 
-        def backward(g: np.ndarray) -> tuple[np.ndarray]:
+        def backward(g: Tensor) -> tuple[Tensor]:
             # d(log_softmax)_i/dx_j = δ_ij - softmax_j, so the VJP is g - softmax ⊙ Σ g
-            return (g - np.exp(y) * g.sum(axis=axis, keepdims=True),)
+            y = forward_value(out, lambda: self.log_softmax(axis))
+            return (g - y.exp() * g.sum(axis=axis, keepdims=True),)
 
-        return Tensor._make(y, (self,), backward, "log_softmax")
+        return Tensor._make(out, (self,), backward, "log_softmax")
 
     # -- reductions ----------------------------------------------------------------------------
 
     def sum(self, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Tensor:
         axes = normalize_axes(axis, self.ndim)
-        shape = self.shape
+        shape, kept = self.shape, reduced_shape(self.shape, axes)
         out = self.data.sum(axis=axes, keepdims=keepdims)
-
-        def backward(g: np.ndarray) -> tuple[np.ndarray]:
-            return (np.broadcast_to(expand_reduced(g, axes, keepdims), shape),)
-
-        return Tensor._make(np.asarray(out), (self,), backward, "sum")
+        return Tensor._make(
+            np.asarray(out), (self,), lambda g: (g.reshape(kept).broadcast_to(shape),), "sum"
+        )
 
     def mean(self, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Tensor:
         axes = normalize_axes(axis, self.ndim)
@@ -453,13 +488,17 @@ class Tensor:
         """Variance, biased by default (``ddof=0``, as NumPy and layer norm use)."""
         axes = normalize_axes(axis, self.ndim)
         count = int(np.prod([self.shape[a] for a in axes]))
+        kept = reduced_shape(self.shape, axes)
         x = self.data
-        centered = x - x.mean(axis=axes, keepdims=True)
-        out = np.asarray((centered * centered).sum(axis=axes, keepdims=keepdims) / (count - ddof))
+        centered_kept = x - x.mean(axis=axes, keepdims=True)
+        out = np.asarray(
+            (centered_kept * centered_kept).sum(axis=axes, keepdims=keepdims) / (count - ddof)
+        )
 
-        def backward(g: np.ndarray) -> tuple[np.ndarray]:
+        def backward(g: Tensor) -> tuple[Tensor]:
             # d var/dx_i = 2 (x_i - mean) / (N - ddof); the mean's own dependence sums to zero
-            return (expand_reduced(g, axes, keepdims) * centered * (2.0 / (count - ddof)),)
+            centered = forward_value(centered_kept, lambda: self - self.mean(axes, keepdims=True))
+            return (g.reshape(kept) * centered * (2.0 / (count - ddof)),)
 
         return Tensor._make(out.astype(x.dtype, copy=False), (self,), backward, "var")
 
@@ -476,13 +515,14 @@ class Tensor:
             raise ValueError(f"{op}() of an empty tensor of shape {self.shape}")
         axes = normalize_axes(axis, self.ndim)
         x = self.data
-        kept = reduce(x, axis=axes, keepdims=True)
-        out = kept if keepdims else np.squeeze(kept, axis=axes)
+        extreme = reduce(x, axis=axes, keepdims=True)
+        out = extreme if keepdims else np.squeeze(extreme, axis=axes)
 
-        def backward(g: np.ndarray) -> tuple[np.ndarray]:
-            hit = x == kept
-            share = hit / hit.sum(axis=axes, keepdims=True)
-            return ((expand_reduced(g, axes, keepdims) * share).astype(x.dtype, copy=False),)
+        def backward(g: Tensor) -> tuple[Tensor]:
+            # which elements attain the extremum is piecewise constant: a constant share
+            hit = x == extreme
+            share = (hit / hit.sum(axis=axes, keepdims=True)).astype(x.dtype)
+            return (g.reshape(extreme.shape) * Tensor(share),)
 
         return Tensor._make(np.asarray(out), (self,), backward, op)
 
@@ -505,7 +545,7 @@ class Tensor:
         perm = tuple(range(self.ndim))[::-1] if not axes else tuple(int(a) for a in axes)
         if sorted(a % max(self.ndim, 1) for a in perm) != list(range(self.ndim)):
             raise ValueError(f"transpose: {perm} is not a permutation of the axes of {self.shape}")
-        inverse = tuple(np.argsort([a % self.ndim for a in perm]))
+        inverse = tuple(int(i) for i in np.argsort([a % self.ndim for a in perm]))
         out = self.data.transpose(perm)
         return Tensor._make(out, (self,), lambda g: (g.transpose(inverse),), "transpose")
 
@@ -537,8 +577,9 @@ class Tensor:
     def __getitem__(self, index: Any) -> Tensor:
         """Indexing with ints, slices, None, Ellipsis and integer or boolean arrays.
 
-        With integer arrays this is a gather; its backward scatters with accumulation, so an
-        index that appears twice receives both gradients.
+        With integer arrays this is a gather; its backward is :func:`scatter_add`, which
+        accumulates, so an index that appears twice receives both gradients (and whose own
+        backward is this gather again).
         """
         if isinstance(index, Tensor):
             index = index.data
@@ -548,24 +589,45 @@ class Tensor:
             out = self.data[index]
         except IndexError as e:
             raise IndexError(f"indexing a tensor of shape {self.shape}: {e}") from None
-        items = index if isinstance(index, tuple) else (index,)
-        advanced = any(isinstance(i, (np.ndarray, list)) for i in items)
-        shape, dtype = self.shape, self.dtype
+        shape = self.shape
+        return Tensor._make(
+            np.asarray(out), (self,), lambda g: (scatter_add(g, index, shape),), "getitem"
+        )
 
-        def backward(g: np.ndarray) -> tuple[np.ndarray]:
-            full = np.zeros(shape, dtype=dtype)
-            if advanced:
-                np.add.at(full, index, g)  # accumulates over repeated indices
-            else:
-                full[index] = g  # basic indexing selects each element at most once
-            return (full,)
-
-        return Tensor._make(np.asarray(out), (self,), backward, "getitem")
+    def index_add(self, index: Any, values: Any) -> Tensor:
+        """A copy of this tensor with ``values`` added at ``index`` (accumulating over repeated
+        positions of an integer-array index). The gradient is ``g`` for this tensor and the
+        gather ``g[index]`` for ``values``."""
+        values = self._coerce(values, "index_add")
+        out = self.data.copy()
+        if is_advanced_index(index):
+            np.add.at(out, index, values.data)
+        else:
+            out[index] += values.data
+        return Tensor._make(out, (self, values), lambda g: (g, g[index]), "index_add")
 
 
 # --------------------------------------------------------------------------------------------
-# matmul
+# scatter and matmul
 # --------------------------------------------------------------------------------------------
+
+
+def scatter_add(values: Tensor, index: Any, shape: tuple[int, ...]) -> Tensor:
+    """Zeros of ``shape`` with ``values`` added at ``index``: the adjoint of ``x[index]``.
+
+    With integer or boolean arrays in ``index`` the additions accumulate (``np.add.at``), so a
+    repeated index receives the sum. The backward is the gather ``g[index]``, whose backward is
+    this scatter again, so indexing can be differentiated any number of times.
+
+    >>> scatter_add(Tensor([1.0, 2.0, 3.0]), [0, 2, 0], (3,)).data
+    array([4., 0., 2.], dtype=float32)
+    """
+    full = np.zeros(shape, dtype=values.dtype)
+    if is_advanced_index(index):
+        np.add.at(full, index, values.data)  # accumulates over repeated indices
+    else:
+        full[index] = values.data  # basic indexing selects each element at most once
+    return Tensor._make(full, (values,), lambda g: (g[index],), "scatter_add")
 
 
 def matmul(a: Any, b: Any) -> Tensor:
@@ -581,21 +643,108 @@ def matmul(a: Any, b: Any) -> Tensor:
             f"matmul: shapes do not align: {describe(a)} @ {describe(b)} (inner dimensions "
             f"{a.shape[-1]} and {b.shape[-2] if b.ndim > 1 else b.shape[0]})"
         ) from None
-    A = a.data if a.ndim > 1 else a.data[None, :]  # (..., n, k)
-    Bm = b.data if b.ndim > 1 else b.data[:, None]  # (..., k, m)
 
-    def backward(g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        # restore the axes that 1-D operands dropped, so g is (..., n, m)
+    def backward(g: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        # a 1-D a is a row (1, k), a 1-D b a column (k, 1); restore the axes they dropped from
+        # the output, so that g is (..., n, m)
+        A = a if a.ndim > 1 else a.reshape(1, -1)  # (..., n, k)
+        B = b if b.ndim > 1 else b.reshape(-1, 1)  # (..., k, m)
         if b.ndim == 1:
-            g = g[..., None]
+            g = g.reshape(*g.shape, 1)
         if a.ndim == 1:
-            g = g[..., None, :]
-        ga = g @ np.swapaxes(Bm, -1, -2)  # (..., n, k)
-        gb = np.swapaxes(A, -1, -2) @ g  # (..., k, m)
-        if a.ndim == 1:
-            ga = ga[..., 0, :]
-        if b.ndim == 1:
-            gb = gb[..., 0]
+            g = g.reshape(*g.shape[:-1], 1, g.shape[-1])
+        ga = gb = None
+        if a.requires_grad:
+            ga = g @ B.swapaxes(-1, -2)  # (..., n, k)
+            ga = ga if a.ndim > 1 else ga.reshape(*ga.shape[:-2], ga.shape[-1])
+        if b.requires_grad:
+            gb = A.swapaxes(-1, -2) @ g  # (..., k, m)
+            gb = gb if b.ndim > 1 else gb.reshape(gb.shape[:-1])
         return ga, gb
 
     return Tensor._make(out, (a, b), backward, "matmul")
+
+
+# --------------------------------------------------------------------------------------------
+# the backward walk
+# --------------------------------------------------------------------------------------------
+
+
+def backpropagate(
+    outputs: Sequence[Tensor],
+    seeds: Sequence[Tensor],
+    *,
+    create_graph: bool = False,
+    inputs: Sequence[Tensor] | None = None,
+) -> dict[int, Tensor]:
+    """Propagate the cotangents ``seeds`` of ``outputs`` back through the recorded graph.
+
+    Every node's gradient is complete when the reverse topological order reaches it, because
+    all its consumers come earlier in that order. Without ``inputs`` (``Tensor.backward``) each
+    leaf, and each non-leaf that called ``retain_grad``, accumulates its gradient into ``.grad``;
+    with ``inputs``, ``.grad`` is left alone and the gradients of those tensors are returned,
+    keyed by ``id`` (an input that no output depends on is absent).
+
+    The closures run with grad mode set to ``create_graph``: off, the Tensor ops in them record
+    nothing and ``.grad`` receives ndarrays; on, they record the gradient's own graph and
+    ``.grad`` receives Tensors.
+    """
+    wanted = None if inputs is None else {id(t) for t in inputs}
+    found: dict[int, Tensor] = {}
+    grads: dict[int, Tensor] = {}
+    for out, seed in zip(outputs, seeds, strict=True):
+        grads[id(out)] = seed if id(out) not in grads else grads[id(out)] + seed
+    with set_grad_enabled(create_graph):
+        for node in reversed(_topological_order(outputs)):
+            g = grads.pop(id(node), None)
+            if g is None:
+                continue
+            if wanted is None:
+                if node._backward is None or node._retain:
+                    _accumulate_grad(node, g, create_graph)
+            elif id(node) in wanted:
+                found[id(node)] = g
+            if node._backward is None:
+                continue
+            for parent, pg in zip(node._parents, node._backward(g), strict=True):
+                if pg is None or not parent.requires_grad:
+                    continue
+                if pg.data.shape != parent.data.shape:
+                    pg = unbroadcast(pg, parent.data.shape)
+                if pg.data.dtype != parent.data.dtype:
+                    raise RuntimeError(
+                        f"internal error: backward of {node._op!r} produced a {pg.dtype} gradient "
+                        f"for a {parent.dtype} input"
+                    )
+                key = id(parent)
+                grads[key] = pg if key not in grads else grads[key] + pg
+    return found
+
+
+def _accumulate_grad(node: Tensor, g: Tensor, create_graph: bool) -> None:
+    """Add ``g`` into ``node.grad``: an ndarray (a copy: ``g`` may be a view of another
+    gradient) for a first-order backward, the Tensor itself for a recorded one."""
+    if create_graph:
+        node.grad = g if node.grad is None else node.grad + g
+    else:
+        node.grad = g.data.copy() if node.grad is None else node.grad + g.data
+
+
+def _topological_order(outputs: Sequence[Tensor]) -> list[Tensor]:
+    """Nodes that require grad, each after all of its parents (iterative depth-first)."""
+    order: list[Tensor] = []
+    visited: set[int] = set()
+    stack: list[tuple[Tensor, bool]] = [(out, False) for out in reversed(outputs)]
+    while stack:
+        node, children_done = stack.pop()
+        if children_done:
+            order.append(node)
+            continue
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        stack.append((node, True))
+        for parent in node._parents:
+            if parent.requires_grad and id(parent) not in visited:
+                stack.append((parent, False))
+    return order

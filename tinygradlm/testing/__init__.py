@@ -23,6 +23,7 @@ Example:
 
 from .checker import DEFAULT_TOLERANCES, Tolerances
 from .checks import check_vjp, gradcheck
+from .gradgrad import gradgradcheck
 from .numerical import numerical_jacobian, numerical_vjp
 from .report import GradcheckError, GradcheckResult, Kink, PairResult
 
@@ -38,6 +39,7 @@ __all__ = [
     "Tolerances",
     "check_vjp",
     "gradcheck",
+    "gradgradcheck",
     "numerical_jacobian",
     "numerical_vjp",
 ]
