@@ -23,6 +23,7 @@ Example:
 
 from .checker import DEFAULT_TOLERANCES, Tolerances
 from .checks import check_vjp, gradcheck
+from .layers import check_layer
 from .numerical import numerical_jacobian, numerical_vjp
 from .report import GradcheckError, GradcheckResult, Kink, PairResult
 
@@ -36,6 +37,7 @@ __all__ = [
     "Kink",
     "PairResult",
     "Tolerances",
+    "check_layer",
     "check_vjp",
     "gradcheck",
     "numerical_jacobian",
