@@ -363,6 +363,22 @@ def _add_plot(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=None, help="where to write (default: run_dir)")
 
 
+def _golden(args: argparse.Namespace) -> int:
+    from .golden import write_golden
+
+    writable_directory(args.out, "golden --out")
+    index = write_golden(args.out, tuple(args.dtype or ("float64", "float32")))
+    print(f"golden data for checking kernels in {args.out}; what each file holds: {index}")
+    return 0
+
+
+def _add_golden(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, type=Path, help="the directory to write")
+    p.add_argument(
+        "--dtype", action="append", choices=("float64", "float32"), help="only this precision"
+    )
+
+
 def _check_demo(args: argparse.Namespace) -> int:
     from .demo import main as demo
 
@@ -427,6 +443,15 @@ COMMANDS: dict[str, Command] = {
     ),
     "sample": Command("generate text from a checkpoint", _add_sample, _sample),
     "plot": Command("draw a run's curves as PNG files", _add_plot, _plot),
+    "golden": Command(
+        "write reference inputs, outputs and gradients for checking a kernel in any language",
+        _add_golden,
+        _golden,
+        "Write every GPT-2 layer's inputs, cotangent, output and gradients at several shapes, "
+        "and a whole training step of a small GPT (loss, gradients, parameters after AdamW), as "
+        "safetensors files with index.json: shapes, dtypes and each tensor's tolerance with "
+        "its justification (docs/kernel_checking.md).",
+    ),
 }
 
 
