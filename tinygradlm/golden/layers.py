@@ -7,7 +7,15 @@ from typing import Any
 import numpy as np
 
 from ..testing.layer_cases import OUTPUT_NAMES, cotangent, layer_inputs
-from ..testing.layers import cast_args, oracle_dtype, reference_pair, run_pair
+from ..testing.layers import (
+    cast_args,
+    input_scale,
+    oracle_dtype,
+    reference_errors,
+    reference_pair,
+    run_pair,
+    term_scales,
+)
 
 FACTOR = 3.0  # the tolerances' multiple of the reference's measured error
 FLOOR_ULPS = 8.0  # and their floor, in units in the last place of the tensor's largest value
@@ -83,12 +91,18 @@ CALLS = {
 
 
 def tolerance(
-    expected: np.ndarray, measured_error: float, dtype: Any
+    expected: np.ndarray,
+    measured_error: float,
+    dtype: Any,
+    oracle_resolution: float = 0.0,
+    term_scale: float = 0.0,
 ) -> dict[str, float | list[int] | str]:
     """An expected tensor's entry of the index: shape, dtype, the measured error and the
-    tolerance FACTOR·error + FLOOR_ULPS·eps·max|expected| it justifies."""
-    scale = float(np.max(np.abs(expected), initial=0.0))
-    floor = FLOOR_ULPS * float(np.finfo(dtype).eps) * scale
+    tolerance it justifies, FACTOR·error + FLOOR_ULPS·eps·max(max|expected|, ``term_scale``) +
+    ``oracle_resolution``, the same rule as ``tinygradlm.testing.check_layer``
+    (``tinygradlm.testing.layer_report.compare_tensor``)."""
+    scale = max(float(np.max(np.abs(expected), initial=0.0)), term_scale)
+    floor = FLOOR_ULPS * float(np.finfo(dtype).eps) * scale + oracle_resolution
     return {
         "shape": list(expected.shape),
         "dtype": np.dtype(dtype).name,
@@ -102,11 +116,14 @@ def layer_file(layer: str, case: tuple[dict[str, int], int, float], dtype: str) 
     tensors and its entry of the index."""
     dims, seed, scale = case
     args = layer_inputs(layer, dims, seed, scale, dtype)
-    forward, backward = reference_pair(layer)
-    reference = run_pair(layer, forward, backward, args, seed, np.dtype(dtype))
-    oracle = run_pair(layer, forward, backward, cast_args(args, oracle_dtype(dtype)), seed, dtype)
+    reference = reference_pair(layer)
+    oracle = run_pair(layer, *reference, cast_args(args, oracle_dtype(dtype)), seed, dtype)
+    errors = reference_errors(layer, args, seed, np.dtype(dtype), None, oracle)
+    wide_eps = float(np.finfo(oracle_dtype(dtype)).eps)
+    resolution = FLOOR_ULPS * wide_eps * input_scale(args, seed, np.dtype(dtype), oracle[0])
+    terms = term_scales(layer, args, cotangent(np.shape(oracle[0]), dtype, seed))
     # a loss and its cotangent are stored with shape (1,): the file format's writer keeps no 0-d
-    dout = np.atleast_1d(cotangent(np.shape(reference[0]), dtype, seed))
+    dout = np.atleast_1d(cotangent(np.shape(oracle[0]), dtype, seed))
 
     tensors: dict[str, np.ndarray] = {"dout": dout}
     arguments: dict[str, Any] = {}
@@ -120,12 +137,9 @@ def layer_file(layer: str, case: tuple[dict[str, int], int, float], dtype: str) 
     if layer == "layernorm":
         arguments["eps"] = 1e-5
     outputs = {}
-    for name, ref_value, oracle_value in zip(OUTPUT_NAMES[layer], reference, oracle, strict=False):
-        expected = np.atleast_1d(oracle_value).astype(dtype)
-        difference = ref_value.astype(oracle_value.dtype) - oracle_value
-        error = float(np.max(np.abs(difference), initial=0.0))
-        tensors[name] = expected
-        outputs[name] = tolerance(expected, error, dtype)
+    for name, oracle_value, error in zip(OUTPUT_NAMES[layer], oracle, errors, strict=False):
+        tensors[name] = np.atleast_1d(oracle_value).astype(dtype)
+        outputs[name] = tolerance(tensors[name], error, dtype, resolution, terms.get(name, 0.0))
     tag = "_".join(f"{k}{v}" for k, v in dims.items())
     name = f"{layer}_{tag}_{dtype}.safetensors"
     entry = {

@@ -26,18 +26,28 @@ class Mismatch:
 def compare_tensor(
     name: str,
     yours: Any,
-    baseline: np.ndarray,
     oracle: np.ndarray,
+    reference_error: float,
     dtype: np.dtype,
     factor: float,
     floor_ulps: float,
+    input_scale: float = 0.0,
+    term_scale: float = 0.0,
 ) -> tuple[Mismatch | None, float]:
     """FlashAttention's rule for one tensor; returns the mismatch (None if it passed) and the
     ratio max|yours − oracle| / allowed (above 1 fails).
 
-    ``baseline`` is the reference in the case's precision, ``oracle`` the reference in the wider
-    type; the allowance is factor·max|baseline − oracle| + floor_ulps·eps·max|oracle|. The
-    differences are taken in the oracle's type, so no rounding of ours enters them.
+    ``oracle`` is the reference in the wider type, ``reference_error`` the reference's own error
+    in the case's precision (:func:`tinygradlm.testing.layers.reference_errors`); the allowance
+    is factor·reference_error + floor_ulps·(eps·max|oracle| + eps_oracle·input_scale). The
+    second part of the floor is the oracle's own rounding, which it cannot see in itself: a
+    formula that cancels (GELU's 1 + tanh(u) far in the negative tail) leaves it an absolute
+    error of about its eps times the magnitudes it computes with, ``input_scale`` (the largest
+    input times the largest cotangent entry). ``term_scale``, when larger than max|oracle|,
+    replaces it in the first part: for a tensor computed as a difference of larger terms
+    (:func:`tinygradlm.testing.layers.term_scales`), an ulp of the terms is what any order of
+    computing them may differ by. The differences are taken in the oracle's type, so no
+    rounding of ours enters them.
     """
     yours = np.asarray(yours)
     if yours.shape != oracle.shape:
@@ -55,9 +65,9 @@ def compare_tensor(
     )
     error[same_special] = 0
     finite = np.isfinite(oracle)
-    scale = float(np.max(np.abs(oracle[finite]), initial=0.0))
-    reference_error = float(np.max(np.abs(baseline.astype(wide) - oracle)[finite], initial=0.0))
-    floor = floor_ulps * float(np.finfo(dtype).eps) * scale
+    scale = max(float(np.max(np.abs(oracle[finite]), initial=0.0)), term_scale)
+    resolution = float(np.finfo(dtype).eps) * scale + float(np.finfo(wide).eps) * input_scale
+    floor = floor_ulps * resolution
     allowed = factor * reference_error + floor
     worst = float(np.max(error, initial=0.0))
     ratio = worst / allowed if allowed > 0 else (0.0 if worst == 0 else np.inf)
@@ -65,7 +75,8 @@ def compare_tensor(
         return None, ratio
     problem = (
         f"max |yours - oracle| = {worst:.3g}; allowed {factor:g} * {reference_error:.3g} (the "
-        f"reference's own {dtype} error) + {floor:.3g} ({floor_ulps:g}-ulp floor) = {allowed:.3g}"
+        f"reference's own {dtype} error, the largest of its samples) + {floor:.3g} "
+        f"({floor_ulps:g}-ulp floor) = {allowed:.3g}"
     )
     return Mismatch(name, problem, _worst_elements(yours, oracle, error, allowed)), ratio
 
