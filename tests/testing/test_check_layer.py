@@ -150,3 +150,27 @@ def test_max_size_keeps_cases_below_it():
         "encoder", ref.encoder_forward, bugs.encoder_backward_first_block_only, max_size=64, **FAST
     )
     assert result.examples == FAST["max_examples"]
+
+
+def test_settings_reach_hypothesis():
+    result = check_layer(
+        "residual", ref.residual_forward, ref.residual_backward, max_examples=4, derandomize=True
+    )
+    assert result.examples == 4
+    result = check_layer(
+        "residual",
+        ref.residual_forward,
+        ref.residual_backward,
+        derandomize=True,
+        hypothesis_settings={"max_examples": 3},
+    )
+    assert result.examples == 3
+
+
+def test_arguments_are_checked_before_any_case_runs():
+    with pytest.raises(ValueError, match="unknown layer 'softmax'"):
+        check_layer("softmax", ref.gelu_forward, ref.gelu_backward)
+    with pytest.raises(ValueError, match="needs a backward"):
+        check_layer("gelu", ref.gelu_forward)
+    with pytest.raises(ValueError, match="'bf16' / 'fp16' with dtype float32"):
+        check_layer("gelu", ref.gelu_forward, ref.gelu_backward, precision="bf16")

@@ -17,6 +17,9 @@ measurement on the very same data: the reference's own error in the file's preci
 
     max |yours − expected| ≤ FACTOR · max |reference − oracle| + FLOOR_ULPS · eps · max |oracle|
 
+(the floor's scale raised to the terms a tensor sums or cancels, and the oracle's own rounding
+added: ``tinygradlm.testing.layer_report.compare_tensor``).
+
 For the float64 training step, which has no wider implementation, the measured error is the
 disagreement between the two independent float64 implementations of the model, the hand-derived
 layers and the autograd witness (``GPT.forward_backward(engine="autograd")``).
@@ -76,11 +79,15 @@ def index(files: list[dict[str, Any]]) -> dict[str, Any]:
             "absolute difference over the tensor's elements"
         ),
         "tolerance": (
-            f"tolerance = {FACTOR:g} * reference_error + {FLOOR_ULPS:g} * eps(dtype) * "
-            "max|expected|, where reference_error is the measured max |reference in the "
-            "file's dtype - oracle| on this very data and the oracle is the reference in a wider "
-            "type (float64 for float32 files, long double for float64 ones). A kernel as "
-            "accurate as a straightforward one in its precision passes; FlashAttention's rule"
+            f"tolerance = {FACTOR:g} * reference_error + {FLOOR_ULPS:g} * (eps(dtype) * scale + "
+            "eps(oracle) * input_scale). reference_error is the measured max |reference in the "
+            "file's dtype - oracle| on this data (the largest over it and three copies with "
+            "every input moved by one ulp); the oracle is the reference in a wider type (float64 "
+            "for float32 files, long double for float64 ones); scale is max|expected|, or the "
+            "largest of the terms the tensor sums or cancels when larger; input_scale is the "
+            "largest input times the largest cotangent entry. A kernel as accurate as a "
+            "straightforward one in its precision passes: FlashAttention's rule, as "
+            "docs/kernel_checking.md explains"
         ),
         "conventions": (
             "tensors in HF GPT-2's layouts (linear weights (in, out)); shapes B batch, T "

@@ -17,18 +17,20 @@ functions, and which elements differ by how much.
 The tolerance is FlashAttention's rule (Dao et al., 2022), the same for every dtype: an
 *oracle* runs the reference in a wider type on the same inputs (float64 for float32 cases,
 ``np.longdouble`` for float64 cases where the platform has it wider, as on x86-64 Linux); the
-*reference error* is the reference's own distance from the oracle in the case's dtype; yours may
-be at most ``factor`` times that, plus a floor of ``floor_ulps`` units in the last place of the
-tensor's largest value (for results the reference computes exactly, where any other summation
-order differs by an ulp). Per tensor, as the largest absolute difference over its elements:
+*reference error* is the reference's own distance from the oracle in the case's dtype (the
+largest over the case and three copies with every input moved by an ulp); yours may be at most
+``factor`` times that, plus a floor of ``floor_ulps`` units in the last place of the tensor's
+largest value, or of the largest term it sums or cancels (:func:`term_scales`), plus the
+oracle's own rounding. Per tensor, as the largest absolute difference over its elements:
 
-    max |yours − oracle| ≤ factor · max |reference − oracle| + floor_ulps · eps · max |oracle|
+    max |yours − oracle| ≤ factor · max |reference − oracle| + floor_ulps · eps · scale + …
 
 So the bar is not an arbitrary rtol: a kernel as accurate as a straightforward implementation in
 its precision passes; one that loses precision (a float16 intermediate in a float32 kernel, a
 constant with five digits) or gets anything wrong fails. For a kernel meant to compute in bf16
 or fp16, ``precision="bf16"`` / ``"fp16"`` measures the reference error with the reference's
-inputs and outputs rounded to that format, as the kernel's would be.
+inputs and outputs rounded to that format, as the kernel's would be. docs/kernel_checking.md
+has the whole workflow and what the rule was measured to separate.
 """
 
 from __future__ import annotations
@@ -111,6 +113,10 @@ def check_layer(
     and a reproducer, when a case fails.
     """
     __tracebackhide__ = True  # pytest shows the message, not the frames in here
+    if layer not in OUTPUT_NAMES:
+        raise ValueError(
+            f"check_layer: unknown layer {layer!r}; choose one of {tuple(OUTPUT_NAMES)}"
+        )
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"check_layer: dtype must be float32 or float64, got {dtype}")
@@ -137,9 +143,9 @@ def check_layer(
             )
             raise AssertionError(message)
 
-    settings = dict(hypothesis_settings or {})
-    settings.update(deadline=deadline, max_examples=max_examples, derandomize=derandomize)
-    _run_cases(check_case, strategy, settings, seed)
+    settings = {"max_examples": max_examples, "derandomize": derandomize}
+    settings = {"deadline": deadline, **{k: v for k, v in settings.items() if v is not None}}
+    _run_cases(check_case, strategy, {**settings, **(hypothesis_settings or {})}, seed)
     return result
 
 
@@ -350,12 +356,12 @@ def _run_cases(
     check_case: Callable[..., None], strategy: Any, overrides: dict[str, Any], seed: int | None
 ) -> None:
     """Run ``check_case`` on hypothesis's draws from ``strategy``, under the active profile with
-    ``overrides`` (None values: the profile's); the one shrunk failure propagates."""
+    ``overrides``; the one shrunk failure propagates."""
     __tracebackhide__ = True
     from hypothesis import HealthCheck, given, settings
     from hypothesis import seed as fixed_seed
 
-    chosen = {k: v for k, v in overrides.items() if v is not None or k == "deadline"}
+    chosen = dict(overrides)
     chosen.setdefault("report_multiple_bugs", False)
     chosen.setdefault("suppress_health_check", [HealthCheck.too_slow, HealthCheck.data_too_large])
     run = settings(**chosen)(given(strategy)(check_case))
