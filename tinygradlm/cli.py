@@ -14,7 +14,7 @@ run stops at a step boundary, on every rank together, SIGTERM after a checkpoint
 (``tinygradlm.atomic.writable_directory``): a file, a symlink loop or a path under a file is
 named before any work.
 
-The module is longer than most because it is one table: nine commands, each with its arguments
+The module is longer than most because it is one table: ten commands, each with its arguments
 and its handler side by side, so a reader finds a command's whole surface in one place.
 """
 
@@ -367,7 +367,7 @@ def _golden(args: argparse.Namespace) -> int:
     from .golden import write_golden
 
     writable_directory(args.out, "golden --out")
-    index = write_golden(args.out, tuple(args.dtype or ("float64", "float32")))
+    index = write_golden(args.out, tuple(dict.fromkeys(args.dtype or ("float64", "float32"))))
     print(f"golden data for checking kernels in {args.out}; what each file holds: {index}")
     return 0
 
