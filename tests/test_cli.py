@@ -20,6 +20,7 @@ def _minimal_args(name):
         "eval": ["--ckpt", "x", "--data", "y"],
         "sample": ["--ckpt", "x"],
         "plot": ["x"],
+        "golden": ["--out", "x"],
     }
     return [name, *required.get(name, [])]
 

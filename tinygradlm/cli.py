@@ -14,7 +14,7 @@ run stops at a step boundary, on every rank together, SIGTERM after a checkpoint
 (``tinygradlm.atomic.writable_directory``): a file, a symlink loop or a path under a file is
 named before any work.
 
-The module is longer than most because it is one table: nine commands, each with its arguments
+The module is longer than most because it is one table: ten commands, each with its arguments
 and its handler side by side, so a reader finds a command's whole surface in one place.
 """
 
@@ -363,6 +363,22 @@ def _add_plot(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=None, help="where to write (default: run_dir)")
 
 
+def _golden(args: argparse.Namespace) -> int:
+    from .golden import write_golden
+
+    writable_directory(args.out, "golden --out")
+    index = write_golden(args.out, tuple(dict.fromkeys(args.dtype or ("float64", "float32"))))
+    print(f"golden data for checking kernels in {args.out}; what each file holds: {index}")
+    return 0
+
+
+def _add_golden(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, type=Path, help="the directory to write")
+    p.add_argument(
+        "--dtype", action="append", choices=("float64", "float32"), help="only this precision"
+    )
+
+
 def _check_demo(args: argparse.Namespace) -> int:
     from .demo import main as demo
 
@@ -427,6 +443,15 @@ COMMANDS: dict[str, Command] = {
     ),
     "sample": Command("generate text from a checkpoint", _add_sample, _sample),
     "plot": Command("draw a run's curves as PNG files", _add_plot, _plot),
+    "golden": Command(
+        "write reference inputs, outputs and gradients for checking a kernel in any language",
+        _add_golden,
+        _golden,
+        "Write every GPT-2 layer's inputs, cotangent, output and gradients at several shapes, "
+        "and a whole training step of a small GPT (loss, gradients, parameters after AdamW), as "
+        "safetensors files with index.json: shapes, dtypes and each tensor's tolerance with "
+        "its justification (docs/kernel_checking.md).",
+    ),
 }
 
 

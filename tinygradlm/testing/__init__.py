@@ -24,6 +24,7 @@ Example:
 from .checker import DEFAULT_TOLERANCES, Tolerances
 from .checks import check_vjp, gradcheck
 from .gradgrad import gradgradcheck
+from .layers import check_layer
 from .numerical import numerical_jacobian, numerical_vjp
 from .report import GradcheckError, GradcheckResult, Kink, PairResult
 
@@ -37,6 +38,7 @@ __all__ = [
     "Kink",
     "PairResult",
     "Tolerances",
+    "check_layer",
     "check_vjp",
     "gradcheck",
     "gradgradcheck",
