@@ -28,15 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from .checker import (
-    CheckAborted,
-    CheckTarget,
-    aborted_result,
-    check_mode,
-    cotangents_for,
-    run_check,
-)
+from .checker import aborted_result, check_mode, cotangents_for, run_check
 from .numerical import as_output_tuple, float64_inputs, is_floating, resolve_argnums
+from .properties import scrambled
+from .target import CheckAborted, CheckTarget
 from .report import GradcheckResult
 
 __all__ = ["check_vjp", "gradcheck"]
@@ -93,6 +88,18 @@ def _grads_for_argnums(grads: Any, n_inputs: int, argnums: tuple[int, ...]) -> l
     )
 
 
+def alias_groups(inputs: Sequence[Any], argnums: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+    """The checked input positions the caller passed as one array (the same memory, shape,
+    strides and dtype), in groups of two or more."""
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i in argnums:
+        x = inputs[i]
+        if isinstance(x, np.ndarray) and x.size:
+            key = (x.__array_interface__["data"][0], x.shape, x.strides, x.dtype.str)
+            groups.setdefault(key, []).append(i)
+    return tuple(tuple(g) for g in groups.values() if len(g) > 1)
+
+
 def check_vjp(
     forward: Callable[..., Any],
     backward: Callable[..., Any],
@@ -108,6 +115,9 @@ def check_vjp(
     seed: int = 0,
     raise_exception: bool = True,
     check_kinks: bool = False,
+    projections: int = 2,
+    nondet_tol: float = 0.0,
+    check_properties: bool = True,
 ) -> GradcheckResult:
     """Check a hand-written NumPy backward against finite differences of its forward.
 
@@ -229,6 +239,15 @@ def check_vjp(
             problems.append("backward modified dout in place")
         return _grads_for_argnums(grads, len(xs), nums)
 
+    def rerun(args: list[Any], output_index: int, cot: np.ndarray) -> tuple[Any, list[Any]]:
+        raw = forward(*args)
+        out, rerun_cache = (raw[0], raw[1]) if cache else (raw, None)
+        douts = [np.zeros(o.shape, dtype=dt) for o, dt in zip(outputs, dtypes, strict=True)]
+        douts[output_index] = cot.astype(dtypes[output_index], copy=False)  # keeps its layout
+        dout = douts[0] if single_output else tuple(douts)
+        grads = backward(dout, rerun_cache) if cache else backward(dout, *args)
+        return as_output_tuple(out), _grads_for_argnums(grads, len(args), nums)
+
     target = CheckTarget(
         checker="check_vjp",
         evaluate=evaluate,
@@ -241,6 +260,8 @@ def check_vjp(
         low_precision=next(
             (f"forward returns {d}" for d in dtypes if d.kind == "f" and d != np.float64), None
         ),
+        rerun=rerun,
+        alias_groups=alias_groups(inputs, nums),
     )
     try:
         return run_check(
@@ -254,6 +275,9 @@ def check_vjp(
             check_kinks=check_kinks,
             notes=[],
             cotangents=None if cotangent is None else cotangents_for(cotangent, outputs),
+            projections=projections,
+            nondet_tol=nondet_tol,
+            check_properties=check_properties,
         )
     except CheckAborted as e:
         return aborted_result("check_vjp", str(e), raise_exception)
@@ -297,6 +321,9 @@ def gradcheck(
     seed: int = 0,
     raise_exception: bool = True,
     check_kinks: bool = False,
+    projections: int = 2,
+    nondet_tol: float = 0.0,
+    check_properties: bool = True,
 ) -> GradcheckResult:
     """Check the autograd engine's gradients of ``fn`` against finite differences.
 
@@ -380,6 +407,17 @@ def gradcheck(
             out.backward(cot.astype(out.dtype))
         return [leaves[i].grad for i in nums]
 
+    def rerun(args: list[Any], output_index: int, cot: np.ndarray) -> tuple[Any, list[Any]]:
+        made: dict[int, Any] = {}  # one leaf per array object: aliased positions share it
+        leaves = [
+            made.setdefault(id(x), Tensor(x, requires_grad=True)) if i in nums else wrap(x)
+            for i, x in enumerate(args)
+        ]
+        outs = outputs_of(fn(*leaves))
+        if outs[output_index].requires_grad:
+            outs[output_index].backward(cot.astype(outs[output_index].dtype, copy=False))
+        return as_output_tuple([o.data for o in outs]), [leaves[i].grad for i in nums]
+
     raw = outputs_of(fn(*leaves_at(xs)))
     dtypes = tuple(o.dtype for o in raw)
     checked_outputs = tuple(k for k, d in enumerate(dtypes) if is_floating(np.empty(0, d)))
@@ -399,6 +437,9 @@ def gradcheck(
         checked_outputs=checked_outputs,
         problems=[],
         low_precision=low_precision,
+        rerun=rerun,
+        alias_groups=alias_groups(arrays, nums),
+        aliased_grads_add=True,
     )
     return run_check(
         target,
@@ -410,4 +451,7 @@ def gradcheck(
         raise_exception=raise_exception,
         check_kinks=check_kinks,
         notes=notes,
+        projections=projections,
+        nondet_tol=nondet_tol,
+        check_properties=check_properties,
     )
