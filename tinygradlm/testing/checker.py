@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .numerical import as_output_tuple, directional_derivative, jacobian_columns
+from .numerical import as_output_tuple, jacobian_columns
 from .projections import describe, fast_check
 from .properties import property_problems
 from .report import GradcheckError, GradcheckResult, PairResult, compare_jacobians
@@ -73,12 +73,13 @@ def run_check(
     if not target.argnums:
         notes.append("there is no floating input: nothing was checked")
     target = _set_infinite_entries_aside(target, notes)
+    jacobians = None  # the analytic Jacobians, where the full check built them
     if mode == "tight":
         result = tight_check(target, tol, seed=seed, step=tol.eps, cotangents=cotangents)
     elif cotangents is not None:
         result = _vjp_check(target, tol, cotangents, check_kinks)
     elif mode == "full":
-        result = _full_check(target, tol, check_kinks)
+        result, jacobians = _full_check(target, tol, check_kinks)
     else:
         dtype = "float32" if target.low_precision else "float64"
         step = PROJECTION_STEP[dtype] if eps is None else eps
@@ -101,8 +102,10 @@ def run_check(
                 for o in target.checked_outputs
             )
             if entries <= FULL_CHECK_LIMIT:
-                result = _full_check(target, tol, check_kinks)
-                verdict = "and the full Jacobian check passed" if result.ok else "full Jacobians shown"
+                result, jacobians = _full_check(target, tol, check_kinks)
+                verdict = (
+                    "and the full Jacobian check passed" if result.ok else "full Jacobians shown"
+                )
                 notes = [f"{fast_note}; {verdict}", *notes]
             else:
                 notes = [
@@ -111,7 +114,9 @@ def run_check(
                     *notes,
                 ]
     if check_properties and target.argnums and not target.problems:
-        result.problems += property_problems(target, seed=seed, nondet_tol=nondet_tol, notes=notes)
+        result.problems += property_problems(
+            target, seed=seed, nondet_tol=nondet_tol, notes=notes, jacobians=jacobians
+        )
     result.notes = notes + result.notes
     if raise_exception and not result.ok:
         raise GradcheckError(result)
@@ -202,7 +207,10 @@ def _choose_tolerances(
     )
 
 
-def _full_check(target: CheckTarget, tol: Tolerances, check_kinks: bool) -> GradcheckResult:
+def _full_check(
+    target: CheckTarget, tol: Tolerances, check_kinks: bool
+) -> tuple[GradcheckResult, dict[tuple[int, int], np.ndarray]]:
+    """Whole Jacobians compared entry by entry; also returns the analytic ones."""
     result = GradcheckResult(target.checker, "full", tol.eps, tol.atol, tol.rtol)
     analytic: dict[tuple[int, int], np.ndarray] = {}
     for o in target.checked_outputs:
@@ -242,7 +250,7 @@ def _full_check(target: CheckTarget, tol: Tolerances, check_kinks: bool) -> Grad
             _check_tied_kinks(pair, analytic[i, o], target.evaluate, target, i, o, tol)
             result.pairs.append(pair)
     result.problems = list(target.problems)
-    return result
+    return result, analytic
 
 
 def _vjp_check(

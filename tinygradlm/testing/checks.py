@@ -30,9 +30,8 @@ import numpy as np
 
 from .checker import aborted_result, check_mode, cotangents_for, run_check
 from .numerical import as_output_tuple, float64_inputs, is_floating, resolve_argnums
-from .properties import scrambled
-from .target import CheckAborted, CheckTarget
 from .report import GradcheckResult
+from .target import CheckAborted, CheckTarget
 
 __all__ = ["check_vjp", "gradcheck"]
 

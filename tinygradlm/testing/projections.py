@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from .target import CheckTarget, Tolerances, checked_grads
 from .report import GradcheckResult, compare_projections
 from .stencils import extrapolated_derivative, power_of_two_step, random_signs_and_weights
+from .target import CheckTarget, Tolerances, checked_grads
 
 ANALYTIC_MARGIN = 64.0  # rounding of the backward's sums, in ulps of the terms' magnitude
 

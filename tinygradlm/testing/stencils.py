@@ -80,7 +80,8 @@ def extrapolated_derivative(
         weight = 4.0**k
         previous, previous_noise = diffs, noise
         diffs = [
-            (weight * previous[m] - previous[m + 1]) / (weight - 1.0) for m in range(len(previous) - 1)
+            (weight * previous[m] - previous[m + 1]) / (weight - 1.0)
+            for m in range(len(previous) - 1)
         ]
         noise = [
             (weight * previous_noise[m] + previous_noise[m + 1]) / (weight - 1.0)

@@ -1,0 +1,92 @@
+"""The default check (random projections within their finite-difference error estimate) sees a
+single wrong element at any size: the guarantee its report states, tested at that threshold."""
+
+import time
+
+import numpy as np
+import planted_bugs as pb
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tinygradlm.testing import check_vjp
+from tinygradlm.testing import strategies as tst
+
+
+def matmul_forward(a, w):
+    return a @ w, (a, w)
+
+
+def matmul_backward(dout, cache):
+    a, w = cache
+    return dout @ w.T, a.T @ dout
+
+
+def matmul_backward_wrong_at(row, column, factor=1.5):
+    def backward(dout, cache):
+        da, dw = matmul_backward(dout, cache)
+        dw[row, column] *= factor
+        return da, dw
+
+    return backward
+
+
+def test_one_element_off_by_half_in_a_million_fails_by_default_and_quickly():
+    x = np.random.default_rng(0).normal(size=(1024, 1024))
+    start = time.perf_counter()
+    good = check_vjp(pb.square_forward, pb.square_backward, [x])
+    bad = check_vjp(
+        pb.square_forward, pb.square_backward_wrong_at(517 * 1024 + 33), [x], raise_exception=False
+    )
+    elapsed = time.perf_counter() - start
+    assert good.ok and not bad.ok
+    assert bad.pair(0).n_failed == bad.pair(0).n_elements == 2  # every projection sees it
+    assert "full Jacobians" in bad.notes[0] and "were not computed" in bad.notes[0]
+    assert elapsed < 6.0  # both checks together; about 1.5 s on an idle machine
+
+
+def test_one_element_off_by_half_in_a_256_square_matmul_fails_by_default():
+    rng = np.random.default_rng(1)
+    a, w = rng.normal(size=(256, 256)), rng.normal(size=(256, 256))
+    assert check_vjp(matmul_forward, matmul_backward, [a, w])
+    result = check_vjp(
+        matmul_forward, matmul_backward_wrong_at(100, 7), [a, w], raise_exception=False
+    )
+    assert [p.input_index for p in result.failed_pairs] == [1]
+
+
+@given(data=st.data())
+def test_an_error_just_above_the_stated_threshold_in_any_one_element_fails(data):
+    # the report's promise: one element of vᵀJ off by more than the threshold cannot pass
+    shape = data.draw(tst.shapes(min_dims=1, max_dims=3, max_side=9))
+    x = data.draw(tst.arrays(shape))
+    seed = data.draw(st.integers(0, 2**16))
+    threshold = check_vjp(pb.square_forward, pb.square_backward, [x], seed=seed).pair(0).threshold
+    flat_index = data.draw(st.integers(0, x.size - 1))
+    sign = data.draw(st.sampled_from([-1.0, 1.0]))
+
+    def backward(dout, x):
+        # off by 1.01·threshold·|dout| in one element: at least the threshold in vᵀJ, as the
+        # cotangent's entries are at least 1/2 and the threshold counts from there
+        (dx,) = pb.square_backward(dout, x)
+        dx.reshape(-1)[flat_index] += sign * 2.02 * threshold * dout.reshape(-1)[flat_index]
+        return (dx,)
+
+    result = check_vjp(
+        pb.square_forward, backward, [x], mode="fast", seed=seed, raise_exception=False
+    )
+    assert not result.ok
+
+
+def test_the_fast_report_states_the_projections_and_the_threshold():
+    x = np.random.default_rng(2).normal(size=(50, 40))
+    result = check_vjp(pb.square_forward, pb.square_backward, [x], mode="fast", projections=3)
+    pair = result.pair(0)
+    assert (pair.mode, pair.n_elements) == ("fast", 3)
+    assert pair.threshold < 1e-3 and pair.gradient_scale > 0
+    assert "sure to see errors above" in str(result)
+
+
+def test_projections_must_be_at_least_one():
+    with pytest.raises(ValueError, match="projections must be at least 1"):
+        check_vjp(pb.square_forward, pb.square_backward, [np.ones(3)], projections=0)
