@@ -7,18 +7,32 @@ Both reduce the function under check to the same two NumPy callables and share o
 - ``pullback(output_index, cotangent) -> grads``, one backward pass (a vector-Jacobian product).
 
 ``gradcheck`` builds them from a function on autograd Tensors; ``check_vjp`` from a hand-written
-NumPy forward/backward pair. Three modes:
+NumPy forward/backward pair. Four modes:
 
 - ``"full"``: the whole Jacobian of each output with respect to each input, analytic (one backward
   per output element, with a one-hot cotangent) against numeric (two evaluations per input
-  element). Slow for large inputs, but the report names every wrong element.
-- ``"fast"``: one random projection vᵀJu per (input, output) pair, with unit vectors u and v drawn
-  from ``seed``: one backward per output (cotangent v) dotted with u, against the numeric
-  directional derivative along u (two evaluations per input). Cheap for large inputs. Every entry
-  of u and v has a magnitude of at least half the average, so a wrong Jacobian entry (k, j) moves
-  the projection by at least |error|/(4·√(in.size·out.size)); an error smaller than that next to
-  the tolerance rtol·|vᵀJu| can pass. Fast mode is a screen, not a proof.
-- ``"auto"`` (the default): fast first, and on failure full, so a failing report names elements.
+  element), entry by entry within atol + rtol·|numeric|. Slow for large inputs, but the report
+  names every wrong element.
+- ``"fast"``: K = ``projections`` (default 2) random projections vᵀJu per (input, output) pair
+  (:mod:`.projections`): one backward per output with a cotangent v, dotted with K directions u,
+  against directional derivatives extrapolated from steps h and 2h (four evaluations per
+  direction). The allowed difference is the finite difference's own error estimate plus
+  ``atol``, not a fraction of vᵀJu, so the check does not weaken with size: every entry of u and
+  v is ±[1/2, 1], and an error in one element of vᵀJ (one wrong Jacobian entry, or a whole
+  column) larger than the threshold the report states (4× the allowed difference) fails with
+  certainty; errors spread over many elements are missed with probability below 80⁻ᴷ once one
+  of them is 100× the threshold.
+- ``"auto"`` (the default): fast first, and on failure full (where the Jacobians have at most
+  2²² entries), so a failing report names elements.
+- ``"tight"``: every element of vᵀJ for a random v against a finite difference extrapolated from
+  steps h, 2h and 4h (h = 2⁻¹⁰; six evaluations per input element, :mod:`.tight`), within that
+  difference's estimated truncation and rounding error. In float64 it sees relative errors of
+  1e-6 and far below on smooth functions, and states the threshold per pair.
+
+Every mode then checks the backward's properties (:mod:`.properties`; ``check_properties=False``
+skips them): the same grads when run twice (bitwise, or within ``nondet_tol``), linearity in
+dout, the same grads for non-contiguous and (as passed) aliased inputs, and no gradient through
+constant infinite outputs, which the value checks compare as constants.
 """
 
 from __future__ import annotations
@@ -146,8 +160,19 @@ def check_vjp(
     per input element (``mode`` is then ``"vjp"`` and the argument is ignored).
 
     Modes (see the module docstring): ``"full"`` compares whole Jacobians (one backward per output
-    element); ``"fast"`` one random projection vᵀJu per pair (seeded by ``seed``); ``"auto"``
-    fast, then full on failure so the report names elements.
+    element); ``"fast"`` ``projections`` random projections vᵀJu per pair (seeded by ``seed``),
+    within their finite-difference error estimate, sure to see one wrong element of vᵀJ above
+    the threshold the report states, at any size; ``"auto"`` fast, then full on failure so the
+    report names elements; ``"tight"`` every element of vᵀJ against an extrapolated difference
+    within its own error estimate (``atol`` and ``rtol`` default to 0 there), for errors of 1e-6
+    relative and below. A ``cotangent`` in tight mode is used as v.
+
+    Then the backward's properties (``check_properties=False`` skips them): run twice on the same
+    cotangent it must give the same grads, bitwise or within ``nondet_tol``; it must be linear in
+    dout; rerun on inputs and dout that are not C-contiguous (stored transposed, with gaps) it
+    must give the same outputs and grads, and likewise where the caller passed one array at two
+    positions. Outputs with constant infinite entries (a causal mask's -inf) are compared on
+    their finite entries, and a cotangent on the infinite ones alone must give zero grads.
 
     Default tolerances, chosen by the dtype ``forward`` computes in (the dtype of ``out``); an
     entry passes when |analytic − numeric| ≤ atol + rtol·|numeric|:
@@ -164,7 +189,10 @@ def check_vjp(
 
     With ``check_kinks=True`` an entry where the one-sided differences disagree (relu or abs at
     0, a tie in max) is accepted when the analytic value lies between them (a subgradient), and
-    listed as a kink in the report instead of failing.
+    listed as a kink in the report instead of failing; where several kinks meet in one output
+    element (a tie), their gradients together must also match the derivative along the
+    direction that moves them all at once (so the tied maxima cannot each take the full
+    gradient).
 
     Returns a :class:`GradcheckResult` (truthy when the check passed); on failure raises
     :class:`GradcheckError` (an ``AssertionError``) carrying it, unless ``raise_exception=False``.
@@ -333,10 +361,13 @@ def gradcheck(
     on a freshly built graph; numeric ones are central differences in float64.
 
     Modes: ``"full"`` compares whole Jacobians (one backward per output element, two evaluations
-    of ``fn`` per input element); ``"fast"`` compares one random projection vᵀJu per
-    (input, output) pair (one backward per output, two evaluations per input; u and v drawn from
-    ``seed``), for large inputs; ``"auto"`` runs fast, then full on failure so the report names
-    the wrong elements.
+    of ``fn`` per input element); ``"fast"`` compares ``projections`` random projections vᵀJu
+    per (input, output) pair within their finite-difference error estimate (one backward per
+    output, four evaluations per projection; u and v drawn from ``seed``), for large inputs;
+    ``"auto"`` runs fast, then full on failure so the report names the wrong elements;
+    ``"tight"`` compares every element of vᵀJ with an extrapolated difference within its own
+    error estimate. ``nondet_tol`` and ``check_properties`` as in :func:`check_vjp` (an input
+    passed twice is one leaf there, whose grad is the sum).
 
     Default tolerances, chosen by the dtype ``fn`` computes in (the dtype of its outputs); an
     entry passes when |analytic − numeric| ≤ atol + rtol·|numeric|:
