@@ -21,12 +21,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: layer_inputs
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # planted_bugs
 
-import layer_inputs as ri  # noqa: E402
-import planted_bugs as pb  # noqa: E402
+import layer_inputs as ri
+import planted_bugs as pb
 
-from tinygradlm import ref  # noqa: E402
-from tinygradlm.ref.gelu import GELU_CUBIC  # noqa: E402
-from tinygradlm.testing import check_vjp  # noqa: E402
+from tinygradlm import ref
+from tinygradlm.ref.gelu import GELU_CUBIC
+from tinygradlm.testing import check_vjp
 
 
 def gelu_backward_0_7978(dout, cache):
@@ -128,21 +128,21 @@ def cases():
             {},
         ),
         (
-            "attention backward × (1 + 1e-6)",
+            "attention backward x (1 + 1e-6)",
             ref.attention_forward,
             attention_backward_scaled,
             ri.example("attention"),
             {},
         ),
         (
-            "one element × 1.5, 1024×1024 x²",
+            "one element x 1.5, 1024x1024 x²",
             pb.square_forward,
             pb.square_backward_wrong_at(517 * 1024 + 33),
             [big],
             {},
         ),
         (
-            "one element × 1.5, 256×256 matmul",
+            "one element x 1.5, 256x256 matmul",
             matmul_forward,
             matmul_backward_one_wrong,
             [a, w],
@@ -157,7 +157,13 @@ def cases():
         ),
         ("causal -inf mask (correct)", masked_forward, masked_backward, [x44], {}),
         ("causal -inf mask leaking gradient", masked_forward, leaking_masked_backward, [x44], {}),
-        ("backward keeping state between calls", pb.square_forward, kept_state_backward(), [x34], {}),
+        (
+            "backward keeping state between calls",
+            pb.square_forward,
+            kept_state_backward(),
+            [x34],
+            {},
+        ),
         ("backward ignoring dout (scalar loss)", sum_of_squares, lambda d, x: (2 * x,), [x34], {}),
         (
             "backward reading memory in storage order",
