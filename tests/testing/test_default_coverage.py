@@ -66,14 +66,20 @@ def test_an_error_just_above_the_stated_threshold_in_any_one_element_fails(data)
     sign = data.draw(st.sampled_from([-1.0, 1.0]))
 
     def backward(dout, x):
-        # off by 1.01·threshold·|dout| in one element: at least the threshold in vᵀJ, as the
-        # cotangent's entries are at least 1/2 and the threshold counts from there
+        # one element of vᵀJ off by 1.01·threshold exactly (whatever v): the weakest error the
+        # report promises to see (not linear in dout, so the property checks are off)
         (dx,) = pb.square_backward(dout, x)
-        dx.reshape(-1)[flat_index] += sign * 2.02 * threshold * dout.reshape(-1)[flat_index]
+        dx.reshape(-1)[flat_index] += sign * 1.01 * threshold
         return (dx,)
 
     result = check_vjp(
-        pb.square_forward, backward, [x], mode="fast", seed=seed, raise_exception=False
+        pb.square_forward,
+        backward,
+        [x],
+        mode="fast",
+        seed=seed,
+        check_properties=False,
+        raise_exception=False,
     )
     assert not result.ok
 

@@ -121,3 +121,33 @@ def test_the_tight_report_names_its_tolerance_and_the_threshold():
     text = str(result)
     assert text.startswith("check_vjp failed (mode=tight, step=0.000976562, tolerance: the")
     assert "sure to see an error above" in text
+
+
+@given(data=st.data())
+def test_an_error_just_above_the_stated_tight_threshold_in_any_one_element_fails(data):
+    args = data.draw(ri.STRATEGIES["layernorm"])
+    seed = data.draw(st.integers(0, 2**16))
+    forward, backward = ri.PAIRS["layernorm"]
+    result = check_vjp(forward, backward, args, mode="tight", seed=seed)
+    which = data.draw(st.integers(0, 2))  # x, weight or bias
+    threshold = result.pair(which).threshold
+    flat_index = data.draw(st.integers(0, args[which].size - 1))
+    sign = data.draw(st.sampled_from([-1.0, 1.0]))
+
+    def wrong(dout, cache):
+        grads = [g.copy() for g in backward(dout, cache)]
+        grads[which].reshape(-1)[flat_index] += sign * 1.01 * threshold
+        return tuple(grads)
+
+    bad = check_vjp(
+        forward,
+        wrong,
+        args,
+        mode="tight",
+        seed=seed,
+        check_properties=False,
+        raise_exception=False,
+    )
+    assert bad.pair(which).failed_indices == [
+        tuple(int(i) for i in np.unravel_index(flat_index, args[which].shape))
+    ]

@@ -20,7 +20,7 @@ NumPy forward/backward pair. Four modes:
   ``atol``, not a fraction of vᵀJu, so the check does not weaken with size: every entry of u and
   v is ±[1/2, 1], and an error in one element of vᵀJ (one wrong Jacobian entry, or a whole
   column) larger than the threshold the report states (4× the allowed difference) fails with
-  certainty; errors spread over many elements are missed with probability below 80⁻ᴷ once one
+  certainty; errors spread over many elements are missed with probability below 40⁻ᴷ once one
   of them is 100× the threshold.
 - ``"auto"`` (the default): fast first, and on failure full (where the Jacobians have at most
   2²² entries), so a failing report names elements.
