@@ -74,6 +74,8 @@ def run_check(
         notes.append("there is no floating input: nothing was checked")
     target = _set_infinite_entries_aside(target, notes)
     jacobians = None  # the analytic Jacobians, where the full check built them
+    if mode == "tight" and check_kinks:
+        notes.append("check_kinks does not apply in tight mode (it has no one-sided differences)")
     if mode == "tight":
         result = tight_check(target, tol, seed=seed, step=tol.eps, cotangents=cotangents)
     elif cotangents is not None:

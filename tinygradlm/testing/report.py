@@ -45,8 +45,10 @@ class PairResult:
     """The comparison for one (input, output) pair.
 
     In full mode ``n_elements`` counts the input's elements and ``n_failed`` those with at least
-    one Jacobian entry over tolerance (accepted kinks excluded). In fast mode one number, the
-    projection vᵀJu, is compared, so ``n_elements`` is 1 and there is no worst index.
+    one Jacobian entry over tolerance (accepted kinks excluded); in vjp and tight mode the same
+    for the one row vᵀJ. In fast mode K numbers, the projections vᵀJu, are compared, so
+    ``n_elements`` is K, ``n_failed`` counts the projections over tolerance and there is no worst
+    index.
     """
 
     input_index: int
@@ -54,7 +56,7 @@ class PairResult:
     input_shape: tuple[int, ...]
     input_dtype: str
     output_shape: tuple[int, ...]
-    mode: str  # "full" or "fast"
+    mode: str  # "full", "fast", "vjp" or "tight"
     n_elements: int
     n_failed: int
     max_abs_err: float
