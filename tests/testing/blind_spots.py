@@ -5,7 +5,10 @@ tinygradlm is on PYTHONPATH, so the same script measures the checker before and 
     PYTHONPATH=. python tests/testing/blind_spots.py
 
 "caught" means the check failed on the planted bug; for a correct backward (marked "correct")
-the wanted answer is "passed". Not collected by pytest (no test_ prefix): the properties are
+the wanted answer is "passed". With ``--margins N`` it also runs tight mode on every reference
+layer over N hypothesis draws and prints, per layer, the largest error seen as a fraction of
+the error allowed (well below 1: no false alarm is near) and the largest stated threshold
+relative to the gradient. Not collected by pytest (no test_ prefix): the properties are
 asserted in test_tight_mode.py, test_default_coverage.py, test_backward_properties.py and
 test_kinks_and_infinities.py.
 """
@@ -190,7 +193,39 @@ def verdict(forward, backward, args, **kwargs) -> str:
     return "passed" if result.ok else "caught"
 
 
+def tight_margins(draws: int) -> None:
+    """Per reference layer: the worst |analytic − numeric| / allowed, and threshold / scale."""
+    print("| layer | draws | worst error / allowed | worst threshold / largest gradient |")
+    print("| --- | --- | --- | --- |")
+    for layer in ri.LAYERS:
+        worst = _worst_tight_margins(layer, draws)
+        print(f"| {layer} | {draws} | {worst['ratio']:.1e} | {worst['threshold']:.1e} |")
+
+
+def _worst_tight_margins(layer: str, draws: int) -> dict[str, float]:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    forward, backward = ri.PAIRS[layer]
+    worst = {"ratio": 0.0, "threshold": 0.0}
+
+    @settings(max_examples=draws, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(ri.STRATEGIES[layer], st.integers(0, 2**16))
+    def run(args, seed):
+        result = check_vjp(forward, backward, args, mode="tight", seed=seed)
+        for p in result.pairs:
+            worst["ratio"] = max(worst["ratio"], p.max_abs_err / (p.threshold / 2))
+            if p.gradient_scale:
+                worst["threshold"] = max(worst["threshold"], p.threshold / p.gradient_scale)
+
+    run()
+    return worst
+
+
 def main() -> None:
+    if "--margins" in sys.argv:
+        tight_margins(int(sys.argv[sys.argv.index("--margins") + 1]))
+        print()
     print("| case | default check | tight mode | seconds |")
     print("| --- | --- | --- | --- |")
     for name, forward, backward, args, kwargs in cases():

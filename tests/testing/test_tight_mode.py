@@ -45,7 +45,7 @@ def test_the_correct_gelu_backward_passes_with_a_stated_threshold():
     assert pair.mode == "tight" and pair.n_elements == ri.example("gelu")[0].size
     # the claim the report makes: no error above threshold in one element goes unseen; far
     # below the 1e-6 relative errors this mode is for
-    assert 0 < pair.threshold < 1e-8 * pair.gradient_scale
+    assert 0 < pair.threshold < 1e-7 * pair.gradient_scale
     assert "sure to see an error above" in str(result.pairs[0].details())
 
 

@@ -33,10 +33,16 @@ ANALYTIC_MARGIN = 64.0  # rounding of the backward's sums, in ulps of the terms'
 
 
 def projected(
-    target: CheckTarget, argnum: int, direction: np.ndarray, cotangents: dict[int, np.ndarray]
+    target: CheckTarget,
+    argnum: int,
+    direction: np.ndarray,
+    cotangents: dict[int, np.ndarray],
+    intermediate_scale: float = 0.0,
 ):
-    """φ(t): the outputs at inputs[argnum] + t·direction, projected onto ``cotangents`` (one
-    value and one magnitude Σ|v·f| per output in ``cotangents``' order)."""
+    """φ(t): the outputs at inputs[argnum] + t·direction, projected onto ``cotangents``: one
+    value and one magnitude per output in ``cotangents``' order. The magnitude, which bounds the
+    rounding error of the value, is Σ|v_k|·max(|f_k|, ``intermediate_scale``): a function may
+    round at the scale of its intermediates rather than of its result (1 + tanh u near 0)."""
     x = target.inputs[argnum]
     order = list(cotangents)
 
@@ -44,11 +50,14 @@ def projected(
         args = list(target.inputs)
         args[argnum] = np.asarray(x + t * direction)  # asarray: x may be 0-d
         outs = target.evaluate(*args)
-        terms = [cotangents[o] * outs[o] for o in order]
-        return (
-            np.array([t_.sum() for t_ in terms]),
-            np.array([np.abs(t_).sum() for t_ in terms]),
+        values = np.array([np.vdot(cotangents[o], outs[o]) for o in order])
+        magnitudes = np.array(
+            [
+                np.vdot(np.abs(cotangents[o]), np.maximum(np.abs(outs[o]), intermediate_scale))
+                for o in order
+            ]
         )
+        return values, magnitudes
 
     return phi
 

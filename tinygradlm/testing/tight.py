@@ -5,7 +5,9 @@ For each output a random cotangent v (entries ±[1/2, 1]; or the caller's) gives
 pass, g = vᵀJ. For each input element j the numeric ∂(v·f)/∂x_j comes from central differences
 with steps h, 2h and 4h (six evaluations of ``f``) extrapolated twice (:mod:`.stencils`): its
 truncation error is O(h⁶), measured by the tableau, and its rounding error is bounded by
-ε·Σ|v·f|/h. With h = 2⁻¹⁰ (times the element's magnitude, rounded to a power of two) both are
+ε·Σ|v|·max(|f|, max|x|)/h — rounding at the scale of the input as well as of the output, since
+a function may cancel inside (GELU's 1 + tanh u for x below −4 keeps a few digits of a result
+near 1e-13). With h = 2⁻¹⁰ (times the element's magnitude, rounded to a power of two) both are
 around 1e-12 of the gradient for a smooth, well-scaled float64 function, so an element passes
 when
 
@@ -98,12 +100,14 @@ def _numeric_gradient(
     x = target.inputs[argnum]
     value = np.zeros((len(cotangents), x.size))
     error = np.zeros((len(cotangents), x.size))
+    # the rounding bound assumes intermediates as large as the input's largest element
+    intermediate_scale = float(np.max(np.abs(x), initial=0.0))
     for j in range(x.size):
         magnitude = abs(float(x.reshape(-1)[j]))
         element_step = step * 2.0 ** max(0.0, np.ceil(np.log2(magnitude))) if magnitude else step
         unit = np.zeros(x.shape)
         unit.reshape(-1)[j] = 1.0
-        phi = projected(target, argnum, unit, cotangents)
+        phi = projected(target, argnum, unit, cotangents, intermediate_scale)
         estimate = extrapolated_derivative(phi, element_step, TIGHT_LEVELS, target.unit_roundoff)
         value[:, j], error[:, j] = estimate.value, estimate.error
     return value, error
