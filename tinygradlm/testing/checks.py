@@ -167,7 +167,7 @@ def check_vjp(
     within its own error estimate (``atol`` and ``rtol`` default to 0 there), for errors of 1e-6
     relative and below. A ``cotangent`` in tight mode is used as v. A given ``eps`` is the step
     of every mode (rounded down to a power of two in fast and tight mode; their defaults are
-    2⁻¹⁴ and 2⁻¹⁰ times the element's magnitude).
+    2⁻¹⁴, and 2⁻¹⁰ times each element's magnitude).
 
     Then the backward's properties (``check_properties=False`` skips them): run twice on the same
     cotangent it must give the same grads, bitwise or within ``nondet_tol``; it must be linear in
