@@ -69,6 +69,8 @@ def extrapolated_derivative(
     ``phi(t)`` evaluates the function at x + t·d and returns (values, magnitudes), one entry per
     output: the magnitudes Σ|v_k·f_k| bound the rounding error of the values. ``levels`` ≥ 2.
     """
+    if levels < 2:
+        raise ValueError(f"Richardson's tableau needs at least 2 levels, got {levels}")
     diffs, noise = [], []
     for m in range(levels):
         h = step * 2.0**m
@@ -87,9 +89,8 @@ def extrapolated_derivative(
             (weight * previous_noise[m] + previous_noise[m + 1]) / (weight - 1.0)
             for m in range(len(previous_noise) - 1)
         ]
-        if k == levels - 1:
-            # the two estimates one level down differ by about (4ᵏ − 1) times their own error,
-            # which bounds the error of their extrapolation (the last level) with room to spare
-            with np.errstate(invalid="ignore"):
-                truncation = np.abs(previous[0] - previous[1])
+    # the two estimates one level below the last differ by about (4ᵏ − 1) times their own
+    # error, which bounds the error of their extrapolation (the last level) with room to spare
+    with np.errstate(invalid="ignore"):
+        truncation = np.abs(previous[0] - previous[1])
     return Estimate(value=diffs[0], truncation=truncation, rounding=noise[0])
