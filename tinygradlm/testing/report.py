@@ -200,6 +200,12 @@ class GradcheckResult:
                 f"  {n_quiet} {others}input/output pair(s) within tolerance "
                 f"(max abs err {worst:.1e}{seen})"
             )
+            if self.mode == "tight":  # the point of tight mode: how small, pair by pair
+                lines += [
+                    f"    input {p.input_index} -> output {p.output_index}: {p.threshold_line()}"
+                    for p in quiet
+                    if p.threshold is not None
+                ]
         lines += [f"  note: {note}" for note in self.notes]
         return "\n".join(lines)
 
