@@ -31,18 +31,19 @@ def matmul_backward_wrong_at(row, column, factor=1.5):
     return backward
 
 
-def test_one_element_off_by_half_in_a_million_fails_by_default_and_quickly():
+def test_one_element_off_by_half_in_a_million_fails_by_default_and_is_named():
     x = np.random.default_rng(0).normal(size=(1024, 1024))
     start = time.perf_counter()
     good = check_vjp(pb.square_forward, pb.square_backward, [x])
+    elapsed = time.perf_counter() - start
     bad = check_vjp(
         pb.square_forward, pb.square_backward_wrong_at(517 * 1024 + 33), [x], raise_exception=False
     )
-    elapsed = time.perf_counter() - start
     assert good.ok and not bad.ok
+    assert elapsed < 5.0  # the passing check; about 0.7 s on an idle machine
     assert bad.pair(0).n_failed == bad.pair(0).n_elements == 2  # every projection sees it
     assert "full Jacobians" in bad.notes[0] and "were not computed" in bad.notes[0]
-    assert elapsed < 6.0  # both checks together; about 1.5 s on an idle machine
+    assert bad.notes[1].startswith("bisection names input 0 at index (517, 33)")
 
 
 def test_one_element_off_by_half_in_a_256_square_matmul_fails_by_default():
@@ -53,6 +54,22 @@ def test_one_element_off_by_half_in_a_256_square_matmul_fails_by_default():
         matmul_forward, matmul_backward_wrong_at(100, 7), [a, w], raise_exception=False
     )
     assert [p.input_index for p in result.failed_pairs] == [1]
+    assert "bisection names input 1 at index (100, 7)" in result.notes[1]
+
+
+def test_bisection_names_one_of_two_wrong_elements_past_the_full_check_limit():
+    # 4096 elements: the Jacobian has 4096² > 2²² entries, so auto mode bisects instead
+    x = np.random.default_rng(3).normal(size=4096)
+
+    def swapped(dout, x):
+        (dx,) = pb.square_backward(dout, x)
+        dx[[0, -1]] = dx[[-1, 0]]
+        return (dx,)
+
+    result = check_vjp(pb.square_forward, swapped, [x], raise_exception=False)
+    (named,) = [n for n in result.notes if n.startswith("bisection names")]
+    prefixes = ("bisection names input 0 at index (0,)", "bisection names input 0 at index (4095,)")
+    assert named.startswith(prefixes)
 
 
 @given(data=st.data())

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .numerical import as_output_tuple, jacobian_columns
-from .projections import describe, fast_check
+from .projections import describe, fast_check, localize
 from .properties import property_problems
 from .report import GradcheckError, GradcheckResult, PairResult, compare_jacobians
 from .target import CheckAborted, CheckTarget, Tolerances, checked_grads
@@ -83,38 +83,9 @@ def run_check(
     elif mode == "full":
         result, jacobians = _full_check(target, tol, check_kinks)
     else:
-        dtype = "float32" if target.low_precision else "float64"
-        step = PROJECTION_STEP[dtype] if eps is None else eps
-        result = fast_check(
-            target,
-            tol,
-            seed=seed,
-            projections=projections,
-            step=step,
-            rtol=0.0 if rtol is None else rtol,
-        )
-        if result.failed_pairs and (mode == "auto" or check_kinks):
-            fast_note = (
-                f"the fast check (a random projection vᵀJu, {projections} per pair) failed for "
-                + describe(result.failed_pairs)
-            )
-            entries = sum(
-                target.inputs[i].size * target.outputs[o].size
-                for i in target.argnums
-                for o in target.checked_outputs
-            )
-            if entries <= FULL_CHECK_LIMIT:
-                result, jacobians = _full_check(target, tol, check_kinks)
-                verdict = (
-                    "and the full Jacobian check passed" if result.ok else "full Jacobians shown"
-                )
-                notes = [f"{fast_note}; {verdict}", *notes]
-            else:
-                notes = [
-                    f"{fast_note}; the full Jacobians ({entries} entries) were not computed: "
-                    "check a smaller input, or pass cotangent= to compare vᵀJ element by element",
-                    *notes,
-                ]
+        result, jacobians = _screen(target, tol, mode, seed, projections, eps, rtol, check_kinks)
+        notes = result.notes + notes
+        result.notes = []
     if check_properties and target.argnums and not target.problems:
         result.problems += property_problems(
             target, seed=seed, nondet_tol=nondet_tol, notes=notes, jacobians=jacobians
@@ -123,6 +94,58 @@ def run_check(
     if raise_exception and not result.ok:
         raise GradcheckError(result)
     return result
+
+
+def _screen(
+    target: CheckTarget,
+    tol: Tolerances,
+    mode: str,
+    seed: int,
+    projections: int,
+    eps: float | None,
+    rtol: float | None,
+    check_kinks: bool,
+) -> tuple[GradcheckResult, dict[tuple[int, int], np.ndarray] | None]:
+    """Fast mode; in auto mode (or with check_kinks) a failure is redone in full where that is
+    affordable, so the report names elements, and otherwise bisected to one wrong element. The
+    result's notes say what happened."""
+    dtype = "float32" if target.low_precision else "float64"
+    step = PROJECTION_STEP[dtype] if eps is None else eps
+    result = fast_check(
+        target,
+        tol,
+        seed=seed,
+        projections=projections,
+        step=step,
+        rtol=0.0 if rtol is None else rtol,
+    )
+    if not result.failed_pairs or not (mode == "auto" or check_kinks):
+        return result, None
+    fast_note = (
+        f"the fast check (a random projection vᵀJu, {projections} per pair) failed for "
+        + describe(result.failed_pairs)
+    )
+    entries = sum(
+        target.inputs[i].size * target.outputs[o].size
+        for i in target.argnums
+        for o in target.checked_outputs
+    )
+    if entries <= FULL_CHECK_LIMIT:
+        result, jacobians = _full_check(target, tol, check_kinks)
+        verdict = "and the full Jacobian check passed" if result.ok else "full Jacobians shown"
+        result.notes.append(f"{fast_note}; {verdict}")
+        return result, jacobians
+    result.notes.append(
+        f"{fast_note}; the full Jacobians ({entries} entries) were not computed: check a smaller "
+        "input, or pass cotangent= to compare vᵀJ element by element"
+    )
+    for pair in result.failed_pairs:
+        found = localize(
+            target, pair.input_index, pair.output_index, seed=seed, step=step, atol=tol.atol
+        )
+        if found:
+            result.notes.append(found)
+    return result, None
 
 
 def _set_infinite_entries_aside(target: CheckTarget, notes: list[str]) -> CheckTarget:

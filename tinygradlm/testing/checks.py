@@ -22,8 +22,9 @@ NumPy forward/backward pair. Four modes:
   column) larger than the threshold the report states (4× the allowed difference) fails with
   certainty; errors spread over many elements are missed with probability below 40⁻ᴷ once one
   of them is 100× the threshold.
-- ``"auto"`` (the default): fast first, and on failure full (where the Jacobians have at most
-  2²² entries), so a failing report names elements.
+- ``"auto"`` (the default): fast first, and on failure full where the Jacobians have at most
+  2²² entries, else a bisection of the input's elements with the same projections, so a failing
+  report names a wrong element.
 - ``"tight"``: every element of vᵀJ for a random v against a finite difference extrapolated from
   steps h, 2h and 4h (h = 2⁻¹⁰; six evaluations per input element, :mod:`.tight`), within that
   difference's estimated truncation and rounding error. In float64 it sees relative errors of

@@ -14,9 +14,14 @@ What this guarantees (the entries of u and v are ±[1/2, 1], never near zero):
   whole column, as a kernel that mishandles one index gives) moves every projection by at least
   |error|/2, so any such error above 4τ (τ the largest allowed difference) fails the check with
   certainty, at any size: the report states 4τ as the threshold;
-- an error spread over several elements moves a projection by Σ u_j·error_j; if some element's
-  error exceeds 400τ, that sum stays within τ for at most 1 in 80 of the draws of u_j (its sign
-  and weight), so K projections all miss with probability below 80⁻ᴷ.
+- an error spread over several elements moves a projection by Σ u_j·error_j (plus the finite
+  difference's own error, at most τ); if some element's error c exceeds 100× the threshold
+  (400τ), the projection passes only for u_j in an interval of length 4τ/|c| ≤ 1/100, which
+  holds at most 11 of the 513 weights u_j can take: each projection misses with probability
+  below 1/40 over the draw of u_j, and K projections (independent u) below 40⁻ᴷ.
+
+Where auto mode cannot afford the full Jacobians, :func:`localize` bisects the input's elements
+with the same projections (O(log n) directional derivatives) to name one wrong element.
 """
 
 from __future__ import annotations
@@ -126,3 +131,47 @@ def fast_check(
 def describe(pairs: list[Any]) -> str:
     """'input i -> output o, …' for a list of pairs, in a note."""
     return ", ".join(f"input {p.input_index} -> output {p.output_index}" for p in pairs)
+
+
+def localize(
+    target: CheckTarget, i: int, o: int, *, seed: int, step: float, atol: float
+) -> str | None:
+    """Bisect input i's elements for one whose entry of vᵀJ (output o) is wrong: compare the
+    projection onto u restricted to each half, keep a half that fails, until one element is
+    left (about 2·log₂(size) directional derivatives). A sentence naming it, or None if no half
+    fails on its own (errors that cancel between halves)."""
+    rng = np.random.default_rng(seed + 2)
+    v = random_signs_and_weights(rng, target.outputs[o].shape) * target.finite[o]
+    g = checked_grads(target, o, v)[i]
+    if g is None:
+        return None
+    x = target.inputs[i]
+    u, flat_g = random_signs_and_weights(rng, x.shape).reshape(-1), g.reshape(-1)
+    step = power_of_two_step(step)
+
+    def numeric_over(lo: int, hi: int) -> tuple[float, float, bool]:
+        direction = np.zeros(x.size)
+        direction[lo:hi] = u[lo:hi]
+        phi = projected(target, i, direction.reshape(x.shape), {o: v})
+        estimate = extrapolated_derivative(phi, step, 2, target.unit_roundoff)
+        terms = flat_g[lo:hi] * u[lo:hi]
+        rounding = ANALYTIC_MARGIN * target.unit_roundoff * float(np.abs(terms).sum())
+        allowed = float(estimate.error[0]) + rounding + atol
+        numeric = float(estimate.value[0])
+        return float(terms.sum()), numeric, not abs(terms.sum() - numeric) <= allowed
+
+    lo, hi = 0, x.size
+    if not numeric_over(lo, hi)[2]:
+        return None
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        halves = [(a, b) for a, b in ((lo, mid), (mid, hi)) if numeric_over(a, b)[2]]
+        if not halves:
+            return None
+        lo, hi = halves[0]
+    analytic, numeric, _ = numeric_over(lo, hi)
+    index = tuple(int(n) for n in np.unravel_index(lo, x.shape))
+    return (
+        f"bisection names input {i} at index {index} (output {o}): element {index} of vᵀJ is "
+        f"{analytic / u[lo]:.6e} by the backward, {numeric / u[lo]:.6e} by finite differences"
+    )
