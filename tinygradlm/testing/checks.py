@@ -34,6 +34,9 @@ Every mode then checks the backward's properties (:mod:`.properties`; ``check_pr
 skips them): the same grads when run twice (bitwise, or within ``nondet_tol``), linearity in
 dout, the same grads for non-contiguous and (as passed) aliased inputs, and no gradient through
 constant infinite outputs, which the value checks compare as constants.
+
+The module runs past 400 lines mostly in the two entry points' docstrings: they are the manual
+a user reads.
 """
 
 from __future__ import annotations
