@@ -110,19 +110,6 @@ def jacobian_columns(
     return JacobianColumns(central, left, right)
 
 
-def directional_derivative(
-    f: Callable[..., Any], inputs: list[Any], argnum: int, direction: np.ndarray, eps: float
-) -> tuple[np.ndarray, ...]:
-    """J·u for each output, by central differences along ``direction`` in input ``argnum``."""
-    x = inputs[argnum]
-    plus_inputs, minus_inputs = list(inputs), list(inputs)
-    plus_inputs[argnum] = np.asarray(x + eps * direction)  # asarray: x may be 0-d
-    minus_inputs[argnum] = np.asarray(x - eps * direction)
-    plus = as_output_tuple(f(*plus_inputs))
-    minus = as_output_tuple(f(*minus_inputs))
-    return tuple((fp - fm) / (2 * eps) for fp, fm in zip(plus, minus, strict=True))
-
-
 def numerical_jacobian(
     f: Callable[..., Any],
     inputs: Sequence[Any],

@@ -45,8 +45,10 @@ class PairResult:
     """The comparison for one (input, output) pair.
 
     In full mode ``n_elements`` counts the input's elements and ``n_failed`` those with at least
-    one Jacobian entry over tolerance (accepted kinks excluded). In fast mode one number, the
-    projection vᵀJu, is compared, so ``n_elements`` is 1 and there is no worst index.
+    one Jacobian entry over tolerance (accepted kinks excluded); in vjp and tight mode the same
+    for the one row vᵀJ. In fast mode K numbers, the projections vᵀJu, are compared, so
+    ``n_elements`` is K, ``n_failed`` counts the projections over tolerance and there is no worst
+    index.
     """
 
     input_index: int
@@ -54,7 +56,7 @@ class PairResult:
     input_shape: tuple[int, ...]
     input_dtype: str
     output_shape: tuple[int, ...]
-    mode: str  # "full" or "fast"
+    mode: str  # "full", "fast", "vjp" or "tight"
     n_elements: int
     n_failed: int
     max_abs_err: float
@@ -67,6 +69,13 @@ class PairResult:
     kinks: list[Kink] = field(default_factory=list)  # accepted (check_kinks=True)
     n_kink_like_failures: int = 0  # failing elements whose one-sided differences disagree
     kinks_checked: bool = False  # whether check_kinks was on
+    # the smallest error in one element of the gradient vᵀJ that the check was sure to see (the
+    # tolerance it follows from: the finite-difference error estimate, or atol/rtol), and the
+    # largest |element| of vᵀJ, to put it in proportion; None where not measured
+    threshold: float | None = None
+    gradient_scale: float | None = None
+    # tied kinks whose gradients together are no subgradient (check_kinks): one line each
+    subgradient_failures: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -79,15 +88,25 @@ class PairResult:
             f"output {self.output_index} (shape {self.output_shape})"
         )
 
+    def threshold_line(self) -> str | None:
+        """How small an error the check could see, or None where that was not measured."""
+        if self.threshold is None:
+            return None
+        line = f"sure to see an error above {self.threshold:.1e} in any one element of vᵀJ"
+        if self.gradient_scale:
+            line += f" ({self.threshold / self.gradient_scale:.1e} of its largest element)"
+        return line
+
     def details(self) -> list[str]:
         """The indented lines that follow the header in a report."""
         if self.mode == "fast":
-            verdict = "over tolerance" if self.n_failed else "within tolerance"
+            verdict = f"{self.n_failed} over tolerance" if self.n_failed else "all within tolerance"
             lines = [
-                f"projection vᵀJu {verdict}: analytic {self.worst_analytic:.6e}, "
-                f"numeric {self.worst_numeric:.6e}, abs err {self.max_abs_err:.1e}"
+                f"{self.n_elements} random projection(s) vᵀJu, {verdict}; worst: analytic "
+                f"{self.worst_analytic:.6e}, numeric {self.worst_numeric:.6e}, "
+                f"abs err {self.max_abs_err:.1e}"
             ]
-            return lines
+            return [*lines, *filter(None, [self.threshold_line()])]
         lines = [
             f"{self.n_failed} of {self.n_elements} elements over tolerance; "
             f"max abs err {self.max_abs_err:.1e}, max rel err {self.max_rel_err:.1e}"
@@ -111,12 +130,13 @@ class PairResult:
                 "right differences disagree);"
             )
             lines.append("check_kinks=True accepts subgradients there")
+        lines += self.subgradient_failures
         if self.kinks:
             lines.append(f"{len(self.kinks)} kink(s) accepted (analytic between left and right):")
             lines += [f"  {k}" for k in self.kinks[:MAX_LISTED]]
             if len(self.kinks) > MAX_LISTED:
                 lines.append("  ...")
-        return lines
+        return [*lines, *filter(None, [self.threshold_line()])]
 
 
 @dataclass
@@ -158,10 +178,12 @@ class GradcheckResult:
 
     def __str__(self) -> str:
         verdict = "passed" if self.ok else "failed"
-        lines = [
-            f"{self.checker} {verdict} (mode={self.mode}, eps={self.eps:g}, "
-            f"atol={self.atol:g}, rtol={self.rtol:g})"
-        ]
+        if self.mode == "tight":
+            extra = f" + atol={self.atol:g} + rtol={self.rtol:g}" if self.atol or self.rtol else ""
+            settings = f"step={self.eps:g}, tolerance: the finite-difference error estimate{extra}"
+        else:
+            settings = f"eps={self.eps:g}, atol={self.atol:g}, rtol={self.rtol:g}"
+        lines = [f"{self.checker} {verdict} (mode={self.mode}, {settings})"]
         lines += [f"  {problem}" for problem in self.problems]
         shown = [p for p in self.pairs if not p.ok or p.kinks or p.n_kink_like_failures]
         for p in shown:
@@ -169,12 +191,21 @@ class GradcheckResult:
             lines += [f"    {line}" for line in p.details()]
         n_quiet = len(self.pairs) - len(shown)
         if n_quiet:
-            worst = max(p.max_abs_err for p in self.pairs if p not in shown)
+            quiet = [p for p in self.pairs if p not in shown]
+            worst = max(p.max_abs_err for p in quiet)
             others = "other " if shown else ""
+            thresholds = [p.threshold for p in quiet if p.threshold is not None]
+            seen = f"; sure to see errors above {max(thresholds):.1e}" if thresholds else ""
             lines.append(
                 f"  {n_quiet} {others}input/output pair(s) within tolerance "
-                f"(max abs err {worst:.1e})"
+                f"(max abs err {worst:.1e}{seen})"
             )
+            if self.mode == "tight":  # the point of tight mode: how small, pair by pair
+                lines += [
+                    f"    input {p.input_index} -> output {p.output_index}: {p.threshold_line()}"
+                    for p in quiet
+                    if p.threshold is not None
+                ]
         lines += [f"  note: {note}" for note in self.notes]
         return "\n".join(lines)
 
@@ -214,15 +245,19 @@ def compare_jacobians(
     atol: float,
     rtol: float,
     check_kinks: bool,
+    allowed: np.ndarray | None = None,
 ) -> PairResult:
     """Compare two (out.size, in.size) Jacobians entry by entry and summarise for one pair.
 
-    An entry is at a kink when its one-sided differences disagree by more than the tolerance.
+    An entry passes when |analytic − numeric| ≤ ``allowed`` (by default atol + rtol·|numeric|;
+    tight mode passes its error estimates). An entry is at a kink when its one-sided
+    differences disagree by more than the tolerance.
     With ``check_kinks`` a kink whose analytic value lies between left and right (within
     tolerance) is accepted and listed, whether or not it matches the central difference; a kink
     outside that interval still fails, since no subgradient has that value.
     """
-    allowed = atol + rtol * np.abs(numeric)
+    if allowed is None:
+        allowed = atol + rtol * np.abs(numeric)
     abs_err = np.abs(analytic - numeric)
     over = ~(abs_err <= allowed)  # NaN counts as over
     one_sided_gap = np.abs(right - left)
@@ -275,21 +310,23 @@ def compare_jacobians(
     return result
 
 
-def compare_projection(
-    analytic: float,
-    numeric: float,
+def compare_projections(
+    analytic: np.ndarray,
+    numeric: np.ndarray,
+    allowed: np.ndarray,
     *,
     input_index: int,
     output_index: int,
     input_shape: tuple[int, ...],
     input_dtype: str,
     output_shape: tuple[int, ...],
-    atol: float,
-    rtol: float,
 ) -> PairResult:
-    """Compare the scalars vᵀJ_analytic·u and vᵀJ_numeric·u for one pair (fast mode)."""
-    abs_err = abs(analytic - numeric)
-    passed = abs_err <= atol + rtol * abs(numeric)  # False for NaN
+    """Compare K projections vᵀJ_analytic·u against vᵀJ_numeric·u, each with its own allowed
+    error (fast mode): ``n_elements`` counts the projections, ``n_failed`` those over."""
+    abs_err = np.abs(analytic - numeric)
+    failing = ~(abs_err <= allowed)  # NaN counts as over
+    excess = np.where(np.isnan(abs_err), np.inf, abs_err / np.maximum(allowed, 1e-300))
+    worst = int(np.argmax(excess))
     return PairResult(
         input_index=input_index,
         output_index=output_index,
@@ -297,10 +334,10 @@ def compare_projection(
         input_dtype=input_dtype,
         output_shape=output_shape,
         mode="fast",
-        n_elements=1,
-        n_failed=0 if passed else 1,
-        max_abs_err=float(abs_err),
-        max_rel_err=float(relative_error(np.array(analytic), np.array(numeric))),
-        worst_analytic=float(analytic),
-        worst_numeric=float(numeric),
+        n_elements=len(analytic),
+        n_failed=int(np.count_nonzero(failing)),
+        max_abs_err=float(np.max(abs_err, initial=0.0)),
+        max_rel_err=float(np.max(relative_error(analytic, numeric), initial=0.0)),
+        worst_analytic=float(analytic[worst]),
+        worst_numeric=float(numeric[worst]),
     )
