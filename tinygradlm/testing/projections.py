@@ -32,7 +32,7 @@ import numpy as np
 
 from .report import GradcheckResult, compare_projections
 from .stencils import extrapolated_derivative, power_of_two_step, random_signs_and_weights
-from .target import CheckTarget, Tolerances, checked_grads
+from .target import CheckTarget, Tolerances, checked_grads, grads_by_pair
 
 ANALYTIC_MARGIN = 64.0  # rounding of the backward's sums, in ulps of the terms' magnitude
 
@@ -85,11 +85,7 @@ def fast_check(
         o: random_signs_and_weights(rng, target.outputs[o].shape) * target.finite[o]
         for o in target.checked_outputs
     }
-    grads: dict[tuple[int, int], np.ndarray] = {}
-    for o in target.checked_outputs:
-        for i, g in checked_grads(target, o, v[o]).items():
-            if g is not None:
-                grads[i, o] = g
+    grads = grads_by_pair(target, v)
     for i in target.argnums:
         outs = [o for o in target.checked_outputs if (i, o) in grads]
         if not outs:

@@ -66,6 +66,19 @@ def checked_grads(target: CheckTarget, output_index: int, cotangent: np.ndarray)
     return grads_as_float64(target, grads)
 
 
+def grads_by_pair(
+    target: CheckTarget, cotangents: dict[int, np.ndarray]
+) -> dict[tuple[int, int], np.ndarray]:
+    """One backward per checked output, with that output's cotangent: the grads of the right
+    shape, keyed (input, output) (a grad of the wrong shape is left out and recorded)."""
+    grads: dict[tuple[int, int], np.ndarray] = {}
+    for o in target.checked_outputs:
+        for i, g in checked_grads(target, o, cotangents[o]).items():
+            if g is not None:
+                grads[i, o] = g
+    return grads
+
+
 def grads_as_float64(target: CheckTarget, grads: Sequence[Any]) -> dict[int, Any]:
     """Raw grads (one per argnum) as float64 arrays of the inputs' shapes; None (and a problem)
     for a grad of the wrong shape; zeros for an input the output does not depend on."""

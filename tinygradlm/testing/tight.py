@@ -27,7 +27,7 @@ import numpy as np
 from .projections import ANALYTIC_MARGIN, projected
 from .report import GradcheckResult, compare_jacobians
 from .stencils import extrapolated_derivative, power_of_two_step, random_signs_and_weights
-from .target import CheckTarget, Tolerances, checked_grads
+from .target import CheckTarget, Tolerances, grads_by_pair
 
 TIGHT_STEP = 2.0**-10  # the base step h; each element's is h times its magnitude (power of two)
 TIGHT_LEVELS = 3  # steps h, 2h, 4h: two Richardson levels, the second measuring the first
@@ -48,11 +48,7 @@ def tight_check(
     if cotangents is None:
         cotangents = tuple(random_signs_and_weights(rng, o.shape) for o in target.outputs)
     v = {o: cotangents[o] * target.finite[o] for o in target.checked_outputs}
-    grads: dict[tuple[int, int], np.ndarray] = {}
-    for o in target.checked_outputs:
-        for i, g in checked_grads(target, o, v[o]).items():
-            if g is not None:
-                grads[i, o] = g
+    grads = grads_by_pair(target, v)
     for i in target.argnums:
         outs = [o for o in target.checked_outputs if (i, o) in grads]
         if not outs:
