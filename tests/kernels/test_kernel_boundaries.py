@@ -18,6 +18,7 @@ the rest to the tolerances of test_kernels_match_ref.py, which explains them.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -45,11 +46,30 @@ def around(*sizes: int) -> list[int]:
     return sorted({n + d for n in sizes for d in (-1, 0, 1) if n + d >= 1})
 
 
-def test_the_block_sizes_are_the_ones_these_tests_straddle():
-    # if a kernel's block size changes, the shapes below must move with it
+# If a kernel's block size changes, the shapes below must move with it: these pin them (each
+# test names its layer, so that bench/mutation.py's ``-k <layer>`` selects it).
+
+
+def test_encoder_column_blocks_are_64_wide():
     assert encoder.COLUMNS_PER_BLOCK == 64
+
+
+def test_layernorm_row_blocks_are_32_rows_and_row_sums_16_lanes():
     assert layernorm.ROWS_PER_BLOCK == 32
     assert LANES == 16
+
+
+def test_attention_causal_blocks_are_at_most_four_runs_of_64_or_more():
+    # the contract in _causal_blocks's docstring: consecutive runs covering 0..T, at most four,
+    # all but the last at least 64 long (max(64, ⌈T/4⌉): one run up to T = 64, 4 from T = 193)
+    for T in range(1, 700):
+        runs = attention._causal_blocks(T)
+        assert runs[0][0] == 0 and runs[-1][1] == T, T
+        assert all(lo < hi for lo, hi in runs), T
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(runs)), T
+        assert len(runs) <= 4, T
+        assert all(hi - lo >= 64 for lo, hi in runs[:-1]), T
+        assert len(runs) == min(4, -(-T // 64)), T
     assert [hi - lo for lo, hi in attention._causal_blocks(257)] == [65, 65, 65, 62]
 
 
