@@ -591,7 +591,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--rerun-survivors",
         action="store_true",
-        help="with --resume: run again the mutants that survived (after new tests)",
+        help="with --resume: run again only the mutants that survived (after new tests)",
     )
     return parser.parse_args(argv)
 
@@ -624,7 +624,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     rerun = {"survived", "equivalent", "timeout"} if args.rerun_survivors else set()
     done = previous_results(args.results) if args.resume else {}
-    todo = [m for m in mutants if m.id not in done or done[m.id].status in rerun]
+    if args.rerun_survivors:
+        todo = [m for m in mutants if m.id in done and done[m.id].status in rerun]
+    else:
+        todo = [m for m in mutants if m.id not in done]
     todo = todo[:: args.every][: args.limit]
     equivalent = load_equivalent()
     # every earlier result is kept, other modules' too: one file can gather a run module by module
