@@ -47,11 +47,14 @@ Too slow for CI (a kernel mutant costs a Numba compile, 10–40 s). Run it on on
     python bench/mutation.py --module ref                           # all of tinygradlm/ref
     python bench/mutation.py --module kernels/encoder.py --jobs 1 --results mutants.json
     python bench/mutation.py --module kernels --resume --results mutants.json
+    python bench/mutation.py --module kernels --resume --rerun-survivors --results mutants.json
+    python bench/mutation.py --summary --results mutants.json       # re-apply the equivalences
     python bench/mutation.py --scope all --module ref/layernorm.py  # forwards too
 
 Results go to a JSON file (``--results``, default ``mutation_results.json``), rewritten after
 every mutant, so an interrupted run resumes with ``--resume``. The figures are in
-docs/verification.md ("Mutation testing").
+docs/verification.md ("Mutation testing of the backwards"), with the kernels' block sizes and
+the tests that reach each boundary.
 """
 
 from __future__ import annotations
