@@ -2,10 +2,10 @@
 and the multi-tensor ops (concatenate, stack, split, where).
 
 cross_entropy is a single op with a hand-written backward (as are ``Tensor.softmax`` and
-``Tensor.log_softmax``, which ``softmax`` and ``log_softmax`` call), because composing it from
-exp/sum/log is numerically unstable and slow. layer_norm is deliberately
-composed from primitives: it is the independent witness for the hand-derived layer in
-``tinygradlm.ref``.
+``Tensor.log_softmax``, which ``softmax`` and ``log_softmax`` call): one node instead of a
+dozen, and no log of an underflowed probability. These fused ops are the fast path; the
+independent witness of the hand-derived layers (``tinygradlm.model.witness``) does not use them,
+and ``tests/test_model_witness.py`` checks each against its composition from primitive ops.
 
 As in ``tensor.py``, every backward here computes with Tensor ops, so it can be recorded and
 differentiated again (``backward(create_graph=True)``).

@@ -439,8 +439,9 @@ class Tensor:
 
         return Tensor._make(out, (self,), backward, "gelu")
 
-    # softmax and log_softmax are single ops with hand-written backwards: composed from
-    # exp/sum/log they would be unstable and slow
+    # softmax and log_softmax are single ops with hand-written backwards, one node instead of
+    # five; tinygradlm.model.witness composes them from max/exp/sum/log, and the tests hold the
+    # two equal
 
     def softmax(self, axis: int = -1) -> Tensor:
         """exp(x) / Σ exp(x) along ``axis``, computed after subtracting the maximum (stable)."""
