@@ -155,6 +155,22 @@ def test_a_wrong_double_backward_passes_gradcheck_but_fails_gradgradcheck(op):
     assert "input 0" in str(result)  # the failing second derivative is wrt x, named as input 0
 
 
+def test_gradgradcheck_in_tight_mode_sees_a_second_derivative_off_by_one_part_in_a_million():
+    def tanh_slightly_off(x):
+        """tanh whose recorded backward scales the second derivative by 1 + 1e-6."""
+        out = np.tanh(x.data)
+
+        def backward(g):
+            y = forward_value(out, x.tanh)
+            return (g * (1.0 - y * y) + g * (y * y - y.detach() * y.detach()) * 1e-6,)
+
+        return Tensor._make(out, (x,), backward, "tanh")
+
+    assert gradgradcheck(lambda t: t.tanh(), [X], mode="tight")
+    assert gradgradcheck(tanh_slightly_off, [X], raise_exception=False).ok  # below the default
+    assert not gradgradcheck(tanh_slightly_off, [X], mode="tight", raise_exception=False).ok
+
+
 def test_gradgradcheck_rejects_cotangents_of_the_wrong_shape():
     with pytest.raises(ValueError, match="do not match"):
         gradgradcheck(lambda t: t.tanh(), [X], grad_outputs=np.ones(3))

@@ -43,6 +43,9 @@ def gradgradcheck(
     seed: int = 0,
     raise_exception: bool = True,
     check_kinks: bool = False,
+    projections: int = 2,
+    nondet_tol: float = 0.0,
+    check_properties: bool = True,
 ) -> GradcheckResult:
     """Check the engine's second derivatives of ``fn`` (its backward's backward).
 
@@ -54,9 +57,9 @@ def gradgradcheck(
                                     floating input, computed with ``create_graph=True``
 
     so the report's inputs 0 … n−1 are ``fn``'s and the ones after them are the cotangents.
-    ``eps``, ``atol``, ``rtol``, ``mode``, ``seed``, ``raise_exception`` and ``check_kinks``
-    are passed on. A ``numpy_op`` in ``fn`` cannot be differentiated twice: the check raises the
-    op's ``RuntimeError``.
+    Every other argument is :func:`gradcheck`'s and is passed on (``mode="tight"`` included).
+    A ``numpy_op`` in ``fn`` cannot be differentiated twice: the check raises the op's
+    ``RuntimeError``.
 
     Example: tanh (second derivative −2·tanh·(1 − tanh²)) and a layer-norm-like composition,
     both with respect to the inputs and to the cotangent.
@@ -103,6 +106,9 @@ def gradgradcheck(
         seed=seed,
         raise_exception=False,
         check_kinks=check_kinks,
+        projections=projections,
+        nondet_tol=nondet_tol,
+        check_properties=check_properties,
     )
     result.checker = "gradgradcheck"
     result.notes.insert(
