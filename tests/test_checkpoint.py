@@ -25,6 +25,7 @@ from tinygradlm.checkpoint import (
     restore,
     save_checkpoint,
 )
+from tinygradlm.checkpoint.layout import write_safetensors
 from tinygradlm.model import GPT, GPTConfig
 from tinygradlm.optim import AdamW, clip_grad_norm, lr_schedule
 
@@ -567,3 +568,21 @@ def test_a_deeply_nested_lora_header_is_refused(tmp_path):
     safetensors.numpy.save_file(tensors, path / "adapters.safetensors", metadata=metadata)
     rewrite_manifest(path)
     refused(path, "adapters.safetensors: the 'lora' header entry: not valid JSON: nested too")
+
+
+def test_the_safetensors_writer_keeps_every_shape_and_value_the_library_reads(tmp_path):
+    rng = np.random.default_rng(0)
+    tensors = {
+        "scalar": np.array(1.5, dtype=np.float32),  # 0-d: shape [], not [1]
+        "empty": np.zeros((0, 3), dtype=np.float64),
+        "strided": rng.normal(size=(4, 6))[:, ::2],  # not contiguous
+        "transposed": rng.normal(size=(3, 5)).astype(np.float32).T,
+        "ids": np.arange(7, dtype=np.int64).reshape(7, 1),
+    }
+    write_safetensors(tmp_path / "t.safetensors", tensors, {})
+    back = safetensors.numpy.load_file(tmp_path / "t.safetensors")
+    assert back.keys() == tensors.keys()
+    for name, value in tensors.items():
+        assert back[name].shape == value.shape, name
+        assert back[name].dtype == value.dtype, name
+        np.testing.assert_array_equal(back[name], value, err_msg=name)

@@ -184,7 +184,9 @@ def write_safetensors(
     arrays = []
     offset = 0
     for name in sorted(tensors):
-        array = np.ascontiguousarray(tensors[name])
+        array = np.asarray(tensors[name])  # not ascontiguousarray, which makes a 0-d array 1-d
+        if not array.flags.c_contiguous:
+            array = array.copy(order="C")
         array = array.astype(array.dtype.newbyteorder("<"), copy=False)
         dtype = _SAFETENSORS_DTYPES.get(array.dtype.name)
         if dtype is None:

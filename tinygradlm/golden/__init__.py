@@ -92,7 +92,7 @@ def index(files: list[dict[str, Any]]) -> dict[str, Any]:
         "conventions": (
             "tensors in HF GPT-2's layouts (linear weights (in, out)); shapes B batch, T "
             "positions, C channels, V vocabulary, Vp padded vocabulary, NH heads, HS head size; "
-            "integer tensors int64; a loss and its cotangent dout have shape [1]; expected "
+            "integer tensors int64; a loss and its cotangent dout are 0-d (shape []); expected "
             "values are the oracle's, rounded to the file's dtype"
         ),
         "files": [f["entry"] for f in files],

@@ -122,8 +122,7 @@ def layer_file(layer: str, case: tuple[dict[str, int], int, float], dtype: str) 
     wide_eps = float(np.finfo(oracle_dtype(dtype)).eps)
     resolution = FLOOR_ULPS * wide_eps * input_scale(args, seed, np.dtype(dtype), oracle[0])
     terms = term_scales(layer, args, cotangent(np.shape(oracle[0]), dtype, seed))
-    # a loss and its cotangent are stored with shape (1,): the file format's writer keeps no 0-d
-    dout = np.atleast_1d(cotangent(np.shape(oracle[0]), dtype, seed))
+    dout = cotangent(np.shape(oracle[0]), dtype, seed)  # 0-d for the loss
 
     tensors: dict[str, np.ndarray] = {"dout": dout}
     arguments: dict[str, Any] = {}
@@ -138,7 +137,7 @@ def layer_file(layer: str, case: tuple[dict[str, int], int, float], dtype: str) 
         arguments["eps"] = 1e-5
     outputs = {}
     for name, oracle_value, error in zip(OUTPUT_NAMES[layer], oracle, errors, strict=False):
-        tensors[name] = np.atleast_1d(oracle_value).astype(dtype)
+        tensors[name] = np.asarray(oracle_value).astype(dtype)
         outputs[name] = tolerance(tensors[name], error, dtype, resolution, terms.get(name, 0.0))
     tag = "_".join(f"{k}{v}" for k, v in dims.items())
     name = f"{layer}_{tag}_{dtype}.safetensors"

@@ -45,7 +45,7 @@ def run_step(
     idx, targets = batch()
     results = {"logits": model.logits(idx)}
     loss, grads = model.forward_backward(idx, targets, engine=engine, ignore_index=IGNORE_INDEX)
-    results["loss"] = np.array([loss], dtype=dtype)  # (1,): see golden.layers
+    results["loss"] = np.array(loss, dtype=dtype)  # 0-d, shape [] in the file
     results.update({f"grad.{name}": g.copy() for name, g in grads.items()})
     AdamW.for_model(model, **ADAMW).step()
     results.update({f"updated.{name}": p.copy() for name, p in model.state_dict().items()})
