@@ -33,7 +33,9 @@ from typing import Any
 import numpy as np
 
 from tinygradlm import backend
-from tinygradlm.model import GPT, GPTConfig
+from tinygradlm.autograd import Tensor
+from tinygradlm.model import GPT, GPTConfig, witness
+from tinygradlm.testing.layer_cases import OUTPUT_NAMES, cotangent, layer_inputs
 
 H = 1e-3  # the stencil's step: truncation O(h⁴) ≈ 1e-12, rounding ≈ 1e-16·|loss|/h ≈ 1e-13
 
@@ -162,6 +164,124 @@ def table(args: argparse.Namespace) -> str:
     return f"GPT-2-shaped model: {shape}.\n\n" + "\n".join(rows)
 
 
+# --------------------------------------------------------------------------------------------
+# each layer on its own
+# --------------------------------------------------------------------------------------------
+
+
+def layer_dims(args: argparse.Namespace) -> dict[str, dict[str, int]]:
+    """Each layer's sizes inside the model of :func:`build`."""
+    B, T, C, NH = args.batch, args.seq, args.width, args.heads
+    return {
+        "encoder": {"B": B, "T": T, "C": C, "Vp": args.vocab, "extra_T": 0},
+        "layernorm": {"B": B, "T": T, "C": C},
+        "linear": {"B": B, "T": T, "C": C, "OC": 3 * C, "bias": 1},
+        "attention": {"B": B, "T": T, "NH": NH, "HS": C // NH},
+        "gelu": {"B": B, "T": T, "C": 4 * C},
+        "residual": {"B": B, "T": T, "C": C},
+        "crossentropy": {"B": B, "T": T, "V": args.vocab, "pad": -args.vocab % 8},
+    }
+
+
+def layer_gradients(layer: str, path: str, args: list, dout: np.ndarray) -> list:
+    """The output and the gradient of each floating input by one path (None: not available)."""
+    if path in ("NumPy", "Numba"):
+        L = backend.layers("numpy" if path == "NumPy" else "numba")
+        out, cache = getattr(L, f"{layer}_forward")(*args)
+        return [out, *getattr(L, f"{layer}_backward")(dout, cache)]
+    if path == "witness":
+        leaves = [Tensor(a, requires_grad=True) if is_float(a) else a for a in args]
+        out = witness.LAYERS[layer](*leaves)
+        out.backward(dout)
+        return [out.data, *(t.grad for t in leaves if isinstance(t, Tensor))]
+    try:
+        import torch
+    except ImportError:
+        return [None] * (1 + sum(map(is_float, args)))
+    from tinygradlm.testing.torch_layers import torch_layers
+
+    leaves = [torch.tensor(a, requires_grad=is_float(a)) if is_array(a) else a for a in args]
+    out = torch_layers(torch)[layer](*leaves)
+    out.backward(torch.tensor(dout))
+    floats = [t for t in leaves if isinstance(t, torch.Tensor) and t.requires_grad]
+    return [out.detach().numpy(), *(t.grad.numpy() for t in floats)]
+
+
+def is_array(a: Any) -> bool:
+    return isinstance(a, np.ndarray)
+
+
+def is_float(a: Any) -> bool:
+    return is_array(a) and a.dtype.kind == "f"
+
+
+def layer_fd(layer: str, args: list, dout: np.ndarray, reference: list, samples: int) -> list:
+    """For each floating input, the worst error of the reference gradient against the
+    fourth-order stencil of Σ dout·forward(x) on sampled elements."""
+    forward = getattr(backend.layers("numpy"), f"{layer}_forward")
+    rng = np.random.default_rng(3)
+    errors = []
+    for k, i in enumerate(i for i, a in enumerate(args) if is_float(a)):
+        g = reference[1 + k].reshape(-1)
+        flat = args[i].reshape(-1)  # a view: perturbing it perturbs the input
+        picks = np.unique(
+            np.concatenate(
+                [
+                    np.argsort(-np.abs(g))[:samples],
+                    rng.choice(g.size, min(samples, g.size), replace=False),
+                ]
+            )
+        )
+        worst = 0.0
+        for j in picks:
+            x, values = flat[j], []
+            for step in (2 * H, H, -H, -2 * H):
+                flat[j] = x + step
+                values.append(float(np.vdot(dout, forward(*args)[0])))
+            flat[j] = x
+            numeric = (-values[0] + 8 * values[1] - 8 * values[2] + values[3]) / (12 * H)
+            worst = max(worst, abs(g[j] - numeric))
+        errors.append(worst / float(np.abs(g).max() or 1.0))
+    return errors
+
+
+def layer_table(args: argparse.Namespace) -> str:
+    paths = ["witness", "PyTorch", "Numba"]
+    f32_paths = ["NumPy", "Numba", "witness", "PyTorch"]
+    header = ["layer", "tensor", "finite differences", *paths, *(f"{p} f32" for p in f32_paths)]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for layer, dims in layer_dims(args).items():
+        inputs = layer_inputs(layer, dims, seed=0, dtype=np.float64)
+        dout = cotangent(
+            np.shape(getattr(backend.layers("numpy"), f"{layer}_forward")(*inputs)[0]),
+            np.float64,
+            seed=0,
+        )
+        reference = layer_gradients(layer, "NumPy", inputs, dout)
+        columns = [[None, *layer_fd(layer, inputs, dout, reference, args.samples)]]
+        for path in paths:
+            columns.append(
+                [
+                    relative(v, r)
+                    for v, r in zip(
+                        layer_gradients(layer, path, inputs, dout), reference, strict=True
+                    )
+                ]
+            )
+        args32 = [a.astype(np.float32) if is_float(a) else a for a in inputs]
+        for path in f32_paths:
+            got = layer_gradients(layer, path, args32, dout.astype(np.float32))
+            columns.append([relative(v, r) for v, r in zip(got, reference, strict=True)])
+        for n, name in enumerate(OUTPUT_NAMES[layer][: len(reference)]):
+            cells = ["" if c[n] is None else f"{c[n]:.1e}" for c in columns]
+            rows.append(f"| {layer} | `{name}` | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def relative(value: np.ndarray | None, reference: np.ndarray) -> float | None:
+    return None if value is None else relative_error(np.asarray(value), np.asarray(reference))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--layers", type=int, default=2)
@@ -174,6 +294,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     start = time.perf_counter()
     print(table(args))
+    print("\nEach layer at the model's shapes (the output's row: forward values; the others: the")
+    print("gradient of each floating input; finite differences check the gradients only).\n")
+    print(layer_table(args))
     print(f"\n({time.perf_counter() - start:.0f} s)")
 
 

@@ -10,58 +10,10 @@ from hypothesis import strategies as st
 
 from tinygradlm import ref
 from tinygradlm.testing import strategies as tst
+from tinygradlm.testing.torch_layers import torch_layers
 
 torch = pytest.importorskip("torch")
-F = torch.nn.functional
-
-
-def encoder(idx, wte, wpe):
-    return F.embedding(idx, wte) + wpe[: idx.shape[1]]
-
-
-def layernorm(x, weight, bias):
-    return F.layer_norm(x, (x.shape[-1],), weight, bias, eps=1e-5)
-
-
-def linear(x, weight, bias=None):
-    return F.linear(x, weight.T, bias)  # torch keeps (out, in); ours is HF's (in, out)
-
-
-def attention(qkv, n_head):
-    B, T, C3 = qkv.shape
-    C = C3 // 3
-    q, k, v = (
-        qkv[..., i * C : (i + 1) * C].reshape(B, T, n_head, C // n_head).transpose(1, 2)
-        for i in range(3)
-    )  # (B, NH, T, HS)
-    y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # scale 1/sqrt(HS)
-    return y.transpose(1, 2).reshape(B, T, C)
-
-
-def gelu(x):
-    return F.gelu(x, approximate="tanh")
-
-
-def residual(a, b):
-    return a + b
-
-
-def crossentropy(logits, targets, vocab_size=None, ignore_index=-100):
-    V = logits.shape[-1] if vocab_size is None else vocab_size
-    return F.cross_entropy(
-        logits[..., :V].reshape(-1, V), targets.reshape(-1), ignore_index=ignore_index
-    )
-
-
-TORCH = {
-    "encoder": encoder,
-    "layernorm": layernorm,
-    "linear": linear,
-    "attention": attention,
-    "gelu": gelu,
-    "residual": residual,
-    "crossentropy": crossentropy,
-}
+TORCH = torch_layers(torch)
 
 
 def assert_matches_torch(layer, args):

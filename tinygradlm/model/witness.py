@@ -92,6 +92,26 @@ def attention(qkv: Tensor, n_head: int) -> Tensor:
     return (att @ v).transpose(0, 2, 1, 3).reshape(B, T, C)
 
 
+def _crossentropy_layer(
+    logits: Tensor, targets: np.ndarray, vocab_size: int | None = None, ignore_index: int = -100
+) -> Tensor:
+    V = logits.shape[-1] if vocab_size is None else vocab_size  # the padding is left out
+    return cross_entropy(logits[..., :V], targets, ignore_index=ignore_index)
+
+
+# Each layer of ``tinygradlm.ref`` with the arguments of its ``<layer>_forward`` (Tensors for the
+# floating ones), composed from the primitives above: the witness of each hand-derived layer.
+LAYERS = {
+    "encoder": lambda idx, wte, wpe: wte[idx] + wpe[: idx.shape[1]],
+    "layernorm": lambda x, weight, bias: layer_norm(x, weight, bias, eps=1e-5),
+    "linear": lambda x, weight, bias=None: x @ weight if bias is None else x @ weight + bias,
+    "attention": attention,
+    "gelu": gelu,
+    "residual": lambda a, b: a + b,
+    "crossentropy": _crossentropy_layer,
+}
+
+
 # --------------------------------------------------------------------------------------------
 # the model
 # --------------------------------------------------------------------------------------------
