@@ -67,6 +67,12 @@ def _prepare(args: argparse.Namespace) -> int:
 
     settings = read_settings(args.config) if args.config else {}
     settings.update({k: getattr(args, k) for k in PREPARE_FLAGS if getattr(args, k) is not None})
+    files = {k: getattr(args, k) for k in ("include", "exclude", "undecodable")}
+    files["include_hidden"] = args.include_hidden or None
+    files = {k: v for k, v in files.items() if v is not None}
+    if files:  # the flags override the same keys of [files] in --config
+        table = settings.get("files", {})
+        settings["files"] = {**table, **files} if isinstance(table, dict) else table
     source_table = settings.pop("sources", None)
     sources = None
     if args.sources:
@@ -117,9 +123,35 @@ def _add_prepare(p: argparse.ArgumentParser) -> None:
         "(default 0: as many as the weights allow)",
     )
     p.add_argument(
+        "--include",
+        action="append",
+        metavar="GLOB",
+        help="read only the files of a directory matching a GLOB (e.g. '*.md'; '*' crosses "
+        "folders; repeat for more); default every file",
+    )
+    p.add_argument(
+        "--exclude",
+        action="append",
+        metavar="GLOB",
+        help="leave out the files of a directory matching GLOB (e.g. 'build/*'); repeatable",
+    )
+    p.add_argument(
+        "--include-hidden",
+        dest="include_hidden",
+        action="store_true",
+        help="also read names starting with '.' when walking a directory",
+    )
+    p.add_argument(
+        "--undecodable",
+        choices=("skip", "error", "replace"),
+        help="a walked file that is binary or not UTF-8: skip it and count it in report.json "
+        "(default), stop with an error, or (not UTF-8 only) read it with U+FFFD for bad bytes",
+    )
+    p.add_argument(
         "--config",
         type=Path,
-        help="a TOML file of these settings, with [clean], [dedup] and [sources.NAME] tables",
+        help="a TOML file of these settings, with [clean], [dedup], [files] and [sources.NAME] "
+        "tables",
     )
     p.add_argument(
         "--overwrite", action="store_true", help="replace shards and tokenizer already in --out"

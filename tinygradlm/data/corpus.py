@@ -348,6 +348,7 @@ def summary(report: Mapping[str, Any]) -> str:
     row("sampling rate (weight ÷ share)", _sampling_rate)
     if all("tokenizer_sample_chars" in c for _, c in columns):
         row("tokenizer sample (characters)", lambda c: f"{c['tokenizer_sample_chars']:,}")
+    rows += _skipped_rows(columns, line)
     row("documents read", lambda c: f"{c['before']['documents']:,}")
     row("tokens read (before cleaning)", lambda c: tokens(c, "before"))
     rules: list[str] = []
@@ -375,4 +376,29 @@ def summary(report: Mapping[str, Any]) -> str:
     for name, c in shown:
         rows.append("")
         rows += _details(name, c["stats"])
-    return "\n".join(rows)
+    return "\n".join(rows + _skipped_notes(report["overall"]))
+
+
+def _skipped_rows(
+    columns: Sequence[tuple[str, Mapping[str, Any]]], line: Callable[[str, Iterable[str]], str]
+) -> list[str]:
+    """A row per reason a directory walk left paths out (none in older reports)."""
+    reasons: list[str] = []
+    for _, c in columns:
+        reasons += [r for r in c.get("skipped_files", {}) if r not in reasons]
+    rows = [line("paths skipped (not read)", [""] * len(columns))] if reasons else []
+    for reason in reasons:
+        counts = [c.get("skipped_files", {}).get(reason, {}).get("paths", 0) for _, c in columns]
+        rows.append(line(f"  - {reason}", [f"{n:,}" for n in counts]))
+    return rows
+
+
+def _skipped_notes(overall: Mapping[str, Any]) -> list[str]:
+    """For each reason paths were skipped: the first such path and the setting that keeps them."""
+    skipped = overall.get("skipped_files", {})
+    notes = [f"  {r}: first {e['first']}; to keep: {e['relaxed_by']}" for r, e in skipped.items()]
+    return (
+        ["", "paths skipped, first of each, and the setting that keeps them:", *notes]
+        if notes
+        else []
+    )

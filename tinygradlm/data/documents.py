@@ -8,11 +8,13 @@ Inputs, in the order given (each path may be):
 - a **JSON file** holding an array (``.json`` starting with ``[``): one document per element, an
   object with ``text_field`` or a plain string;
 - a **directory**: every file below it, recursively, in sorted order of relative path (so the
-  order never depends on the file system); names starting with ``.`` (``.git``, ``.DS_Store``)
-  are skipped.
+  order never depends on the file system), less what a :class:`~.walk.FileFilter` leaves out:
+  by default hidden names (``.git``, ``.DS_Store``), ``__pycache__`` folders, binary files and
+  files that are not UTF-8, each counted by reason in a :class:`~.walk.Skipped` (:mod:`.walk`).
 
 Files are decoded as strict UTF-8 (a leading byte-order mark is dropped); newlines are left as
-they are (cleaning normalises them). Every problem raises :class:`DataError` naming the place:
+they are (cleaning normalises them). A file named explicitly that is not UTF-8 is an error, as
+is every other problem; each raises :class:`DataError` naming the place:
 ``path: no such file or directory``, ``path: invalid UTF-8 at byte 1234 (line 7)``,
 ``path:12: not valid JSON (...)``, ``path:12: no string field 'text'``.
 
@@ -33,6 +35,7 @@ from typing import Any
 
 from ..errors import DataError
 from ..parse import parse_json
+from .walk import FileFilter, Skipped, files_below, read_text
 
 __all__ = ["Document", "default_corpus", "read_documents", "write_documents"]
 
@@ -51,35 +54,33 @@ def read_documents(
     paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
     *,
     text_field: str = "text",
+    filters: FileFilter | None = None,
+    skipped: Skipped | None = None,
 ) -> Iterator[Document]:
     """Yield the documents of ``paths`` (files, JSON Lines files, directories), in order.
 
-    A single path may be passed on its own. Lazily reads one file at a time. Raises
-    :class:`DataError` for a missing path, invalid UTF-8 (naming file and byte offset) and a
-    malformed JSON record (naming ``path:line``).
+    A single path may be passed on its own. Lazily reads one file at a time. Directories are
+    walked under ``filters`` (default :class:`~.walk.FileFilter`), and what they leave out is
+    counted in ``skipped`` when given. Raises :class:`DataError` for a missing path, invalid
+    UTF-8 in a file named explicitly (naming file and byte offset) and a malformed JSON record
+    (naming ``path:line``).
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
+    filters = filters or FileFilter()
+    tally = skipped if skipped is not None else Skipped()
     for path in map(Path, paths):
         if path.is_dir():
-            for file in _files_below(path):
-                yield from _read_file(file, text_field)
+            for file in files_below(path, filters, tally):
+                yield from _read_file(
+                    file, text_field, read_text(file, filters, tally, decode_utf8)
+                )
         elif path.is_file():
-            yield from _read_file(path, text_field)
+            yield from _read_file(path, text_field, read_text(path, filters, None, decode_utf8))
         elif path.exists():
             raise DataError(f"{path}: neither a regular file nor a directory")
         else:
             raise DataError(f"{path}: no such file or directory")
-
-
-def _files_below(directory: Path) -> list[Path]:
-    """Every non-hidden file under ``directory``, sorted by relative path (components compared
-    one by one, so ``a/b`` sorts before ``a-b/c`` the same way on every system)."""
-    found = []
-    for root, dirs, files in os.walk(directory):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found.extend(Path(root, f) for f in files if not f.startswith("."))
-    return sorted(found, key=lambda p: p.relative_to(directory).parts)
 
 
 def decode_utf8(path: Path, data: bytes) -> str:
@@ -96,12 +97,9 @@ def decode_utf8(path: Path, data: bytes) -> str:
     return text.removeprefix("\ufeff")
 
 
-def _read_file(path: Path, text_field: str) -> Iterator[Document]:
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise DataError(f"{path}: cannot read ({error.strerror})") from None
-    text = decode_utf8(path, data)
+def _read_file(path: Path, text_field: str, text: str | None) -> Iterator[Document]:
+    if text is None:  # binary or undecodable, and skipped
+        return
     if path.suffix.lower() not in JSON_SUFFIXES:
         yield Document(text, str(path))
     elif path.suffix.lower() == ".json" and text.lstrip().startswith("["):

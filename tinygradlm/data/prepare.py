@@ -60,6 +60,7 @@ from .sources import (
     source_name,
 )
 from .splits import split_documents, tokenizer_sample
+from .walk import FILE_RULES, FileFilter
 
 
 @dataclass
@@ -71,7 +72,8 @@ class PrepareConfig:
     (in characters) held out for validation, whole documents at a time, chosen by ``seed``;
     a single document is split at a line boundary instead. shard_tokens: tokens per shard file.
     tokenizer_sample_chars: at most this many characters of training text train the tokenizer,
-    shared out by the sources' weights (0: no cap; see :func:`tokenizer_sample`).
+    shared out by the sources' weights (0: no cap; see :func:`tokenizer_sample`). files: which
+    files of a directory are read (the ``[files]`` table, :class:`~.walk.FileFilter`).
     """
 
     vocab_size: int = 4096
@@ -82,11 +84,13 @@ class PrepareConfig:
     tokenizer_sample_chars: int = 0
     clean: CleanConfig = field(default_factory=CleanConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
+    files: FileFilter = field(default_factory=FileFilter)
 
     def __post_init__(self) -> None:
-        values = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("clean", "dedup")}
+        tables = ("clean", "dedup", "files")
+        values = {k: v for k, v in dataclasses.asdict(self).items() if k not in tables}
         problems = check_table(values, PREPARE_RULES)
-        for name, kind in (("clean", CleanConfig), ("dedup", DedupConfig)):
+        for name, kind in (("clean", CleanConfig), ("dedup", DedupConfig), ("files", FileFilter)):
             if not isinstance(getattr(self, name), kind):
                 problems.append(Problem(name, f"{name} must be a {kind.__name__}"))
         if isinstance(self.pattern, str):  # the tokenizer's own check, before any work
@@ -99,17 +103,21 @@ class PrepareConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> PrepareConfig:
-        """Build from a mapping (e.g. a TOML file) with optional ``clean`` and ``dedup`` tables,
+        """Build from a mapping (e.g. a TOML file) with optional ``clean``, ``dedup`` and ``files``
+        tables,
         checking every value first: one ConfigError lists every unknown key and every value of
         the wrong type or out of range, each naming where it came from (the file, or the
         override: a :class:`tinygradlm.schema.Settings`), the dotted key and what was
         expected."""
         where = values.where if isinstance(values, Settings) else "prepare config"
-        problems = check_table(values, {**PREPARE_RULES, "clean": TABLE, "dedup": TABLE})
+        tables = {"clean": TABLE, "dedup": TABLE, "files": TABLE}
+        problems = check_table(values, {**PREPARE_RULES, **tables})
         if isinstance(values, Mapping) and isinstance(values.get("clean"), Mapping):
             problems += check_clean_values(values["clean"], "clean.")
         if isinstance(values, Mapping) and isinstance(values.get("dedup"), Mapping):
             problems += check_table(values["dedup"], DEDUP_RULES, "dedup.")
+        if isinstance(values, Mapping) and isinstance(values.get("files"), Mapping):
+            problems += check_table(values["files"], FILE_RULES, "files.")
         if problems:
             raise ConfigError(problems_message(problems, where))
         values = dict(values)
@@ -117,6 +125,8 @@ class PrepareConfig:
             values["clean"] = CleanConfig.from_dict(values["clean"])
         if "dedup" in values:
             values["dedup"] = DedupConfig.from_dict(values["dedup"])
+        if "files" in values:
+            values["files"] = FileFilter.from_dict(values["files"])
         return cls(**values)
 
 
@@ -179,6 +189,7 @@ def prepare(
             directory=Path(name) if named else Path(),  # relative to the output, for now
             named=named,
             log=log,
+            files=config.files,
         )
         for (name, paths), weight in zip(plan, weights, strict=True)
     ]

@@ -2,7 +2,9 @@
 
 For each source the report balances: tokens before cleaning, minus what each rule removed,
 equals the tokens in the shards (:func:`_token_book`); its corpus statistics are those of its
-shards, per split. The overall section sums the sources. ``tinygradlm report DIR`` prints it
+shards, per split; ``skipped_files`` counts the paths its directory walks left out, by reason,
+with the first such path and the setting that keeps them (:mod:`.walk`). The overall section
+sums the sources. ``tinygradlm report DIR`` prints it
 (:func:`.corpus.summary`).
 """
 
@@ -17,6 +19,7 @@ from ..tokenizer import TOKENIZER_FILE, Tokenizer
 from .corpus import CorpusStats
 from .report import Report
 from .sources import SourceData
+from .walk import Skipped
 
 SPLITS = ("train", "val")
 
@@ -48,11 +51,13 @@ def report_body(
         section["token_share"] = tokens / max(sum(train_tokens), 1)
         section["dir"] = source.dir.relative_to(out).as_posix()
         section["tokenizer_sample_chars"] = chars
+        section["skipped_files"] = source.skipped.to_dict()
 
     cleaning = Report.combine(s.cleaning for s in data)
     dedup = Report.combine(s.dedup for s in data)
     overall = _overall_section(cleaning, dedup, books, stats)
     overall["tokenizer_sample_chars"] = sum(sample_chars)
+    overall["skipped_files"] = Skipped.combine(s.skipped for s in data).to_dict()
     total_chars = sum(s["characters"] for s in splits.values())
     total_tokens = sum(s["tokens"] - s["documents"] for s in splits.values())
     return {

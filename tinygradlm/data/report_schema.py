@@ -36,6 +36,7 @@ _COLUMN = {
     "weight?": NUMBER,
     "token_share?": NUMBER,
     "tokenizer_sample_chars?": COUNT,
+    "skipped_files?": {"*": {"paths": COUNT, "first": TEXT, "relaxed_by": TEXT}},
     "before": _COUNTS,
     "after_cleaning": {"documents": COUNT},
     "after": _COUNTS,

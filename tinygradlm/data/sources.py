@@ -20,6 +20,7 @@ from .dedup import DedupConfig, deduplicate, exact_duplicate_key
 from .documents import Document, default_corpus, read_documents
 from .mix import SOURCE_NAME
 from .report import Report
+from .walk import FileFilter, Skipped
 
 # names a source may not take: the output directory holds tokenizer.txt and report.json
 RESERVED_NAMES = ("tokenizer", "report")
@@ -167,6 +168,7 @@ class SourceData:
     kept: list[Document]
     train: list[Document] = field(default_factory=list)
     val: list[Document] = field(default_factory=list)
+    skipped: Skipped = field(default_factory=Skipped)  # files its directories' walks left out
 
 
 def read_and_clean(
@@ -179,20 +181,27 @@ def read_and_clean(
     directory: Path,
     named: bool,
     log: Any,
+    files: FileFilter | None = None,
 ) -> SourceData:
     """Read, clean and deduplicate one source (the embedded corpus when ``paths`` is empty),
-    whose shards will go to ``directory``; a DataError naming the source (when ``named``) and
-    the stage that left it without documents."""
+    whose shards will go to ``directory``, its directories walked under ``files``; a DataError
+    naming the source (when ``named``) and the stage that left it without documents."""
     label = f"source {name!r}: " if named else ""
+    skipped = Skipped()
     try:
         if paths:
-            docs = list(read_documents(paths))
+            docs = list(read_documents(paths, filters=files, skipped=skipped))
             where = ", ".join(map(str, paths))
         else:
             docs = default_corpus()
             where = "pydoc_data.topics (the standard library's help topics)"
     except DataError as e:
         raise DataError(f"{label}{e}") from e
+    for reason, entry in skipped.to_dict().items():
+        log(
+            f"{label}skipped {entry['paths']:,} path(s) as {reason}, first {entry['first']} "
+            f"(to keep them: {entry['relaxed_by']})"
+        )
     if not docs:
         raise DataError(f"{label}no documents found in {where}")
     log(f"{label}read {len(docs):,} documents from {where}")
@@ -209,7 +218,9 @@ def read_and_clean(
             f"{cleaning.summary()}\nloosen the filters that removed them"
         )
     kept, dedup_report = deduplicate(cleaned, dedup, on_remove=note)  # keeps one at least
-    return SourceData(name, weight, directory, docs, cleaning, dedup_report, removed, kept)
+    return SourceData(
+        name, weight, directory, docs, cleaning, dedup_report, removed, kept, skipped=skipped
+    )
 
 
 def remove_cross_source_duplicates(data: Sequence[SourceData], log: Any) -> None:
