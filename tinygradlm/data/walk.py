@@ -63,7 +63,7 @@ RELAXED_BY = {
     "excluded": "exclude in [files] (--exclude)",
     "not_included": "include in [files] (--include)",
     "undecodable": 'undecodable = "replace" in [files] (--undecodable replace)',
-    "binary": "none: binary files are not text (exclude them, or convert them to text)",
+    "binary": "no setting: binary files are not text (convert them to text to read them)",
 }
 
 
