@@ -27,8 +27,8 @@ setting that would keep such files, for ``report.json``.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
@@ -97,11 +97,8 @@ class FileFilter:
 class Skipped:
     """Paths left out, by reason: how many, and the first (in walk order)."""
 
-    counts: dict[str, int]
-    first: dict[str, str]
-
-    def __init__(self) -> None:
-        self.counts, self.first = {}, {}
+    counts: dict[str, int] = field(default_factory=dict)
+    first: dict[str, str] = field(default_factory=dict)
 
     def add(self, reason: str, path: Path) -> None:
         self.counts[reason] = self.counts.get(reason, 0) + 1
@@ -166,7 +163,9 @@ def _file_reason(relative: str, name: str, filters: FileFilter) -> str | None:
     return None
 
 
-def read_text(path: Path, filters: FileFilter, skipped: Skipped | None, decode: Any) -> str | None:
+def read_text(
+    path: Path, filters: FileFilter, skipped: Skipped | None, decode: Callable[[Path, bytes], str]
+) -> str | None:
     """The text of ``path``, or None when it is binary or undecodable and ``skipped`` (a walk's
     tally) takes it. ``decode(path, data)`` is strict UTF-8 raising DataError with the byte
     offset; ``skipped`` None (a file named explicitly) makes undecodable bytes that error."""
