@@ -3,6 +3,7 @@ an example that parses, ``--version`` prints the package's version, a misspelled
 setting names the closest known one (with the command's own usage, on stderr, status 2), and
 ``--ckpt`` takes a run directory's newest complete checkpoint."""
 
+import argparse
 import shlex
 from pathlib import Path
 
@@ -46,11 +47,13 @@ def test_every_command_help_has_a_description_defaults_and_an_example(capsys, na
     assert f"example:\n  {command.example}" in text
     # every option with a value to show shows it: seed 0, temperature 1.0, batch size 8, ...
     parser = _subparser(name)
+    shown = " ".join(parser.format_help().split())
     for action in parser._actions:
         assert action.help, f"{name} {action.option_strings or action.dest}: no help"
-        if action.option_strings and action.default not in (None, False, "==SUPPRESS=="):
-            shown = " ".join(parser.format_help().split())
-            assert f"(default: {action.default})" in shown or "default" in action.help
+        default = action.default
+        if default is None or default is False or default == argparse.SUPPRESS:
+            continue  # nothing to show: the help says what absence means, or a switch
+        assert f"(default: {default})" in shown or "default" in action.help, action.dest
 
 
 def _subparser(name):
@@ -186,3 +189,10 @@ def test_ckpt_takes_a_run_directory_on_the_command_line(tmp_path, capsys):
     empty.mkdir()
     assert main(["eval", "--ckpt", str(empty), "--data", str(tmp_path)]) == 1
     assert f"tinygradlm eval: {empty}: no checkpoint here" in capsys.readouterr().err
+
+
+def test_finetune_from_takes_a_run_directory_too(tmp_path, capsys):
+    empty = tmp_path / "run"
+    empty.mkdir()
+    assert main(["finetune", "--from", str(empty), "--data", str(tmp_path / "x.jsonl")]) == 1
+    assert f"tinygradlm finetune: {empty}: no checkpoint here" in capsys.readouterr().err

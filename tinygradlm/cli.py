@@ -162,7 +162,7 @@ def _add_report(p: argparse.ArgumentParser) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# train and finetune
+# --ckpt and --from: a checkpoint, or a run directory's newest
 # --------------------------------------------------------------------------------------------
 
 CKPT_HELP = "a checkpoint directory, or a run directory (its newest complete checkpoint)"
@@ -177,6 +177,11 @@ def resolve_checkpoint(path: Path, announce: bool = True) -> Path:
     if taken and announce:
         print(taken, file=sys.stderr, flush=True)
     return checkpoint
+
+
+# --------------------------------------------------------------------------------------------
+# train and finetune
+# --------------------------------------------------------------------------------------------
 
 
 def _run_loop(args: argparse.Namespace) -> int:
