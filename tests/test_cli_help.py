@@ -14,7 +14,7 @@ from tinygradlm.checkpoint import MANIFEST_FILE, CheckpointError
 from tinygradlm.checkpoint.load import checkpoint_in
 from tinygradlm.cli import COMMANDS, build_parser, main
 from tinygradlm.schema import Rule, check_table
-from tinygradlm.train import load_config
+from tinygradlm.train import load_config, load_finetune_config
 
 
 def parse_error(capsys, argv):
@@ -69,6 +69,11 @@ def test_every_help_example_parses_with_known_settings(name):
     if name == "train":  # its KEY=VALUE settings are known keys with valid values
         config = load_config(args.config, args.overrides)
         assert config.max_steps == 200 and str(config.out_dir) == "runs/demo/train"
+    if name == "finetune":
+        config = load_finetune_config(
+            args.config, args.overrides, init_from=args.init_from, data=args.data
+        )
+        assert config.lora_rank == 8 and str(config.out_dir) == "runs/sft"
 
 
 def test_a_misspelled_setting_names_the_closest_key():
@@ -196,3 +201,20 @@ def test_finetune_from_takes_a_run_directory_too(tmp_path, capsys):
     empty.mkdir()
     assert main(["finetune", "--from", str(empty), "--data", str(tmp_path / "x.jsonl")]) == 1
     assert f"tinygradlm finetune: {empty}: no checkpoint here" in capsys.readouterr().err
+
+
+def test_the_readme_command_lines_use_real_commands_flags_and_settings():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## The command line", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0].replace("\\\n", " ")
+    lines = [shlex.split(line, comments=True) for line in block.splitlines()]
+    commands = [words[1:] for words in lines if words and words[0] == "tinygradlm"]
+    assert {argv[0] for argv in commands} == set(COMMANDS)  # every command is shown
+    for argv in commands:
+        args = build_parser().parse_args(argv)
+        if args.command == "train":
+            load_config(args.config, args.overrides)
+        if args.command == "finetune":
+            load_finetune_config(
+                args.config, args.overrides, init_from=args.init_from, data=args.data
+            )
