@@ -366,7 +366,7 @@ def checkpoint_in(path: str | os.PathLike[str]) -> tuple[Path, str | None]:
     is a run directory and the answer is its complete checkpoint of the highest step, skipping
     ``ckpt_*`` folders without a manifest and ``.tmp-ckpt_*`` ones, which a stopped save leaves.
     A directory with none raises CheckpointError naming what it skipped, and the folders inside
-    it that do hold checkpoints (``runs/demo`` for ``runs/demo/train``).
+    it that do hold checkpoints (``runs/demo/train`` when given ``runs/demo``).
     """
     path = Path(path)
     if not path.is_dir() or (path / MANIFEST_FILE).exists() or (path / CONFIG_FILE).exists():
