@@ -14,6 +14,12 @@ run stops at a step boundary, on every rank together, SIGTERM after a checkpoint
 (``tinygradlm.atomic.writable_directory``): a file, a symlink loop or a path under a file is
 named before any work.
 
+``--help`` of every command shows its description, each option's default and an example;
+``--version`` the package's version. A misspelled command, flag or ``KEY=VALUE`` setting names the
+closest known one ("did you mean max_steps?"), and a command's own unknown flag is reported with
+that command's usage. Every ``--ckpt`` (and ``finetune --from``) also takes a run directory: its
+newest complete checkpoint, named on stderr.
+
 The module is longer than most because it is one table: ten commands, each with its arguments
 and its handler side by side, so a reader finds a command's whole surface in one place.
 """
@@ -23,6 +29,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +38,7 @@ from typing import Any
 
 from .atomic import writable_directory
 from .errors import CheckpointError, DataError, DivergenceError, MetricsError
+from .schema import closest
 from .signals import Terminated, exit_status, sigterm_as_exception
 
 # what a user can fix; DataError is a ValueError, and a config's bad value raises ValueError
@@ -44,6 +52,7 @@ class Command:
     handler: Callable[[argparse.Namespace], int]
     description: str | None = None
     on_every_rank: bool = False  # under mpiexec: one process per rank, an error ends the job
+    example: str = ""  # command lines for --help's epilog, one a line
 
 
 # --------------------------------------------------------------------------------------------
@@ -185,6 +194,24 @@ def _add_report(p: argparse.ArgumentParser) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# --ckpt and --from: a checkpoint, or a run directory's newest
+# --------------------------------------------------------------------------------------------
+
+CKPT_HELP = "a checkpoint directory, or a run directory (its newest complete checkpoint)"
+
+
+def resolve_checkpoint(path: Path, announce: bool = True) -> Path:
+    """The checkpoint a ``--ckpt``/``--from`` argument names (a run directory: its newest
+    complete checkpoint, said on stderr, where it does not mix with a sample on stdout)."""
+    from .checkpoint.load import checkpoint_in
+
+    checkpoint, taken = checkpoint_in(path)
+    if taken and announce:
+        print(taken, file=sys.stderr, flush=True)
+    return checkpoint
+
+
+# --------------------------------------------------------------------------------------------
 # train and finetune
 # --------------------------------------------------------------------------------------------
 
@@ -198,8 +225,11 @@ def _run_loop(args: argparse.Namespace) -> int:
     if args.command == "train":
         config: Any = load_config(args.config, args.overrides)
     else:
+        init_from = args.init_from
+        if init_from is not None:
+            init_from = str(resolve_checkpoint(Path(init_from), announce=args.dist.rank == 0))
         config = load_finetune_config(
-            args.config, args.overrides, init_from=args.init_from, data=args.data
+            args.config, args.overrides, init_from=init_from, data=args.data
         )
     writable_directory(config.out_dir, "out_dir", ValueError)
     if args.no_resume and latest_checkpoint(config.out_dir) is not None:
@@ -241,7 +271,7 @@ def _add_loop_arguments(p: argparse.ArgumentParser, example: str) -> None:
         "overrides",
         nargs="*",
         metavar="KEY=VALUE",
-        help=f"settings on top of the config, e.g. {example}",
+        help=f"settings on top of the config, e.g. {example} (docs/training.md lists them)",
     )
     p.add_argument(
         "--no-resume",
@@ -264,12 +294,16 @@ def _add_finetune(p: argparse.ArgumentParser) -> None:
         "--from",
         dest="init_from",
         metavar="CKPT",
-        help="the pretrained checkpoint directory (init_from)",
+        help=f"the pretrained model (init_from): {CKPT_HELP}",
     )
     p.add_argument(
-        "--data", help="a JSON Lines file, or a directory with train.jsonl (and val.jsonl)"
+        "--data",
+        help="a JSON Lines file, or a directory with train.jsonl (and val.jsonl); "
+        "default: data in --config",
     )
-    p.add_argument("--config", default=None, help="a TOML file of settings")
+    p.add_argument(
+        "--config", default=None, help="a TOML file of settings (default: only KEY=VALUE ones)"
+    )
     _add_loop_arguments(p, 'lora_rank=8 max_steps=200 freeze=\'["wte", "h.0"]\'')
 
 
@@ -282,12 +316,12 @@ def _export(args: argparse.Namespace) -> int:
     from .train import export
 
     writable_directory(args.out, "export --out", CheckpointError)
-    print(export(args.ckpt, args.out))
+    print(export(resolve_checkpoint(args.ckpt), args.out))
     return 0
 
 
 def _add_export(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ckpt", required=True, type=Path, help="a checkpoint directory")
+    p.add_argument("--ckpt", required=True, type=Path, help=CKPT_HELP)
     p.add_argument("--out", required=True, type=Path, help="the new model directory")
 
 
@@ -295,7 +329,7 @@ def _eval(args: argparse.Namespace) -> int:
     from .train import evaluate_checkpoint
 
     result = evaluate_checkpoint(
-        args.ckpt,
+        resolve_checkpoint(args.ckpt),
         args.data,
         split=args.split,
         batches=args.batches,
@@ -338,25 +372,38 @@ def _count(low: int, high: int | None = None) -> Callable[[str], int]:
 
 
 def _add_eval(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ckpt", required=True, type=Path, help="a checkpoint directory")
+    p.add_argument("--ckpt", required=True, type=Path, help=CKPT_HELP)
     p.add_argument(
         "--data",
         required=True,
         type=Path,
         help="shards (tinygradlm prepare's output), a .jsonl file or a directory of SPLIT.jsonl",
     )
-    p.add_argument("--split", default="val", help="default: val")
+    p.add_argument("--split", default="val", help="the split to measure: train or val")
     # a loss over 0 batches would be NaN, not a measurement
-    p.add_argument("--batches", type=_count(1), default=None, help="default: the whole split")
-    p.add_argument("--batch-size", dest="batch_size", type=int, default=8)
-    p.add_argument("--seq-len", dest="seq_len", type=int, default=None, help="default: the run's")
+    p.add_argument(
+        "--batches",
+        type=_count(1),
+        default=None,
+        help="batches to average (default: the whole split)",
+    )
+    p.add_argument(
+        "--batch-size", dest="batch_size", type=int, default=8, help="sequences per batch"
+    )
+    p.add_argument(
+        "--seq-len",
+        dest="seq_len",
+        type=int,
+        default=None,
+        help="tokens per sequence (default: the run's)",
+    )
 
 
 def _sample(args: argparse.Namespace) -> int:
     from .generate import sample_from_checkpoint
 
     text = sample_from_checkpoint(
-        args.ckpt,
+        resolve_checkpoint(args.ckpt),
         args.prompt,
         args.max_new_tokens,
         temperature=args.temperature,
@@ -369,16 +416,34 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _add_sample(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ckpt", required=True, type=Path, help="a checkpoint directory")
+    p.add_argument("--ckpt", required=True, type=Path, help=CKPT_HELP)
     p.add_argument("--prompt", default="", help="text to continue (default: from scratch)")
     # the new tokens are held in one (1, N) array: a bound keeps a typo from asking for terabytes
     p.add_argument(
-        "--max-new-tokens", dest="max_new_tokens", type=_count(0, MAX_NEW_TOKENS), default=200
+        "--max-new-tokens",
+        dest="max_new_tokens",
+        type=_count(0, MAX_NEW_TOKENS),
+        default=200,
+        help="tokens to generate after the prompt",
     )
-    p.add_argument("--temperature", type=float, default=1.0, help="0 for greedy")
-    p.add_argument("--top-k", dest="top_k", type=int, default=None)
-    p.add_argument("--top-p", dest="top_p", type=float, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--temperature", type=float, default=1.0, help="divides the logits; 0 for greedy"
+    )
+    p.add_argument(
+        "--top-k",
+        dest="top_k",
+        type=int,
+        default=None,
+        help="sample among the k most likely tokens only (default: all)",
+    )
+    p.add_argument(
+        "--top-p",
+        dest="top_p",
+        type=float,
+        default=None,
+        help="sample among the most likely tokens whose probabilities sum to p (default: all)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="the sampling RNG's seed")
 
 
 def _plot(args: argparse.Namespace) -> int:
@@ -391,7 +456,9 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def _add_plot(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir", type=Path, help="a training run's out_dir (has metrics.jsonl)")
+    p.add_argument(
+        "run_dir", type=Path, metavar="RUN_DIR", help="a training run's out_dir (has metrics.jsonl)"
+    )
     p.add_argument("--out", type=Path, default=None, help="where to write (default: run_dir)")
 
 
@@ -407,7 +474,10 @@ def _golden(args: argparse.Namespace) -> int:
 def _add_golden(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="the directory to write")
     p.add_argument(
-        "--dtype", action="append", choices=("float64", "float32"), help="only this precision"
+        "--dtype",
+        action="append",
+        choices=("float64", "float32"),
+        help="only this precision; repeat for both (default: both)",
     )
 
 
@@ -426,6 +496,10 @@ COMMANDS: dict[str, Command] = {
         "check a hand-written layer-norm backward with tinygradlm.testing",
         lambda p: None,
         _check_demo,
+        "Check a hand-written layer-norm backward against finite differences with "
+        "tinygradlm.testing, first a correct one and then one with a planted bug, and show "
+        "the report that names the wrong input and element.",
+        example="tinygradlm check-demo",
     ),
     "prepare": Command(
         "clean, deduplicate and tokenize text into shards",
@@ -435,6 +509,7 @@ COMMANDS: dict[str, Command] = {
         "INPUT, uses the help topics that ship with Python (pydoc_data). With --source (or "
         "[sources.NAME] tables in --config), several named, weighted sources, each prepared on "
         "its own into OUT/NAME/, with one tokenizer.",
+        example="tinygradlm prepare --out runs/demo/data",
     ),
     "report": Command(
         "print a prepared corpus's report again (and draw it with --plot)",
@@ -443,6 +518,7 @@ COMMANDS: dict[str, Command] = {
         "Print the corpus summary of DIR/report.json, written by `tinygradlm prepare --out "
         "DIR`: documents and tokens per source, removals per rule, length histogram, bytes per "
         "token, script mix and the most frequent tokens.",
+        example="tinygradlm report runs/demo/data",
     ),
     "train": Command(
         "train a GPT on prepared shards",
@@ -451,6 +527,8 @@ COMMANDS: dict[str, Command] = {
         "Train a GPT on the shards of `tinygradlm prepare`. Resumes from the newest checkpoint "
         "in out_dir unless --no-resume.",
         on_every_rank=True,
+        example="tinygradlm train --config tiny data_dir=runs/demo/data out_dir=runs/demo/train "
+        "max_steps=200",
     ),
     "finetune": Command(
         "fine-tune a trained GPT on prompt/response pairs (optionally with LoRA)",
@@ -460,11 +538,17 @@ COMMANDS: dict[str, Command] = {
         "responses only, with a fresh optimizer and schedule; LoRA adapters with lora_rank=R. "
         "Resumes from the newest checkpoint in out_dir unless --no-resume.",
         on_every_rank=True,
+        example="tinygradlm finetune --from runs/demo/train --data sft.jsonl "
+        "out_dir=runs/sft lora_rank=8 max_steps=100",
     ),
     "export": Command(
         "write a checkpoint's model, LoRA merged in, as a plain model directory",
         _add_export,
         _export,
+        "Write the model of a checkpoint (LoRA adapters merged into the base weights) as a "
+        "model-only directory: model.safetensors, config.json and the tokenizer, which "
+        "transformers opens as GPT2LMHeadModel and `finetune --from` starts from.",
+        example="tinygradlm export --ckpt runs/sft --out runs/sft-model",
     ),
     "eval": Command(
         "loss and perplexity of a checkpoint on a split",
@@ -472,9 +556,25 @@ COMMANDS: dict[str, Command] = {
         _eval,
         "Mean loss and perplexity of a checkpoint on a split of prepared shards, or on SFT JSON "
         "Lines (the loss on the responses).",
+        example="tinygradlm eval --ckpt runs/demo/train --data runs/demo/data --batches 20",
     ),
-    "sample": Command("generate text from a checkpoint", _add_sample, _sample),
-    "plot": Command("draw a run's curves as PNG files", _add_plot, _plot),
+    "sample": Command(
+        "generate text from a checkpoint",
+        _add_sample,
+        _sample,
+        "Continue a prompt with the model of a checkpoint (its tokenizer too), sampling with "
+        "temperature, top-k and top-p through the KV cache; the text goes to stdout.",
+        example='tinygradlm sample --ckpt runs/demo/train --prompt "The" --max-new-tokens 100 '
+        "--temperature 0.8 --top-k 40",
+    ),
+    "plot": Command(
+        "draw a run's curves as PNG files",
+        _add_plot,
+        _plot,
+        "Draw the loss, learning rate, gradient norm and throughput of a run's metrics.jsonl as "
+        "PNG files (needs matplotlib: the plot extra).",
+        example="tinygradlm plot runs/demo/train",
+    ),
     "golden": Command(
         "write reference inputs, outputs and gradients for checking a kernel in any language",
         _add_golden,
@@ -483,6 +583,7 @@ COMMANDS: dict[str, Command] = {
         "and a whole training step of a small GPT (loss, gradients, parameters after AdamW), as "
         "safetensors files with index.json: shapes, dtypes and each tensor's tolerance with "
         "its justification (docs/kernel_checking.md).",
+        example="tinygradlm golden --out golden --dtype float32",
     ),
 }
 
@@ -511,14 +612,91 @@ def report_stop(name: str, stop: KeyboardInterrupt, args: Any = None) -> int:
     return exit_status(stop)
 
 
+def package_version() -> str:
+    """The installed distribution's version; the package's own in a source tree never installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("tinygradlm")
+    except metadata.PackageNotFoundError:
+        from . import __version__
+
+        return __version__
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Examples kept one a line; each option's default appended to its help, unless the help
+    already says it or there is none to show (None: the help says what absence means; False:
+    an on/off flag)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if default is None or default is False or default == argparse.SUPPRESS:
+            return text
+        return text if "default" in text else f"{text} (default: %(default)s)"
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose mistakes point at the fix. A misspelled command names the closest
+    one; a command's own unrecognized flag is reported with that command's usage (argparse's
+    is the top level's, which shows none of its flags) and the closest flag, or, for a command
+    that takes KEY=VALUE settings, the setting it may have meant. Abbreviated flags
+    are refused (``allow_abbrev=False``): ``--max-new-token`` would silently stand for
+    ``--max-new-tokens`` today and become an error the day a flag shares its prefix."""
+
+    def __init__(self, *args: Any, commands: tuple[str, ...] = (), **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+        self.commands = commands  # the top level's; empty for a command's own parser
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        words = sys.argv[1:] if args is None else list(args)
+        word = next((w for w in words if not w.startswith("-")), None)
+        if self.commands and word is not None and word not in self.commands:
+            close = closest(word, self.commands)
+            hint = f"; did you mean {close}?" if close else ""
+            self.error(f"unknown command {word!r}{hint} (commands: {', '.join(self.commands)})")
+        namespace, extras = super().parse_known_args(words, namespace)
+        if extras and not self.commands:
+            self.error(self.unrecognized(extras))
+        return namespace, extras
+
+    def unrecognized(self, extras: list[str]) -> str:
+        """What argparse says of ``extras``, and the closest flag of each that looks like one."""
+        flags = [s for action in self._actions for s in action.option_strings if s[:2] == "--"]
+        takes_settings = any(action.dest == "overrides" for action in self._actions)
+        hints = {}
+        for extra in extras:
+            name = extra.split("=")[0]
+            close = closest(name, flags) if name[:2] == "--" else None
+            if close:
+                hints[extra] = close
+            elif name[:2] == "--" and takes_settings:  # a setting given as a flag
+                hints[extra] = f"the setting {name[2:].replace('-', '_')}=VALUE"
+        message = f"unrecognized arguments: {' '.join(extras)}"
+        if len(hints) == 1:
+            return f"{message}; did you mean {next(iter(hints.values()))}?"
+        return message + "".join(f"; {got}: did you mean {flag}?" for got, flag in hints.items())
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="tinygradlm",
         description="A small LLM-training system whose every gradient can be read and verified.",
+        epilog="`tinygradlm COMMAND --help` describes a command, its defaults and an example.",
+        commands=tuple(COMMANDS),
     )
-    subparsers = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, command in COMMANDS.items():
-        sub = subparsers.add_parser(name, help=command.help, description=command.description)
+        description = command.description or command.help[0].upper() + command.help[1:] + "."
+        sub = subparsers.add_parser(
+            name,
+            help=command.help,
+            description=textwrap.fill(description, 78),
+            epilog="example:\n  " + command.example if command.example else None,
+        )
         command.add_arguments(sub)
     return parser
 

@@ -18,17 +18,28 @@ one that stops:
 :func:`problems_message` turns the problems into one message that names, for each, where the
 value came from (a file, or ``override KEY=VALUE``), the dotted key, what was given and what was
 expected. The caller raises its own error type with it (``ConfigError`` for a config file).
+An unknown key also names the known key it most likely misspells (:func:`closest`), so a typo in
+a TOML file and in a ``KEY=VALUE`` override get the same "did you mean".
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 import numbers
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Problem", "Rule", "Settings", "check_table", "check_value", "problems_message"]
+__all__ = [
+    "Problem",
+    "Rule",
+    "Settings",
+    "check_table",
+    "check_value",
+    "closest",
+    "problems_message",
+]
 
 KINDS = ("int", "number", "bool", "str", "path", "str_list", "table", "optional_int")
 
@@ -134,13 +145,26 @@ def check_table(
     if not allow_unknown:
         known = ", ".join(sorted(rules))
         for key in sorted(str(key) for key in values if key not in rules):
-            problems.append(Problem(prefix + key, f"unknown key {prefix}{key} (known: {known})"))
+            text = f"unknown key {prefix}{key} (known: {known})"
+            close = closest(key, rules)
+            if close is not None:
+                text += f"; did you mean {prefix}{close}?"
+            problems.append(Problem(prefix + key, text))
     for key, rule in rules.items():
         if key in values:
             wrong = check_value(values[key], rule)
             if wrong is not None:
                 problems.append(Problem(prefix + key, f"{prefix}{key} {wrong}"))
     return problems
+
+
+def closest(word: str, known: Iterable[str]) -> str | None:
+    """The one of ``known`` that ``word`` most likely misspells (``max_step`` → ``max_steps``),
+    or None when none is close: difflib's similarity ratio 2·matches / (len(a) + len(b)) of at
+    least 0.6, its default, which a dropped or swapped letter keeps and a different word does
+    not."""
+    matches = difflib.get_close_matches(word, list(known), n=1)
+    return matches[0] if matches else None
 
 
 class Settings(dict):

@@ -3,7 +3,8 @@
 :func:`load_checkpoint` checks the manifest (sizes and hashes), the JSON, the safetensors
 headers and every tensor's name, shape and dtype, and says which file is wrong. Nothing is ever
 unpickled: arrays come from ``safetensors``, everything else from ``json``. :func:`restore`
-copies what was read into a model and its optimizer.
+copies what was read into a model and its optimizer. :func:`checkpoint_in` lets a command take
+a run directory where it takes a checkpoint: the run's newest complete one.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from .layout import (
     Checkpoint,
     check_step,
     config_from_hf,
+    list_checkpoints,
     read_json,
     sha256,
 )
@@ -354,3 +356,31 @@ def _read_safetensors(
             raise CheckpointError(f"{file}: tensor {name} has non-finite values")
     metadata.pop("format", None)
     return tensors, metadata
+
+
+def checkpoint_in(path: str | os.PathLike[str]) -> tuple[Path, str | None]:
+    """The checkpoint ``path`` names, and a line saying which one was taken when it was chosen.
+
+    ``path`` itself when it is not a directory (the loader says so), a checkpoint (it has
+    manifest.json) or another model directory (config.json: the loader judges it); else ``path``
+    is a run directory and the answer is its complete checkpoint of the highest step, skipping
+    ``ckpt_*`` folders without a manifest and ``.tmp-ckpt_*`` ones, which a stopped save leaves.
+    A directory with none raises CheckpointError naming what it skipped, and the folders inside
+    it that do hold checkpoints (``runs/demo/train`` when given ``runs/demo``).
+    """
+    path = Path(path)
+    if not path.is_dir() or (path / MANIFEST_FILE).exists() or (path / CONFIG_FILE).exists():
+        return path, None
+    found = list_checkpoints(path)
+    if found:
+        step, newest = found[-1]
+        return newest, f"{path}: taking its newest complete checkpoint, {newest.name} (step {step})"
+    names = sorted(child.name for child in path.iterdir())
+    problem = f"{path}: no checkpoint here (no {MANIFEST_FILE}) and no complete ckpt_<step> folder"
+    skipped = [name for name in names if name.startswith(("ckpt_", ".tmp-ckpt_"))]
+    if skipped:
+        problem += f"; incomplete, skipped: {', '.join(skipped)}"
+    runs = [name for name in names if list_checkpoints(path / name)]
+    if runs:
+        problem += f"; run directories inside it: {', '.join(str(path / name) for name in runs)}"
+    raise CheckpointError(problem)
