@@ -18,7 +18,7 @@ DEMO := runs/demo
 demo: $(STAMP)
 	test -f $(DEMO)/data/report.json || $(PY) -m tinygradlm prepare --out $(DEMO)/data
 	$(PY) -m tinygradlm train --config tiny data_dir=$(DEMO)/data out_dir=$(DEMO)/train
-	$(PY) -m tinygradlm sample --ckpt "$$(ls -d $(DEMO)/train/ckpt_* | tail -n 1)" \
+	$(PY) -m tinygradlm sample --ckpt $(DEMO)/train \
 		--prompt "The" --max-new-tokens 120 --temperature 0.8 --top-k 40
 
 check-demo: $(STAMP)
