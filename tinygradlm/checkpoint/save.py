@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 
 from ..atomic import atomic_directory, fsync_directory, fsync_file
-from ..errors import CheckpointError
+from ..errors import CheckpointError, DataError
 from ..lora import LoRAAdapters
+from ..tokenizer import TOKENIZER_FILE, Tokenizer
 from .layout import (
     ADAPTERS_FILE,
     CONFIG_FILE,
@@ -63,8 +64,10 @@ def save_checkpoint(
     buffers when it has adapters (written to adapters.safetensors). ``trainer_state`` must be
     JSON-able (NumPy scalars are converted; a ``Generator``'s ``bit_generator.state`` is) and
     finite; it is written as trainer.json with ``"step": step`` added (a different ``step`` in it
-    is an error). ``tokenizer_files`` are copied in under their own names. ``extra_config`` adds
-    keys to config.json (``bos_token_id``, ``eos_token_id``, …). Afterwards only the newest
+    is an error). ``tokenizer_files`` are copied in under their own names; config.json's
+    ``bos_token_id`` and ``eos_token_id`` are the ``<|endoftext|>`` id of the tokenizer.txt among
+    them (:func:`token_ids`). ``extra_config`` adds keys to config.json (``bos_token_id``,
+    ``eos_token_id``, …, over those). Afterwards only the newest
     ``keep_last`` checkpoints are kept (None keeps all).
 
     Raises CheckpointError, having written nothing, when a parameter or moment is not finite,
@@ -92,8 +95,9 @@ def save_checkpoint(
             f"step {step}"
         )
     trainer_json = to_json(trainer, "trainer_state")
-    config_json = to_json(hf_config(model.config, model.dtype, extra_config), "config")
     tokenizer = _tokenizer_files(tokenizer_files)
+    extra = {**token_ids(tokenizer), **(extra_config or {})}
+    config_json = to_json(hf_config(model.config, model.dtype, extra), "config")
     names = [p.name for p in tokenizer]
     optimizer_tensors = {
         "m": np.ascontiguousarray(optimizer.m),
@@ -148,8 +152,9 @@ def save_model(
     if getattr(model, "lora", None) is not None:
         raise CheckpointError("the model has LoRA adapters: merge them first (GPT.merge_lora)")
     _refuse_non_finite("parameters", model.flat_params)
-    config_json = to_json(hf_config(model.config, model.dtype, extra_config), "config")
     tokenizer = _tokenizer_files(tokenizer_files)
+    extra = {**token_ids(tokenizer), **(extra_config or {})}
+    config_json = to_json(hf_config(model.config, model.dtype, extra), "config")
     names = [p.name for p in tokenizer]
 
     with atomic_directory(final) as tmp:
@@ -160,6 +165,20 @@ def save_model(
             shutil.copyfile(file, tmp / file.name)
         _seal(tmp, step, (MODEL_FILE, CONFIG_FILE, *names), contents="model")
     return final
+
+
+def token_ids(tokenizer_files: Iterable[Path]) -> dict[str, int]:
+    """config.json's ``bos_token_id`` and ``eos_token_id``: the ``<|endoftext|>`` id of the
+    tokenizer.txt among ``tokenizer_files``, which GPT-2 uses for both (it begins each document
+    in training and ends each generation); none without such a tokenizer or token."""
+    for path in tokenizer_files:
+        if path.name == TOKENIZER_FILE:
+            try:
+                eot = Tokenizer.load(path).eot_token
+            except DataError as e:
+                raise CheckpointError(f"tokenizer file {path}: {e}") from None
+            return {} if eot is None else {"bos_token_id": eot, "eos_token_id": eot}
+    return {}
 
 
 def _save_adapters(file: Path, lora: LoRAAdapters) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -25,6 +26,7 @@ from ..parse import parse_toml, read_toml
 from ..precision import Precision
 from ..schema import Problem, Rule, Settings, check_table, problems_message
 from .presets import PRESETS
+from .run_folder import default_out_dir
 
 
 @dataclass
@@ -41,8 +43,11 @@ class LoopSettings:
     grad_accum_steps: int = 1
     max_steps: int = 200
     lr: float = 3e-3
-    min_lr: float = 3e-4
-    warmup_steps: int = 20
+    # the schedule follows max_steps and lr unless set: warmup_steps = warmup_ratio × max_steps
+    # (rounded), min_lr = lr / 10; set, they are checked against max_steps and lr
+    min_lr: float | None = None
+    warmup_steps: int | None = None
+    warmup_ratio: float = 0.1
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95
@@ -81,20 +86,37 @@ class LoopSettings:
     trace_steps: int = 0
 
     def __post_init__(self) -> None:
-        problems = self.check_values(self.to_dict())
+        unset = {name for name in SCHEDULE_DEFAULTS if getattr(self, name) is None}
+        values = {k: v for k, v in self.to_dict().items() if k not in unset}
+        problems = self.check_values(values)
         if problems:
             raise ConfigError(problems_message(problems, self.WHAT))
+        self.resolve_schedule()
         self.check_combinations()
+
+    def resolve_schedule(self) -> None:
+        """The schedule's settings left unset, from the ones they follow (``SCHEDULE_DEFAULTS``):
+        ``warmup_steps`` = round(``warmup_ratio`` × ``max_steps``) and ``min_lr`` = ``lr`` / 10,
+        divided in decimal, so that lr = 3e-3 gives the 3e-4 a person would write (the float
+        3e-3 / 10 is one ulp above it, which would change a run's losses)."""
+        if self.warmup_steps is None:
+            self.warmup_steps = round(self.warmup_ratio * self.max_steps)
+        if self.min_lr is None:
+            self.min_lr = float(Decimal(repr(float(self.lr))) / 10)
 
     def check_combinations(self) -> None:
         """The rules between settings (each setting's own rule holds already)."""
         what = self.WHAT
         if self.warmup_steps > self.max_steps:
             raise ConfigError(
-                f"{what}: warmup_steps ({self.warmup_steps}) exceeds max_steps ({self.max_steps})"
+                f"{what}: warmup_steps ({self.warmup_steps}) exceeds max_steps ({self.max_steps}):"
+                " lower it, or leave it unset to follow max_steps (warmup_ratio * max_steps)"
             )
         if self.min_lr > self.lr:
-            raise ConfigError(f"{what}: min_lr ({self.min_lr}) exceeds lr ({self.lr})")
+            raise ConfigError(
+                f"{what}: min_lr ({self.min_lr}) exceeds lr ({self.lr}): lower it, or leave it "
+                "unset to follow lr (lr / 10)"
+            )
         if self.precision != "fp32" and self.engine != "fused":
             raise ConfigError(f"{what}: precision {self.precision} needs engine 'fused'")
         if self.zero_stage and self.deterministic_reduce:
@@ -135,6 +157,7 @@ _LOOP_RULES: dict[str, Rule] = {
     "lr": Rule("number", 0, doc="the peak learning rate"),
     "min_lr": Rule("number", 0, doc="the learning rate at the end of the cosine decay"),
     "warmup_steps": Rule("int", 0, doc="steps of linear warm-up, at most max_steps"),
+    "warmup_ratio": Rule("number", 0, 1, doc="warmup_steps as a share of max_steps, when unset"),
     "weight_decay": Rule("number", 0, doc="AdamW's decoupled weight decay"),
     "beta1": Rule("number", 0, 1, open_high=True, doc="AdamW's first-moment decay"),
     "beta2": Rule("number", 0, 1, open_high=True, doc="AdamW's second-moment decay"),
@@ -165,6 +188,8 @@ _LOOP_RULES: dict[str, Rule] = {
     "trace_steps": Rule("int", 0, doc="steps recorded in a Chrome trace (0: off)"),
 }
 LoopSettings.RULES = _LOOP_RULES
+# the settings that follow others when unset (LoopSettings.resolve_schedule)
+SCHEDULE_DEFAULTS = {"warmup_steps": "warmup_ratio * max_steps", "min_lr": "lr / 10"}
 
 
 @dataclass
@@ -265,8 +290,6 @@ class FinetuneConfig(LoopSettings):
     out_dir: str = "runs/finetune"
     max_steps: int = 100
     lr: float = 1e-3
-    min_lr: float = 1e-4
-    warmup_steps: int = 10
     weight_decay: float = 0.0
     eval_interval: int = 25
     sample_interval: int = 0
@@ -324,16 +347,23 @@ FinetuneConfig.RULES = {
 
 def load_config(source: str | None, overrides: Sequence[str] = ()) -> TrainConfig:
     """A preset name or a TOML file, then ``key=value`` overrides (values in TOML syntax, dotted
-    keys for tables: ``model.n_layer=6``; a bare word is a string)."""
-    return TrainConfig.from_dict(read_settings(source, overrides, PRESETS))
+    keys for tables: ``model.n_layer=6``; a bare word is a string). Without ``out_dir``, the run
+    goes to ``runs/<config>`` (``tinygradlm.train.run_folder``)."""
+    values = read_settings(source, overrides, PRESETS)
+    if source and "out_dir" not in values:
+        values["out_dir"] = default_out_dir(source)
+    return TrainConfig.from_dict(values)
 
 
 def load_finetune_config(
     source: str | None = None, overrides: Sequence[str] = (), **settings: Any
 ) -> FinetuneConfig:
     """A TOML file (or none), then ``key=value`` overrides as for ``tinygradlm train``, then
-    ``settings`` (the command line's ``--from`` and ``--data``) on top."""
+    ``settings`` (the command line's ``--from`` and ``--data``) on top. Without ``out_dir``, the
+    run goes to ``runs/<TOML file's stem>``, or ``runs/finetune`` without a file."""
     values = read_settings(source, overrides)
+    if source and "out_dir" not in values:
+        values["out_dir"] = default_out_dir(source)
     for key, value in settings.items():
         if value is not None:
             values[key] = value

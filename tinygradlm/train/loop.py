@@ -48,6 +48,7 @@ from .evaluate import validation_loss
 from .guard import Action, DivergenceGuard
 from .hooks import RunHooks
 from .resume_state import check_trainer_state
+from .run_folder import check_same_run
 from .setup import build_run
 from .step import train_step
 from .stop import RunStopped, StopRequests, stopped_message
@@ -115,10 +116,14 @@ class Trainer:
         }
 
     def resume(self) -> bool:
-        """Continue from the newest checkpoint in ``out_dir``, if there is one."""
+        """Continue from the newest checkpoint in ``out_dir``, if there is one; a CheckpointError,
+        before anything changes, if it belongs to a different run (``train.run_folder``)."""
         path = latest_checkpoint(self.out_dir)
         if path is None:
             return False
+        changed = check_same_run(self.config, path)
+        if changed:
+            self.log(f"resuming {path} with changed settings: {', '.join(changed)}")
         state = self._restore(path)
         if "guard" in state:
             self.guard.load_state_dict(state["guard"])  # checked whole in _restore

@@ -1,5 +1,7 @@
 """The named runs ``tinygradlm train PRESET`` starts: a model preset and the loop's settings
-that suit it (each checked like a TOML file's, by ``load_config``)."""
+that suit it (each checked like a TOML file's, by ``load_config``). Their schedules are relative
+(``warmup_ratio``; ``min_lr`` is ``lr`` / 10 when unset), so that one override of ``max_steps``
+or ``lr`` is enough."""
 
 from __future__ import annotations
 
@@ -13,8 +15,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "seq_len": 128,
         "max_steps": 500,
         "lr": 3e-3,
-        "min_lr": 3e-4,
-        "warmup_steps": 30,
+        "warmup_ratio": 0.06,  # 30 steps
         "eval_interval": 50,
         "sample_interval": 150,
         "checkpoint_interval": 100,
@@ -26,8 +27,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "seq_len": 256,
         "max_steps": 2000,
         "lr": 1e-3,
-        "min_lr": 1e-4,
-        "warmup_steps": 100,
+        "warmup_ratio": 0.05,  # 100 steps
         "eval_interval": 200,
         "sample_interval": 500,
         "checkpoint_interval": 500,
@@ -40,8 +40,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "grad_accum_steps": 8,
         "max_steps": 5000,
         "lr": 6e-4,
-        "min_lr": 6e-5,
-        "warmup_steps": 700,
+        "warmup_ratio": 0.14,  # 700 steps
         "eval_interval": 250,
         "sample_interval": 1000,
         "checkpoint_interval": 500,
