@@ -6,6 +6,9 @@ Also: progress counters print plain lines, never carriage returns, where stderr 
 
 import io
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -154,6 +157,8 @@ def test_throughput_draws_mfu_on_its_own_panel(tmp_path, monkeypatch):
     monkeypatch.setattr(plots, "save_png", lambda fig, path: saved.__setitem__(path.name, fig))
     plot_run(tmp_path)
     top, bottom = saved["throughput.png"].axes
+    # two panels, one above the other: not twin axes drawn over the same rectangle
+    assert top.get_subplotspec().rowspan.start < bottom.get_subplotspec().rowspan.start
     assert top.get_ylabel() == "tokens/s" and bottom.get_ylabel().startswith("MFU")
     assert top.get_ylim()[1] > 5000 and bottom.get_ylim() == (0.0, 100.0)  # MFU in %, own scale
     dashed = [line.get_xdata() for line in bottom.lines if line.get_linestyle() == "--"]
@@ -202,3 +207,39 @@ def test_tokenizer_training_off_a_terminal_prints_no_carriage_return(capsys):
     Tokenizer.train(["hello world"] * 3, 270, progress=True)
     err = capsys.readouterr().err
     assert "\r" not in err and "merges:" in err and "counting chunks:" in err
+
+
+# --------------------------------------------------------------------------------------------
+# compiling the kernels: said on a cold cache, silent on a warm one
+
+COMPILE_TWO_KERNELS = """
+import numpy as np
+from tinygradlm.monitor import announce_compilation
+from tinygradlm.kernels import gelu_backward, gelu_forward
+
+said = []
+with announce_compilation(said.append):
+    x = np.ones((2, 3), np.float32)
+    y, cache = gelu_forward(x)
+    gelu_backward(np.ones_like(y), cache)
+print(repr(said))
+"""
+
+
+def test_compilation_is_announced_once_and_only_when_the_cache_is_cold(tmp_path):
+    """Two processes share an empty Numba cache: the first compiles two kernels and says so
+    once; the second loads both from the cache and says nothing."""
+    from tinygradlm.monitor.compilation import COMPILING_MESSAGE
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "NUMBA_NUM_THREADS": "1",
+           "TINYGRADLM_KERNELS": "numba"}  # fmt: skip
+
+    def run():
+        result = subprocess.run([sys.executable, "-c", COMPILE_TWO_KERNELS], env=env,
+                                capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    assert run() == repr([COMPILING_MESSAGE])
+    assert any(tmp_path.rglob("*.nbi"))  # the kernels are in the on-disk cache
+    assert run() == "[]"

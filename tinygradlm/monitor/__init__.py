@@ -5,6 +5,8 @@
 - :mod:`.timing`: ``StepTimer`` (seconds per section of a step), ``measure_gemm_peak`` (this
   machine's float32 GEMM rate, MFU's denominator, logged as a ``gemm_peak`` event), ``mfu`` and
   ``MfuMeter`` (MFU that a disturbed probe cannot push above 100%).
+- :mod:`.compilation`: ``announce_compilation``, one line when Numba compiles the kernels (a
+  fresh checkout's first run), none when they load from its on-disk cache.
 - :mod:`.trace`: ``ChromeTrace``, a per-rank timeline of the step sections.
 - :mod:`.progress`: ``ProgressLine``, ``step 120/2000 | loss 3.412 | … | eta 4m12s``.
 - :mod:`.plots`: ``plot_run`` (a run's curves) and ``plot_report`` (a corpus report's
@@ -14,6 +16,7 @@ Every definition (what tokens/s counts, MFU's denominator, the file format) is i
 docs/monitoring.md.
 """
 
+from .compilation import announce_compilation
 from .metrics import METRICS_FILE, MetricsLogger, read_metrics
 from .plots import PLOT_FILES, plot_report, plot_run
 from .progress import ProgressLine, format_duration
@@ -38,6 +41,7 @@ __all__ = [
     "MfuMeter",
     "ProgressLine",
     "StepTimer",
+    "announce_compilation",
     "format_duration",
     "measure_gemm_flops",
     "measure_gemm_peak",

@@ -25,6 +25,7 @@ resume from. Train records carry ``comm_bytes`` and ``imbalance`` under MPI
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -48,6 +49,7 @@ from ..monitor import (
     MfuMeter,
     ProgressLine,
     StepTimer,
+    announce_compilation,
     measure_gemm_peak,
 )
 from .config import FinetuneConfig, TrainConfig
@@ -233,7 +235,9 @@ class Trainer:
         record: dict[str, Any] = {}
         self._sync_start()
         stops = StopRequests()
-        with stops.installed():
+        numba = backend.kernels_name() == "numba"  # a fresh checkout's first run compiles them
+        compiling = announce_compilation(progress.message) if numba else contextlib.nullcontext()
+        with stops.installed(), compiling:
             try:
                 while self.step < cfg.max_steps:
                     # a step boundary: every rank stops here, or none does
