@@ -74,7 +74,8 @@ def test_gemm_peak_event_reads_back_with_its_shapes_and_threads(tmp_path):
     assert record["event"] == "gemm_peak" and record["flops"] == 3.3e11
     assert record["shapes"] == [[2048, 768, 2304]] and record["threads"] == 2
     assert record["seconds"] == 0.41 and record["rounds"] == 7
-    assert "330.0 GFLOP/s" in record["message"] and "2 threads" in record["message"]
+    assert record["message"].startswith("GEMM peak 330.0 GFLOP/s: best of 7 rounds")
+    assert "on 2 threads (cpu_count)" in record["message"]
 
 
 # --------------------------------------------------------------------------------------------
