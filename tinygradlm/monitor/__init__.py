@@ -25,7 +25,6 @@ from .timing import (
     GemmPeak,
     MfuMeter,
     StepTimer,
-    measure_gemm_flops,
     measure_gemm_peak,
     mfu,
 )
@@ -43,7 +42,6 @@ __all__ = [
     "StepTimer",
     "announce_compilation",
     "format_duration",
-    "measure_gemm_flops",
     "measure_gemm_peak",
     "mfu",
     "plot_report",

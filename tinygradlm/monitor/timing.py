@@ -3,7 +3,7 @@
     StepTimer           seconds per section of a step (data, fwd_bwd, optim, comm)
     measure_gemm_peak   this machine's float32 GEMM rate at the model's shapes, with the shapes,
                         thread count and rounds it was measured with (a GemmPeak): MFU's
-                        denominator; measure_gemm_flops is its rate alone
+                        denominator
     mfu                 achieved FLOP/s as a fraction of that rate
     MfuMeter            MFU that never exceeds 1: a step faster than the peak revises the peak
 
@@ -97,7 +97,7 @@ def mfu(flops_per_step: float, seconds: float, peak_flops: float) -> float:
 
     ``flops_per_step`` is ``GPT.flops_per_token(T) · B · T`` (summed over ranks for the whole
     job's rate), ``peak_flops`` a rate in FLOP/s. Here the peak is this machine's measured
-    float32 GEMM rate (:func:`measure_gemm_flops`), not a datasheet figure.
+    float32 GEMM rate (:func:`measure_gemm_peak`), not a datasheet figure.
     """
     if not (seconds > 0 and math.isfinite(seconds)):
         raise ValueError(f"mfu: seconds must be finite and > 0, got {seconds!r}")
@@ -193,13 +193,6 @@ def measure_gemm_peak(
         float(max_seconds),
         blas_threads(),
     )
-
-
-def measure_gemm_flops(
-    n_embd: int, rows: int, *, vocab_size: int | None = None, max_seconds: float = 0.5
-) -> float:
-    """:func:`measure_gemm_peak`'s rate alone, in FLOP/s."""
-    return measure_gemm_peak(n_embd, rows, vocab_size=vocab_size, max_seconds=max_seconds).flops
 
 
 @functools.cache
