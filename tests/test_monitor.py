@@ -16,7 +16,7 @@ from tinygradlm.monitor import (
     ProgressLine,
     StepTimer,
     format_duration,
-    measure_gemm_flops,
+    measure_gemm_peak,
     mfu,
     plot_run,
     plots,
@@ -296,14 +296,14 @@ def test_mfu_is_achieved_flops_over_the_peak():
         mfu(1e9, 1.0, float("nan"))
 
 
-def test_measure_gemm_flops_is_a_plausible_rate_and_cached():
-    rate = measure_gemm_flops(32, 64, vocab_size=96, max_seconds=0.05)
-    assert math.isfinite(rate) and 1e7 < rate < 1e14  # FLOP/s, not GFLOP/s
-    hits = timing._measure_gemm_flops.cache_info().hits
-    assert measure_gemm_flops(32, 64, vocab_size=96, max_seconds=0.05) == rate
-    assert timing._measure_gemm_flops.cache_info().hits == hits + 1
+def test_measure_gemm_peak_is_a_plausible_rate_and_cached():
+    peak = measure_gemm_peak(32, 64, vocab_size=96, max_seconds=0.05)
+    assert math.isfinite(peak.flops) and 1e7 < peak.flops < 1e14  # FLOP/s, not GFLOP/s
+    hits = timing._measure_gemm_peak.cache_info().hits
+    assert measure_gemm_peak(32, 64, vocab_size=96, max_seconds=0.05) == peak
+    assert timing._measure_gemm_peak.cache_info().hits == hits + 1
     with pytest.raises(ValueError, match="rows"):
-        measure_gemm_flops(32, 0)
+        measure_gemm_peak(32, 0)
 
 
 # --------------------------------------------------------------------------------------------

@@ -37,7 +37,8 @@ def plot_run(
                     rollbacks as dashed lines, skipped steps as red marks on the step axis
     lr.png          the learning rate applied
     grad_norm.png   the gradient norm before clipping (log scale)
-    throughput.png  tokens/s, and MFU on a second axis when the run measured it
+    throughput.png  tokens/s, and MFU on a panel below when the run measured it (steps that
+                    revised the GEMM peak as dashed lines)
 
     A curve with no finite values is not written. Records a rollback abandoned (steps redone
     after it) are drawn faint grey. Needs matplotlib: ``pip install 'tinygradlm[plot]'``.
@@ -73,7 +74,8 @@ def plot_run(
             if log_scale and np.all(series[1][np.isfinite(series[1])] > 0):
                 ax.set_yscale("log")
             figures.save(fig, name)
-    _plot_throughput(figures, train)
+    revisions = sorted({r["step"] for r in events if r.get("event") == "peak_revised"})
+    _plot_throughput(figures, train, revisions)
     return figures.written
 
 
@@ -95,6 +97,18 @@ class _RunFigures:
         ax.set_title(self.title)
         ax.grid(alpha=0.3)
         return fig, ax
+
+    def new_panels(self, ylabels: Sequence[str]) -> tuple[Any, list[Any]]:
+        """A figure of one panel per label, stacked, sharing the step axis."""
+        fig = self._figure_class(figsize=(8, 2 + 2.5 * len(ylabels)), dpi=110, layout="constrained")
+        self._canvas_class(fig)
+        axes = list(fig.subplots(len(ylabels), 1, sharex=True, squeeze=False)[:, 0])
+        for ax, ylabel in zip(axes, ylabels, strict=True):
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3)
+        axes[0].set_title(self.title)
+        axes[-1].set_xlabel("step")
+        return fig, axes
 
     def save(self, fig: Any, name: str) -> None:
         target = self.out_dir / name
@@ -145,23 +159,33 @@ def _plot_loss(
     figures.save(fig, "loss.png")
 
 
-def _plot_throughput(figures: _RunFigures, train: Sequence[tuple[Mapping[str, Any], bool]]) -> None:
-    """throughput.png: tokens/s, and MFU on a second axis when the run measured it."""
+def _plot_throughput(
+    figures: _RunFigures,
+    train: Sequence[tuple[Mapping[str, Any], bool]],
+    revisions: Sequence[int],
+) -> None:
+    """throughput.png: tokens/s, and below it, on its own panel and step axis, MFU when the run
+    measured it, with the steps that revised the GEMM peak as dashed lines. Two panels, not
+    twin axes: on twin axes the MFU line, drawn last, hid the tokens/s line it tracks."""
     tokens = _series(train, "tokens_per_s")
     if not _has_finite(tokens):
         return
-    fig, ax = figures.new("tokens/s")
-    ax.yaxis.label.set_color("C0")
-    _draw(ax, tokens, "C0", "tokens/s", 1)
     utilization = _series(train, "mfu")
-    if _has_finite(utilization):
-        right = ax.twinx()
-        right.set_ylabel("MFU (of the measured GEMM rate)", color="C2")
+    if not _has_finite(utilization):
+        fig, top = figures.new("tokens/s")
+    else:
+        fig, (top, bottom) = figures.new_panels(("tokens/s", "MFU (of the measured GEMM peak)"))
         steps, values, faint = utilization
-        _draw(right, (steps, 100 * values, faint), "C2", "MFU", 0.8)
-        right.yaxis.set_major_formatter("{x:.0f}%")
-        right.set_ylim(bottom=0)
-    ax.set_ylim(bottom=0)
+        _draw(bottom, (steps, 100 * values, faint), "C2", "MFU", 1)
+        bottom.yaxis.set_major_formatter("{x:.0f}%")
+        bottom.set_ylim(0, max(100.0, float(np.nanmax(100 * values)) * 1.05))
+        for step in revisions:
+            bottom.axvline(step, color="C3", ls="--", lw=1, alpha=0.7)
+        if revisions:
+            bottom.plot([], [], color="C3", ls="--", lw=1, label="GEMM peak revised")
+            bottom.legend(loc="lower right")
+    _draw(top, tokens, "C0", "tokens/s", 1)
+    top.set_ylim(bottom=0)
     figures.save(fig, "throughput.png")
 
 

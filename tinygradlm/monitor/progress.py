@@ -1,12 +1,20 @@
-"""The progress line a run prints on the terminal, one record at a time."""
+"""What a long job prints while it runs.
+
+ProgressLine    a training run's line, one record at a time
+progress_bar    a counter for any other long loop (tokenizer training): a tqdm bar on a
+                terminal, occasional plain lines elsewhere (a log file, a pipe, CI), where
+                a bar's carriage returns would pile up into one endless line
+"""
 
 from __future__ import annotations
 
 import math
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, TextIO
+
+from tqdm import tqdm
 
 
 class ProgressLine:
@@ -101,8 +109,7 @@ class ProgressLine:
         return (now - first_time) / (step - first_step) * max(self.total_steps - step, 0)
 
     def _is_terminal(self) -> bool:
-        isatty = getattr(self.stream, "isatty", None)
-        return bool(isatty and isatty())
+        return is_terminal(self.stream)
 
     def _end_line(self) -> None:
         if self._open_length:
@@ -120,3 +127,87 @@ def format_duration(seconds: float) -> str:
     if s < 3600:
         return f"{s // 60}m{s % 60:02d}s"
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def is_terminal(stream: TextIO) -> bool:
+    """Whether ``stream`` is a terminal, where a carriage return overwrites a line."""
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def progress_bar(
+    iterable: Iterable[Any] | None = None,
+    *,
+    total: int | None = None,
+    desc: str,
+    unit: str = "it",
+    enabled: bool = True,
+    stream: TextIO | None = None,
+    every_seconds: float = 30.0,
+) -> tqdm | PlainProgress:
+    """A progress counter on ``stream`` (default: stderr as it is at the call): a tqdm bar on a
+    terminal, a :class:`PlainProgress` (a plain line every ``every_seconds`` and one at the end)
+    anywhere else. Both are iterated over (``for x in progress_bar(items, desc=…)``) or counted
+    by hand (``update(n)``, then ``close()``); ``enabled=False`` prints nothing."""
+    stream = stream if stream is not None else sys.stderr
+    if enabled and is_terminal(stream):
+        return tqdm(iterable, total=total, desc=desc, unit=unit, file=stream)
+    return PlainProgress(
+        iterable, total=total, desc=desc, unit=unit, enabled=enabled, stream=stream,
+        every_seconds=every_seconds,
+    )  # fmt: skip
+
+
+class PlainProgress:
+    """tqdm's counting interface, printed as whole lines: ``merges: 1,200/4,000 (12s)`` at most
+    once per ``every_seconds``, and ``merges: 4,000 done in 41s`` at :meth:`close` (or at the
+    end of iteration)."""
+
+    def __init__(
+        self,
+        iterable: Iterable[Any] | None = None,
+        *,
+        total: int | None = None,
+        desc: str,
+        unit: str = "it",
+        enabled: bool = True,
+        stream: TextIO | None = None,
+        every_seconds: float = 30.0,
+        clock: Any = time.monotonic,
+    ) -> None:
+        self.iterable, self.total, self.desc, self.unit = iterable, total, desc, unit
+        self.enabled, self.every_seconds, self._clock = enabled, every_seconds, clock
+        self._stream = stream
+        self.n = 0
+        self._started = self._last_line = clock()
+        self._closed = False
+
+    def __iter__(self) -> Iterator[Any]:
+        if self.iterable is None:
+            raise TypeError(f"PlainProgress {self.desc!r}: nothing to iterate over")
+        for item in self.iterable:
+            yield item
+            self.update(1)
+        self.close()
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        now = self._clock()
+        if now - self._last_line >= self.every_seconds:
+            self._last_line = now
+            of = f"/{self.total:,}" if self.total is not None else ""
+            self._write(
+                f"{self.desc}: {self.n:,}{of}{self.unit} ({format_duration(now - self._started)})"
+            )
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            elapsed = format_duration(self._clock() - self._started)
+            self._write(f"{self.desc}: {self.n:,}{self.unit} done in {elapsed}")
+
+    def _write(self, line: str) -> None:
+        if self.enabled:
+            stream = self._stream if self._stream is not None else sys.stderr
+            stream.write(line + "\n")
+            stream.flush()

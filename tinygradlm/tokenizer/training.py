@@ -13,8 +13,8 @@ from collections.abc import Iterable, Sequence
 from itertools import pairwise
 
 import regex
-from tqdm import tqdm
 
+from ..monitor.progress import progress_bar
 from .pretokenize import encode_utf8, pretokenize
 
 
@@ -43,7 +43,7 @@ def learn_ranks(
     # 3. Merge the most frequent pair, updating only the chunks that hold it.
     ranks = {bytes([byte]): byte for byte in range(256)}
     token_bytes = [bytes([byte]) for byte in range(256)]
-    bar = _progress_bar(progress, total=n_merges, desc="merges")
+    bar = progress_bar(total=n_merges, desc="merges", enabled=progress)
     while len(token_bytes) < 256 + n_merges:
         pair = _pop_most_frequent(heap, pair_counts)
         if pair is None:
@@ -117,14 +117,11 @@ def _count_chunks(
     split = regex.compile(pattern)
     specials = regex.compile("|".join(regex.escape(t) for t in special_tokens) or r"(?!)")
     counts: Counter[str] = Counter()
-    for text in _progress_bar(progress, iterable=texts, desc="counting chunks", unit=" texts"):
+    texts = progress_bar(texts, desc="counting chunks", unit=" texts", enabled=progress)
+    for text in texts:
         if special_tokens and any(token in text for token in special_tokens):
             for segment in specials.split(text):
                 counts.update(pretokenize(split, segment))
         else:
             counts.update(pretokenize(split, text))
     return counts
-
-
-def _progress_bar(enabled: bool, **kwargs) -> tqdm:
-    return tqdm(disable=not enabled, **kwargs)

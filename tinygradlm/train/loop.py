@@ -25,6 +25,7 @@ resume from. Train records carry ``comm_bytes`` and ``imbalance`` under MPI
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -42,7 +43,15 @@ from ..checkpoint import latest_checkpoint, load_checkpoint, restore, save_check
 from ..data.mix import mixture_loss
 from ..data.mixture import MixtureLoader
 from ..dist import Dist, make_sync
-from ..monitor import ChromeTrace, MetricsLogger, ProgressLine, StepTimer, measure_gemm_flops, mfu
+from ..monitor import (
+    ChromeTrace,
+    MetricsLogger,
+    MfuMeter,
+    ProgressLine,
+    StepTimer,
+    announce_compilation,
+    measure_gemm_peak,
+)
 from .config import FinetuneConfig, TrainConfig
 from .evaluate import validation_loss
 from .guard import Action, DivergenceGuard
@@ -218,15 +227,22 @@ class Trainer:
         flops_per_step = self.model.flops_per_token(cfg.seq_len) * tokens_per_step
         rows = cfg.batch_size // self.world_size * cfg.seq_len
         C, Vp = self.model.config.n_embd, self.model.config.Vp
-        peak = measure_gemm_flops(C, rows, vocab_size=Vp) * self.world_size
+        peak = measure_gemm_peak(C, rows, vocab_size=Vp)
+        meter = MfuMeter(peak.flops * self.world_size)  # the job's peak: each rank's times ranks
         self.metrics = MetricsLogger(
             self.out_dir, enabled=self.rank == 0, resume_step=self.step if self.step else None
         )
         progress = ProgressLine(cfg.max_steps, every=cfg.log_interval, enabled=self.rank == 0)
+        self.metrics.log_event(
+            self.step, "gemm_peak", peak.describe(), **peak.event_fields(), ranks=self.world_size
+        )
+        progress.message(peak.describe())
         record: dict[str, Any] = {}
         self._sync_start()
         stops = StopRequests()
-        with stops.installed():
+        numba = backend.kernels_name() == "numba"  # a fresh checkout's first run compiles them
+        compiling = announce_compilation(progress.message) if numba else contextlib.nullcontext()
+        with stops.installed(), compiling:
             try:
                 while self.step < cfg.max_steps:
                     # a step boundary: every rank stops here, or none does
@@ -240,18 +256,21 @@ class Trainer:
                     if result["action"] == Action.ROLLBACK:
                         self.rollback()
                         continue
+                    utilization, revision = meter(flops_per_step, seconds)
                     record = self.metrics.log_train(
                         self.step,
                         loss=result["loss"],
                         lr=result["lr"],
                         grad_norm=result["grad_norm"],
                         tokens_per_s=tokens_per_step / seconds,
-                        mfu=mfu(flops_per_step, seconds, peak),
+                        mfu=utilization,
                         time=self.timer.split(),
                         **({"loss_scale": result["loss_scale"]} if self.scaler.enabled else {}),
                         **{k: result[k] for k in ("comm_bytes", "imbalance") if k in result},
                         **self._epochs(),
                     )
+                    if revision is not None:
+                        self.metrics.log_event(self.step, "peak_revised", **revision)
                     self._log_new_epochs(epochs_before, record, progress)
                     self._log_skipped(result, progress)
                     progress.update(record)
