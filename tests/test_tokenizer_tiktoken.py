@@ -243,22 +243,25 @@ def test_imported_ranks_encode_as_tiktoken(pair, tmp_path, via):
     assert reloaded_theirs.encode(text, allowed_special="all") == expected
 
 
-def test_our_tiktoken_file_loads_in_tiktoken(pair, tmp_path):
+def test_our_tiktoken_file_loads_in_tiktoken(pair, tmp_path, monkeypatch):
     """tiktoken's own reader (load_tiktoken_bpe, on a local path) accepts what we write."""
     from tiktoken.load import load_tiktoken_bpe
+
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")  # no copy in $TMPDIR/data-gym-cache
 
     ours, _ = pair
     ours.save_tiktoken(tmp_path / "ranks.tiktoken")
     assert load_tiktoken_bpe(str(tmp_path / "ranks.tiktoken")) == ours.ranks
 
 
-def test_our_gpt2_files_load_in_tiktoken(pair, tmp_path):
+def test_our_gpt2_files_load_in_tiktoken(pair, tmp_path, monkeypatch):
     """tiktoken's GPT-2 reader (data_gym_to_mergeable_bpe_ranks) needs single bytes ranked in
     GPT-2's alphabet order, as GPT-2's own files are; we write any order, so give it that one."""
     from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
     from tinygradlm.tokenizer.files import gpt2_byte_alphabet
 
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")  # no copy in $TMPDIR/data-gym-cache
     ours, _ = pair
     alphabet_order = list(gpt2_byte_alphabet())
     ranks = {bytes([byte]): i for i, byte in enumerate(alphabet_order)}
