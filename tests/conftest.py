@@ -4,11 +4,12 @@ test: the figures in docs/fuzzing.md come from running tests/fuzz under it).
 
 And a private temporary folder: the suite points ``$TMPDIR`` (and so ``tempfile``, pytest's
 ``tmp_path`` and every subprocess) at a fresh folder inside the user's, fails the run if a test
-left anything there but pytest's own ``tmp_path`` folders, and removes it at the end, so a run
-leaves the user's ``$TMPDIR`` as it found it. After a failure the folder is kept, and named, for
-a look at what the failing tests wrote.
+left anything there but pytest's own ``tmp_path`` folders, and removes the folder when the
+process exits, whatever the outcome, so a run leaves the user's ``$TMPDIR`` as it found it. To
+keep the ``tmp_path`` folders of failing tests for a look, give pytest ``--basetemp=DIR``.
 """
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -20,6 +21,8 @@ from hypothesis import HealthCheck, settings
 SESSION_TMPDIR = Path(tempfile.mkdtemp(prefix="tinygradlm-tests-"))
 os.environ["TMPDIR"] = str(SESSION_TMPDIR)
 tempfile.tempdir = None  # gettempdir() reads $TMPDIR again
+# at exit, not at the session's end: also after a usage error, and after pytest's own clean-up
+atexit.register(shutil.rmtree, SESSION_TMPDIR, ignore_errors=True)
 # torch makes its compile cache's folder (empty) as soon as torch.optim is imported: give it one
 # in the session's folder, removed with it
 TORCH_CACHE = "torchinductor"
@@ -37,6 +40,7 @@ def left_in_tmpdir() -> list[str]:
 
 @pytest.hookimpl(trylast=True)  # after session fixtures are torn down
 def pytest_sessionfinish(session, exitstatus):
+    """Fail the run, naming them, if tests left files or folders in the session's $TMPDIR."""
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
 
     def say(line: str) -> None:
@@ -47,12 +51,8 @@ def pytest_sessionfinish(session, exitstatus):
 
     left = [] if exitstatus == pytest.ExitCode.INTERRUPTED else left_in_tmpdir()
     if left:
-        say(f"tests left {len(left)} entries in $TMPDIR ({SESSION_TMPDIR}): {', '.join(left)}")
+        say(f"tests left {len(left)} entries in the session's $TMPDIR: {', '.join(left)}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    if left or session.testsfailed:
-        say(f"the session's $TMPDIR is kept for a look: {SESSION_TMPDIR}")
-    else:
-        shutil.rmtree(SESSION_TMPDIR, ignore_errors=True)
 
 
 settings.register_profile(
