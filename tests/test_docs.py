@@ -1,6 +1,7 @@
 """The Python examples in the README and docs/ run as written."""
 
 import re
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,9 @@ def _examples():
 
 
 @pytest.mark.parametrize("source", list(_examples()))
-def test_documented_example_runs(source):
+def test_documented_example_runs(source, tmp_path, monkeypatch):
+    # the examples make their folders with tempfile: inside this test's own, which pytest removes
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     namespace: dict = {"__name__": "docs_example"}
     exec(compile(source, "<docs example>", "exec"), namespace)
     # an example that defines a property test is run too

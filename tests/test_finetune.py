@@ -220,8 +220,8 @@ def test_the_loader_is_seeded_and_resumes_at_the_next_batch(tmp_path):
         SFTLoader(other, batch_size=4, seed=3).load_state_dict(b.state_dict())
 
 
-def test_a_validation_loader_keeps_the_last_partial_batch():
-    data = load_sft_records([("a=", "b")] * 5)
+def test_a_validation_loader_keeps_the_last_partial_batch(tmp_path):
+    data = load_sft_records(tmp_path, [("a=", "b")] * 5)
     loader = SFTLoader(data, batch_size=4, shuffle=False, drop_last=False)
     assert loader.batches_per_epoch == 2
     loader.next_batch()
@@ -229,11 +229,8 @@ def test_a_validation_loader_keeps_the_last_partial_batch():
     assert (y[1:] == IGNORE_INDEX).all() and (y[0] != IGNORE_INDEX).any()
 
 
-def load_sft_records(pairs, seq_len=8):
-    import tempfile
-    from pathlib import Path
-
-    path = Path(tempfile.mkdtemp()) / "d.jsonl"
+def load_sft_records(folder, pairs, seq_len=8):
+    path = folder / "d.jsonl"
     write_jsonl(path, [{"prompt": p, "response": r} for p, r in pairs])
     return load_sft(path, byte_tokenizer(), seq_len=seq_len)
 

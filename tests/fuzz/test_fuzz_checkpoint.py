@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 import safetensors
 import safetensors.numpy
 from fuzz_support import mutated_bytes, mutated_json, read_within_bounds, snapshot
@@ -41,8 +42,15 @@ def _save(root: Path, lora: bool) -> Path:
     return save_checkpoint(root / ("lora" if lora else "plain"), 3, model, optimizer, state)
 
 
-_ROOT = Path(tempfile.mkdtemp(prefix="fuzz-checkpoint-"))
-VALID = {"plain": _save(_ROOT, lora=False), "lora": _save(_ROOT, lora=True)}
+# The two valid checkpoints every mutation starts from, written once per module into a folder
+# pytest owns (the strategy below reads them when it draws, after the fixture has run).
+VALID: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def valid_checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fuzz-checkpoint")
+    VALID.update(plain=_save(root, lora=False), lora=_save(root, lora=True))
 
 
 LORA_HEADER = "adapters.safetensors (its 'lora' header entry)"
