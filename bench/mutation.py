@@ -450,7 +450,8 @@ def _copy_tree(source: Path, target: Path) -> None:
 def run_tests(workdir: Path, tests: list[str], timeout: float) -> tuple[str, float, str]:
     """(status, seconds, detail): pytest over ``tests`` with ``workdir``'s package imported."""
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
-    env.update(PYTHONPATH=str(workdir), HYPOTHESIS_PROFILE="ci")
+    # TMPDIR inside the copy: a run killed on timeout leaves nothing outside it
+    env.update(PYTHONPATH=str(workdir), HYPOTHESIS_PROFILE="ci", TMPDIR=str(workdir))
     for name in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env.setdefault(name, "1")
     command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
