@@ -225,11 +225,9 @@ def _run_loop(args: argparse.Namespace) -> int:
     if args.command == "train":
         config: Any = load_config(args.config, args.overrides)
     else:
-        init_from = args.init_from
-        if init_from is not None:
-            init_from = str(resolve_checkpoint(Path(init_from), announce=args.dist.rank == 0))
+        # a run directory as init_from is resolved by the run's set-up (train/setup.py)
         config = load_finetune_config(
-            args.config, args.overrides, init_from=init_from, data=args.data
+            args.config, args.overrides, init_from=args.init_from, data=args.data
         )
     writable_directory(config.out_dir, "out_dir", ValueError)
     if args.no_resume and latest_checkpoint(config.out_dir) is not None:
