@@ -201,8 +201,9 @@ CKPT_HELP = "a checkpoint directory, or a run directory (its newest complete che
 
 
 def resolve_checkpoint(path: Path, announce: bool = True) -> Path:
-    """The checkpoint a ``--ckpt``/``--from`` argument names (a run directory: its newest
-    complete checkpoint, said on stderr, where it does not mix with a sample on stdout)."""
+    """The checkpoint a ``--ckpt`` argument names (a run directory: its newest complete
+    checkpoint, said on stderr, where it does not mix with a sample on stdout). ``finetune
+    --from`` is resolved by the run's set-up (``train.setup.resolve_init_from``)."""
     from .checkpoint.load import checkpoint_in
 
     checkpoint, taken = checkpoint_in(path)
