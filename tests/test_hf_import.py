@@ -142,6 +142,7 @@ def test_an_hf_directory_is_a_model_only_checkpoint_computing_the_same_function(
     loaded = GPT.from_pretrained(path)
     assert loaded.dtype == np.float32
     assert np.array_equal(loaded.logits(TOKENS), model.logits(TOKENS))
+    assert GPT.from_pretrained(path, precision="bf16").precision.precision == "bf16"
 
 
 def test_names_without_the_transformer_prefix_and_without_a_head_load_too(tmp_path):

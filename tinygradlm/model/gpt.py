@@ -22,6 +22,7 @@ to the attention and MLP projections in both.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
@@ -80,7 +81,7 @@ class GPT:
         self.init_weights(seed)
 
     @classmethod
-    def from_pretrained(cls, path: Any, precision: str = "fp32") -> GPT:
+    def from_pretrained(cls, path: str | os.PathLike[str], precision: str = "fp32") -> GPT:
         """The model saved in the directory ``path``: a checkpoint of ours (training or
         model-only), a run directory (its newest complete checkpoint), or a Hugging Face GPT-2
         directory (``GPT2LMHeadModel.save_pretrained``'s config.json and safetensors), read
