@@ -9,13 +9,18 @@ here), so they run without transformers; the oracle tests save real GPT2LMHeadMo
 import json
 import re
 import shutil
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tinygradlm import backend
 from tinygradlm.checkpoint import load_checkpoint, save_model
-from tinygradlm.checkpoint.hf import GELU_TANH
+from tinygradlm.checkpoint.hf import GELU_TANH, config_from_hf_gpt2
+from tinygradlm.checkpoint.layout import read_json
 from tinygradlm.cli import main
 from tinygradlm.errors import CheckpointError
 from tinygradlm.model import GPT, GPTConfig
@@ -264,6 +269,35 @@ def test_a_config_this_gpt_cannot_represent_is_refused_by_name(tmp_path, key, va
         assert repr(value) in message
     if key == "model_type":
         assert "learned absolute positions only" in message
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False)
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=5,
+)  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    changes=st.dictionaries(
+        st.sampled_from([*sorted(hf_config_json()), "hidden_size", "quantization_config"]),
+        JSON_VALUES,
+        max_size=3,
+    )
+)
+def test_any_config_json_values_load_or_raise_a_checkpoint_error(changes):
+    with tempfile.TemporaryDirectory() as tmp:
+        file = Path(tmp) / "config.json"
+        values = {**hf_config_json(), **changes}
+        file.write_text(json.dumps(values))
+        try:
+            config = config_from_hf_gpt2(file, read_json(file))
+        except CheckpointError as error:
+            assert str(file) in str(error)
+        else:
+            assert config.n_embd == values.get("n_embd", values.get("hidden_size"))
 
 
 def test_the_mlp_width_4_n_embd_may_be_spelled_out(tmp_path):

@@ -181,9 +181,10 @@ def config_from_hf_gpt2(file: Path, hf: Any) -> GPTConfig:
             f"approximation only ({', '.join(repr(a) for a in GELU_TANH)})"
         )
     n_inner, n_embd = values["n_inner"], values["n_embd"]
-    if n_inner is not None and (isinstance(n_embd, bool) or n_inner != 4 * n_embd):
+    width = 4 * n_embd if isinstance(n_embd, int) and not isinstance(n_embd, bool) else None
+    if n_inner is not None and (isinstance(n_inner, bool) or n_inner != width):
         problems.append(
-            f"n_inner is {n_inner!r}: the MLP's width must be 4·n_embd ({4 * n_embd!r}), or null"
+            f"n_inner is {n_inner!r}: the MLP's width must be 4·n_embd ({width!r}), or null"
         )
     for key, (needed, why) in _FLAGS.items():
         if values[key] is not needed:
