@@ -201,8 +201,9 @@ CKPT_HELP = "a checkpoint directory, or a run directory (its newest complete che
 
 
 def resolve_checkpoint(path: Path, announce: bool = True) -> Path:
-    """The checkpoint a ``--ckpt``/``--from`` argument names (a run directory: its newest
-    complete checkpoint, said on stderr, where it does not mix with a sample on stdout)."""
+    """The checkpoint a ``--ckpt`` argument names (a run directory: its newest complete
+    checkpoint, said on stderr, where it does not mix with a sample on stdout). ``finetune
+    --from`` is resolved by the run's set-up (``train.setup.resolve_init_from``)."""
     from .checkpoint.load import checkpoint_in
 
     checkpoint, taken = checkpoint_in(path)
@@ -225,11 +226,9 @@ def _run_loop(args: argparse.Namespace) -> int:
     if args.command == "train":
         config: Any = load_config(args.config, args.overrides)
     else:
-        init_from = args.init_from
-        if init_from is not None:
-            init_from = str(resolve_checkpoint(Path(init_from), announce=args.dist.rank == 0))
+        # a run directory as init_from is resolved by the run's set-up (train/setup.py)
         config = load_finetune_config(
-            args.config, args.overrides, init_from=init_from, data=args.data
+            args.config, args.overrides, init_from=args.init_from, data=args.data
         )
     writable_directory(config.out_dir, "out_dir", ValueError)
     if args.no_resume and latest_checkpoint(config.out_dir) is not None:

@@ -19,8 +19,7 @@ from fuzz_support import mutated_bytes, mutated_json, read_within_bounds, snapsh
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tinygradlm.checkpoint import load_checkpoint, save_checkpoint
-from tinygradlm.checkpoint.load import model_from_checkpoint
+from tinygradlm.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from tinygradlm.errors import CheckpointError
 from tinygradlm.lora import LoRAConfig
 from tinygradlm.model import GPT, GPTConfig

@@ -12,7 +12,9 @@
 
 :func:`save_model` writes a model-only directory (model.safetensors, config.json, tokenizer
 files, manifest.json with ``"contents": "model"``): what ``tinygradlm export`` writes, which
-loads as a GPT and starts a fine-tuning run but cannot resume one.
+loads as a GPT and starts a fine-tuning run but cannot resume one. :func:`load_checkpoint` also
+reads a Hugging Face GPT-2 directory (``save_pretrained``'s config.json and safetensors) as a
+model-only checkpoint.
 
 A checkpoint is built in a temporary directory beside its final name and renamed into place: a
 reader sees a complete checkpoint or none. :func:`load_checkpoint` checks every layer of it and
@@ -21,10 +23,13 @@ says which file is wrong; nothing is ever unpickled. The layout, and how to open
 
     layout.py   file names, the manifest's format, config.json both ways, ``latest_checkpoint``
     save.py     ``save_checkpoint``, ``save_model``: atomic, sealed by the manifest
-    load.py     ``load_checkpoint``, ``restore``, ``load_model`` (a checkpoint as a GPT)
+    load.py     ``load_checkpoint``, ``restore``, ``checkpoint_in`` (a run directory's newest)
+    hf.py       a Hugging Face GPT-2 directory read as a model-only checkpoint
+    as_gpt.py   ``load_model``, ``model_from_checkpoint``: a checkpoint as a GPT
 """
 
 from ..errors import CheckpointError
+from .as_gpt import load_model, model_from_checkpoint
 from .layout import (
     ADAPTERS_FILE,
     CONFIG_FILE,
@@ -40,7 +45,7 @@ from .layout import (
     hf_config,
     latest_checkpoint,
 )
-from .load import load_checkpoint, load_model, model_from_checkpoint, restore
+from .load import load_checkpoint, restore
 from .save import save_checkpoint, save_model
 
 __all__ = [

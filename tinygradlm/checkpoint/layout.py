@@ -20,7 +20,7 @@ import numpy as np
 from .. import parse
 from ..errors import CheckpointError
 from ..lora import LoRAConfig
-from ..model import GPTConfig
+from ..model.config import GPTConfig
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"

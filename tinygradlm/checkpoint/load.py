@@ -5,6 +5,10 @@ headers and every tensor's name, shape and dtype, and says which file is wrong. 
 unpickled: arrays come from ``safetensors``, everything else from ``json``. :func:`restore`
 copies what was read into a model and its optimizer. :func:`checkpoint_in` lets a command take
 a run directory where it takes a checkpoint: the run's newest complete one.
+
+A Hugging Face GPT-2 directory (config.json without our "tinygradlm" key, and no manifest) is
+read by :mod:`tinygradlm.checkpoint.hf` as a model-only checkpoint. This module builds no GPT
+(:mod:`tinygradlm.checkpoint.as_gpt` does), so ``GPT.from_pretrained`` can call it.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ import safetensors
 from ..errors import CheckpointError
 from ..lora import LoRAAdapters, LoRAConfig, adapter_shapes
 from ..memory import check_fits, format_bytes
-from ..model import GPT, GPTConfig, model_bytes, parameter_shapes
+from ..model.config import GPTConfig, parameter_shapes
+from ..model.workspace import model_bytes
 from ..parse import ABSENT, file_problem, parse_json
+from .hf import is_hf_config, load_hf_checkpoint
 from .layout import (
     ADAPTERS_FILE,
     CONFIG_FILE,
@@ -62,10 +68,14 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
 
     A model-only checkpoint (:func:`save_model`) has no optimizer.safetensors or trainer.json to
     check; adapters.safetensors, when listed, is checked against the LoRA config in its header.
+    A Hugging Face GPT-2 directory (no manifest.json, a config.json of HF's alone) is read as a
+    model-only checkpoint of step 0 (:func:`tinygradlm.checkpoint.hf.load_hf_checkpoint`).
     """
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"{path}: no such checkpoint directory")
+    if _is_hf_directory(path):
+        return load_hf_checkpoint(path)
     manifest = _read_manifest(path)
     _verify_files(path, manifest)
     files = manifest["files"]
@@ -239,23 +249,15 @@ def restore(model: Any, optimizer: Any, checkpoint: Checkpoint) -> None:
         optimizer.load_state_dict(checkpoint.optimizer_state)
 
 
-def load_model(path: str | os.PathLike[str], precision: str = "fp32") -> GPT:
-    """The GPT saved in the checkpoint directory ``path`` (a training checkpoint or a
-    model-only one), in the checkpoint's config and dtype, computing at ``precision``, with
-    its LoRA adapters attached (unmerged) when it has them. See :func:`model_from_checkpoint`."""
-    return model_from_checkpoint(load_checkpoint(path), precision)
-
-
-def model_from_checkpoint(checkpoint: Checkpoint, precision: str = "fp32") -> GPT:
-    """A new GPT holding what :func:`load_checkpoint` read: the checkpoint's config, dtype and
-    weights, and its LoRA adapters attached when it has them (``model.lora``; fold them in with
-    ``model.merge_lora()``), computing at ``precision``."""
-    dtype = next(iter(checkpoint.model_state.values())).dtype
-    model = GPT(checkpoint.config, dtype=dtype, precision=precision)
-    if checkpoint.lora is not None:
-        model.add_lora(checkpoint.lora)
-    restore(model, None, checkpoint)
-    return model
+def _is_hf_directory(path: Path) -> bool:
+    """No manifest.json, and a config.json that is a Hugging Face model's alone (ours, without
+    a manifest, is an incomplete checkpoint: the manifest's error says so)."""
+    if (path / MANIFEST_FILE).exists() or not (path / CONFIG_FILE).is_file():
+        return False
+    try:
+        return is_hf_config(read_json(path / CONFIG_FILE))
+    except CheckpointError:
+        return False
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:

@@ -295,7 +295,7 @@ class FinetuneConfig(LoopSettings):
     sample_interval: int = 0
     checkpoint_interval: int = 50
 
-    init_from: str = ""  # the pretrained checkpoint directory (required)
+    init_from: str = ""  # the pretrained model (required; a run directory: its newest checkpoint)
     data: str = ""  # a JSON Lines file, or a directory with train.jsonl (and val.jsonl)
     val_data: str = ""  # JSON Lines for validation (default: val.jsonl beside train.jsonl)
     tokenizer: str = ""  # a tokenizer.txt (default: the one in init_from)
@@ -332,7 +332,11 @@ class FinetuneConfig(LoopSettings):
 
 FinetuneConfig.RULES = {
     **_LOOP_RULES,
-    "init_from": Rule("path", doc="the pretrained checkpoint directory (required)"),
+    "init_from": Rule(
+        "path",
+        doc="the pretrained model (required): a checkpoint, a run directory (its newest "
+        "checkpoint) or a Hugging Face GPT-2 directory",
+    ),
     "data": Rule("path", doc="JSON Lines, or a directory with train.jsonl (required)"),
     "val_data": Rule("path", doc="JSON Lines for validation"),
     "tokenizer": Rule("path", doc="a tokenizer.txt (default: the checkpoint's)"),

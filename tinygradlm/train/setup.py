@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..checkpoint import load_checkpoint, model_from_checkpoint
+from ..checkpoint.load import checkpoint_in
 from ..data.loader import DataLoader
 from ..data.mix import resolve_sources
 from ..data.mixture import MixtureLoader
@@ -188,6 +189,7 @@ def source_val_loaders(
 
 
 def build_finetuning(config: FinetuneConfig, rank: int, world_size: int, log: Log) -> RunParts:
+    resolve_init_from(config, log)
     base = load_checkpoint(config.init_from)
     tokenizer_path = Path(config.tokenizer) if config.tokenizer else checkpoint_tokenizer_file(base)
     tokenizer = Tokenizer.load(tokenizer_path)
@@ -218,6 +220,17 @@ def build_finetuning(config: FinetuneConfig, rank: int, world_size: int, log: Lo
     return RunParts(
         model, optimizer, train_loader, val_loader, tokenizer_path, tokenizer, grad_mask
     )
+
+
+def resolve_init_from(config: FinetuneConfig, log: Log) -> None:
+    """Set ``init_from`` to the checkpoint it names, for ``--from`` and a TOML file alike: a
+    checkpoint, a model-only or a Hugging Face directory as given, a run directory's newest
+    complete checkpoint (``checkpoint_in``; said through ``log``). The run's trainer.json then
+    records the checkpoint the run started from."""
+    checkpoint, taken = checkpoint_in(config.init_from)
+    if taken:
+        log(taken)
+    config.init_from = str(checkpoint)
 
 
 def check_training_fits(config: FinetuneConfig, model: GPTConfig, dtype: np.dtype) -> None:
