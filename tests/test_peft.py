@@ -397,3 +397,26 @@ def test_a_checkpoint_of_the_older_layout_loads_and_resumes_exactly(base, tmp_pa
         model_from_checkpoint(ckpt).logits(idx()),
     )
     shutil.rmtree(out)
+
+
+def test_the_commands_take_an_adapter_directory_where_they_take_a_checkpoint(
+    base, tmp_path, capsys
+):
+    from tinygradlm import backend
+
+    path, _, _ = lora_checkpoint(base, tmp_path / "run", SUBSET)
+    out = export_adapters(path, tmp_path / "adapters")
+    data = sft_data(tmp_path / "sft")
+    capsys.readouterr()
+    for command in (["sample", "--prompt", "abc="], ["eval", "--data", str(data / "train.jsonl")]):
+        assert main([*command, "--ckpt", str(out)]) == 0
+        from_dir = capsys.readouterr().out
+        assert main([*command, "--ckpt", str(path)]) == 0
+        assert from_dir == capsys.readouterr().out  # the same model: the same sample and loss
+    with backend.use_kernels(backend.kernels_name()):  # the CLI sets kernels: restore after
+        argv = ["finetune", "--from", str(out), "--data", str(data), f"out_dir='{tmp_path / 'ft'}'"]
+        settings = ["max_steps=2", "batch_size=4", "seq_len=10", "eval_interval=0"]
+        assert main(argv + settings) == 0
+    assert "continuing its LoRA adapters" in capsys.readouterr().out
+    ckpt = load_checkpoint(latest_checkpoint(tmp_path / "ft"))
+    assert ckpt.lora.targets == SUBSET and ckpt.base_model == str(base)

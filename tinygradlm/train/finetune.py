@@ -15,10 +15,13 @@ is set up (``tinygradlm.train.setup``):
   ``freeze`` names (prefixes such as ``"wte"`` or ``"h.0"``), whose gradients are zeroed before
   clipping and which get no weight decay, so AdamW leaves them bit-for-bit unchanged.
 
-The optimizer, the learning-rate schedule and the step count start fresh. Checkpoints go to the
-run's own ``out_dir``, with the adapters in ``adapters.safetensors``; :func:`export` folds them
-into the base weights and writes a plain model a ``GPT`` (or ``transformers``) loads. See
-docs/finetuning.md.
+The optimizer, the learning-rate schedule and the step count start fresh. A checkpoint with
+LoRA adapters as ``init_from`` (or a PEFT adapter directory) has them go on training when the
+run's LoRA settings are theirs, and merged into the base otherwise
+(:func:`keep_or_merge_adapters`). Checkpoints go to the run's own ``out_dir``, with the adapters
+as PEFT writes them (``tinygradlm.checkpoint.peft``); :func:`export` folds them into the base
+weights and writes a plain model a ``GPT`` (or ``transformers``) loads, :func:`export_adapters`
+writes them alone, for PEFT. See docs/finetuning.md.
 """
 
 from __future__ import annotations
