@@ -168,9 +168,8 @@ def test_adapters_peft_wrote_load_with_peft_logits_and_fine_tune_further(base, t
     peft, transformers, torch = peft_modules()
     torch.manual_seed(0)
     hf = transformers.GPT2LMHeadModel.from_pretrained(base)  # base_model_name_or_path: base
-    config = peft.LoraConfig(
-        r=4, lora_alpha=8, target_modules=["c_attn", "c_proj"], fan_in_fan_out=True
-    )
+    # PEFT's defaults: no task_type, fan_in_fan_out false (PEFT sets it true for Conv1D)
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn", "c_proj"])
     adapted = peft.get_peft_model(hf, config)
     for name, p in adapted.named_parameters():
         if "lora_B" in name:
