@@ -251,6 +251,9 @@ def test_adapters_round_trip_through_an_adapter_directory_exactly(base, tmp_path
         export_adapters(path, out)
     with pytest.raises(CheckpointError, match="no LoRA adapters to export"):
         export_adapters(base, tmp_path / "none")
+    (path / "config.json").unlink()  # a damaged checkpoint, not an adapter directory
+    with pytest.raises(CheckpointError, match=r"config\.json: missing"):
+        load_checkpoint(path)
 
 
 def test_other_lora_settings_merge_and_start_new_adapters(base, tmp_path):

@@ -36,7 +36,14 @@ from ..atomic import atomic_directory, fsync_directory, fsync_file
 from ..errors import CheckpointError
 from ..lora import TARGETS, LoRAAdapters, LoRAConfig
 from ..parse import parse_json
-from .layout import ADAPTER_CONFIG_FILE, ADAPTER_MODEL_FILE, CONFIG_FILE, to_json, write_safetensors
+from .layout import (
+    ADAPTER_CONFIG_FILE,
+    ADAPTER_MODEL_FILE,
+    CONFIG_FILE,
+    MANIFEST_FILE,
+    to_json,
+    write_safetensors,
+)
 
 PEFT_PREFIX = "base_model.model.transformer."  # PeftModelForCausalLM → GPT2LMHeadModel → GPT2Model
 PEFT_VERSION = "0.21.2"  # the version whose adapter_config.json fields are written below
@@ -189,8 +196,10 @@ def save_adapters(
 
 
 def is_adapter_directory(path: Path) -> bool:
-    """A PEFT adapter directory: adapter_config.json and no config.json (no model of its own)."""
-    return (path / ADAPTER_CONFIG_FILE).is_file() and not (path / CONFIG_FILE).exists()
+    """A PEFT adapter directory: adapter_config.json, and neither config.json (no model of its
+    own) nor manifest.json (a checkpoint that lost its config.json is reported as such)."""
+    own = (path / CONFIG_FILE).exists() or (path / MANIFEST_FILE).exists()
+    return (path / ADAPTER_CONFIG_FILE).is_file() and not own
 
 
 # --------------------------------------------------------------------------------------------
