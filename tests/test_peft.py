@@ -332,6 +332,9 @@ def test_what_peft_accepts_and_we_model_is_accepted(base, tmp_path):
     out = exported(base, tmp_path)
     edit_config(out, lora_dropout=0.1, target_modules="all-linear", inference_mode=False)
     assert load_checkpoint(out).lora.targets == TARGETS
+    # a run directory as the base: its newest checkpoint, whose model.safetensors is the base
+    edit_config(out, base_model_name_or_path=str(tmp_path / "run"))
+    assert load_checkpoint(out).base_model == str(latest_checkpoint(tmp_path / "run"))
     edit_config(out, target_modules=r"transformer\.h\.\d+\.(attn|mlp)\.c_(attn|proj|fc)")
     assert load_checkpoint(out).lora.targets == TARGETS
     values = adapter_config(LoRAConfig(2, 2.5, ("mlp.c_proj",)), None)

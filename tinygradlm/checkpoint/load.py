@@ -240,12 +240,13 @@ def _read_peft_adapters(
 
 def _load_adapter_directory(path: Path) -> Checkpoint:
     """A PEFT adapter directory as a Checkpoint: its base model (``base_model_name_or_path``,
-    read by :func:`load_checkpoint`; the base's own adapters, if any, are not applied, as
+    a run directory's newest checkpoint when it names a run, read by :func:`load_checkpoint`;
+    the base's own adapters, if any, are not applied, as
     ``transformers`` does not apply them) with these adapters attached. When our digest of the
     base weights is recorded, the base found must match it. No optimizer state: it starts a
     fine-tuning run but resumes none."""
     values = read_json(path / ADAPTER_CONFIG_FILE)
-    base_dir = base_directory(path / ADAPTER_CONFIG_FILE, values)
+    base_dir, _ = checkpoint_in(base_directory(path / ADAPTER_CONFIG_FILE, values))
     base = load_checkpoint(base_dir)
     dtype = next(iter(base.model_state.values())).dtype
     lora, state, _, ours = _read_peft_adapters(path, base.config, dtype)
