@@ -312,16 +312,23 @@ def _add_finetune(p: argparse.ArgumentParser) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .train import export
+    from .train import export, export_adapters
 
     writable_directory(args.out, "export --out", CheckpointError)
-    print(export(resolve_checkpoint(args.ckpt), args.out))
+    write = export_adapters if args.adapters else export
+    print(write(resolve_checkpoint(args.ckpt), args.out))
     return 0
 
 
 def _add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ckpt", required=True, type=Path, help=CKPT_HELP)
     p.add_argument("--out", required=True, type=Path, help="the new model directory")
+    p.add_argument(
+        "--adapters",
+        action="store_true",
+        help="write the LoRA adapters alone, unmerged, as a PEFT adapter directory "
+        "(adapter_config.json, adapter_model.safetensors)",
+    )
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -546,8 +553,10 @@ COMMANDS: dict[str, Command] = {
         _export,
         "Write the model of a checkpoint (LoRA adapters merged into the base weights) as a "
         "model-only directory: model.safetensors, config.json and the tokenizer, which "
-        "transformers opens as GPT2LMHeadModel and `finetune --from` starts from.",
-        example="tinygradlm export --ckpt runs/sft --out runs/sft-model",
+        "transformers opens as GPT2LMHeadModel and `finetune --from` starts from. With "
+        "--adapters, the LoRA adapters alone as PEFT writes them, for PeftModel.from_pretrained "
+        "on their base.",
+        example="tinygradlm export --ckpt runs/sft --out runs/sft-adapters --adapters",
     ),
     "eval": Command(
         "loss and perplexity of a checkpoint on a split",

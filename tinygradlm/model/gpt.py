@@ -101,8 +101,10 @@ class GPT:
         model = cls(checkpoint.config, dtype=dtype, precision=precision)
         model.load_state_dict(checkpoint.model_state)
         if checkpoint.lora is not None:
-            model.add_lora(checkpoint.lora)
-            model.lora.load_state_dict(checkpoint.adapter_state)
+            adapters = model.add_lora(checkpoint.lora)
+            adapters.load_state_dict(checkpoint.adapter_state)
+            # the directory whose weights they apply to (PEFT's base_model_name_or_path)
+            adapters.base_model = checkpoint.base_model
         return model
 
     def set_precision(self, precision: str) -> None:

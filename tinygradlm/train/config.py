@@ -301,7 +301,9 @@ class FinetuneConfig(LoopSettings):
     tokenizer: str = ""  # a tokenizer.txt (default: the one in init_from)
     prompt_key: str = "prompt"
     response_key: str = "response"
-    lora_rank: int = 0  # 0: no adapters, train the base model (less `freeze`)
+    # 0: no adapters, train the base model (less `freeze`); unset: the adapters of init_from,
+    # if it has any, go on training (tinygradlm.train.finetune.keep_or_merge_adapters)
+    lora_rank: int | None = None
     lora_alpha: float = 16.0
     lora_targets: list[str] = field(default_factory=lambda: list(TARGETS))
     freeze: list[str] = field(default_factory=list)  # parameter-name prefixes held fixed
@@ -342,7 +344,9 @@ FinetuneConfig.RULES = {
     "tokenizer": Rule("path", doc="a tokenizer.txt (default: the checkpoint's)"),
     "prompt_key": Rule("str", doc="the prompt's key in each record"),
     "response_key": Rule("str", doc="the response's key in each record"),
-    "lora_rank": Rule("int", 0, doc="0: no adapters, train the base model"),
+    "lora_rank": Rule(
+        "optional_int", 0, doc="0: no adapters, train the base model; unset: init_from's adapters"
+    ),
     "lora_alpha": Rule("number", 0, open_low=True, doc="the adapters' scale is alpha / rank"),
     "lora_targets": Rule("str_list", doc="the linear layers that get adapters"),
     "freeze": Rule("str_list", doc="parameter-name prefixes held fixed"),

@@ -35,7 +35,7 @@ from ..parse import ABSENT, file_problem
 from ..tokenizer import TOKENIZER_FILE, Tokenizer
 from .config import FinetuneConfig, TrainConfig
 from .evaluate import checkpoint_tokenizer_file
-from .finetune import sft_files, trainable_parameters
+from .finetune import keep_or_merge_adapters, sft_files, trainable_parameters
 
 Log = Callable[[str], None]
 
@@ -195,10 +195,13 @@ def build_finetuning(config: FinetuneConfig, rank: int, world_size: int, log: Lo
     tokenizer = Tokenizer.load(tokenizer_path)
     check_training_fits(config, base.config, next(iter(base.model_state.values())).dtype)
     model = model_from_checkpoint(base, config.precision)
-    if model.lora is not None:  # a LoRA checkpoint's function is the start: fold it in
-        model.merge_lora()
+    adapters, base_model = keep_or_merge_adapters(model, base, config)
+    if adapters is not None:
+        log(adapters)
     check_seq_len(config, model)
     optimizer, grad_mask, what = trainable_parameters(model, config)
+    if model.lora is not None:  # written with its checkpoints as base_model_name_or_path
+        model.lora.base_model = base_model
 
     train_files, val_files = sft_files(config)
     encoding = {
