@@ -68,7 +68,7 @@ class Block:
 
     @property
     def where(self) -> str:
-        return f"{self.page.relative_to(ROOT)}:{self.line}"
+        return f"{self.page.relative_to(ROOT)}:{self.line or ' (prose)'}"
 
 
 def fenced_blocks(page: Path) -> list[Block]:
@@ -198,12 +198,29 @@ def test_every_shell_block_is_bash():
     assert not wrong, "\n".join(wrong)
 
 
+def inline_commands(page: Path) -> Block:
+    """The whole commands quoted in a page's prose (`tinygradlm eval --ckpt runs/x --data d`),
+    as one block to check; a command's bare name and synopses (`[--split val]`, `…`) are not
+    commands."""
+    text = page.read_text(encoding="utf-8")
+    prose = re.sub(r"^ *```.*?^ *```", "", text, flags=re.DOTALL | re.MULTILINE)
+    spans = re.findall(r"`([^`]+)`", " ".join(prose.split()))
+    commands = [
+        span
+        for span in spans
+        if re.match(r"tinygradlm [a-z-]+ \S", span)
+        and not MESSAGE.match(span)
+        and not any(mark in span for mark in ("[", "…", "...", "|"))
+    ]
+    return Block(page, 0, "bash", "\n".join(commands) + "\n", "prose", "")
+
+
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
 def test_every_command_parses(page):
+    blocks = [block for block in BLOCKS[page] if block.lang == "bash"]
     problems = [
         f"{block.where}: {problem}"
-        for block in BLOCKS[page]
-        if block.lang == "bash"
+        for block in [*blocks, inline_commands(page)]
         for problem in check_commands(block)
     ]
     assert not problems, "\n".join(problems)
