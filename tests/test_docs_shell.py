@@ -15,9 +15,11 @@ Where the paragraph after a block says it "prints `X`", the run's output holds X
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -251,11 +253,28 @@ def shell_env(folder: Path) -> dict[str, str]:
     return env
 
 
+def missing_tools(page: Path) -> list[str]:
+    """What the runnable blocks of ``page`` use that this machine lacks: the venv's
+    ``tinygradlm`` and ``mpiexec``, a C compiler, matplotlib."""
+    text = "".join(b.body for b in BLOCKS[page] if b.lang == "bash" and b.not_run is None)
+    needs = {
+        "the venv's tinygradlm command": (VENV / "bin" / "tinygradlm").exists(),
+        "the venv's mpiexec": "mpiexec" not in text or (VENV / "bin" / "mpiexec").exists(),
+        "a C compiler": "cc " not in text or shutil.which("cc") is not None,
+        "matplotlib": not re.search(r"--plot|tinygradlm plot", text)
+        or importlib.util.find_spec("matplotlib") is not None,
+    }
+    return [tool for tool, present in needs.items() if not present]
+
+
 RUN_PAGES = [p for p in PAGES if any(b.lang == "bash" and b.not_run is None for b in BLOCKS[p])]
 
 
 @pytest.mark.parametrize("page", RUN_PAGES, ids=lambda p: p.name)
 def test_page_commands_run(page, tmp_path):
+    missing = missing_tools(page)
+    if missing:
+        pytest.skip(f"{page.name} needs {', '.join(missing)} (the dev extra: make test)")
     checkout(tmp_path)
     env = shell_env(tmp_path)
     for block in BLOCKS[page]:
@@ -297,9 +316,10 @@ def documented_value(text: str):
         return text
 
 
-def test_training_settings_table_matches_the_code():
+def test_training_settings_table_matches_the_code(monkeypatch):
     """Each plain setting's two defaults in docs/training.md: the `tiny` preset's (what
     `tinygradlm train` uses) and TrainConfig()'s, and the schedule's derived values."""
+    monkeypatch.delenv(OVERRIDES_VARIABLE, raising=False)
     text = (ROOT / "docs" / "training.md").read_text(encoding="utf-8")
     cli = load_config("tiny")  # the command's default --config
     bare = TrainConfig()
@@ -327,7 +347,20 @@ def test_training_settings_table_matches_the_code():
             assert documented_value(shown_cls) == getattr(bare, key), f"{key}: {shown_cls}"
             checked += 1
     assert checked >= 20
-    assert PRESETS["tiny"]["max_steps"] == cli.max_steps
+    model_row = next(line for line in text.splitlines() if line.startswith("| `[model]` |"))
+    _, cli_cell, cls_cell, _ = model_row.split(" | ", 3)
+    for cell, table in ((cli_cell, PRESETS["tiny"]["model"]), (cls_cell, bare.model)):
+        pairs = dict(re.findall(r"`(\w+) = ([^`]+)`", cell))
+        assert {k: documented_value(v.strip('"')) for k, v in pairs.items()} == table, cell
+
+
+def test_every_setting_is_documented():
+    """Every setting of a train or finetune config is named on the page of its subject."""
+    names = ("training", "finetuning", "distributed", "precision", "monitoring")
+    text = "".join((ROOT / "docs" / f"{name}.md").read_text(encoding="utf-8") for name in names)
+    keys = {*TrainConfig.RULES, *FinetuneConfig.RULES} - {"model", "data"}
+    missing = sorted(k for k in keys if not re.search(rf"`{k}[` =]", text))
+    assert not missing, f"settings no page names: {missing}"
 
 
 # -- TINYGRADLM_OVERRIDES ---------------------------------------------------------------------
