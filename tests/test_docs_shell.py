@@ -354,6 +354,26 @@ def test_training_settings_table_matches_the_code(monkeypatch):
         assert {k: documented_value(v.strip('"')) for k, v in pairs.items()} == table, cell
 
 
+def test_finetuning_settings_table_matches_the_code(monkeypatch):
+    """docs/finetuning.md's defaults: FinetuneConfig's, for every literal value in the table."""
+    monkeypatch.delenv(OVERRIDES_VARIABLE, raising=False)
+    config = FinetuneConfig(init_from="ckpt", data="sft.jsonl")
+    text = (ROOT / "docs" / "finetuning.md").read_text(encoding="utf-8")
+    checked = 0
+    for line in text.splitlines():
+        m = re.match(r"^\| (?P<keys>`\w+`(?:, `\w+`)*) \| (?P<values>.*?) \|", line)
+        if not m:
+            continue
+        keys, values = re.findall(r"`(\w+)`", m["keys"]), m["values"].split(", ")
+        for key, shown in zip(keys, values, strict=False) if len(keys) == len(values) else ():
+            if " " in shown.strip() or not (shown[:1].isdigit() or shown[:1] in '`"ft['):
+                continue  # prose: `lr` / 10, all four
+            value = [] if shown == "`[]`" else documented_value(shown)
+            assert value == getattr(config, key), f"finetuning.md: {key}: {shown}"
+            checked += 1
+    assert checked >= 25
+
+
 def test_every_setting_is_documented():
     """Every setting of a train or finetune config is named on the page of its subject."""
     names = ("training", "finetuning", "distributed", "precision", "monitoring")
