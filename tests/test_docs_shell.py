@@ -374,6 +374,24 @@ def test_finetuning_settings_table_matches_the_code(monkeypatch):
     assert checked >= 25
 
 
+def test_every_file_named_exists():
+    """Every repository path a page names (tinygradlm/…, bench/…, examples/…, tests/…) exists;
+    a module path relative to the package (`train/config.py`) too."""
+    missing = []
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        for m in re.finditer(
+            r"(?<![\w./-])((?:tinygradlm|bench|examples|tests)/[\w./-]*\w)(?![<{\w])", text
+        ):
+            path = ROOT / m.group(1)
+            if not (path.exists() or path.with_name(path.name + ".py").exists()):
+                missing.append(f"{page.name}: {m.group(1)}")
+        for m in re.finditer(r"`((?:train|data|model|checkpoint|dist|monitor)/\w+\.py)`", text):
+            if not (ROOT / "tinygradlm" / m.group(1)).exists():
+                missing.append(f"{page.name}: {m.group(1)}")
+    assert not missing, "\n".join(missing)
+
+
 def test_every_setting_is_documented():
     """Every setting of a train or finetune config is named on the page of its subject."""
     names = ("training", "finetuning", "distributed", "precision", "monitoring")
