@@ -221,6 +221,7 @@ def _run_loop(args: argparse.Namespace) -> int:
     """``train`` and ``finetune``: build the config and the run, resume, run the loop."""
     from .checkpoint import latest_checkpoint
     from .train import Trainer, load_config, load_finetune_config
+    from .train.config import OVERRIDES_VARIABLE, environment_overrides
     from .train.stop import RunStopped, stopped_message
 
     if args.command == "train":
@@ -230,6 +231,9 @@ def _run_loop(args: argparse.Namespace) -> int:
         config = load_finetune_config(
             args.config, args.overrides, init_from=args.init_from, data=args.data
         )
+    words = environment_overrides()
+    if words and args.dist.rank == 0:  # said, so that a shortened run never surprises anyone
+        print(f"settings from {OVERRIDES_VARIABLE}: {' '.join(words)}", flush=True)
     writable_directory(config.out_dir, "out_dir", ValueError)
     if args.no_resume and latest_checkpoint(config.out_dir) is not None:
         raise ValueError(
