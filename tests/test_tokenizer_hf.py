@@ -311,6 +311,26 @@ def test_what_cannot_be_represented_is_refused_by_name(hf_trained, tmp_path, cha
         Tokenizer.from_hf(path)
 
 
+MALFORMED = {
+    "added token not an object": ("added_tokens", [1]),
+    "decoder a list": ("decoder", []),
+    "pre_tokenizer a string": ("pre_tokenizer", "ByteLevel"),
+    "merges not pairs": ("model", {"type": "BPE", "vocab": {}, "merges": [1]}),
+    "vocab id a string": ("model", {"type": "BPE", "vocab": {"a": "0"}, "merges": []}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_a_malformed_tokenizer_json_is_a_data_error_naming_the_file(hf_trained, tmp_path, case):
+    document = json.loads(hf_trained[1].read_text())
+    key, value = MALFORMED[case]
+    document[key] = value
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(document))
+    with pytest.raises(DataError, match=r"tokenizer\.json: "):
+        Tokenizer.from_hf(path)
+
+
 def test_merges_that_encoding_by_ids_would_make_otherwise_are_refused(tmp_path):
     """b+c before a+b: "abc" listed as ab+c, but encoding by ids reaches a,bc first."""
     tokenizers = pytest.importorskip("tokenizers")

@@ -103,7 +103,7 @@ def save_checkpoint(
     trainer_json = to_json(trainer, "trainer_state")
     tokenizer = _tokenizer_files(tokenizer_files)
     readable = read_tokenizer(tokenizer)
-    extra = {**token_ids(readable), **(extra_config or {})}
+    extra = {**_end_of_text_ids(readable), **(extra_config or {})}
     config_json = to_json(hf_config(model.config, model.dtype, extra), "config")
     made = tokenizer_copies(readable, tokenizer, model.config.block_size)
     names = [p.name for p in tokenizer] + list(made)
@@ -164,7 +164,7 @@ def save_model(
     _refuse_non_finite("parameters", model.flat_params)
     tokenizer = _tokenizer_files(tokenizer_files)
     readable = read_tokenizer(tokenizer)
-    extra = {**token_ids(readable), **(extra_config or {})}
+    extra = {**_end_of_text_ids(readable), **(extra_config or {})}
     config_json = to_json(hf_config(model.config, model.dtype, extra), "config")
     made = tokenizer_copies(readable, tokenizer, model.config.block_size)
     names = [p.name for p in tokenizer] + list(made)
@@ -228,11 +228,16 @@ def _write_tokenizer_copies(folder: Path, made: Mapping[str, Tokenizer | str]) -
             (folder / name).write_text(content, encoding="utf-8")
 
 
-def token_ids(tokenizer: Tokenizer | None) -> dict[str, int]:
+def token_ids(tokenizer_files: Iterable[Path]) -> dict[str, int]:
     """config.json's ``bos_token_id`` and ``eos_token_id``: the ``<|endoftext|>`` id of the
-    checkpoint's tokenizer (:func:`read_tokenizer`, from whichever file is present), which
-    GPT-2 uses for both (it begins each document in training and ends each generation); none
-    without such a tokenizer or token."""
+    tokenizer among ``tokenizer_files`` (:func:`read_tokenizer`: from whichever of tokenizer.txt,
+    tokenizer.json, vocab.json + merges.txt is present), which GPT-2 uses for both (it begins
+    each document in training and ends each generation); none without such a tokenizer or
+    token."""
+    return _end_of_text_ids(read_tokenizer(tokenizer_files))
+
+
+def _end_of_text_ids(tokenizer: Tokenizer | None) -> dict[str, int]:
     eot = None if tokenizer is None else tokenizer.eot_token
     return {} if eot is None else {"bos_token_id": eot, "eos_token_id": eot}
 

@@ -71,6 +71,13 @@ def read_tokenizer_json(path: Path) -> Vocabulary:
     data = read_json(path, DataError)
     if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
         raise DataError(f"{path}: not a tokenizers file (no 'model' object)")
+    try:
+        return _read_document(path, data)
+    except (AttributeError, TypeError, KeyError) as error:  # a value of an unexpected type
+        raise DataError(f"{path}: not a tokenizers file of the expected shape ({error})") from None
+
+
+def _read_document(path: Path, data: dict) -> Vocabulary:
     model = data["model"]
     kind = model.get("type", "BPE" if "merges" in model else None)
     if kind != "BPE":
@@ -278,7 +285,8 @@ def _ranks(
     for token, token_id in ranks.items():
         if len(token) > 1 and token not in made:
             raise DataError(
-                f"{path}: model.vocab has {to_gpt2(token)!r} (id {token_id}), which no merge makes"
+                f"{path}: model.vocab has {to_gpt2(token)!r} (id {token_id}), which no merge makes "
+                "(a special token must be among the added_tokens)"
             )
     return ranks
 
