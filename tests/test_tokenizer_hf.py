@@ -390,6 +390,13 @@ def test_checkpoint_tokenizer_takes_the_first_format_present(three, first):
     assert load_tokenizer(path).ranks == tok.ranks
 
 
+def test_load_tokenizer_reads_any_json_file_as_a_tokenizer_json(three, tmp_path):
+    folder, tokenizers = three
+    renamed = tmp_path / "my-tokenizer.json"
+    renamed.write_bytes((folder / "tokenizer.json" / "tokenizer.json").read_bytes())
+    assert load_tokenizer(renamed).ranks == tokenizers["tokenizer.json"].ranks
+
+
 def test_checkpoint_tokenizer_without_one_names_the_folder_and_what_is_there(three, tmp_path):
     folder, _ = three
     merges = folder / "vocab.json" / "merges.txt"

@@ -28,10 +28,11 @@ TOKENIZER_FILES = (TOKENIZER_FILE, HF_TOKENIZER_FILE, HF_VOCAB_FILE)
 
 
 def load_tokenizer(path: str | os.PathLike[str]) -> Tokenizer:
-    """The tokenizer in ``path``, read by its name: a ``tokenizer.json`` or ``vocab.json`` as
-    Hugging Face's (:meth:`Tokenizer.from_hf`), anything else as our text format."""
+    """The tokenizer in ``path``, read by its name: a ``.json`` file as Hugging Face's (a
+    ``vocab.json`` with the ``merges.txt`` beside it, any other as a ``tokenizer.json``;
+    :meth:`Tokenizer.from_hf`), anything else as our text format."""
     path = Path(path)
-    if path.name in (HF_TOKENIZER_FILE, HF_VOCAB_FILE):
+    if path.suffix == ".json":
         return Tokenizer.from_hf(path)
     return Tokenizer.load(path)
 
