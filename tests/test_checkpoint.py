@@ -561,13 +561,14 @@ def test_a_deeply_nested_lora_header_is_refused(tmp_path):
     model.add_lora(LoRAConfig(rank=2, alpha=4.0))
     opt = AdamW(model.lora.flat_params, model.lora.flat_grads, lr=1e-2)
     path = save_checkpoint(tmp_path, 2, model, opt, trainer_state(rng, 2))
-    tensors = safetensors.numpy.load_file(path / "adapters.safetensors")
-    with safetensors.safe_open(path / "adapters.safetensors", framework="np") as f:
+    file = path / "adapter_model.safetensors"
+    tensors = safetensors.numpy.load_file(file)
+    with safetensors.safe_open(file, framework="np") as f:
         metadata = dict(f.metadata())
-    metadata["lora"] = "[" * 100_000 + "]" * 100_000
-    safetensors.numpy.save_file(tensors, path / "adapters.safetensors", metadata=metadata)
+    metadata["tinygradlm"] = "[" * 100_000 + "]" * 100_000
+    safetensors.numpy.save_file(tensors, file, metadata=metadata)
     rewrite_manifest(path)
-    refused(path, "adapters.safetensors: the 'lora' header entry: not valid JSON: nested too")
+    refused(path, "adapter_model.safetensors: the 'tinygradlm' header entry: not valid JSON")
 
 
 def test_the_safetensors_writer_keeps_every_shape_and_value_the_library_reads(tmp_path):

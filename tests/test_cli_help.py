@@ -206,7 +206,7 @@ def test_finetune_from_takes_a_run_directory_too(tmp_path, capsys):
 def test_the_readme_command_lines_use_real_commands_flags_and_settings():
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     section = readme.split("## The command line", 1)[1].split("\n## ", 1)[0]
-    block = section.split("```sh\n", 1)[1].split("```", 1)[0].replace("\\\n", " ")
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0].replace("\\\n", " ")
     lines = [shlex.split(line, comments=True) for line in block.splitlines()]
     commands = [words[1:] for words in lines if words and words[0] == "tinygradlm"]
     assert {argv[0] for argv in commands} == set(COMMANDS)  # every command is shown

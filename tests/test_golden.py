@@ -169,7 +169,7 @@ def test_the_training_step_is_reproduced_by_the_model(golden, kernels, dtype):
 def documented_commands():
     """The shell block of docs/kernel_checking.md's C workflow, as a list of commands."""
     text = (ROOT / "docs" / "kernel_checking.md").read_text(encoding="utf-8")
-    block = re.search(r"```sh\n(.*?)```", text, re.DOTALL).group(1)
+    block = re.search(r"```bash\n(.*?)```", text, re.DOTALL).group(1)
     return [line for line in block.splitlines() if line and not line.startswith("#")]
 
 

@@ -186,9 +186,9 @@ def lora_run(tmp_path, steps=2):
 
 def test_adapters_round_trip_through_a_checkpoint_exactly(tmp_path):
     path, model, opt = lora_run(tmp_path)
-    assert (path / "adapters.safetensors").is_file()
+    assert not (path / "adapters.safetensors").exists()  # PEFT's two files instead
     manifest = json.loads((path / "manifest.json").read_text())
-    assert "adapters.safetensors" in manifest["files"]
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= set(manifest["files"])
     ckpt = load_checkpoint(path)
     assert ckpt.lora == model.lora.config and ckpt.tokenizer_files == []
     assert ckpt.optimizer_state["m"].shape == model.lora.flat_params.shape
@@ -223,10 +223,10 @@ def test_adapter_checkpoints_refuse_mismatches_and_tampering(tmp_path):
     with pytest.raises(CheckpointError, match="the checkpoint has none"):
         restore(other, None, load_checkpoint(no_adapters))
 
-    data = bytearray((path / "adapters.safetensors").read_bytes())
+    data = bytearray((path / "adapter_model.safetensors").read_bytes())
     data[-3] ^= 0xFF
-    (path / "adapters.safetensors").write_bytes(bytes(data))
-    with pytest.raises(CheckpointError, match=r"adapters.safetensors: SHA-256 differs"):
+    (path / "adapter_model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"adapter_model.safetensors: SHA-256 differs"):
         load_checkpoint(path)
 
 

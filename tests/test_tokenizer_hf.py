@@ -518,3 +518,32 @@ def test_a_finetuning_run_reads_a_tokenizer_json_and_its_checkpoints_carry_token
     assert text == sample_from_checkpoint(
         ckpt.path, "the", 3, temperature=0, tokenizer_path=json_path
     )
+
+
+def test_a_hugging_face_model_directory_gives_its_tokenizer_json(hf_trained, tmp_path):
+    """A folder written by transformers' save_pretrained (model and fast tokenizer), as
+    load_checkpoint reads it: checkpoint_tokenizer takes its tokenizer.json, sampling works,
+    and an export of it carries a tokenizer.txt made from that file."""
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("torch")
+    from tinygradlm.checkpoint import model_from_checkpoint
+    from tinygradlm.generate import sample_from_checkpoint
+
+    hf, _ = hf_trained
+    folder = tmp_path / "hf-model"
+    config = transformers.GPT2Config(
+        vocab_size=hf.get_vocab_size(), n_positions=16, n_embd=16, n_layer=1, n_head=2
+    )
+    transformers.GPT2LMHeadModel(config).save_pretrained(folder)
+    transformers.PreTrainedTokenizerFast(tokenizer_object=hf).save_pretrained(folder)
+    ckpt = load_checkpoint(folder)
+    tok, path = checkpoint_tokenizer(ckpt)
+    assert path == folder / "tokenizer.json"
+    for text in EDGE_CASES:
+        assert ours(tok, text) == hf.encode(text).ids
+    assert sample_from_checkpoint(folder, "the", 2, temperature=0).startswith("the")
+    exported = save_model(
+        tmp_path / "export", model_from_checkpoint(ckpt), tokenizer_files=ckpt.tokenizer_files
+    )
+    assert checkpoint_tokenizer(load_checkpoint(exported))[1].name == "tokenizer.txt"
+    assert Tokenizer.load(exported / "tokenizer.txt").ranks == tok.ranks

@@ -201,8 +201,9 @@ CKPT_HELP = "a checkpoint directory, or a run directory (its newest complete che
 
 
 def resolve_checkpoint(path: Path, announce: bool = True) -> Path:
-    """The checkpoint a ``--ckpt``/``--from`` argument names (a run directory: its newest
-    complete checkpoint, said on stderr, where it does not mix with a sample on stdout)."""
+    """The checkpoint a ``--ckpt`` argument names (a run directory: its newest complete
+    checkpoint, said on stderr, where it does not mix with a sample on stdout). ``finetune
+    --from`` is resolved by the run's set-up (``train.setup.resolve_init_from``)."""
     from .checkpoint.load import checkpoint_in
 
     checkpoint, taken = checkpoint_in(path)
@@ -220,17 +221,19 @@ def _run_loop(args: argparse.Namespace) -> int:
     """``train`` and ``finetune``: build the config and the run, resume, run the loop."""
     from .checkpoint import latest_checkpoint
     from .train import Trainer, load_config, load_finetune_config
+    from .train.config import OVERRIDES_VARIABLE, environment_overrides
     from .train.stop import RunStopped, stopped_message
 
     if args.command == "train":
         config: Any = load_config(args.config, args.overrides)
     else:
-        init_from = args.init_from
-        if init_from is not None:
-            init_from = str(resolve_checkpoint(Path(init_from), announce=args.dist.rank == 0))
+        # a run directory as init_from is resolved by the run's set-up (train/setup.py)
         config = load_finetune_config(
-            args.config, args.overrides, init_from=init_from, data=args.data
+            args.config, args.overrides, init_from=args.init_from, data=args.data
         )
+    words = environment_overrides()
+    if words and args.dist.rank == 0:  # said, so that a shortened run never surprises anyone
+        print(f"settings from {OVERRIDES_VARIABLE}: {' '.join(words)}", flush=True)
     writable_directory(config.out_dir, "out_dir", ValueError)
     if args.no_resume and latest_checkpoint(config.out_dir) is not None:
         raise ValueError(
@@ -313,16 +316,23 @@ def _add_finetune(p: argparse.ArgumentParser) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .train import export
+    from .train import export, export_adapters
 
     writable_directory(args.out, "export --out", CheckpointError)
-    print(export(resolve_checkpoint(args.ckpt), args.out))
+    write = export_adapters if args.adapters else export
+    print(write(resolve_checkpoint(args.ckpt), args.out))
     return 0
 
 
 def _add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ckpt", required=True, type=Path, help=CKPT_HELP)
     p.add_argument("--out", required=True, type=Path, help="the new model directory")
+    p.add_argument(
+        "--adapters",
+        action="store_true",
+        help="write the LoRA adapters alone, unmerged, as a PEFT adapter directory "
+        "(adapter_config.json, adapter_model.safetensors)",
+    )
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -547,8 +557,10 @@ COMMANDS: dict[str, Command] = {
         _export,
         "Write the model of a checkpoint (LoRA adapters merged into the base weights) as a "
         "model-only directory: model.safetensors, config.json and the tokenizer, which "
-        "transformers opens as GPT2LMHeadModel and `finetune --from` starts from.",
-        example="tinygradlm export --ckpt runs/sft --out runs/sft-model",
+        "transformers opens as GPT2LMHeadModel and `finetune --from` starts from. With "
+        "--adapters, the LoRA adapters alone as PEFT writes them, for PeftModel.from_pretrained "
+        "on their base.",
+        example="tinygradlm export --ckpt runs/sft --out runs/sft-adapters --adapters",
     ),
     "eval": Command(
         "loss and perplexity of a checkpoint on a split",

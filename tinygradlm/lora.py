@@ -140,6 +140,9 @@ class LoRAAdapters:
             name.removesuffix(".lora_A.weight") for name in self.shapes if "lora_A" in name
         )
         self.scale = config.scale
+        # the directory whose weights these adapters apply to (PEFT's base_model_name_or_path,
+        # written with them; tinygradlm.checkpoint.peft), None when no directory holds them
+        self.base_model: str | None = None
         self.init_weights(seed)
 
     def init_weights(self, seed: int) -> None:

@@ -19,16 +19,15 @@ from fuzz_support import mutated_bytes, mutated_json, read_within_bounds, snapsh
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tinygradlm.checkpoint import load_checkpoint, save_checkpoint
-from tinygradlm.checkpoint.load import model_from_checkpoint
+from tinygradlm.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from tinygradlm.errors import CheckpointError
 from tinygradlm.lora import LoRAConfig
 from tinygradlm.model import GPT, GPTConfig
 from tinygradlm.optim import AdamW
 
 CONFIG = GPTConfig(vocab_size=40, block_size=8, n_layer=1, n_head=2, n_embd=8)
-JSON_FILES = ["manifest.json", "config.json", "trainer.json"]
-BINARY_FILES = ["model.safetensors", "optimizer.safetensors", "adapters.safetensors"]
+JSON_FILES = ["manifest.json", "config.json", "trainer.json", "adapter_config.json"]
+BINARY_FILES = ["model.safetensors", "optimizer.safetensors", "adapter_model.safetensors"]
 
 
 def _save(root: Path, lora: bool) -> Path:
@@ -53,12 +52,13 @@ def valid_checkpoints(tmp_path_factory):
     VALID.update(plain=_save(root, lora=False), lora=_save(root, lora=True))
 
 
-LORA_HEADER = "adapters.safetensors (its 'lora' header entry)"
+ADAPTERS = "adapter_model.safetensors"
+LORA_HEADER = f"{ADAPTERS} (its 'tinygradlm' header entry)"
 
 
 def _adapters(path: Path):
     """The adapters file's tensors and header metadata."""
-    with safetensors.safe_open(path / "adapters.safetensors", framework="np") as f:
+    with safetensors.safe_open(path / ADAPTERS, framework="np") as f:
         return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata())
 
 
@@ -74,10 +74,10 @@ def _rewrite_manifest(path: Path) -> None:
 def mutated_checkpoint(draw):
     """(which checkpoint, file name, new bytes, whether the manifest is made to agree)."""
     kind = draw(st.sampled_from(sorted(VALID)))
-    names = JSON_FILES + [n for n in BINARY_FILES if (VALID[kind] / n).exists()]
+    names = [n for n in JSON_FILES + BINARY_FILES if (VALID[kind] / n).exists()]
     name = draw(st.sampled_from(names + ([LORA_HEADER] if kind == "lora" else [])))
     if name == LORA_HEADER:  # the LoRA config, JSON inside the adapters file's header
-        text = draw(mutated_json(json.loads(_adapters(VALID[kind])[1]["lora"])))
+        text = draw(mutated_json(json.loads(_adapters(VALID[kind])[1]["tinygradlm"])))
         return kind, name, text, True
     valid = (VALID[kind] / name).read_bytes()
     if name.endswith(".json") and draw(st.booleans()):
@@ -95,8 +95,8 @@ def test_a_mutated_checkpoint_loads_to_a_valid_model_or_is_refused(case):
         shutil.copytree(VALID[kind], path)
         if name == LORA_HEADER:
             tensors, metadata = _adapters(path)
-            metadata["lora"] = data.decode("utf-8", errors="replace")
-            safetensors.numpy.save_file(tensors, path / "adapters.safetensors", metadata=metadata)
+            metadata["tinygradlm"] = data.decode("utf-8", errors="replace")
+            safetensors.numpy.save_file(tensors, path / ADAPTERS, metadata=metadata)
         else:
             (path / name).write_bytes(data)
         if agree:

@@ -5,14 +5,17 @@
       config.json            HF GPT2Config, plus our GPTConfig under the key "tinygradlm"
       optimizer.safetensors  AdamW's m and v (flat, like the parameters) and step
       trainer.json           the trainer's state: step, RNG states, loader position, run config
-      adapters.safetensors   LoRA adapters, when the model has them (tinygradlm.lora); AdamW's
-                             m and v are then the adapters', the base being frozen
+      adapter_config.json    LoRA adapters, when the model has them (tinygradlm.lora), as PEFT
+      adapter_model.safetensors  writes them (peft.py); AdamW's m and v are then the
+                             adapters', the base being frozen
       <tokenizer files>      copied as given
       manifest.json          every other file's size and SHA-256, written last
 
 :func:`save_model` writes a model-only directory (model.safetensors, config.json, tokenizer
 files, manifest.json with ``"contents": "model"``): what ``tinygradlm export`` writes, which
-loads as a GPT and starts a fine-tuning run but cannot resume one.
+loads as a GPT and starts a fine-tuning run but cannot resume one. :func:`load_checkpoint` also
+reads a Hugging Face GPT-2 directory (``save_pretrained``'s config.json and safetensors) as a
+model-only checkpoint.
 
 A checkpoint is built in a temporary directory beside its final name and renamed into place: a
 reader sees a complete checkpoint or none. :func:`load_checkpoint` checks every layer of it and
@@ -21,11 +24,18 @@ says which file is wrong; nothing is ever unpickled. The layout, and how to open
 
     layout.py   file names, the manifest's format, config.json both ways, ``latest_checkpoint``
     save.py     ``save_checkpoint``, ``save_model``: atomic, sealed by the manifest
-    load.py     ``load_checkpoint``, ``restore``, ``load_model`` (a checkpoint as a GPT)
+    load.py     ``load_checkpoint``, ``restore``, ``checkpoint_in`` (a run directory's newest)
+    hf.py       a Hugging Face GPT-2 directory read as a model-only checkpoint
+    as_gpt.py   ``load_model``, ``model_from_checkpoint``: a checkpoint as a GPT
+    peft.py     LoRA adapters in PEFT's files: written, checked, and a PEFT adapter directory
+                read as its base model with the adapters attached
 """
 
 from ..errors import CheckpointError
+from .as_gpt import load_model, model_from_checkpoint
 from .layout import (
+    ADAPTER_CONFIG_FILE,
+    ADAPTER_MODEL_FILE,
     ADAPTERS_FILE,
     CONFIG_FILE,
     FORMAT,
@@ -40,11 +50,13 @@ from .layout import (
     hf_config,
     latest_checkpoint,
 )
-from .load import load_checkpoint, load_model, model_from_checkpoint, restore
+from .load import load_checkpoint, restore
 from .save import save_checkpoint, save_model
 
 __all__ = [
     "ADAPTERS_FILE",
+    "ADAPTER_CONFIG_FILE",
+    "ADAPTER_MODEL_FILE",
     "CONFIG_FILE",
     "FORMAT",
     "MANIFEST_FILE",

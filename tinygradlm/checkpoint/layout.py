@@ -20,17 +20,21 @@ import numpy as np
 from .. import parse
 from ..errors import CheckpointError
 from ..lora import LoRAConfig
-from ..model import GPTConfig
+from ..model.config import GPTConfig
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 TRAINER_FILE = "trainer.json"
 MANIFEST_FILE = "manifest.json"
-ADAPTERS_FILE = "adapters.safetensors"
+ADAPTERS_FILE = "adapters.safetensors"  # LoRA adapters before the PEFT files (still read)
+ADAPTER_CONFIG_FILE = "adapter_config.json"  # LoRA adapters as PEFT writes them
+ADAPTER_MODEL_FILE = "adapter_model.safetensors"
+ADAPTER_FILES = (ADAPTER_CONFIG_FILE, ADAPTER_MODEL_FILE)
 REQUIRED_FILES = (MODEL_FILE, CONFIG_FILE, OPTIMIZER_FILE, TRAINER_FILE)
 MODEL_ONLY_FILES = (MODEL_FILE, CONFIG_FILE)  # a manifest with "contents": "model"
-RESERVED_NAMES = (*REQUIRED_FILES, ADAPTERS_FILE, MANIFEST_FILE)  # not tokenizer files
+# the checkpoint's own files: every other file it lists is a tokenizer file
+RESERVED_NAMES = (*REQUIRED_FILES, ADAPTERS_FILE, *ADAPTER_FILES, MANIFEST_FILE)
 
 FORMAT = "tinygradlm-checkpoint"
 VERSION = 1
@@ -50,7 +54,9 @@ class Checkpoint:
     ``AdamW.load_state_dict`` takes); None in a model-only checkpoint. trainer_state:
     trainer.json as a dict (its ``step`` equals ``step``; just the step in a model-only one).
     tokenizer_files: the copied tokenizer files, as paths in the checkpoint. lora and
-    adapter_state: the LoRA adapters' config and tensors (PEFT names), or None.
+    adapter_state: the LoRA adapters' config and tensors (PEFT names), or None. base_model:
+    the directory whose weights the adapters were trained on (adapter_config.json's
+    ``base_model_name_or_path``), when known.
     """
 
     path: Path
@@ -62,6 +68,7 @@ class Checkpoint:
     tokenizer_files: list[Path] = field(default_factory=list)
     lora: LoRAConfig | None = None
     adapter_state: dict[str, np.ndarray] | None = None
+    base_model: str | None = None
 
 
 def hf_config(

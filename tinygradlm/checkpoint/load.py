@@ -5,6 +5,10 @@ headers and every tensor's name, shape and dtype, and says which file is wrong. 
 unpickled: arrays come from ``safetensors``, everything else from ``json``. :func:`restore`
 copies what was read into a model and its optimizer. :func:`checkpoint_in` lets a command take
 a run directory where it takes a checkpoint: the run's newest complete one.
+
+A Hugging Face GPT-2 directory (config.json without our "tinygradlm" key, and no manifest) is
+read by :mod:`tinygradlm.checkpoint.hf` as a model-only checkpoint. This module builds no GPT
+(:mod:`tinygradlm.checkpoint.as_gpt` does), so ``GPT.from_pretrained`` can call it.
 """
 
 from __future__ import annotations
@@ -21,9 +25,14 @@ import safetensors
 from ..errors import CheckpointError
 from ..lora import LoRAAdapters, LoRAConfig, adapter_shapes
 from ..memory import check_fits, format_bytes
-from ..model import GPT, GPTConfig, model_bytes, parameter_shapes
+from ..model.config import GPTConfig, parameter_shapes
+from ..model.workspace import model_bytes
 from ..parse import ABSENT, file_problem, parse_json
+from .hf import is_hf_config, load_hf_checkpoint
 from .layout import (
+    ADAPTER_CONFIG_FILE,
+    ADAPTER_FILES,
+    ADAPTER_MODEL_FILE,
     ADAPTERS_FILE,
     CONFIG_FILE,
     FORMAT,
@@ -43,6 +52,15 @@ from .layout import (
     read_json,
     sha256,
 )
+from .peft import (
+    base_digest,
+    base_directory,
+    check_recorded_config,
+    is_adapter_directory,
+    lora_config_from_peft,
+    peft_name,
+    read_metadata,
+)
 
 _SAFETENSORS_DTYPES = {
     name: np.dtype(t) for name, t in [("F32", "f4"), ("F64", "f8"), ("I64", "i8")]
@@ -61,11 +79,19 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     ``safetensors`` read the files.
 
     A model-only checkpoint (:func:`save_model`) has no optimizer.safetensors or trainer.json to
-    check; adapters.safetensors, when listed, is checked against the LoRA config in its header.
+    check. LoRA adapters (adapter_config.json and adapter_model.safetensors, or the older
+    adapters.safetensors) are checked as :func:`_read_adapters` says. A PEFT adapter directory
+    (adapter_config.json, no config.json) reads as its base model with the adapters attached.
+    A Hugging Face GPT-2 directory (no manifest.json, a config.json of HF's alone) is read as a
+    model-only checkpoint of step 0 (:func:`tinygradlm.checkpoint.hf.load_hf_checkpoint`).
     """
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"{path}: no such checkpoint directory")
+    if _is_hf_directory(path):
+        return load_hf_checkpoint(path)
+    if is_adapter_directory(path):
+        return _load_adapter_directory(path)
     manifest = _read_manifest(path)
     _verify_files(path, manifest)
     files = manifest["files"]
@@ -89,13 +115,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     model_state, _ = _read_safetensors(
         path / MODEL_FILE, {name: (shape, dtype) for name, shape in model_shapes.items()}
     )
-    lora, adapter_state = None, None
-    if ADAPTERS_FILE in files:
-        lora = _lora_config(path / ADAPTERS_FILE)
-        shapes = adapter_shapes(config, lora)
-        adapter_state, _ = _read_safetensors(
-            path / ADAPTERS_FILE, {name: (shape, dtype) for name, shape in shapes.items()}
-        )
+    lora, adapter_state, base_model = _read_adapters(path, files, config, dtype)
     tokenizer = [path / name for name in files if name not in RESERVED_NAMES]
     checkpoint = Checkpoint(
         path=path,
@@ -107,6 +127,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         tokenizer_files=tokenizer,
         lora=lora,
         adapter_state=adapter_state,
+        base_model=base_model,
     )
     if model_only:
         return checkpoint
@@ -171,6 +192,94 @@ def _read_optimizer_state(
         except ValueError:
             raise CheckpointError(f"{file}: metadata {key!r} is not a number: {text!r}") from None
     return optimizer_state
+
+
+def _read_adapters(
+    path: Path, files: Mapping[str, Any], config: GPTConfig, dtype: np.dtype
+) -> tuple[LoRAConfig | None, dict[str, np.ndarray] | None, str | None]:
+    """The checkpoint's LoRA adapters: their config, their tensors (our names) and their base
+    directory, or Nones. PEFT's files (``checkpoint.peft``), or the adapters.safetensors of
+    checkpoints written before them (the config in its header metadata)."""
+    if ADAPTERS_FILE in files:
+        lora = _lora_config(path / ADAPTERS_FILE)
+        shapes = adapter_shapes(config, lora)
+        state, _ = _read_safetensors(
+            path / ADAPTERS_FILE, {name: (shape, dtype) for name, shape in shapes.items()}
+        )
+        return lora, state, None
+    listed = [name for name in ADAPTER_FILES if name in files]
+    if not listed:
+        return None, None, None
+    if len(listed) != len(ADAPTER_FILES):
+        missing = ", ".join(name for name in ADAPTER_FILES if name not in files)
+        raise CheckpointError(f"{path / MANIFEST_FILE}: lists {listed[0]} but not {missing}")
+    lora, state, values, _ = _read_peft_adapters(path, config, dtype)
+    base = values.get("base_model_name_or_path")
+    return lora, state, base if isinstance(base, str) and base else None
+
+
+def _read_peft_adapters(
+    path: Path, config: GPTConfig, dtype: np.dtype
+) -> tuple[LoRAConfig, dict[str, np.ndarray], dict[str, Any], dict[str, Any]]:
+    """adapter_config.json and adapter_model.safetensors of ``path``, checked against each other
+    and a model of ``config``: the LoRAConfig, the tensors (our names, in ``dtype``; PEFT may
+    have written float32 or float64), adapter_config.json as read, and our header entry."""
+    config_file, model_file = path / ADAPTER_CONFIG_FILE, path / ADAPTER_MODEL_FILE
+    values = read_json(config_file)
+    lora = lora_config_from_peft(config_file, values, config.n_layer)
+    try:
+        with safetensors.safe_open(model_file, framework="np") as f:
+            stored = {f.get_slice(name).get_dtype() for name in f.keys()}
+    except safetensors.SafetensorError as err:
+        raise CheckpointError(f"{model_file}: not a valid safetensors file: {err}") from None
+    except FileNotFoundError:
+        raise CheckpointError(f"{model_file}: missing") from None
+    # PEFT writes the dtype its model had: one float type we read is taken (and converted to
+    # the model's below); anything else is expected as the model's, and reported per tensor
+    stored_dtype = np.dtype(dtype)
+    if len(stored) == 1 and stored <= {"F32", "F64"}:
+        stored_dtype = _SAFETENSORS_DTYPES[stored.pop()]
+    shapes = adapter_shapes(config, lora)
+    expected = {peft_name(n): (shape, stored_dtype) for n, shape in shapes.items()}
+    tensors, metadata = _read_safetensors(model_file, expected)
+    ours = read_metadata(model_file, metadata)
+    check_recorded_config(model_file, ours, lora)
+    state = {n: tensors[peft_name(n)].astype(dtype, copy=False) for n in shapes}
+    return lora, state, values, ours
+
+
+def _load_adapter_directory(path: Path) -> Checkpoint:
+    """A PEFT adapter directory as a Checkpoint: its base model (``base_model_name_or_path``,
+    a run directory's newest checkpoint when it names a run, read by :func:`load_checkpoint`;
+    the base's own adapters, if any, are not applied, as
+    ``transformers`` does not apply them) with these adapters attached. When our digest of the
+    base weights is recorded, the base found must match it. No optimizer state: it starts a
+    fine-tuning run but resumes none."""
+    values = read_json(path / ADAPTER_CONFIG_FILE)
+    base_dir, _ = checkpoint_in(base_directory(path / ADAPTER_CONFIG_FILE, values))
+    base = load_checkpoint(base_dir)
+    dtype = next(iter(base.model_state.values())).dtype
+    lora, state, _, ours = _read_peft_adapters(path, base.config, dtype)
+    recorded = ours.get("base_sha256")
+    if recorded is not None and recorded != base_digest(base.model_state):
+        raise CheckpointError(
+            f"{path / ADAPTER_MODEL_FILE}: base_model_name_or_path {str(base_dir)!r} holds other "
+            "weights than these adapters were trained on (their digests differ)"
+        )
+    step = check_step(ours.get("step", 0), raise_error=False)
+    step = 0 if step is None else step
+    return Checkpoint(
+        path=path,
+        step=step,
+        config=base.config,
+        model_state=base.model_state,
+        optimizer_state=None,
+        trainer_state={"step": step},
+        tokenizer_files=base.tokenizer_files,
+        lora=lora,
+        adapter_state=state,
+        base_model=str(base_dir),
+    )
 
 
 def _lora_config(file: Path) -> LoRAConfig:
@@ -239,23 +348,15 @@ def restore(model: Any, optimizer: Any, checkpoint: Checkpoint) -> None:
         optimizer.load_state_dict(checkpoint.optimizer_state)
 
 
-def load_model(path: str | os.PathLike[str], precision: str = "fp32") -> GPT:
-    """The GPT saved in the checkpoint directory ``path`` (a training checkpoint or a
-    model-only one), in the checkpoint's config and dtype, computing at ``precision``, with
-    its LoRA adapters attached (unmerged) when it has them. See :func:`model_from_checkpoint`."""
-    return model_from_checkpoint(load_checkpoint(path), precision)
-
-
-def model_from_checkpoint(checkpoint: Checkpoint, precision: str = "fp32") -> GPT:
-    """A new GPT holding what :func:`load_checkpoint` read: the checkpoint's config, dtype and
-    weights, and its LoRA adapters attached when it has them (``model.lora``; fold them in with
-    ``model.merge_lora()``), computing at ``precision``."""
-    dtype = next(iter(checkpoint.model_state.values())).dtype
-    model = GPT(checkpoint.config, dtype=dtype, precision=precision)
-    if checkpoint.lora is not None:
-        model.add_lora(checkpoint.lora)
-    restore(model, None, checkpoint)
-    return model
+def _is_hf_directory(path: Path) -> bool:
+    """No manifest.json, and a config.json that is a Hugging Face model's alone (ours, without
+    a manifest, is an incomplete checkpoint: the manifest's error says so)."""
+    if (path / MANIFEST_FILE).exists() or not (path / CONFIG_FILE).is_file():
+        return False
+    try:
+        return is_hf_config(read_json(path / CONFIG_FILE))
+    except CheckpointError:
+        return False
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
@@ -369,7 +470,8 @@ def checkpoint_in(path: str | os.PathLike[str]) -> tuple[Path, str | None]:
     it that do hold checkpoints (``runs/demo/train`` when given ``runs/demo``).
     """
     path = Path(path)
-    if not path.is_dir() or (path / MANIFEST_FILE).exists() or (path / CONFIG_FILE).exists():
+    own = (MANIFEST_FILE, CONFIG_FILE, ADAPTER_CONFIG_FILE)  # a checkpoint, a model, adapters
+    if not path.is_dir() or any((path / name).exists() for name in own):
         return path, None
     found = list_checkpoints(path)
     if found:

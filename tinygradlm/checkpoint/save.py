@@ -10,7 +10,6 @@ refused before anything is written. The files are canonical (``layout.write_safe
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -30,7 +29,6 @@ from ..tokenizer import (
     load_tokenizer,
 )
 from .layout import (
-    ADAPTERS_FILE,
     CONFIG_FILE,
     FORMAT,
     MANIFEST_FILE,
@@ -47,6 +45,7 @@ from .layout import (
     to_json,
     write_safetensors,
 )
+from .peft import write_adapters
 
 _TMP_PREFIX = ".tmp-ckpt_"  # atomic_directory builds ckpt_<step> as .tmp-ckpt_<step>-<pid>
 _TRASH_PREFIX = ".trash-ckpt_"
@@ -66,7 +65,8 @@ def save_checkpoint(
     """Write ``run_dir/ckpt_{step:08d}/`` atomically and return its path.
 
     ``model`` is a ``GPT``; ``optimizer`` an ``AdamW`` on its buffers, or on its LoRA adapters'
-    buffers when it has adapters (written to adapters.safetensors). ``trainer_state`` must be
+    buffers when it has adapters (written as PEFT writes them: adapter_config.json and
+    adapter_model.safetensors, ``checkpoint.peft``). ``trainer_state`` must be
     JSON-able (NumPy scalars are converted; a ``Generator``'s ``bit_generator.state`` is) and
     finite; it is written as trainer.json with ``"step": step`` added (a different ``step`` in it
     is an error). ``tokenizer_files`` are copied in under their own names, and the tokenizer
@@ -126,8 +126,7 @@ def save_checkpoint(
         write_safetensors(tmp / MODEL_FILE, model_tensors, {"format": "pt"})
         write_safetensors(tmp / OPTIMIZER_FILE, optimizer_tensors, metadata)
         if lora is not None:
-            _save_adapters(tmp / ADAPTERS_FILE, lora)
-            names.insert(0, ADAPTERS_FILE)
+            names[:0] = _save_adapters(tmp, lora, model_tensors, step)
         (tmp / CONFIG_FILE).write_text(config_json, encoding="utf-8")
         (tmp / TRAINER_FILE).write_text(trainer_json, encoding="utf-8")
         for path in tokenizer:
@@ -242,11 +241,14 @@ def _end_of_text_ids(tokenizer: Tokenizer | None) -> dict[str, int]:
     return {} if eot is None else {"bos_token_id": eot, "eos_token_id": eot}
 
 
-def _save_adapters(file: Path, lora: LoRAAdapters) -> None:
-    """The adapters' tensors under PEFT's names, their config as JSON in the header metadata."""
-    tensors = {k: np.ascontiguousarray(v) for k, v in lora.state_dict().items()}
-    metadata = {"format": "pt", "lora": json.dumps(lora.config.to_dict())}
-    write_safetensors(file, tensors, metadata)
+def _save_adapters(
+    directory: Path, lora: LoRAAdapters, base_state: Mapping[str, np.ndarray], step: int
+) -> tuple[str, ...]:
+    """The adapters as PEFT writes them (adapter_config.json, adapter_model.safetensors;
+    ``checkpoint.peft``), on the base weights ``base_state``; returns the files' names."""
+    return write_adapters(
+        directory, lora, base_model=lora.base_model, base_state=base_state, step=step
+    )
 
 
 def _seal(tmp: Path, step: int, names: Iterable[str], contents: str | None = None) -> None:

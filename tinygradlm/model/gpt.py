@@ -22,6 +22,7 @@ to the attention and MLP projections in both.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
@@ -78,6 +79,33 @@ class GPT:
         self.lora: LoRAAdapters | None = None  # see add_lora
         self.set_precision(precision)
         self.init_weights(seed)
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike[str], precision: str = "fp32") -> GPT:
+        """The model saved in the directory ``path``: a checkpoint of ours (training or
+        model-only), a run directory (its newest complete checkpoint), or a Hugging Face GPT-2
+        directory (``GPT2LMHeadModel.save_pretrained``'s config.json and safetensors), read
+        and checked by ``tinygradlm.checkpoint.load_checkpoint``; see :meth:`from_checkpoint`.
+        """
+        # the checkpoint package imports this one; its reader builds no GPT, so no cycle
+        from ..checkpoint.load import checkpoint_in, load_checkpoint
+
+        return cls.from_checkpoint(load_checkpoint(checkpoint_in(path)[0]), precision)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Any, precision: str = "fp32") -> GPT:
+        """A new GPT holding what ``load_checkpoint`` read (a ``Checkpoint``): its config, dtype
+        and weights, and its LoRA adapters attached when it has them (``model.lora``; fold them
+        in with :meth:`merge_lora`), computing at ``precision``."""
+        dtype = next(iter(checkpoint.model_state.values())).dtype
+        model = cls(checkpoint.config, dtype=dtype, precision=precision)
+        model.load_state_dict(checkpoint.model_state)
+        if checkpoint.lora is not None:
+            adapters = model.add_lora(checkpoint.lora)
+            adapters.load_state_dict(checkpoint.adapter_state)
+            # the directory whose weights they apply to (PEFT's base_model_name_or_path)
+            adapters.base_model = checkpoint.base_model
+        return model
 
     def set_precision(self, precision: str) -> None:
         """Compute in "fp32", "bf16" or "fp16" (emulated, tinygradlm.precision): the forward

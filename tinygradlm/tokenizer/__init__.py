@@ -65,7 +65,7 @@ The package, one job per module:
 from .bpe import Tokenizer
 from .files import TOKENIZER_FILE
 from .hf import HF_CONFIG_FILE, HF_TOKENIZER_FILE
-from .load import TOKENIZER_FILES, checkpoint_tokenizer, find_tokenizer_file, load_tokenizer
+from .load import TOKENIZER_FILE_ORDER, checkpoint_tokenizer, find_tokenizer_file, load_tokenizer
 from .merge import bpe_merge, bpe_merge_long
 from .pretokenize import ENDOFTEXT, PATTERNS, resolve_pattern
 
@@ -75,7 +75,7 @@ __all__ = [
     "HF_TOKENIZER_FILE",
     "PATTERNS",
     "TOKENIZER_FILE",
-    "TOKENIZER_FILES",
+    "TOKENIZER_FILE_ORDER",
     "Tokenizer",
     "bpe_merge",
     "bpe_merge_long",

@@ -24,7 +24,7 @@ from .files import TOKENIZER_FILE
 from .hf import HF_MERGES_FILE, HF_TOKENIZER_FILE, HF_VOCAB_FILE
 
 # the files a tokenizer is read from, in the order they are preferred
-TOKENIZER_FILES = (TOKENIZER_FILE, HF_TOKENIZER_FILE, HF_VOCAB_FILE)
+TOKENIZER_FILE_ORDER = (TOKENIZER_FILE, HF_TOKENIZER_FILE, HF_VOCAB_FILE)
 
 
 def load_tokenizer(path: str | os.PathLike[str]) -> Tokenizer:
@@ -43,13 +43,13 @@ def find_tokenizer_file(files: Iterable[str | os.PathLike[str]], where: Any) -> 
     with a merges.txt beside it."""
     paths = [Path(p) for p in files]
     by_name = {p.name: p for p in paths}
-    for name in TOKENIZER_FILES:
+    for name in TOKENIZER_FILE_ORDER:
         path = by_name.get(name)
         if path is not None and (name != HF_VOCAB_FILE or (path.parent / HF_MERGES_FILE).is_file()):
             return path
     present = ", ".join(sorted(by_name)) or "no tokenizer files"
     raise DataError(
-        f"{where}: no tokenizer to read (looked for {', '.join(TOKENIZER_FILES[:2])} or "
+        f"{where}: no tokenizer to read (looked for {', '.join(TOKENIZER_FILE_ORDER[:2])} or "
         f"{HF_VOCAB_FILE} with {HF_MERGES_FILE}; found {present}); give the tokenizer the "
         "model was trained with"
     )

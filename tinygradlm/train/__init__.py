@@ -2,7 +2,7 @@
 
     config.py    the loop's settings (once), TrainConfig, FinetuneConfig, presets, the loader
     setup.py     a run's parts by composition: model, optimizer, loaders, tokenizer, mask
-    finetune.py  what fine-tuning adds: SFT files, what trains (LoRA / freeze), export
+    finetune.py  what fine-tuning adds: SFT files, what trains (LoRA / freeze), export(_adapters)
     step.py      one optimizer step, one path (the gradient sync is tinygradlm.dist.sync)
     loop.py      the Trainer: the loop, periodic events, checkpoints, resume and rollback
     guard.py     the divergence guard: skip non-finite steps, roll back after N in a row
@@ -22,7 +22,7 @@ from .config import (
     read_settings,
 )
 from .evaluate import evaluate_checkpoint, evaluate_loss
-from .finetune import export, trainable_mask
+from .finetune import export, export_adapters, trainable_mask
 from .guard import Action, DivergenceGuard
 from .hooks import RunHooks
 from .loop import Trainer, finetune, train
@@ -39,6 +39,7 @@ __all__ = [
     "evaluate_checkpoint",
     "evaluate_loss",
     "export",
+    "export_adapters",
     "finetune",
     "load_config",
     "load_finetune_config",

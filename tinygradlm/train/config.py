@@ -3,11 +3,15 @@ runs built on them, pretraining (:class:`TrainConfig`) and fine-tuning
 (:class:`FinetuneConfig`), each with the rules its values must follow
 (:mod:`tinygradlm.schema`); and the one settings loader (a preset or a TOML file,
 then ``KEY=VALUE`` overrides) that ``train``, ``finetune`` and ``prepare`` read their configs
-with. Every setting and its meaning: docs/training.md and docs/finetuning.md."""
+with, and the overrides of the ``TINYGRADLM_OVERRIDES`` environment variable, applied last to
+every train and finetune config. Every setting and its meaning: docs/training.md and
+docs/finetuning.md."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -170,7 +174,9 @@ _LOOP_RULES: dict[str, Rule] = {
     "sample_prompt": Rule("str", doc="the text a sample continues"),
     "temperature": Rule("number", 0, doc="sampling temperature"),
     "top_k": Rule("int", 1, doc="sample from the k likeliest tokens"),
-    "checkpoint_interval": Rule("int", 0, doc="steps between checkpoints (0: at the end only)"),
+    "checkpoint_interval": Rule(
+        "int", 0, doc="a checkpoint every N steps and at the last (0: none)"
+    ),
     "keep_last": Rule("int", 1, doc="checkpoints kept"),
     "log_interval": Rule("int", 1, doc="steps between progress lines"),
     "seed": Rule("int", 0, doc="initialisation and data order"),
@@ -295,13 +301,15 @@ class FinetuneConfig(LoopSettings):
     sample_interval: int = 0
     checkpoint_interval: int = 50
 
-    init_from: str = ""  # the pretrained checkpoint directory (required)
+    init_from: str = ""  # the pretrained model (required; a run directory: its newest checkpoint)
     data: str = ""  # a JSON Lines file, or a directory with train.jsonl (and val.jsonl)
     val_data: str = ""  # JSON Lines for validation (default: val.jsonl beside train.jsonl)
     tokenizer: str = ""  # a tokenizer.txt (default: the one in init_from)
     prompt_key: str = "prompt"
     response_key: str = "response"
-    lora_rank: int = 0  # 0: no adapters, train the base model (less `freeze`)
+    # 0: no adapters, train the base model (less `freeze`); unset: the adapters of init_from,
+    # if it has any, go on training (tinygradlm.train.finetune.keep_or_merge_adapters)
+    lora_rank: int | None = None
     lora_alpha: float = 16.0
     lora_targets: list[str] = field(default_factory=lambda: list(TARGETS))
     freeze: list[str] = field(default_factory=list)  # parameter-name prefixes held fixed
@@ -332,13 +340,19 @@ class FinetuneConfig(LoopSettings):
 
 FinetuneConfig.RULES = {
     **_LOOP_RULES,
-    "init_from": Rule("path", doc="the pretrained checkpoint directory (required)"),
+    "init_from": Rule(
+        "path",
+        doc="the pretrained model (required): a checkpoint, a run directory (its newest "
+        "checkpoint) or a Hugging Face GPT-2 directory",
+    ),
     "data": Rule("path", doc="JSON Lines, or a directory with train.jsonl (required)"),
     "val_data": Rule("path", doc="JSON Lines for validation"),
     "tokenizer": Rule("path", doc="a tokenizer.txt (default: the checkpoint's)"),
     "prompt_key": Rule("str", doc="the prompt's key in each record"),
     "response_key": Rule("str", doc="the response's key in each record"),
-    "lora_rank": Rule("int", 0, doc="0: no adapters, train the base model"),
+    "lora_rank": Rule(
+        "optional_int", 0, doc="0: no adapters, train the base model; unset: init_from's adapters"
+    ),
     "lora_alpha": Rule("number", 0, open_low=True, doc="the adapters' scale is alpha / rank"),
     "lora_targets": Rule("str_list", doc="the linear layers that get adapters"),
     "freeze": Rule("str_list", doc="parameter-name prefixes held fixed"),
@@ -352,6 +366,7 @@ def load_config(source: str | None, overrides: Sequence[str] = ()) -> TrainConfi
     values = read_settings(source, overrides, PRESETS)
     if source and "out_dir" not in values:
         values["out_dir"] = default_out_dir(source)
+    apply_environment_overrides(values)
     return TrainConfig.from_dict(values)
 
 
@@ -368,6 +383,7 @@ def load_finetune_config(
         if value is not None:
             values[key] = value
             values.origins[key] = _COMMAND_LINE_FLAGS.get(key, key)
+    apply_environment_overrides(values)
     return FinetuneConfig.from_dict(values)
 
 
@@ -396,9 +412,33 @@ def read_settings(
     return values
 
 
-def _apply_override(values: Settings, item: str) -> None:
+# scripts and CI shorten every train and finetune run with it (max_steps=4 eval_interval=2)
+OVERRIDES_VARIABLE = "TINYGRADLM_OVERRIDES"
+
+
+def environment_overrides() -> list[str]:
+    """The ``KEY=VALUE`` words of the ``TINYGRADLM_OVERRIDES`` environment variable, split as a
+    shell splits them (quote a value with spaces: ``'data.mix={a = 1, b = 1}'``); none when it
+    is unset or empty. An unbalanced quote is a ConfigError naming the variable."""
+    text = os.environ.get(OVERRIDES_VARIABLE, "")
+    try:
+        return shlex.split(text)
+    except ValueError as e:
+        raise ConfigError(f"{OVERRIDES_VARIABLE}={text[:80]!r}: {e}") from None
+
+
+def apply_environment_overrides(values: Settings) -> None:
+    """``TINYGRADLM_OVERRIDES``'s words on top of everything else (the config, the command
+    line's overrides and flags), so that one variable shortens every documented command
+    (the docs' tests run them with ``max_steps=4``). Each key it set names the variable in
+    error messages (``TINYGRADLM_OVERRIDES max_steps=0: …``), like a command-line override."""
+    for item in environment_overrides():
+        _apply_override(values, item, OVERRIDES_VARIABLE)
+
+
+def _apply_override(values: Settings, item: str, origin: str = "override") -> None:
     """``KEY=VALUE`` into ``values``: the value in TOML syntax (a bare word is a string)."""
-    where = f"override {item[:80]}"
+    where = f"{origin} {item[:80]}"
     key, sep, raw = item.partition("=")
     names = [name.strip() for name in key.split(".")]
     if not sep or not all(names):

@@ -15,10 +15,13 @@ is set up (``tinygradlm.train.setup``):
   ``freeze`` names (prefixes such as ``"wte"`` or ``"h.0"``), whose gradients are zeroed before
   clipping and which get no weight decay, so AdamW leaves them bit-for-bit unchanged.
 
-The optimizer, the learning-rate schedule and the step count start fresh. Checkpoints go to the
-run's own ``out_dir``, with the adapters in ``adapters.safetensors``; :func:`export` folds them
-into the base weights and writes a plain model a ``GPT`` (or ``transformers``) loads. See
-docs/finetuning.md.
+The optimizer, the learning-rate schedule and the step count start fresh. A checkpoint with
+LoRA adapters as ``init_from`` (or a PEFT adapter directory) has them go on training when the
+run's LoRA settings are theirs, and merged into the base otherwise
+(:func:`keep_or_merge_adapters`). Checkpoints go to the run's own ``out_dir``, with the adapters
+as PEFT writes them (``tinygradlm.checkpoint.peft``); :func:`export` folds them into the base
+weights and writes a plain model a ``GPT`` (or ``transformers``) loads, :func:`export_adapters`
+writes them alone, for PEFT. See docs/finetuning.md.
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoint import load_checkpoint, model_from_checkpoint, save_model
-from ..errors import DataError
+from ..checkpoint import Checkpoint, load_checkpoint, model_from_checkpoint, save_model
+from ..checkpoint.peft import save_adapters
+from ..errors import CheckpointError, DataError
+from ..lora import LoRAAdapters
 from ..model import GPT
 from ..optim import AdamW
 from .config import FinetuneConfig
@@ -56,16 +61,18 @@ def trainable_parameters(
     model: GPT, config: FinetuneConfig
 ) -> tuple[AdamW, np.ndarray | None, str]:
     """The optimizer over what trains, the gradient mask (0 on frozen parameters; None when
-    nothing is frozen) and a line that says what trains."""
+    nothing is frozen) and a line that says what trains: the adapters ``model`` has (those of
+    its checkpoint, kept by :func:`keep_or_merge_adapters`), new ones if the config asks for
+    them, or the base less ``freeze``."""
     hyper = {
         "lr": config.lr,
         "betas": (config.beta1, config.beta2),
         "eps": config.eps,
         "weight_decay": config.weight_decay,
     }
-    lora = config.lora_config()
-    if lora is not None:
-        adapters = model.add_lora(lora, seed=config.seed)
+    if model.lora is not None or config.lora_config() is not None:
+        adapters = model.lora or model.add_lora(config.lora_config(), seed=config.seed)
+        lora = adapters.config
         optimizer = AdamW(
             adapters.flat_params, adapters.flat_grads, decay_mask=adapters.decay_mask(), **hyper
         )
@@ -87,6 +94,36 @@ def trainable_parameters(
     if config.freeze:
         what += f" ({frozen:,} frozen: {', '.join(config.freeze)})"
     return optimizer, (mask if config.freeze else None), what
+
+
+def keep_or_merge_adapters(
+    model: GPT, checkpoint: Checkpoint, config: FinetuneConfig
+) -> tuple[str | None, str | None]:
+    """What a run does with the LoRA adapters of the checkpoint it starts from (``model``, as
+    ``model_from_checkpoint`` built it): a line that says so (None without adapters), and the
+    directory holding the base weights the run's adapters apply to (PEFT's
+    ``base_model_name_or_path``; None when merged adapters are part of the base).
+
+    When the run's LoRA settings are the adapters' own (or ``lora_rank`` is unset and nothing
+    is frozen), those adapters go on training on their frozen base, unmerged, so they still
+    apply to the original base. Otherwise they are merged into the base weights, which then
+    train as the config says (new adapters, or the base itself).
+    """
+    path = Path(checkpoint.path)
+    own = str(path.resolve())  # a checkpoint's model.safetensors holds its adapters' base
+    if model.lora is None:
+        return None, own
+    have = model.lora.config
+    describe = f"rank {have.rank}, alpha {have.alpha:g}, on {', '.join(have.targets)}"
+    if (config.lora_rank is None and not config.freeze) or config.lora_config() == have:
+        line = f"{path}: continuing its LoRA adapters ({describe}) on their base, unmerged"
+        return line, checkpoint.base_model or own
+    model.merge_lora()
+    line = (
+        f"{path}: its LoRA adapters ({describe}) merged into the base weights, as the run's "
+        "LoRA settings differ"
+    )
+    return line, None
 
 
 def sft_files(config: FinetuneConfig) -> tuple[list[Path], list[Path]]:
@@ -116,3 +153,24 @@ def export(ckpt_dir: str | Path, out_dir: str | Path) -> Path:
     if model.lora is not None:
         model.merge_lora()
     return save_model(out_dir, model, step=ckpt.step, tokenizer_files=ckpt.tokenizer_files)
+
+
+def export_adapters(ckpt_dir: str | Path, out_dir: str | Path) -> Path:
+    """Write the LoRA adapters of checkpoint ``ckpt_dir`` alone as a PEFT adapter directory at
+    ``out_dir`` (adapter_config.json, adapter_model.safetensors): a few megabytes to share,
+    which ``PeftModel.from_pretrained`` opens on the base model and ``finetune --from`` (or
+    ``load_checkpoint``) reads back. ``base_model_name_or_path`` names the base the adapters
+    were trained on: the directory the run started from, or the checkpoint itself when its
+    base holds merged adapters (no other directory holds those weights)."""
+    ckpt = load_checkpoint(ckpt_dir)
+    if ckpt.lora is None:
+        raise CheckpointError(
+            f"{ckpt.path}: no LoRA adapters to export (export without --adapters writes the model)"
+        )
+    dtype = next(iter(ckpt.model_state.values())).dtype
+    lora = LoRAAdapters(ckpt.config, ckpt.lora, dtype=dtype)
+    lora.load_state_dict(ckpt.adapter_state)
+    base_model = ckpt.base_model or str(Path(ckpt.path).resolve())
+    return save_adapters(
+        out_dir, lora, base_model=base_model, base_state=ckpt.model_state, step=ckpt.step
+    )

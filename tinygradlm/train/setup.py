@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..checkpoint import load_checkpoint, model_from_checkpoint
+from ..checkpoint.load import checkpoint_in
 from ..data.loader import DataLoader
 from ..data.mix import resolve_sources
 from ..data.mixture import MixtureLoader
@@ -33,7 +34,7 @@ from ..optim import AdamW
 from ..parse import ABSENT, file_problem
 from ..tokenizer import TOKENIZER_FILE, Tokenizer, checkpoint_tokenizer, load_tokenizer
 from .config import FinetuneConfig, TrainConfig
-from .finetune import sft_files, trainable_parameters
+from .finetune import keep_or_merge_adapters, sft_files, trainable_parameters
 
 Log = Callable[[str], None]
 
@@ -187,6 +188,7 @@ def source_val_loaders(
 
 
 def build_finetuning(config: FinetuneConfig, rank: int, world_size: int, log: Log) -> RunParts:
+    resolve_init_from(config, log)
     base = load_checkpoint(config.init_from)
     # any format checkpoint_tokenizer reads; the run's checkpoints carry it as tokenizer.txt too
     if config.tokenizer:
@@ -196,10 +198,13 @@ def build_finetuning(config: FinetuneConfig, rank: int, world_size: int, log: Lo
         tokenizer, tokenizer_path = checkpoint_tokenizer(base)
     check_training_fits(config, base.config, next(iter(base.model_state.values())).dtype)
     model = model_from_checkpoint(base, config.precision)
-    if model.lora is not None:  # a LoRA checkpoint's function is the start: fold it in
-        model.merge_lora()
+    adapters, base_model = keep_or_merge_adapters(model, base, config)
+    if adapters is not None:
+        log(adapters)
     check_seq_len(config, model)
     optimizer, grad_mask, what = trainable_parameters(model, config)
+    if model.lora is not None:  # written with its checkpoints as base_model_name_or_path
+        model.lora.base_model = base_model
 
     train_files, val_files = sft_files(config)
     encoding = {
@@ -221,6 +226,17 @@ def build_finetuning(config: FinetuneConfig, rank: int, world_size: int, log: Lo
     return RunParts(
         model, optimizer, train_loader, val_loader, tokenizer_path, tokenizer, grad_mask
     )
+
+
+def resolve_init_from(config: FinetuneConfig, log: Log) -> None:
+    """Set ``init_from`` to the checkpoint it names, for ``--from`` and a TOML file alike: a
+    checkpoint, a model-only or a Hugging Face directory as given, a run directory's newest
+    complete checkpoint (``checkpoint_in``; said through ``log``). The run's trainer.json then
+    records the checkpoint the run started from."""
+    checkpoint, taken = checkpoint_in(config.init_from)
+    if taken:
+        log(taken)
+    config.init_from = str(checkpoint)
 
 
 def check_training_fits(config: FinetuneConfig, model: GPTConfig, dtype: np.dtype) -> None:
