@@ -139,6 +139,17 @@ def test_a_custom_pattern_is_written_as_the_split_regex_and_read_back(tmp_path):
         assert hf.encode(text).ids == ours(tok, text)
 
 
+def test_several_special_tokens_are_added_tokens_both_ways(tmp_path):
+    specials = (ENDOFTEXT, "<|im_start|>", "<|im_end|>")
+    tok = Tokenizer.train(TRAIN[:5], vocab_size=300, special_tokens=specials)
+    tok.save_hf(tmp_path)
+    assert Tokenizer.from_hf(tmp_path).special_tokens == tok.special_tokens
+    tokenizers = pytest.importorskip("tokenizers")
+    hf = tokenizers.Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    text = "<|im_start|>user\nhi<|im_end|><|endoftext|><|im_start|"
+    assert hf.encode(text).ids == ours(tok, text)
+
+
 def test_merges_written_as_strings_read_the_same(trained, written, tmp_path):
     document = json.loads((written / "tokenizer.json").read_text())
     document["model"]["merges"] = [" ".join(pair) for pair in document["model"]["merges"]]
@@ -438,10 +449,11 @@ def test_a_checkpoint_carries_tokenizer_json_that_auto_tokenizer_loads(
         assert checkpoint_tokenizer(ckpt)[1].name == "tokenizer.txt"
         assert Tokenizer.from_hf(folder / "tokenizer.json").ranks == tok.ranks
     transformers = pytest.importorskip("transformers")
-    auto = transformers.AutoTokenizer.from_pretrained(exported)
-    assert auto.model_max_length == CONFIG.block_size
-    for text in EDGE_CASES:
-        assert auto(text)["input_ids"] == ours(tok, text)
+    for folder in (ckpt_dir, exported):
+        auto = transformers.AutoTokenizer.from_pretrained(folder)
+        assert auto.model_max_length == CONFIG.block_size
+        for text in EDGE_CASES:
+            assert auto(text)["input_ids"] == ours(tok, text)
 
 
 def test_a_checkpoint_given_only_tokenizer_json_carries_a_tokenizer_txt(

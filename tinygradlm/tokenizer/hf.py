@@ -94,7 +94,7 @@ def _read_document(path: Path, data: dict) -> Vocabulary:
     _check_normalizer(refuse, data.get("normalizer"))
     _check_post_processor(refuse, data.get("post_processor"))
     decoder = data.get("decoder")
-    refuse.unless(decoder is None or decoder.get("type") == "ByteLevel", "decoder", _kind(decoder))
+    refuse.unless(decoder is None or _kind(decoder) == "ByteLevel", "decoder", _kind(decoder))
     pattern = _pattern_of(refuse, data.get("pre_tokenizer"))
     special_tokens = _added_tokens(refuse, data.get("added_tokens") or [])
     vocab, merges = model.get("vocab"), model.get("merges")
