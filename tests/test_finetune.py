@@ -327,7 +327,8 @@ def test_export_merges_the_adapters_into_a_plain_model(root, pretrained):
     path = export(latest_checkpoint(root / "run"), root / "exported")
     ckpt = load_checkpoint(path)
     assert ckpt.lora is None and ckpt.optimizer_state is None and ckpt.step == 4
-    assert [p.name for p in ckpt.tokenizer_files] == ["tokenizer.txt"]
+    names = [p.name for p in ckpt.tokenizer_files]
+    assert names == ["tokenizer.txt", "tokenizer.json", "tokenizer_config.json"]
     plain = load_model(path)
     assert plain.lora is None
     np.testing.assert_allclose(plain.logits(idx), adapted, rtol=1e-5, atol=1e-5)

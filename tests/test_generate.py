@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from tinygradlm import backend
 from tinygradlm.checkpoint import save_checkpoint
+from tinygradlm.errors import DataError
 from tinygradlm.generate import (
     Context,
     generate,
@@ -287,7 +288,7 @@ def test_empty_prompt_starts_from_the_eot_token(checkpoint_dir):
 def test_sample_from_checkpoint_without_a_tokenizer_file(checkpoint_dir, tmp_path):
     path, model, _ = checkpoint_dir
     bare = save_checkpoint(tmp_path, 1, model, AdamW.for_model(model, lr=1e-3), {})
-    with pytest.raises(FileNotFoundError, match=r"tokenizer\.txt"):
+    with pytest.raises(DataError, match=r"ckpt_00000001: no tokenizer .*tokenizer\.txt"):
         sample_from_checkpoint(bare, "the", 3)
     text = sample_from_checkpoint(
         bare, "the", 3, temperature=0, tokenizer_path=path / "tokenizer.txt"

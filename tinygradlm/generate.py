@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .model import GPT
-from .tokenizer import TOKENIZER_FILE
 
 # --------------------------------------------------------------------------------------------
 # the decoding state
@@ -260,8 +258,9 @@ def sample_from_checkpoint(
     """The prompt and its continuation as text: what ``tinygradlm sample`` prints.
 
     Loads the checkpoint directory into a GPT of its config and dtype, LoRA adapters attached
-    when it has them (``tinygradlm.checkpoint.load_model``), and the tokenizer from its
-    ``tokenizer.txt`` (or ``tokenizer_path``).
+    when it has them (``tinygradlm.checkpoint.load_model``), and its tokenizer
+    (``tinygradlm.tokenizer.checkpoint_tokenizer``: tokenizer.txt, tokenizer.json or vocab.json
+    + merges.txt), or the one at ``tokenizer_path`` (any of those formats).
     The prompt is encoded with special tokens allowed (``<|endoftext|>`` in it is the eot
     token); an empty prompt starts from the eot token alone, as a new document would. Then
     :func:`generate` with the given settings; with ``stop_at_eot`` generation ends at the eot
@@ -269,19 +268,15 @@ def sample_from_checkpoint(
     model sees the last ``block_size``), but returned whole.
     """
     from .checkpoint import load_checkpoint, model_from_checkpoint
-    from .tokenizer import Tokenizer  # only here: the rest of this module needs no tokenizer
+
+    # only here: the rest of this module needs no tokenizer
+    from .tokenizer import checkpoint_tokenizer, load_tokenizer
 
     ckpt = load_checkpoint(ckpt_dir)
     if tokenizer_path is None:
-        found = [p for p in ckpt.tokenizer_files if Path(p).name == TOKENIZER_FILE]
-        if not found:
-            names = ", ".join(Path(p).name for p in ckpt.tokenizer_files) or "none"
-            raise FileNotFoundError(
-                f"{ckpt.path}: no {TOKENIZER_FILE} among the checkpoint's tokenizer files "
-                f"({names}); pass tokenizer_path"
-            )
-        tokenizer_path = found[0]
-    tokenizer = Tokenizer.load(tokenizer_path)
+        tokenizer, tokenizer_path = checkpoint_tokenizer(ckpt)
+    else:
+        tokenizer = load_tokenizer(tokenizer_path)
     eot = tokenizer.eot_token
 
     model = model_from_checkpoint(ckpt)

@@ -22,7 +22,12 @@ import numpy as np
 from ..atomic import atomic_directory, fsync_directory, fsync_file
 from ..errors import CheckpointError, DataError
 from ..lora import LoRAAdapters
-from ..tokenizer import TOKENIZER_FILE, Tokenizer
+from ..tokenizer import (
+    TOKENIZER_FILE,
+    Tokenizer,
+    find_tokenizer_file,
+    load_tokenizer,
+)
 from .layout import (
     CONFIG_FILE,
     FORMAT,
@@ -64,11 +69,12 @@ def save_checkpoint(
     adapter_model.safetensors, ``checkpoint.peft``). ``trainer_state`` must be
     JSON-able (NumPy scalars are converted; a ``Generator``'s ``bit_generator.state`` is) and
     finite; it is written as trainer.json with ``"step": step`` added (a different ``step`` in it
-    is an error). ``tokenizer_files`` are copied in under their own names; config.json's
-    ``bos_token_id`` and ``eos_token_id`` are the ``<|endoftext|>`` id of the tokenizer.txt among
-    them (:func:`token_ids`). ``extra_config`` adds keys to config.json (``bos_token_id``,
-    ``eos_token_id``, …, over those). Afterwards only the newest
-    ``keep_last`` checkpoints are kept (None keeps all).
+    is an error). ``tokenizer_files`` are copied in under their own names, and the tokenizer
+    among them is also written in the formats they lack (:func:`tokenizer_copies`:
+    tokenizer.txt, tokenizer.json, tokenizer_config.json); config.json's ``bos_token_id`` and
+    ``eos_token_id`` are its ``<|endoftext|>`` id (:func:`token_ids`). ``extra_config`` adds
+    keys to config.json (``bos_token_id``, ``eos_token_id``, …, over those). Afterwards only the
+    newest ``keep_last`` checkpoints are kept (None keeps all).
 
     Raises CheckpointError, having written nothing, when a parameter or moment is not finite,
     the trainer state is not JSON-able, a tokenizer file is missing, or the checkpoint exists.
@@ -96,9 +102,11 @@ def save_checkpoint(
         )
     trainer_json = to_json(trainer, "trainer_state")
     tokenizer = _tokenizer_files(tokenizer_files)
-    extra = {**token_ids(tokenizer), **(extra_config or {})}
+    readable = read_tokenizer(tokenizer)
+    extra = {**_end_of_text_ids(readable), **(extra_config or {})}
     config_json = to_json(hf_config(model.config, model.dtype, extra), "config")
-    names = [p.name for p in tokenizer]
+    made = tokenizer_copies(readable, tokenizer, model.config.block_size)
+    names = [p.name for p in tokenizer] + list(made)
     optimizer_tensors = {
         "m": np.ascontiguousarray(optimizer.m),
         "v": np.ascontiguousarray(optimizer.v),
@@ -123,6 +131,7 @@ def save_checkpoint(
         (tmp / TRAINER_FILE).write_text(trainer_json, encoding="utf-8")
         for path in tokenizer:
             shutil.copyfile(path, tmp / path.name)
+        _write_tokenizer_copies(tmp, made)
         _seal(tmp, step, (MODEL_FILE, OPTIMIZER_FILE, CONFIG_FILE, TRAINER_FILE, *names))
     _prune(run_dir, keep_last)
     return final
@@ -138,7 +147,8 @@ def save_model(
 ) -> Path:
     """Write a model-only checkpoint directory at ``path`` atomically and return it.
 
-    model.safetensors, config.json and the tokenizer files, with a manifest that says
+    model.safetensors, config.json and the tokenizer files (and the tokenizer in the formats
+    they lack, as :func:`save_checkpoint` writes them), with a manifest that says
     ``"contents": "model"``: what ``transformers`` reads, and what :func:`load_checkpoint`
     reads (with no optimizer or trainer state, so it starts runs but resumes none). ``step`` is
     recorded in the manifest. A model with LoRA adapters is refused: merge them first
@@ -152,9 +162,11 @@ def save_model(
         raise CheckpointError("the model has LoRA adapters: merge them first (GPT.merge_lora)")
     _refuse_non_finite("parameters", model.flat_params)
     tokenizer = _tokenizer_files(tokenizer_files)
-    extra = {**token_ids(tokenizer), **(extra_config or {})}
+    readable = read_tokenizer(tokenizer)
+    extra = {**_end_of_text_ids(readable), **(extra_config or {})}
     config_json = to_json(hf_config(model.config, model.dtype, extra), "config")
-    names = [p.name for p in tokenizer]
+    made = tokenizer_copies(readable, tokenizer, model.config.block_size)
+    names = [p.name for p in tokenizer] + list(made)
 
     with atomic_directory(final) as tmp:
         model_tensors = {k: np.ascontiguousarray(v) for k, v in model.state_dict().items()}
@@ -162,22 +174,71 @@ def save_model(
         (tmp / CONFIG_FILE).write_text(config_json, encoding="utf-8")
         for file in tokenizer:
             shutil.copyfile(file, tmp / file.name)
+        _write_tokenizer_copies(tmp, made)
         _seal(tmp, step, (MODEL_FILE, CONFIG_FILE, *names), contents="model")
     return final
 
 
+def read_tokenizer(tokenizer_files: Iterable[Path]) -> Tokenizer | None:
+    """The tokenizer among the files a checkpoint copies, chosen as ``checkpoint_tokenizer``
+    chooses (tokenizer.txt, tokenizer.json, vocab.json + merges.txt); None without one.
+    A tokenizer.txt that does not read is a CheckpointError; Hugging Face files this package
+    cannot represent (a WordPiece model, a normalizer, …) are copied as they are, with nothing
+    made from them."""
+    try:
+        path = find_tokenizer_file(tokenizer_files, "the tokenizer files")
+    except DataError:
+        return None
+    try:
+        return load_tokenizer(path)
+    except DataError as e:
+        if path.name == TOKENIZER_FILE:
+            raise CheckpointError(f"tokenizer file {path}: {e}") from None
+        return None
+
+
+def tokenizer_copies(
+    tokenizer: Tokenizer | None, tokenizer_files: Iterable[Path], model_max_length: int
+) -> dict[str, Tokenizer | str]:
+    """The tokenizer files a checkpoint makes from ``tokenizer``, by name: each of
+    tokenizer.txt (ours, which every reader here prefers; the Tokenizer to save), tokenizer.json
+    and tokenizer_config.json (what ``transformers.AutoTokenizer`` loads; their text) that is
+    not among the files it copies. The Hugging Face pair is left out for a tokenizer that
+    tokenizer.json cannot hold (``Tokenizer.hf_files``), which only imported ranks can be."""
+    if tokenizer is None:
+        return {}
+    copied = {p.name for p in tokenizer_files}
+    made: dict[str, Tokenizer | str] = (
+        {} if TOKENIZER_FILE in copied else {TOKENIZER_FILE: tokenizer}
+    )
+    try:
+        hf_files = tokenizer.hf_files(model_max_length)
+    except ValueError:
+        hf_files = {}
+    made.update({name: text for name, text in hf_files.items() if name not in copied})
+    return made
+
+
+def _write_tokenizer_copies(folder: Path, made: Mapping[str, Tokenizer | str]) -> None:
+    for name, content in made.items():
+        if isinstance(content, Tokenizer):
+            content.save(folder / name)
+        else:
+            (folder / name).write_text(content, encoding="utf-8")
+
+
 def token_ids(tokenizer_files: Iterable[Path]) -> dict[str, int]:
     """config.json's ``bos_token_id`` and ``eos_token_id``: the ``<|endoftext|>`` id of the
-    tokenizer.txt among ``tokenizer_files``, which GPT-2 uses for both (it begins each document
-    in training and ends each generation); none without such a tokenizer or token."""
-    for path in tokenizer_files:
-        if path.name == TOKENIZER_FILE:
-            try:
-                eot = Tokenizer.load(path).eot_token
-            except DataError as e:
-                raise CheckpointError(f"tokenizer file {path}: {e}") from None
-            return {} if eot is None else {"bos_token_id": eot, "eos_token_id": eot}
-    return {}
+    tokenizer among ``tokenizer_files`` (:func:`read_tokenizer`: from whichever of tokenizer.txt,
+    tokenizer.json, vocab.json + merges.txt is present), which GPT-2 uses for both (it begins
+    each document in training and ends each generation); none without such a tokenizer or
+    token."""
+    return _end_of_text_ids(read_tokenizer(tokenizer_files))
+
+
+def _end_of_text_ids(tokenizer: Tokenizer | None) -> dict[str, int]:
+    eot = None if tokenizer is None else tokenizer.eot_token
+    return {} if eot is None else {"bos_token_id": eot, "eos_token_id": eot}
 
 
 def _save_adapters(

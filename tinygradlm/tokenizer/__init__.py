@@ -47,7 +47,9 @@ the middle of a character, say) with U+FFFD; ``decode_bytes`` returns the raw by
 
 Files (docs/tokenizer.md): ``save``/``load`` write our human-readable text format;
 ``save_tiktoken``/``from_tiktoken`` tiktoken's ``.tiktoken`` rank files; ``save_gpt2``/
-``from_gpt2`` GPT-2's ``encoder.json`` + ``vocab.bpe``.
+``from_gpt2`` GPT-2's ``encoder.json`` + ``vocab.bpe``; ``save_hf``/``from_hf`` Hugging Face's
+``tokenizer.json`` (+ ``tokenizer_config.json``) and ``vocab.json`` + ``merges.txt``.
+``checkpoint_tokenizer`` finds and reads a checkpoint's tokenizer in whichever of them it has.
 
 The package, one job per module:
 
@@ -55,20 +57,30 @@ The package, one job per module:
     training.py      learning the merges (steps 1-3 above)
     merge.py         encoding's merge loop (bpe_merge, and bpe_merge_long for long chunks)
     bpe.py           Tokenizer: vocabulary, train, encode, decode, save/load
-    files.py         the three file formats, TOKENIZER_FILE
+    files.py         our format, tiktoken's and GPT-2's, TOKENIZER_FILE
+    hf.py            Hugging Face's files (tokenizer.json; vocab.json + merges.txt)
+    load.py          one tokenizer from whichever file is present: checkpoint_tokenizer
 """
 
 from .bpe import Tokenizer
 from .files import TOKENIZER_FILE
+from .hf import HF_CONFIG_FILE, HF_TOKENIZER_FILE
+from .load import TOKENIZER_FILE_ORDER, checkpoint_tokenizer, find_tokenizer_file, load_tokenizer
 from .merge import bpe_merge, bpe_merge_long
 from .pretokenize import ENDOFTEXT, PATTERNS, resolve_pattern
 
 __all__ = [
     "ENDOFTEXT",
+    "HF_CONFIG_FILE",
+    "HF_TOKENIZER_FILE",
     "PATTERNS",
     "TOKENIZER_FILE",
+    "TOKENIZER_FILE_ORDER",
     "Tokenizer",
     "bpe_merge",
     "bpe_merge_long",
+    "checkpoint_tokenizer",
+    "find_tokenizer_file",
+    "load_tokenizer",
     "resolve_pattern",
 ]

@@ -15,8 +15,9 @@ from typing import Literal
 import numpy as np
 import regex
 
+from ..atomic import write_atomic
 from ..errors import DataError
-from . import files
+from . import files, hf
 from .merge import bpe_merge, bpe_merge_long
 from .pretokenize import ENDOFTEXT, PATTERNS, encode_utf8, resolve_pattern
 from .training import learn_ranks
@@ -321,6 +322,52 @@ class Tokenizer:
         ranks, special_tokens = files.read_gpt2(Path(encoder_json_path), Path(vocab_bpe_path))
         return _from_file(cls, encoder_json_path, ranks, pattern, special_tokens)
 
+    def save_hf(self, directory: str | Path, model_max_length: int | None = None) -> list[Path]:
+        """Write Hugging Face's ``tokenizer.json`` and ``tokenizer_config.json`` into
+        ``directory`` (made if missing) and return their paths: what ``tokenizers.Tokenizer.
+        from_file`` and ``transformers.AutoTokenizer.from_pretrained(directory)`` load, giving
+        our ids (:mod:`.hf`). ``model_max_length`` goes into the config when given."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for name, text in self.hf_files(model_max_length).items():
+            write_atomic(directory / name, text)
+            paths.append(directory / name)
+        return paths
+
+    def hf_files(self, model_max_length: int | None = None) -> dict[str, str]:
+        """The texts ``save_hf`` writes, by file name. ValueError for a tokenizer that
+        tokenizer.json cannot hold (a token no merge makes, a special token spelled like an
+        ordinary one, a split pattern HF's regex engine reads differently)."""
+        json_text = hf.tokenizer_json(self._ranks, self.pattern, self.special_tokens, self.merges())
+        config = hf.tokenizer_config(self.special_tokens, model_max_length)
+        return {hf.HF_TOKENIZER_FILE: json_text, hf.HF_CONFIG_FILE: config}
+
+    @classmethod
+    def from_hf(cls, path: str | Path) -> Tokenizer:
+        """Read Hugging Face's files: a ``tokenizer.json``, a ``vocab.json`` (with the
+        ``merges.txt`` beside it), or a directory holding either (tokenizer.json first). Special
+        tokens are HF's added tokens. A DataError names the file and the setting this byte-level
+        BPE cannot represent (:mod:`.hf`), or the first token whose merge HF's BPE and ours
+        would make differently."""
+        path = Path(path)
+        if path.is_dir():
+            found = [path / hf.HF_TOKENIZER_FILE, path / hf.HF_VOCAB_FILE]
+            found = [p for p in found if p.is_file()]
+            if not found:
+                raise DataError(
+                    f"{path}: neither {hf.HF_TOKENIZER_FILE} nor {hf.HF_VOCAB_FILE} is there"
+                )
+            path = found[0]
+        if path.name == hf.HF_VOCAB_FILE:
+            vocabulary = hf.read_vocab_merges(path, path.parent / hf.HF_MERGES_FILE)
+        else:
+            vocabulary = hf.read_tokenizer_json(path)
+        ranks, pattern, special_tokens, pairs = vocabulary
+        tokenizer = _from_file(cls, path, ranks, pattern, special_tokens)
+        _check_merges(tokenizer, pairs, path)
+        return tokenizer
+
 
 def _last_merge(token: bytes, rank: int, ranks: dict[bytes, int]) -> tuple[bytes, bytes] | None:
     """The two tokens of lower rank that ``token`` is merged from (see ``Tokenizer.merges``), or
@@ -364,3 +411,24 @@ def _from_file(cls, path, ranks, pattern, special_tokens) -> Tokenizer:
         return cls(ranks, pattern, special_tokens)
     except DataError as error:
         raise DataError(f"{path}: {error}") from None
+
+
+def _check_merges(tokenizer: Tokenizer, pairs: list[tuple[bytes, bytes]], path: Path) -> None:
+    """Refuse a vocabulary whose listed merges are not the ones our encoding makes: HF's BPE
+    merges by the list, ours by the ids of the results, and the two then disagree on text."""
+    ranks = tokenizer._ranks
+    ours = tokenizer.merges()
+    for left, right in pairs:
+        rank = ranks[left + right]
+        if ours.get(rank) != (ranks[left], ranks[right]):
+            made = ours.get(rank)
+            how = (
+                "no two tokens of lower id"
+                if made is None
+                else (f"{tokenizer.token_bytes(made[0])!r} + {tokenizer.token_bytes(made[1])!r}")
+            )
+            raise DataError(
+                f"{path}: the merges make {left + right!r} (id {rank}) from {left!r} + "
+                f"{right!r}, but encoding by ids makes it from {how}: HF's BPE and ours would "
+                "encode some text differently"
+            )

@@ -19,7 +19,7 @@ from ..data.shards import find_shards
 from ..errors import ConfigError, DataError
 from ..model import GPT
 from ..schema import Rule, check_table, problems_message
-from ..tokenizer import TOKENIZER_FILE, Tokenizer
+from ..tokenizer import checkpoint_tokenizer
 from .resume_state import run_seq_len
 
 EVAL_RULES = {
@@ -84,7 +84,7 @@ def evaluate_checkpoint(
     data = Path(data)
     jsonl = data if data.suffix == ".jsonl" else data / f"{split}.jsonl"
     if jsonl.is_file():
-        tokenizer = Tokenizer.load(checkpoint_tokenizer_file(ckpt))
+        tokenizer, _ = checkpoint_tokenizer(ckpt)
         examples = load_sft(jsonl, tokenizer, seq_len)
         loader: Any = SFTLoader(examples, batch_size=batch_size, shuffle=False, drop_last=False)
     else:
@@ -143,17 +143,6 @@ def _evaluate_sources(
 
 def _perplexity(loss: float) -> float:
     return math.exp(loss) if math.isfinite(loss) else float("nan")
-
-
-def checkpoint_tokenizer_file(ckpt: Any) -> Path:
-    """The tokenizer file a loaded checkpoint carries (its tokenizer.txt), or a DataError."""
-    for path in ckpt.tokenizer_files:
-        if path.name == TOKENIZER_FILE:
-            return path
-    raise DataError(
-        f"{ckpt.path}: no {TOKENIZER_FILE} in the checkpoint, which encoding text needs; give "
-        "the tokenizer the model was trained with"
-    )
 
 
 def validation_loss(model: GPT, loader: Any, batches: int, dist: Any) -> float:

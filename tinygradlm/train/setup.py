@@ -32,9 +32,8 @@ from ..memory import check_fits
 from ..model import GPT, GPTConfig, training_bytes
 from ..optim import AdamW
 from ..parse import ABSENT, file_problem
-from ..tokenizer import TOKENIZER_FILE, Tokenizer
+from ..tokenizer import TOKENIZER_FILE, Tokenizer, checkpoint_tokenizer, load_tokenizer
 from .config import FinetuneConfig, TrainConfig
-from .evaluate import checkpoint_tokenizer_file
 from .finetune import keep_or_merge_adapters, sft_files, trainable_parameters
 
 Log = Callable[[str], None]
@@ -191,8 +190,12 @@ def source_val_loaders(
 def build_finetuning(config: FinetuneConfig, rank: int, world_size: int, log: Log) -> RunParts:
     resolve_init_from(config, log)
     base = load_checkpoint(config.init_from)
-    tokenizer_path = Path(config.tokenizer) if config.tokenizer else checkpoint_tokenizer_file(base)
-    tokenizer = Tokenizer.load(tokenizer_path)
+    # any format checkpoint_tokenizer reads; the run's checkpoints carry it as tokenizer.txt too
+    if config.tokenizer:
+        tokenizer_path = Path(config.tokenizer)
+        tokenizer = load_tokenizer(tokenizer_path)
+    else:
+        tokenizer, tokenizer_path = checkpoint_tokenizer(base)
     check_training_fits(config, base.config, next(iter(base.model_state.values())).dtype)
     model = model_from_checkpoint(base, config.precision)
     adapters, base_model = keep_or_merge_adapters(model, base, config)
