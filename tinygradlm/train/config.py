@@ -304,7 +304,7 @@ class FinetuneConfig(LoopSettings):
     init_from: str = ""  # the pretrained model (required; a run directory: its newest checkpoint)
     data: str = ""  # a JSON Lines file, or a directory with train.jsonl (and val.jsonl)
     val_data: str = ""  # JSON Lines for validation (default: val.jsonl beside train.jsonl)
-    tokenizer: str = ""  # a tokenizer.txt (default: the one in init_from)
+    tokenizer: str = ""  # a tokenizer.txt, tokenizer.json or vocab.json (default: init_from's)
     prompt_key: str = "prompt"
     response_key: str = "response"
     # 0: no adapters, train the base model (less `freeze`); unset: the adapters of init_from,
@@ -347,7 +347,9 @@ FinetuneConfig.RULES = {
     ),
     "data": Rule("path", doc="JSON Lines, or a directory with train.jsonl (required)"),
     "val_data": Rule("path", doc="JSON Lines for validation"),
-    "tokenizer": Rule("path", doc="a tokenizer.txt (default: the checkpoint's)"),
+    "tokenizer": Rule(
+        "path", doc="a tokenizer.txt, tokenizer.json or vocab.json (default: the checkpoint's)"
+    ),
     "prompt_key": Rule("str", doc="the prompt's key in each record"),
     "response_key": Rule("str", doc="the response's key in each record"),
     "lora_rank": Rule(

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # a couple of minutes on 2 cores: the README's demo
+    # about a minute and a half on 2 cores: the README's demo
     "tiny": {
         "model": {"preset": "tiny", "block_size": 128, "n_layer": 4, "n_head": 4, "n_embd": 128},
         "batch_size": 16,
