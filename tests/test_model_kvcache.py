@@ -211,13 +211,15 @@ def test_cached_logits_equal_full_logits_at_every_precision(precision, lora, ker
             np.testing.assert_allclose(cached, full, rtol=0, atol=1e-6 * max(scale, 1.0))
             return
         _assert_same_up_to_rounding_flips(cached, full, precision)
-        # the old drift: decoding from the fp32 masters differs almost everywhere, by far more
+        # the old drift: decoding from the fp32 masters differs almost everywhere, and in all by
+        # far more than the rare rounding flips (compared in total: one flip can be as large as
+        # a typical drift entry, so the maxima alone would say little)
         masters = perturbed(precision="fp32")
         if lora:
             with_adapters(masters)
         _, fp32_full = _trajectory(masters)
         assert (fp32_full != full).mean() > 0.5
-        assert np.abs(fp32_full - full).max() > 10 * np.abs(cached - full).max()
+        assert np.abs(fp32_full - full).sum() > 10 * np.abs(cached - full).sum()
 
 
 def test_adapters_apply_unmerged_and_change_the_cached_logits():
