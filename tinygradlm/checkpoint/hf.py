@@ -28,11 +28,9 @@ import numpy as np
 import safetensors
 
 from ..errors import CheckpointError, ConfigError
-from ..memory import check_fits
 from ..model.config import GPTConfig, parameter_shapes
-from ..model.workspace import model_bytes
 from ..tokenizer import TOKENIZER_FILE
-from .layout import CONFIG_FILE, Checkpoint, read_json
+from .layout import CONFIG_FILE, Checkpoint, check_model_fits, read_json
 
 WEIGHTS_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -113,14 +111,7 @@ def load_hf_checkpoint(path: Path) -> Checkpoint:
         if not name.endswith(_MASK_BUFFERS)  # the causal mask: a buffer, not a parameter
     }
     dtype = np.dtype(np.float64 if {d for _, _, d in header.values()} == {"F64"} else np.float32)
-    shape = ", ".join(
-        f"{key}={getattr(config, key)}" for key in ("n_layer", "n_embd", "vocab_size", "block_size")
-    )
-    check_fits(
-        model_bytes(config, dtype),
-        f"{config_file}: the model ({shape}, {dtype.name}) and its gradients",
-        CheckpointError,
-    )
+    check_model_fits(config_file, config, dtype)
     names = _check_tensors(path, config, header)
     state, head = {}, None
     for stored, name in names.items():

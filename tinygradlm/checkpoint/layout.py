@@ -20,7 +20,9 @@ import numpy as np
 from .. import parse
 from ..errors import CheckpointError
 from ..lora import LoRAConfig
+from ..memory import check_fits
 from ..model.config import GPTConfig
+from ..model.workspace import model_bytes
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -139,6 +141,22 @@ def config_from_hf(file: Path, hf: Any) -> tuple[GPTConfig, np.dtype]:
     if problems:
         raise CheckpointError(f"{file}: inconsistent:\n  " + "\n  ".join(problems))
     return config, np.dtype(dtype_name)
+
+
+def check_model_fits(config_file: Path, config: GPTConfig, dtype: Any) -> str:
+    """Refuse, before anything of its size is allocated, the model ``config_file`` describes
+    when it and its gradients would not fit in memory (a config.json saying ``n_layer = 10**9``
+    would otherwise spend minutes and gigabytes first); return the shape as the message gives
+    it ("n_layer=…, n_embd=…, vocab_size=…, block_size=…")."""
+    shape = ", ".join(
+        f"{key}={getattr(config, key)}" for key in ("n_layer", "n_embd", "vocab_size", "block_size")
+    )
+    check_fits(
+        model_bytes(config, dtype),
+        f"{config_file}: the model ({shape}, {np.dtype(dtype).name}) and its gradients",
+        CheckpointError,
+    )
+    return shape
 
 
 def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:

@@ -24,9 +24,8 @@ import safetensors
 
 from ..errors import CheckpointError
 from ..lora import LoRAAdapters, LoRAConfig, adapter_shapes
-from ..memory import check_fits, format_bytes
+from ..memory import format_bytes
 from ..model.config import GPTConfig, parameter_shapes
-from ..model.workspace import model_bytes
 from ..parse import ABSENT, file_problem, parse_json
 from .hf import is_hf_config, load_hf_checkpoint
 from .layout import (
@@ -46,6 +45,7 @@ from .layout import (
     TRAINER_FILE,
     VERSION,
     Checkpoint,
+    check_model_fits,
     check_step,
     config_from_hf,
     list_checkpoints,
@@ -142,14 +142,7 @@ def _check_model_size(path: Path, config: GPTConfig, dtype: np.dtype, file_bytes
     that says ``n_layer = 10**9`` would otherwise spend minutes and gigabytes first)."""
     file = path / CONFIG_FILE
     itemsize = np.dtype(dtype).itemsize
-    shape = ", ".join(
-        f"{key}={getattr(config, key)}" for key in ("n_layer", "n_embd", "vocab_size", "block_size")
-    )
-    check_fits(
-        model_bytes(config, dtype),
-        f"{file}: the model ({shape}, {np.dtype(dtype).name}) and its gradients",
-        CheckpointError,
-    )
+    shape = check_model_fits(file, config, dtype)
     stored = config.parameter_count() - (config.Vp - config.vocab_size) * config.n_embd
     if stored * itemsize > file_bytes:
         try:  # a damaged file is named as such, not blamed on config.json

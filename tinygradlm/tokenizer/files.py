@@ -255,6 +255,39 @@ def from_gpt2(text: str) -> bytes | None:
         return None
 
 
+def gpt2_vocabulary(
+    ranks: dict[bytes, int],
+    special_tokens: dict[str, int],
+    merges: dict[int, tuple[int, int]],
+    file: str,
+) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """GPT-2's two tables, shared by its files and Hugging Face's: every token (specials
+    included) in GPT-2's byte alphabet → id, and the merges in id order as alphabet pairs.
+    ValueError naming ``file`` for what they cannot hold: a token that is no merge of two of
+    lower id, a special token spelled like an ordinary one."""
+    tokens = {rank: token for token, rank in ranks.items()}
+    vocab = {to_gpt2(token): rank for rank, token in sorted(tokens.items())}
+    pairs = []
+    for rank, token in sorted(tokens.items()):
+        if len(token) == 1:
+            continue
+        if rank not in merges:
+            raise ValueError(
+                f"token {token!r} (id {rank}) is not a merge of two tokens of lower id; "
+                f"{file} cannot express it"
+            )
+        left, right = merges[rank]
+        pairs.append((to_gpt2(tokens[left]), to_gpt2(tokens[right])))
+    for text, token_id in sorted(special_tokens.items(), key=lambda item: item[1]):
+        if text in vocab:
+            raise ValueError(
+                f"the special token {text!r} is spelled like the ordinary token {vocab[text]} "
+                f"in GPT-2's alphabet; {file} cannot hold both"
+            )
+        vocab[text] = token_id
+    return vocab, pairs
+
+
 def write_gpt2(
     encoder_path: Path,
     vocab_path: Path,
@@ -262,26 +295,8 @@ def write_gpt2(
     special_tokens: dict[str, int],
     merges: dict[int, tuple[int, int]],
 ) -> None:
-    tokens = {rank: token for token, rank in ranks.items()}
-    encoder = {to_gpt2(token): rank for rank, token in sorted(tokens.items())}
-    for text, token_id in special_tokens.items():
-        if text in encoder:
-            raise ValueError(
-                f"the special token {text!r} is spelled like the ordinary token {encoder[text]} "
-                "in GPT-2's alphabet; encoder.json cannot hold both"
-            )
-        encoder[text] = token_id
-    lines = ["#version: 0.2"]
-    for rank, token in sorted(tokens.items()):
-        if len(token) == 1:
-            continue
-        if rank not in merges:
-            raise ValueError(
-                f"token {token!r} (id {rank}) is not a merge of two tokens of lower id; "
-                "vocab.bpe cannot express it"
-            )
-        left, right = merges[rank]
-        lines.append(f"{to_gpt2(tokens[left])} {to_gpt2(tokens[right])}")
+    encoder, pairs = gpt2_vocabulary(ranks, special_tokens, merges, "encoder.json or vocab.bpe")
+    lines = ["#version: 0.2", *(f"{left} {right}" for left, right in pairs)]
     write_atomic(encoder_path, json.dumps(encoder, ensure_ascii=False, indent=0) + "\n")
     write_atomic(vocab_path, "\n".join(lines) + "\n")
 

@@ -43,7 +43,7 @@ import regex
 
 from ..errors import DataError
 from ..parse import file_problem, read_json
-from .files import from_gpt2, read_gpt2, to_gpt2
+from .files import from_gpt2, gpt2_vocabulary, read_gpt2, to_gpt2
 from .pretokenize import PATTERNS, resolve_pattern
 
 HF_TOKENIZER_FILE = "tokenizer.json"
@@ -351,28 +351,12 @@ def tokenizer_json(
     writes (GPT-2's file with our split). ValueError for what the format cannot hold: a token
     no merge makes, a special token spelled like an ordinary one, a pattern Oniguruma would
     read differently."""
-    tokens = {rank: token for token, rank in ranks.items()}
-    vocab = {to_gpt2(token): rank for rank, token in sorted(tokens.items())}
-    pairs = []
-    for rank, token in sorted(tokens.items()):
-        if len(token) == 1:
-            continue
-        if rank not in merges:
-            raise ValueError(
-                f"token {token!r} (id {rank}) is not a merge of two tokens of lower id; "
-                "tokenizer.json cannot express it"
-            )
-        left, right = merges[rank]
-        pairs.append([to_gpt2(tokens[left]), to_gpt2(tokens[right])])
-    added = []
-    for text, token_id in sorted(special_tokens.items(), key=lambda item: item[1]):
-        if text in vocab:
-            raise ValueError(
-                f"the special token {text!r} is spelled like the ordinary token {vocab[text]} "
-                "in GPT-2's alphabet; tokenizer.json cannot hold both"
-            )
-        vocab[text] = token_id
-        added.append(_added_token(text, token_id))
+    vocab, merge_pairs = gpt2_vocabulary(ranks, special_tokens, merges, "tokenizer.json")
+    pairs = [list(pair) for pair in merge_pairs]
+    added = [
+        _added_token(text, token_id)
+        for text, token_id in sorted(special_tokens.items(), key=lambda item: item[1])
+    ]
     split = pattern_to_oniguruma(pattern)
     byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True}
     if split is None:
