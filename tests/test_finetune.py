@@ -26,7 +26,7 @@ from tinygradlm.data.sft import (
     read_sft,
 )
 from tinygradlm.data.shards import write_shards
-from tinygradlm.errors import ConfigError, DataError
+from tinygradlm.errors import CheckpointError, ConfigError, DataError
 from tinygradlm.model import GPT, GPTConfig
 from tinygradlm.tokenizer import Tokenizer
 from tinygradlm.train import FinetuneConfig, Trainer, export, load_finetune_config
@@ -317,6 +317,22 @@ def test_a_resumed_finetune_ends_bit_identical(root, pretrained, overrides):
             resumed.model.lora.flat_params, straight.model.lora.flat_params
         )
     assert resumed.train_loader.state_dict() == straight.train_loader.state_dict()
+
+
+@pytest.mark.parametrize("recorded", [0, None], ids=["recorded-0", "unset"])
+def test_an_unset_lora_rank_resumes_the_run_that_trained_the_base(root, pretrained, recorded):
+    # runs record what they trained: an unset lora_rank is resolved to 0 (no adapters on the
+    # base), so a run that recorded lora_rank = 0, as runs did before it could be unset, resumes
+    first = finetune_run(root, pretrained, "run", lora_rank=recorded, max_steps=4)
+    first.train()
+    assert first.config.lora_rank == 0
+    saved = load_checkpoint(root / "run" / "ckpt_00000004").trainer_state["config"]
+    assert saved["lora_rank"] == 0
+    again = finetune_run(root, pretrained, "run", max_steps=8)  # lora_rank unset
+    assert again.resume() and again.step == 4 and again.model.lora is None
+    # a different choice is still a different run
+    with pytest.raises(CheckpointError, match=r"lora_rank 0 → 4"):
+        finetune_run(root, pretrained, "run", lora_rank=4).resume()
 
 
 def test_export_merges_the_adapters_into_a_plain_model(root, pretrained):

@@ -126,6 +126,23 @@ def keep_or_merge_adapters(
     return line, None
 
 
+def record_lora_settings(config: FinetuneConfig, model: GPT) -> None:
+    """Resolve an unset ``lora_rank`` in ``config`` to what the run trains, so that its
+    checkpoints record it (and a resume compares it, ``train.run_folder``): the continued
+    adapters' rank, alpha and targets, or 0 when the base trains."""
+    if config.lora_rank is not None:
+        return
+    if model.lora is None:
+        config.lora_rank = 0
+        return
+    have = model.lora.config
+    config.lora_rank, config.lora_alpha, config.lora_targets = (
+        have.rank,
+        have.alpha,
+        list(have.targets),
+    )
+
+
 def sft_files(config: FinetuneConfig) -> tuple[list[Path], list[Path]]:
     """The training and validation JSON Lines files the config names."""
     data = Path(config.data)

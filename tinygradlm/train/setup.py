@@ -34,7 +34,12 @@ from ..optim import AdamW
 from ..parse import ABSENT, file_problem
 from ..tokenizer import TOKENIZER_FILE, Tokenizer, checkpoint_tokenizer, load_tokenizer
 from .config import FinetuneConfig, TrainConfig
-from .finetune import keep_or_merge_adapters, sft_files, trainable_parameters
+from .finetune import (
+    keep_or_merge_adapters,
+    record_lora_settings,
+    sft_files,
+    trainable_parameters,
+)
 
 Log = Callable[[str], None]
 
@@ -203,6 +208,7 @@ def build_finetuning(config: FinetuneConfig, rank: int, world_size: int, log: Lo
         log(adapters)
     check_seq_len(config, model)
     optimizer, grad_mask, what = trainable_parameters(model, config)
+    record_lora_settings(config, model)  # an unset lora_rank: what trains, as the run records
     if model.lora is not None:  # written with its checkpoints as base_model_name_or_path
         model.lora.base_model = base_model
 
