@@ -195,6 +195,8 @@ def source_val_loaders(
 def build_finetuning(config: FinetuneConfig, rank: int, world_size: int, log: Log) -> RunParts:
     resolve_init_from(config, log)
     base = load_checkpoint(config.init_from)
+    for note in base.trainer_state.get("notes", []):  # e.g. F16 weights widened to float32
+        log(note)
     # any format checkpoint_tokenizer reads; the run's checkpoints carry it as tokenizer.txt too
     if config.tokenizer:
         tokenizer_path = Path(config.tokenizer)
