@@ -29,6 +29,10 @@ _LONG_CHUNK = 64
 # _CACHE_MAX_CHUNK characters (rare, and unlikely to repeat) are not cached.
 _CACHE_SIZE = 1 << 16
 _CACHE_MAX_CHUNK = 256
+# Texts of at least this many characters, with a named split pattern, are encoded by the Numba
+# kernel (:mod:`.fast`, the same ids); shorter ones too once the tokenizer has built its tables.
+# Below it a fresh process would spend longer loading the kernel than encoding.
+_FAST_MIN_CHARS = 4096
 
 
 class Tokenizer:
@@ -60,6 +64,8 @@ class Tokenizer:
             self._token_bytes[rank] = text.encode("utf-8")
         self._split = regex.compile(self.pattern)
         self._cache: dict[str, list[int]] = {}
+        self._gpt4 = {PATTERNS["gpt2"]: False, PATTERNS["gpt4"]: True}.get(self.pattern)
+        self._tables = None  # the kernel's tables (fast.Tables), built on first use
         self._special_regex_cache: dict[frozenset[str], regex.Pattern] = {}
 
     # ---- the vocabulary ---------------------------------------------------------------------
@@ -161,15 +167,7 @@ class Tokenizer:
           raise a ``DataError`` naming the token and its position;
         - any other (``disallowed_special=()``) is encoded as ordinary text.
         """
-        allowed, disallowed = self._special_sets(allowed_special, disallowed_special)
-        if disallowed:
-            match = self._special_regex(disallowed).search(text)
-            if match:
-                raise DataError(
-                    f"the text contains the special token {match.group()!r} at character "
-                    f"{match.start()}; pass allowed_special={{{match.group()!r}}} to encode it "
-                    f"as a special token, or disallowed_special=() to encode it as ordinary text"
-                )
+        allowed = self._check_special(text, allowed_special, disallowed_special)
         if not allowed:
             return self.encode_ordinary(text)
         ids: list[int] = []
@@ -195,13 +193,44 @@ class Tokenizer:
         """``encode`` as a NumPy array: uint16 if every id fits (``vocab_size`` ≤ 65,536, the
         shard files' rule), else uint32."""
         dtype = np.uint16 if self.vocab_size <= 1 << 16 else np.uint32
+        if self._use_kernel(text) and not self._check_special(
+            text, allowed_special, disallowed_special
+        ):
+            try:
+                return self._encode_kernel(text).astype(dtype)
+            except UnicodeEncodeError:
+                encode_utf8(text, "the text")
+                raise
         ids = self.encode(
             text, allowed_special=allowed_special, disallowed_special=disallowed_special
         )
         return np.array(ids, dtype=dtype)
 
+    def _use_kernel(self, text: str) -> bool:
+        return self._gpt4 is not None and (self._tables is not None or len(text) >= _FAST_MIN_CHARS)
+
+    def _encode_kernel(self, text: str) -> np.ndarray:
+        """The ids of ``text``'s chunks (int64) by the Numba kernel: a named pattern only."""
+        from . import fast  # Numba loads only when a text is long enough to need it
+
+        if self._tables is None:
+            self._tables = fast.Tables(self._ranks, self.vocab_size)
+        classes, fold = fast.char_tables()
+        return fast.encode(
+            self._tables, text.encode("utf-8"), self._gpt4, classes, fold, self._merge_piece
+        )
+
     def _encode_chunks(self, text: str, ids: list[int]) -> None:
-        """Append the ids of ``text``'s chunks to ``ids``: the encode loop."""
+        """Append the ids of ``text``'s chunks to ``ids``: the encode loop (the Numba kernel's
+        for a long text and a named pattern, else the readable one below)."""
+        if self._use_kernel(text):
+            ids.extend(self._encode_kernel(text).tolist())
+        else:
+            self._encode_chunks_reference(text, ids)
+
+    def _encode_chunks_reference(self, text: str, ids: list[int]) -> None:
+        """``_encode_chunks`` with the ``regex`` split, the chunk cache and ``bpe_merge``: the
+        kernel's readable twin."""
         cache = self._cache
         for chunk in self._split.findall(text):
             chunk_ids = cache.get(chunk)
@@ -211,18 +240,35 @@ class Tokenizer:
 
     def _encode_chunk(self, chunk: str) -> list[int]:
         """One chunk's ids, through the cache."""
-        piece = chunk.encode("utf-8")
-        rank = self._ranks.get(piece)
-        if rank is not None:
-            ids = [rank]
-        else:
-            merge = bpe_merge if len(piece) < _LONG_CHUNK else bpe_merge_long
-            ids = [self._ranks[part] for part in merge(piece, self._ranks)]
+        ids = self._merge_piece(chunk.encode("utf-8"))
         if len(chunk) <= _CACHE_MAX_CHUNK:
             if len(self._cache) >= _CACHE_SIZE:
                 self._cache.clear()
             self._cache[chunk] = ids
         return ids
+
+    def _merge_piece(self, piece: bytes) -> list[int]:
+        """One chunk's ids from its bytes: the token it is, else the merge loop's tokens."""
+        rank = self._ranks.get(piece)
+        if rank is not None:
+            return [rank]
+        merge = bpe_merge if len(piece) < _LONG_CHUNK else bpe_merge_long
+        return [self._ranks[part] for part in merge(piece, self._ranks)]
+
+    def _check_special(
+        self, text: str, allowed_special: str | AbstractSet[str], disallowed_special
+    ) -> frozenset[str]:
+        """The allowed special tokens; a DataError if ``text`` holds a disallowed one."""
+        allowed, disallowed = self._special_sets(allowed_special, disallowed_special)
+        if disallowed:
+            match = self._special_regex(disallowed).search(text)
+            if match:
+                raise DataError(
+                    f"the text contains the special token {match.group()!r} at character "
+                    f"{match.start()}; pass allowed_special={{{match.group()!r}}} to encode it "
+                    f"as a special token, or disallowed_special=() to encode it as ordinary text"
+                )
+        return allowed
 
     def _special_sets(
         self, allowed: str | AbstractSet[str], disallowed: str | Collection[str]
