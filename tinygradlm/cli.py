@@ -66,6 +66,7 @@ PREPARE_FLAGS = (
     "seed",
     "shard_tokens",
     "tokenizer_sample_chars",
+    "workers",
 )
 
 
@@ -124,6 +125,12 @@ def _add_prepare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-fraction", dest="val_fraction", type=float, help="default 0.05")
     p.add_argument("--seed", type=int, help="default 0")
     p.add_argument("--shard-tokens", dest="shard_tokens", type=int, help="default 10,000,000")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="processes that encode the documents (default 0: every available core; the "
+        "shards are the same whatever the number)",
+    )
     p.add_argument(
         "--tokenizer-sample-chars",
         dest="tokenizer_sample_chars",

@@ -109,3 +109,37 @@ def test_command_line_reports_bad_input_without_a_traceback(tmp_path):
     assert result.returncode == 1
     assert "tinygradlm prepare:" in result.stderr and "missing" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_workers_write_the_same_shards_byte_for_byte(tmp_path, monkeypatch):
+    """Two encoding processes, in batches far smaller than the corpus, write the bytes one
+    process writes; so does the default (every available core)."""
+    from tinygradlm.data import encoding
+
+    monkeypatch.setattr(encoding, "PARALLEL_MIN_CHARS", 0)
+    monkeypatch.setattr(encoding, "BATCH_CHARS", 50_000)
+    outputs = {}
+    for workers in (1, 2, 0):
+        out = tmp_path / f"workers{workers}"
+        config = PrepareConfig(vocab_size=512, workers=workers, shard_tokens=60_000)
+        report = prepare(None, out, config, log=lambda _m: None)
+        outputs[workers] = {p.name: p.read_bytes() for p in sorted(out.glob("*.bin"))}
+        assert report["splits"]["train"]["documents"] > 1
+    assert len(outputs[1]) > 2  # several shards
+    assert outputs[2] == outputs[1]
+    assert outputs[0] == outputs[1]
+
+
+def test_encode_documents_keeps_the_order_and_the_ids(monkeypatch):
+    from tinygradlm.data import encoding
+    from tinygradlm.data.documents import default_corpus
+
+    monkeypatch.setattr(encoding, "PARALLEL_MIN_CHARS", 0)
+    monkeypatch.setattr(encoding, "BATCH_CHARS", 30_000)
+    texts = [*(doc.text for doc in default_corpus()), "", "<|endoftext|> as text"]
+    tok = Tokenizer.train(texts[:50], 400)
+    parallel = list(encoding.encode_documents(tok, texts, workers=2))
+    assert [a.dtype for a in parallel] == [np.uint32] * len(texts)
+    expected = [tok.encode(t, disallowed_special=()) for t in texts]
+    assert [a.tolist() for a in parallel] == expected
+    assert encoding.resolve_workers(0) == encoding.available_cores() >= 1

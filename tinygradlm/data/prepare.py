@@ -47,6 +47,7 @@ from .clean import check_values as check_clean_values
 from .corpus import CorpusStats, summary
 from .dedup import DEDUP_RULES, DedupConfig
 from .documents import Document
+from .encoding import encode_documents
 from .mix import REPORT_FILE, SOURCE_NAME, prepared_mixture
 from .prepare_report import SPLITS, report_body
 from .shards import MAX_TOKENS, find_shards, shard_info, write_shards
@@ -72,7 +73,9 @@ class PrepareConfig:
     (in characters) held out for validation, whole documents at a time, chosen by ``seed``;
     a single document is split at a line boundary instead. shard_tokens: tokens per shard file.
     tokenizer_sample_chars: at most this many characters of training text train the tokenizer,
-    shared out by the sources' weights (0: no cap; see :func:`tokenizer_sample`). files: which
+    shared out by the sources' weights (0: no cap; see :func:`tokenizer_sample`). workers: the
+    processes that encode the documents (0: every available core; the shards are the same
+    whatever the number, :mod:`.encoding`). files: which
     files of a directory are read (the ``[files]`` table, :class:`~.walk.FileFilter`).
     """
 
@@ -82,6 +85,7 @@ class PrepareConfig:
     seed: int = 0
     shard_tokens: int = 10_000_000
     tokenizer_sample_chars: int = 0
+    workers: int = 0
     clean: CleanConfig = field(default_factory=CleanConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
     files: FileFilter = field(default_factory=FileFilter)
@@ -139,6 +143,7 @@ PREPARE_RULES: dict[str, Rule] = {
     "seed": Rule("int", 0, doc="the train/val split"),
     "shard_tokens": Rule("int", 1, MAX_TOKENS, doc="tokens per shard file (its count is an int32)"),
     "tokenizer_sample_chars": Rule("int", 0, doc="text that trains the tokenizer (0: all)"),
+    "workers": Rule("int", 0, doc="processes that encode the shards (0: every available core)"),
 }
 
 
@@ -307,7 +312,7 @@ def _write_splits(
         for split, split_docs in (("train", source.train), ("val", source.val)):
             stats = split_stats[split] = CorpusStats(tokenizer, delimiter=tokenizer.eot_token)
             paths = write_shards(
-                _token_stream(tokenizer, split_docs, stats),
+                _token_stream(tokenizer, split_docs, stats, config.workers),
                 source.dir,
                 split=split,
                 vocab_size=tokenizer.vocab_size,
@@ -336,20 +341,22 @@ def _log_summary(report: Mapping[str, Any], out: Path, log: Any) -> None:
 
 
 def _token_stream(
-    tokenizer: Tokenizer, docs: Sequence[Document], stats: CorpusStats | None = None
+    tokenizer: Tokenizer,
+    docs: Sequence[Document],
+    stats: CorpusStats | None = None,
+    workers: int = 1,
 ) -> Iterator[np.ndarray]:
     """Each document as ``[<|endoftext|>, its tokens…]``: the delimiter precedes every document,
     as in llm.c's data scripts, so a model sees the start of a document after the token. With
-    ``stats``, each document and its tokens are counted there as they stream by."""
+    ``stats``, each document and its tokens are counted there as they stream by. A literal
+    "<|endoftext|>" inside a document is text, not a delimiter. ``workers`` processes encode
+    (:func:`.encoding.encode_documents`; 0: every available core)."""
     eot = np.array([tokenizer.eot_token], dtype=np.uint32)
-    for doc in docs:
+    texts = [doc.text for doc in docs]
+    for text, tokens in zip(texts, encode_documents(tokenizer, texts, workers), strict=True):
         yield eot
-        # a literal "<|endoftext|>" inside a document is text, not a delimiter
-        tokens = tokenizer.encode_to_array(doc.text, disallowed_special=()).astype(
-            np.uint32, copy=False
-        )
         if stats is not None:
-            stats.add(doc.text, tokens)
+            stats.add(text, tokens)
         yield tokens
 
 

@@ -206,6 +206,16 @@ class Tokenizer:
         )
         return np.array(ids, dtype=dtype)
 
+    def load_kernel(self) -> bool:
+        """Build the Numba encoder's tables now (a fraction of a second), so that every later
+        encoding takes it, however short its text: what a caller about to encode many short
+        documents wants. False for a custom split pattern, which has no kernel."""
+        if self._gpt4 is not None and self._tables is None:
+            from . import fast
+
+            self._tables = fast.Tables(self._ranks, self.vocab_size)
+        return self._tables is not None
+
     def _use_kernel(self, text: str) -> bool:
         return self._gpt4 is not None and (self._tables is not None or len(text) >= _FAST_MIN_CHARS)
 
@@ -213,8 +223,7 @@ class Tokenizer:
         """The ids of ``text``'s chunks (int64) by the Numba kernel: a named pattern only."""
         from . import fast  # Numba loads only when a text is long enough to need it
 
-        if self._tables is None:
-            self._tables = fast.Tables(self._ranks, self.vocab_size)
+        self.load_kernel()
         classes, fold = fast.char_tables()
         return fast.encode(
             self._tables, text.encode("utf-8"), self._gpt4, classes, fold, self._merge_piece
