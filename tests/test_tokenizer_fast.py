@@ -4,6 +4,7 @@ the chunk cache and ``bpe_merge``), chunk by chunk and id by id, on any text."""
 from __future__ import annotations
 
 import pydoc_data.topics
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tinygradlm.errors import DataError
-from tinygradlm.tokenizer import ENDOFTEXT, Tokenizer, bpe, fast
+from tinygradlm.tokenizer import ENDOFTEXT, PATTERNS, Tokenizer, bpe, fast, fast_train, training
 
 TOPICS = [pydoc_data.topics.topics[name] for name in sorted(pydoc_data.topics.topics)]
 
@@ -134,3 +135,51 @@ def test_imported_ranks_with_permuted_bytes(tok):
     fresh = Tokenizer(permuted, tok.pattern_name)
     text = "".join(TOPICS[50:52]) + TRICKY
     assert fresh._encode_kernel(text).tolist() == reference_ids(fresh, text)
+
+
+# ---- training ------------------------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    texts=st.lists(st.text(alphabet=TRICKY + "<|endoftext|>", max_size=80), max_size=6),
+    n_merges=st.integers(0, 60),
+    pattern=st.sampled_from(["gpt2", "gpt4", r"\w+|\W"]),
+)
+def test_training_kernels_give_the_reference_ranks(texts, n_merges, pattern):
+    args = (texts, n_merges, PATTERNS[pattern] if pattern in PATTERNS else pattern, [ENDOFTEXT])
+    assert training.learn_ranks(*args, False) == training.learn_ranks_reference(*args, False)
+
+
+@pytest.mark.parametrize("pattern", ["gpt2", "gpt4", r"\w+|\W"])
+def test_training_kernels_give_the_reference_ranks_on_real_text(pattern):
+    args = (TOPICS[:40], 1500, PATTERNS.get(pattern, pattern), [ENDOFTEXT])
+    assert training.learn_ranks(*args, False) == training.learn_ranks_reference(*args, False)
+
+
+def test_chunk_counts_grow_their_tables(monkeypatch):
+    """Blocks and tables far smaller than the corpus: the counts of one big block."""
+    classes, fold = fast.char_tables()
+    texts = TOPICS[:30]
+    whole = fast_train.ChunkCounts(True, classes, fold)
+    for text in texts:
+        whole.add(text.encode())
+    monkeypatch.setattr(fast_train, "BLOCK_BYTES", 5000)
+    monkeypatch.setattr(fast_train, "MIN_ROOM", 16)
+    pieces = fast_train.ChunkCounts(True, classes, fold)
+    for text in texts:
+        pieces.add(text.encode())
+
+    def as_dict(counter):
+        arena, offsets, lengths, counts = counter.chunks()
+        data = arena.tobytes()
+        return {
+            data[o : o + n]: c
+            for o, n, c in zip(offsets.tolist(), lengths.tolist(), counts.tolist(), strict=True)
+        }
+
+    expected = as_dict(whole)
+    assert as_dict(pieces) == expected
+    split = regex.compile(PATTERNS["gpt4"])
+    reference = Counter(c.encode() for t in texts for c in split.findall(t))
+    assert expected == dict(reference)

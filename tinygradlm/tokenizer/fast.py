@@ -5,7 +5,7 @@ ids into a preallocated array.
 The readable twin is the ``regex`` split (:mod:`.pretokenize`) followed by :func:`.merge.
 bpe_merge`; tests/test_tokenizer_fast.py holds the two equal on any text. Three parts:
 
-- **The split** (:func:`_chunk_end`) is each pattern written out by hand as the ``regex``
+- **The split** (:func:`chunk_end`) is each pattern written out by hand as the ``regex``
   engine runs it: its alternatives in order, possessive runs (``++``) that never give back,
   and the two that backtrack, ``\\s+(?!\\S)`` (a run of whitespace but its last character,
   which then starts the next chunk) and GPT-4's ``\\s*[\\r\\n]`` (whitespace up to its last line
@@ -116,7 +116,7 @@ def encode(
 
 
 @njit(cache=True, inline="always")
-def _hash_bytes(buf, start, stop):
+def hash_bytes(buf, start, stop):
     h = _FNV_OFFSET
     for i in range(start, stop):
         h = (h ^ np.uint64(buf[i])) * _FNV_PRIME
@@ -142,7 +142,7 @@ def _build_token_slots(data, offsets, ids):
     slots = np.full(_table_size(len(ids)), -1, dtype=np.int64)
     mask = len(slots) - 1
     for t in ids:
-        s = np.int64(_hash_bytes(data, offsets[t], offsets[t + 1]) & np.uint64(mask))
+        s = np.int64(hash_bytes(data, offsets[t], offsets[t + 1]) & np.uint64(mask))
         while slots[s] >= 0:
             s = (s + 1) & mask
         slots[s] = t
@@ -153,7 +153,7 @@ def _build_token_slots(data, offsets, ids):
 def _find_token(buf, start, stop, data, offsets, slots):
     """The id of the token whose bytes are ``buf[start:stop]``, or -1."""
     mask = len(slots) - 1
-    s = np.int64(_hash_bytes(buf, start, stop) & np.uint64(mask))
+    s = np.int64(hash_bytes(buf, start, stop) & np.uint64(mask))
     length = stop - start
     while True:
         t = slots[s]
@@ -256,7 +256,7 @@ def _letter(c, gpt4, fold):
 
 
 @njit(cache=True)
-def _chunk_end(buf, n, i, gpt4, classes, fold):
+def chunk_end(buf, n, i, gpt4, classes, fold):
     r"""The end of the chunk that starts at byte ``i`` of ``buf[:n]``: the first alternative of
     the pattern that matches there, as ``regex`` tries them (the patterns are in
     :data:`.pretokenize.PATTERNS`; each alternative is named in a comment below)."""
@@ -348,7 +348,7 @@ def _encode(
     pair = scratch[LONG_CHUNK:]
     i = start
     while i < n:
-        j = _chunk_end(buf, n, i, gpt4, classes, fold)
+        j = chunk_end(buf, n, i, gpt4, classes, fold)
         m = j - i
         if m >= LONG_CHUNK:
             return i, j, n_out
@@ -399,7 +399,7 @@ def chunk_ends(buf, gpt4, classes, fold):
     ends = np.empty(n, dtype=np.int64)
     count, i = 0, 0
     while i < n:
-        i = _chunk_end(buf, n, i, gpt4, classes, fold)
+        i = chunk_end(buf, n, i, gpt4, classes, fold)
         ends[count] = i
         count += 1
     return ends[:count]

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import pairwise
 
+import numpy as np
 import regex
 
 from ..monitor.progress import progress_bar
-from .pretokenize import encode_utf8, pretokenize
+from .pretokenize import PATTERNS, encode_utf8, pretokenize
 
 
 def learn_ranks(
@@ -23,7 +24,62 @@ def learn_ranks(
 ) -> dict[bytes, int]:
     """The 256 single bytes (ids 0..255) and up to ``n_merges`` merged tokens (ids 256.., in the
     order they are learned) of ``texts`` split by the regex ``pattern``; the special-token
-    strings are boundaries that no merge crosses or enters. Fewer merges when no pair is left."""
+    strings are boundaries that no merge crosses or enters. Fewer merges when no pair is left.
+
+    The two loops run in Numba (:mod:`.fast_train`): the chunk count for the named patterns
+    (the ``regex`` split for any other), the merge loop for all; ``learn_ranks_reference`` is
+    the same algorithm in Python, and gives the same ranks."""
+    from . import fast, fast_train  # Numba loads only when a tokenizer is trained
+
+    gpt4 = {PATTERNS["gpt2"]: False, PATTERNS["gpt4"]: True}.get(pattern)
+    if gpt4 is None:
+        counted = _count_chunks(texts, pattern, special_tokens, progress)
+        chunks = [encode_utf8(chunk, "a training text") for chunk in counted]
+        lengths = np.array([len(chunk) for chunk in chunks], dtype=np.int64)
+        starts = np.cumsum(lengths) - lengths
+        arena = np.frombuffer(b"".join(chunks), dtype=np.uint8)
+        counts = np.fromiter(counted.values(), dtype=np.int64, count=len(chunks))
+    else:
+        counter = fast_train.ChunkCounts(gpt4, *fast.char_tables())
+        for segment in _segments(texts, special_tokens, progress):
+            try:
+                counter.add(segment.encode("utf-8"))
+            except UnicodeEncodeError:
+                encode_utf8(segment, "a training text")  # raises a DataError naming it
+                raise
+        arena, starts, lengths, counts = counter.chunks()
+    loop = fast_train.MergeLoop(arena, starts, lengths, counts)
+    ranks = {bytes([byte]): byte for byte in range(256)}
+    token_bytes = [bytes([byte]) for byte in range(256)]
+    bar = progress_bar(total=n_merges, desc="merges", enabled=progress)
+    while len(token_bytes) < 256 + n_merges:
+        step = min(256, 256 + n_merges - len(token_bytes))
+        merges = loop.run(step)
+        for a, b in merges.tolist():
+            token_bytes.append(token_bytes[a] + token_bytes[b])
+            ranks[token_bytes[-1]] = len(token_bytes) - 1
+        bar.update(len(merges))
+        if len(merges) < step:
+            break  # every chunk is a single token: nothing left to merge
+    bar.close()
+    return ranks
+
+
+def _segments(texts: Iterable[str], special_tokens: Sequence[str], progress: bool) -> Iterator[str]:
+    """The texts, cut at the special-token strings in them."""
+    specials = regex.compile("|".join(regex.escape(t) for t in special_tokens) or r"(?!)")
+    texts = progress_bar(texts, desc="counting chunks", unit=" texts", enabled=progress)
+    for text in texts:
+        if special_tokens and any(token in text for token in special_tokens):
+            yield from specials.split(text)
+        else:
+            yield text
+
+
+def learn_ranks_reference(
+    texts: Iterable[str], n_merges: int, pattern: str, special_tokens: Sequence[str], progress: bool
+) -> dict[bytes, int]:
+    """``learn_ranks`` in Python: the readable twin of the Numba loops."""
     # 1. One pass over the corpus: each distinct chunk and how often it occurs.
     chunk_counts = _count_chunks(texts, pattern, special_tokens, progress)
     chunks = [encode_utf8(chunk, "a training text") for chunk in chunk_counts]
