@@ -6,12 +6,19 @@ HF ``tokenizers``' ``BpeTrainer`` with the ``ByteLevel`` pre-tokenizer (GPT-2's 
 same vocabulary size. HF runs in a fresh subprocess per thread count (its Rayon pool is fixed at
 start); ours is single-threaded.
 
-Encoding: the plays that were not trained on, with the ranks trained above, by our ``encode``
-(a fresh tokenizer, so its chunk cache starts empty, and then again with the cache warm) and by
-``tiktoken.Encoding`` built on the same ranks and pattern, all on one thread. The ids are
-checked to be identical.
+Encoding: the plays that were not trained on, with the ranks trained above, by our
+``encode_ordinary`` (the Numba kernel), by its readable twin (the ``regex`` split, the chunk
+cache and ``bpe_merge``: what encoding was before the kernel) and by ``tiktoken.Encoding`` built
+on the same ranks and pattern, all on one thread. The ids are checked to be identical.
 
-    python bench/tokenizer.py                  # best of 3
+``prepare``'s encoding (``encode_documents``) of the held-out plays with 1, 2, … worker
+processes (up to the available cores): the speedup over one process, the ids checked equal.
+
+Every candidate runs once per round, the rounds alternate the candidates, and the table gives
+the median of the rounds (HF in a fresh process each round), so a machine shared with others
+slows them alike.
+
+    python bench/tokenizer.py                  # median of 3 rounds
     python bench/tokenizer.py --repeats 1 --train-mb 1
 """
 
@@ -20,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -56,13 +64,27 @@ def megabytes(texts: list[str]) -> float:
     return sum(len(t.encode()) for t in texts) / 1e6
 
 
-def best_of(fn, repeats: int) -> tuple[float, object]:
-    times, result = [], None
+def timed(fn) -> tuple[float, object]:
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+class Seconds(float):
+    """A candidate's own measure of its time (HF's training inside its process)."""
+
+
+def rounds(candidates: dict, repeats: int) -> tuple[dict[str, float], dict[str, object]]:
+    """Each candidate once per round, ``repeats`` rounds: (median seconds, last result)."""
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    results: dict[str, object] = {}
     for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return min(times), result
+        for name, fn in candidates.items():
+            seconds, results[name] = timed(fn)
+            if isinstance(results[name], Seconds):  # a time measured inside a subprocess
+                seconds = float(results[name])
+            times[name].append(seconds)
+    return {n: statistics.median(t) for n, t in times.items() if t}, results
 
 
 def hf_train_seconds(train_mb: float, repeats: int, threads: int) -> float | None:
@@ -96,14 +118,13 @@ def hf_worker(train_mb: float, repeats: int) -> None:
         hf.train_from_iterator(texts, trainer=trainer)
         return hf.get_vocab_size()
 
-    seconds, size = best_of(train, repeats)
-    assert size == VOCAB_SIZE, size
+    seconds = min(timed(train)[0] for _ in range(repeats))
     print(json.dumps({"seconds": seconds}))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="rounds")
     parser.add_argument("--train-mb", type=float, default=5.0)
     parser.add_argument("--hf-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -111,35 +132,45 @@ def main() -> None:
         hf_worker(args.train_mb, args.repeats)
         return
 
-    from tinygradlm.tokenizer import Tokenizer
+    from tinygradlm.data import encoding
+    from tinygradlm.tokenizer import PATTERNS, Tokenizer, training
 
     train_texts, held_out = load_corpus(args.train_mb)
     train_mb, held_mb = megabytes(train_texts), megabytes(held_out)
     print(
         f"training text: {len(train_texts)} files, {train_mb:.2f} MB; held-out text: "
-        f"{len(held_out)} files, {held_mb:.2f} MB; vocab {VOCAB_SIZE}; best of {args.repeats}\n"
+        f"{len(held_out)} files, {held_mb:.2f} MB; vocab {VOCAB_SIZE}; median of "
+        f"{args.repeats} rounds\n"
     )
+    Tokenizer.train(train_texts[:1], 300)  # Numba's kernels loaded before any timing
 
     # ---- training ----
-    rows, trained = [], {}
-    for pattern in ("gpt2", "gpt4"):
-        seconds, trained[pattern] = best_of(
-            lambda p=pattern: Tokenizer.train(train_texts, VOCAB_SIZE, pattern=p), args.repeats
+    hf_label = "HF tokenizers `BpeTrainer`, ByteLevel (GPT-2 split)"
+    candidates = {
+        f"tinygradlm `Tokenizer.train`, pattern {p!r}|1": (
+            lambda p=p: Tokenizer.train(train_texts, VOCAB_SIZE, pattern=p)
         )
-        rows.append((f"tinygradlm `Tokenizer.train`, pattern {pattern!r}", "1", seconds))
-    for threads in sorted({1, os.cpu_count() or 1}):
-        seconds = hf_train_seconds(args.train_mb, args.repeats, threads)
-        if seconds is not None:
-            label = "HF tokenizers `BpeTrainer`, ByteLevel (GPT-2 split)"
-            rows.append((label, str(threads), seconds))
-    reference = rows[0][2]
-    print("| training | threads | seconds | MB/s | time vs ours (gpt2) |")
+        for p in ("gpt2", "gpt4")
+    }
+    candidates["the same in Python (`learn_ranks_reference`), 'gpt2'|1"] = lambda: (
+        training.learn_ranks_reference(
+            train_texts, VOCAB_SIZE - 257, PATTERNS["gpt2"], ["<|endoftext|>"],
+            False,
+        )
+    )  # fmt: skip
+    if hf_train_seconds(args.train_mb, 1, 1) is not None:  # installed
+        for threads in sorted({1, encoding.available_cores()}):
+            candidates[f"{hf_label}|{threads}"] = lambda t=threads: Seconds(
+                hf_train_seconds(args.train_mb, 1, t)
+            )
+    seconds, trained = rounds(candidates, args.repeats)
+    hf_one = seconds.get(f"{hf_label}|1")
+    print("| training | threads | seconds | MB/s | time vs HF, 1 thread |")
     print("| --- | ---: | ---: | ---: | ---: |")
-    for label, threads, seconds in rows:
-        print(
-            f"| {label} | {threads} | {seconds:.2f} | {train_mb / seconds:.2f} "
-            f"| {seconds / reference:.2f} |"
-        )
+    for name, value in seconds.items():
+        label, threads = name.split("|")
+        versus = f"{value / hf_one:.2f}" if hf_one else "-"
+        print(f"| {label} | {threads} | {value:.2f} | {train_mb / value:.2f} | {versus} |")
 
     # ---- encoding ----
     try:
@@ -147,16 +178,27 @@ def main() -> None:
     except ImportError:
         tiktoken = None
     text = "".join(held_out)
-    encode_rows = []
-    for pattern, tok in trained.items():
-        fresh = Tokenizer(tok.ranks, pattern, tok.special_tokens)
-        start = time.perf_counter()
-        ids = fresh.encode_ordinary(text)  # cold: the chunk cache starts empty
-        cold = time.perf_counter() - start
-        warm, warm_ids = best_of(lambda f=fresh: f.encode_ordinary(text), args.repeats)
-        assert warm_ids == ids
-        encode_rows.append((f"tinygradlm `encode_ordinary`, cold cache, {pattern!r}", cold))
-        encode_rows.append((f"tinygradlm `encode_ordinary`, warm cache, {pattern!r}", warm))
+    candidates, expected = {}, {}
+    for pattern in ("gpt2", "gpt4"):
+        tok = trained[f"tinygradlm `Tokenizer.train`, pattern {pattern!r}|1"]
+        ours = Tokenizer(tok.ranks, pattern, tok.special_tokens)
+        expected[pattern] = ours.encode_ordinary(text)  # also loads the kernel's tables
+
+        twin = Tokenizer(tok.ranks, pattern, tok.special_tokens)
+
+        def reference(t=twin):
+            ids: list[int] = []
+            t._cache.clear()  # cold, as a fresh tokenizer
+            t._encode_chunks_reference(text, ids)
+            return ids
+
+        candidates[f"tinygradlm `encode_ordinary`, {pattern!r}"] = lambda o=ours: o.encode_ordinary(
+            text
+        )
+        candidates[f"tinygradlm `encode_to_array`, {pattern!r}"] = lambda o=ours: o.encode_to_array(
+            text
+        )
+        candidates[f"the Python twin (regex split, cold cache), {pattern!r}"] = reference
         if tiktoken is not None:
             enc = tiktoken.Encoding(
                 f"bench-{pattern}",
@@ -164,18 +206,45 @@ def main() -> None:
                 mergeable_ranks=tok.ranks,
                 special_tokens=tok.special_tokens,
             )
-            seconds, theirs = best_of(lambda e=enc: e.encode_ordinary(text), args.repeats)
-            assert theirs == ids, "tiktoken's ids differ from ours"
-            encode_rows.append((f"tiktoken `encode_ordinary`, same ranks, {pattern!r}", seconds))
+            candidates[f"tiktoken `encode_ordinary`, same ranks, {pattern!r}"] = lambda e=enc: (
+                e.encode_ordinary(text)
+            )
+    seconds, results = rounds(candidates, args.repeats)
+    for name, ids in results.items():
+        ids = ids.tolist() if hasattr(ids, "tolist") else ids
+        assert ids == expected[name.rsplit("'", 2)[1]], f"{name}: the ids differ"
+    for pattern, ids in expected.items():
         print(
             f"\n{pattern}: {len(ids):,} tokens, {len(text.encode()) / len(ids):.2f} bytes per "
-            "token on the held-out text; ids identical to tiktoken's: "
-            + ("yes" if tiktoken is not None else "tiktoken not installed")
+            "token on the held-out text; ids identical across all rows"
+            + ("" if tiktoken is not None else " (tiktoken not installed)")
         )
-    print("\n| encoding (1 thread) | seconds | MB/s |")
-    print("| --- | ---: | ---: |")
-    for label, seconds in encode_rows:
-        print(f"| {label} | {seconds:.2f} | {held_mb / seconds:.2f} |")
+    print("\n| encoding (1 thread) | seconds | MB/s | speed vs tiktoken |")
+    print("| --- | ---: | ---: | ---: |")
+    for name, value in seconds.items():
+        pattern = name.rsplit("'", 2)[1]
+        theirs = seconds.get(f"tiktoken `encode_ordinary`, same ranks, {pattern!r}")
+        versus = f"{theirs / value:.2f}" if theirs else "-"
+        print(f"| {name} | {value:.2f} | {held_mb / value:.2f} | {versus} |")
+
+    # ---- prepare's encoding across processes ----
+    tok = trained["tinygradlm `Tokenizer.train`, pattern 'gpt4'|1"]
+    encoding.PARALLEL_MIN_CHARS = 0  # the held-out plays are less than prepare's threshold
+    single = [a.tolist() for a in encoding.encode_documents(tok, held_out, 1)]
+    candidates = {
+        str(workers): lambda w=workers: list(encoding.encode_documents(tok, held_out, w))
+        for workers in range(1, encoding.available_cores() + 1)
+    }
+    seconds, results = rounds(candidates, args.repeats)
+    for arrays in results.values():
+        assert [a.tolist() for a in arrays] == single
+    print("\n| `encode_documents` ('gpt4') | seconds | MB/s | speedup |")
+    print("| ---: | ---: | ---: | ---: |")
+    for workers, value in seconds.items():
+        print(
+            f"| {workers} worker(s) | {value:.2f} | {held_mb / value:.2f} "
+            f"| {seconds['1'] / value:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -130,12 +130,15 @@ def test_workers_write_the_same_shards_byte_for_byte(tmp_path, monkeypatch):
     assert outputs[0] == outputs[1]
 
 
-def test_encode_documents_keeps_the_order_and_the_ids(monkeypatch):
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_encode_documents_keeps_the_order_and_the_ids(monkeypatch, start):
     from tinygradlm.data import encoding
     from tinygradlm.data.documents import default_corpus
 
     monkeypatch.setattr(encoding, "PARALLEL_MIN_CHARS", 0)
     monkeypatch.setattr(encoding, "BATCH_CHARS", 30_000)
+    if start == "spawn":  # as on macOS and Windows
+        monkeypatch.setattr(encoding.multiprocessing, "get_all_start_methods", lambda: ["spawn"])
     texts = [*(doc.text for doc in default_corpus()), "", "<|endoftext|> as text"]
     tok = Tokenizer.train(texts[:50], 400)
     parallel = list(encoding.encode_documents(tok, texts, workers=2))

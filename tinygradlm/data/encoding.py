@@ -20,9 +20,9 @@ from ..tokenizer import Tokenizer
 
 # A batch: this many characters of consecutive documents (at least one document).
 BATCH_CHARS = 1 << 20
-# Less text than this is encoded in the calling process: starting the workers (a fresh
-# interpreter each, importing the tokenizer and its kernel) would take longer.
-PARALLEL_MIN_CHARS = 8 << 20
+# Less text than this is encoded in the calling process: starting the workers would take
+# longer than the time they save.
+PARALLEL_MIN_CHARS = 4 << 20
 
 
 def available_cores() -> int:
@@ -43,7 +43,7 @@ def encode_documents(
 ) -> Iterator[np.ndarray]:
     """Each text's ids as uint32, in order; special-token strings in a text are ordinary text.
     With ``workers`` > 1 (0: every available core) and enough text, batches of texts are
-    encoded in that many ``spawn``-ed processes."""
+    encoded in that many processes."""
     workers = resolve_workers(workers)
     chars = sum(map(len, texts))
     if chars >= 1 << 16:
@@ -54,18 +54,24 @@ def encode_documents(
         return
     batches = _batches(texts)
     workers = min(workers, len(batches))
-    specials = tokenizer.special_tokens
-    context = multiprocessing.get_context("spawn")  # no locks or threads inherited
-    with context.Pool(
-        workers, _start_worker, (tokenizer.ranks, tokenizer.pattern, specials)
-    ) as pool:
-        pending: deque = deque()
-        for start, stop in batches:
-            pending.append(pool.apply_async(_encode_batch, (texts[start:stop],)))
-            if len(pending) >= 2 * workers:
+    global _worker_tokenizer
+    _worker_tokenizer = tokenizer  # what a forked worker starts with; a spawned one rebuilds it
+    if "fork" in multiprocessing.get_all_start_methods():
+        context, args = multiprocessing.get_context("fork"), None
+    else:  # macOS and Windows start a fresh interpreter
+        context = multiprocessing.get_context("spawn")
+        args = (tokenizer.ranks, tokenizer.pattern, tokenizer.special_tokens)
+    try:
+        with context.Pool(workers, _start_worker, (args,)) as pool:
+            pending: deque = deque()
+            for start, stop in batches:
+                pending.append(pool.apply_async(_encode_batch, (texts[start:stop],)))
+                if len(pending) >= 2 * workers:
+                    yield from _split(*pending.popleft().get())
+            while pending:
                 yield from _split(*pending.popleft().get())
-        while pending:
-            yield from _split(*pending.popleft().get())
+    finally:
+        _worker_tokenizer = None
 
 
 def _encode(tokenizer: Tokenizer, text: str) -> np.ndarray:
@@ -93,9 +99,13 @@ def _split(ids: np.ndarray, lengths: np.ndarray) -> Iterator[np.ndarray]:
 _worker_tokenizer: Tokenizer | None = None
 
 
-def _start_worker(ranks: dict[bytes, int], pattern: str, specials: dict[str, int]) -> None:
+def _start_worker(args: tuple | None) -> None:
+    """A worker's tokenizer: the parent's, as forked, or rebuilt from ``args`` (its ranks,
+    pattern and special tokens) in a spawned interpreter."""
     global _worker_tokenizer
-    _worker_tokenizer = Tokenizer(ranks, pattern, specials)
+    if args is not None:
+        _worker_tokenizer = Tokenizer(*args)
+    assert _worker_tokenizer is not None
     _worker_tokenizer.load_kernel()
 
 

@@ -39,6 +39,14 @@ its single bytes and repeatedly merge the adjacent pair whose concatenation has 
 (the leftmost such pair on ties) until no adjacent pair is a token. A cache maps recent chunks to
 their ids, so a common word is merged once.
 
+**Speed.** Both run in Numba where they can, each kernel beside the Python it must equal (the
+tests compare them on arbitrary text): with the named patterns, the split is written out by hand
+(``fast.py``, the character classes read off the ``regex`` package), and encoding a long text
+(or any text once ``load_kernel`` has run) is one pass over its UTF-8 bytes that splits, looks
+each chunk up whole and merges by pairs of ids; training counts the chunks with that split and
+runs the merge loop over flat arrays (``fast_train.py``). Custom patterns use ``regex`` for the
+split, and the Python path above stays the readable reference.
+
 **Text that is not Unicode.** A Python ``str`` can hold lone surrogates (U+D800..U+DFFF), which
 no UTF-8 byte string represents. ``encode`` raises a ``DataError`` naming the position, rather
 than replacing them with U+FFFD as tiktoken does, so that ``decode(encode(text)) == text`` holds
@@ -54,7 +62,9 @@ Files (docs/tokenizer.md): ``save``/``load`` write our human-readable text forma
 The package, one job per module:
 
     pretokenize.py   ENDOFTEXT, the split PATTERNS, pre-tokenization
-    training.py      learning the merges (steps 1-3 above)
+    training.py      learning the merges (steps 1-3 above); learn_ranks_reference in Python
+    fast_train.py    the chunk count and merge loop of training in Numba
+    fast.py          encoding with the named patterns in Numba (split, lookup, merge loop)
     merge.py         encoding's merge loop (bpe_merge, and bpe_merge_long for long chunks)
     bpe.py           Tokenizer: vocabulary, train, encode, decode, save/load
     files.py         our format, tiktoken's and GPT-2's, TOKENIZER_FILE
