@@ -197,7 +197,7 @@ class Tokenizer:
             text, allowed_special, disallowed_special
         ):
             try:
-                return self._encode_kernel(text).astype(dtype)
+                return self._encode_kernel(text, dtype)
             except UnicodeEncodeError:
                 encode_utf8(text, "the text")
                 raise
@@ -219,21 +219,23 @@ class Tokenizer:
     def _use_kernel(self, text: str) -> bool:
         return self._gpt4 is not None and (self._tables is not None or len(text) >= _FAST_MIN_CHARS)
 
-    def _encode_kernel(self, text: str) -> np.ndarray:
-        """The ids of ``text``'s chunks (int64) by the Numba kernel: a named pattern only."""
+    def _encode_kernel(self, text: str, dtype=np.int64) -> np.ndarray:
+        """The ids of ``text``'s chunks (as ``dtype``, which holds them all) by the Numba
+        kernel: a named pattern only."""
         from . import fast  # Numba loads only when a text is long enough to need it
 
         self.load_kernel()
         classes, fold = fast.char_tables()
         return fast.encode(
-            self._tables, text.encode("utf-8"), self._gpt4, classes, fold, self._merge_piece
+            self._tables, text.encode("utf-8"), self._gpt4, classes, fold, self._merge_piece, dtype
         )
 
     def _encode_chunks(self, text: str, ids: list[int]) -> None:
         """Append the ids of ``text``'s chunks to ``ids``: the encode loop (the Numba kernel's
         for a long text and a named pattern, else the readable one below)."""
         if self._use_kernel(text):
-            ids.extend(self._encode_kernel(text).tolist())
+            dtype = np.uint32 if self.vocab_size <= 1 << 32 else np.int64
+            ids.extend(self._encode_kernel(text, dtype).tolist())
         else:
             self._encode_chunks_reference(text, ids)
 

@@ -89,13 +89,20 @@ def _first(item):
 
 
 def encode(
-    tables: Tables, text: bytes, gpt4: bool, classes: np.ndarray, fold: np.ndarray, merge_long
+    tables: Tables,
+    text: bytes,
+    gpt4: bool,
+    classes: np.ndarray,
+    fold: np.ndarray,
+    merge_long,
+    dtype=np.int64,
 ) -> np.ndarray:
-    """The ids (int64) of the UTF-8 ``text`` split by GPT-2's or GPT-4's pattern; chunks of
-    ``LONG_CHUNK`` bytes or more go to ``merge_long(piece) -> list of ids``."""
+    """The ids of the UTF-8 ``text`` split by GPT-2's or GPT-4's pattern, as ``dtype`` (which
+    must hold every id); chunks of ``LONG_CHUNK`` bytes or more go to ``merge_long(piece) ->
+    list of ids``."""
     buf = np.frombuffer(text, dtype=np.uint8)
     n = len(buf)
-    out = np.empty(n, dtype=np.int64)  # a token is at least one byte
+    out = np.empty(n, dtype=dtype)  # a token is at least one byte
     scratch = np.empty(2 * LONG_CHUNK, dtype=np.int64)
     start, n_out = 0, 0
     while True:
@@ -105,7 +112,7 @@ def encode(
             n_out, scratch,
         )  # fmt: skip
         if start >= n:
-            return out[:n_out]
+            return out[:n_out].copy() if n_out < n // 2 else out[:n_out]
         ids = merge_long(text[start:stop])
         out[n_out : n_out + len(ids)] = ids
         n_out += len(ids)
