@@ -54,24 +54,26 @@ def encode_documents(
         return
     batches = _batches(texts)
     workers = min(workers, len(batches))
-    global _worker_tokenizer
-    _worker_tokenizer = tokenizer  # what a forked worker starts with; a spawned one rebuilds it
-    if "fork" in multiprocessing.get_all_start_methods():
+    global _worker_tokenizer, _worker_texts
+    forked = "fork" in multiprocessing.get_all_start_methods()
+    if forked:  # a forked worker starts with the tokenizer and the texts: nothing to send
         context, args = multiprocessing.get_context("fork"), None
-    else:  # macOS and Windows start a fresh interpreter
+        _worker_tokenizer, _worker_texts = tokenizer, texts
+    else:  # macOS and Windows start a fresh interpreter, which rebuilds the tokenizer
         context = multiprocessing.get_context("spawn")
         args = (tokenizer.ranks, tokenizer.pattern, tokenizer.special_tokens)
     try:
         with context.Pool(workers, _start_worker, (args,)) as pool:
             pending: deque = deque()
             for start, stop in batches:
-                pending.append(pool.apply_async(_encode_batch, (texts[start:stop],)))
+                batch = (start, stop) if forked else texts[start:stop]
+                pending.append(pool.apply_async(_encode_batch, (batch,)))
                 if len(pending) >= 2 * workers:
                     yield from _split(*pending.popleft().get())
             while pending:
                 yield from _split(*pending.popleft().get())
     finally:
-        _worker_tokenizer = None
+        _worker_tokenizer, _worker_texts = None, None
 
 
 def _encode(tokenizer: Tokenizer, text: str) -> np.ndarray:
@@ -97,6 +99,7 @@ def _split(ids: np.ndarray, lengths: np.ndarray) -> Iterator[np.ndarray]:
 
 
 _worker_tokenizer: Tokenizer | None = None
+_worker_texts: Sequence[str] | None = None
 
 
 def _start_worker(args: tuple | None) -> None:
@@ -109,9 +112,13 @@ def _start_worker(args: tuple | None) -> None:
     _worker_tokenizer.load_kernel()
 
 
-def _encode_batch(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(the batch's ids end to end, each text's count): one array each to send back."""
+def _encode_batch(batch: tuple[int, int] | Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(the batch's ids end to end, each text's count): one array each to send back. The batch
+    is (start, stop) into the forked texts, or the texts themselves."""
     assert _worker_tokenizer is not None
-    arrays = [_encode(_worker_tokenizer, text) for text in texts]
+    if isinstance(batch, tuple):
+        assert _worker_texts is not None
+        batch = _worker_texts[batch[0] : batch[1]]
+    arrays = [_encode(_worker_tokenizer, text) for text in batch]
     lengths = np.array([len(a) for a in arrays], dtype=np.int64)
     return np.concatenate(arrays) if arrays else np.zeros(0, np.uint32), lengths
