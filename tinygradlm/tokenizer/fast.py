@@ -401,7 +401,7 @@ def _encode(
 
 @njit(cache=True)
 def chunk_ends(buf, gpt4, classes, fold):
-    """The end offset of every chunk of the UTF-8 ``buf`` (for tests and training)."""
+    """The end offset of every chunk of the UTF-8 ``buf`` (the split alone, for the tests)."""
     n = len(buf)
     ends = np.empty(n, dtype=np.int64)
     count, i = 0, 0
