@@ -95,6 +95,29 @@ class Dist:
         """Every rank's shard of ``flat`` (where it lies in ``flat``) onto every rank, in place."""
         return flat
 
+    # -- non-blocking: started during the backward, waited for before the update ---------------
+
+    def iallreduce_sum_(self, array: np.ndarray) -> Any:
+        """Start summing ``array`` over the ranks in place; returns a request for
+        :meth:`wait_all` (None alone: the sum of one rank is the array)."""
+        return None
+
+    def ireduce_scatter_sum_(self, flat: np.ndarray, lo: int, hi: int, out: np.ndarray) -> Any:
+        """Start summing the bucket ``flat[lo:hi]`` over the ranks, each rank receiving the
+        entries of the bucket that lie in its ZeRO-1 shard into its shard ``out`` (where they
+        lie in it); returns a request for :meth:`wait_all`."""
+        s_lo, s_hi = self.shard_range(flat.size)
+        a, b = max(lo, s_lo), min(hi, s_hi)
+        if a < b:
+            out[a - s_lo : b - s_lo] = flat[a:b]
+        return None
+
+    def test_all(self, requests: list[Any]) -> None:
+        """Let started operations progress (MPI moves them on only inside its calls)."""
+
+    def wait_all(self, requests: list[Any], name: str) -> None:
+        """Until every started operation in ``requests`` has completed (watched as ``name``)."""
+
     def gather_shards(self, shard: np.ndarray, full: np.ndarray) -> np.ndarray:
         """Every rank's ``shard`` into ``full`` on rank 0 (``full`` is untouched elsewhere)."""
         full[...] = shard
@@ -211,6 +234,28 @@ class MPIDist(Dist):
         with self._watch("allgather_shards"):
             self.comm.Allgatherv(self.MPI.IN_PLACE, [flat, counts, displs, mpi_type])
         return flat
+
+    def iallreduce_sum_(self, array: np.ndarray) -> Any:
+        _check_contiguous(array)
+        return self.comm.Iallreduce(self.MPI.IN_PLACE, array, op=self.MPI.SUM)
+
+    def ireduce_scatter_sum_(self, flat: np.ndarray, lo: int, hi: int, out: np.ndarray) -> Any:
+        _check_contiguous(flat)
+        ranges = shard_ranges(flat.size, self.world_size)
+        counts = [max(0, min(hi, s_hi) - max(lo, s_lo)) for s_lo, s_hi in ranges]
+        s_lo = ranges[self.rank][0]
+        a = min(max(lo, s_lo) - s_lo, out.size)
+        recv = out[a : a + counts[self.rank]]
+        return self.comm.Ireduce_scatter(flat[lo:hi], recv, recvcounts=counts, op=self.MPI.SUM)
+
+    def test_all(self, requests: list[Any]) -> None:
+        if requests:
+            self.MPI.Request.Testall(requests)
+
+    def wait_all(self, requests: list[Any], name: str) -> None:
+        if requests:
+            with self._watch(name):
+                self.MPI.Request.Waitall(requests)
 
     def gather_shards(self, shard: np.ndarray, full: np.ndarray) -> np.ndarray:
         _check_contiguous(full)

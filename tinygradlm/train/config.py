@@ -79,6 +79,9 @@ class LoopSettings:
     # number of ranks, at a cost in speed
     bucket_size_mb: float = 0
     deterministic_reduce: bool = False
+    # start each bucket's reduction during the backward, as soon as its layers' gradients are
+    # final (with overlap the buckets are whole layers, bucket_size_mb the least size of one)
+    overlap_comm: bool = True
     # the watchdog (tinygradlm.dist): report a collective that has not returned in this many
     # seconds (0: no watchdog) and, unless collective_timeout_abort is false, abort the job
     collective_timeout_s: float = 300.0
@@ -188,6 +191,7 @@ _LOOP_RULES: dict[str, Rule] = {
     "loss_scale_growth_interval": Rule("int", 1, doc="fp16: clean steps before scale doubles"),
     "bucket_size_mb": Rule("number", 0, doc="MiB per gradient bucket (0: one buffer)"),
     "deterministic_reduce": Rule("bool", doc="bitwise identical steps for any rank count"),
+    "overlap_comm": Rule("bool", doc="gradients reduced during the backward"),
     "collective_timeout_s": Rule("number", 0, doc="the watchdog's timeout (0: no watchdog)"),
     "collective_timeout_abort": Rule("bool", doc="abort the job when the watchdog fires"),
     "zero_stage": Rule("int", 0, 1, doc="1: AdamW's moments sharded over the ranks"),
