@@ -20,15 +20,17 @@ a file, rewritten after each part.
 - overlap (``--overlap-compare ROUNDS``, instead of the above): at each P > 1, the step with the
   gradient's allreduce after the backward (``dist.allreduce_mean_``, ``overlap_comm = false``)
   and with each layer's bucket started inside the backward (``dist.sync.BucketReduce``,
-  ``overlap_comm = true``), alternating fresh runs ROUNDS times; the medians of the step time
-  and of the exposed communication (rank 0's time in the allreduce, or in ``Waitall`` after the
-  backward).
+  ``overlap_comm = true``), alternated step by step in each of ROUNDS fresh runs; the medians
+  of the step time, of the exposed communication (rank 0's time in the allreduce, or in
+  ``Waitall`` after the backward) and of the ratio on / off within a run.
 
     python bench/scaling.py                      # "small": 4 layers, 4 heads, C=256, T=256, V=4096
     python bench/scaling.py --max-ranks 4        # also oversubscribe: more ranks than cores
     python bench/scaling.py --config tiny --steps 3
     python bench/scaling.py --ranks 1,2,4,8,16 --strong-batch 16 --json scaling.json
                                                  # chosen P; global B=16 splits over 16 ranks
+    python bench/scaling.py --ranks 1,2,4,8,16 --strong-batch 16 --overlap-steps on
+                                                 # the same, each step's allreduce overlapped
     python bench/scaling.py --ranks 2 --overlap-compare 5            # overlap on vs off
     python bench/scaling.py --ranks 2 --overlap-compare 5 --n-embd 512   # a wider "small"
 """
@@ -80,11 +82,12 @@ def step_worker(
     steps: int,
     warmup: int,
     n_embd: int | None = None,
-    overlap: bool = False,
+    overlap: str = "off",
 ) -> dict | None:
     """Under mpiexec (or alone): time ``steps`` data-parallel steps; rank 0 returns the result.
-    ``overlap``: the buckets start inside the backward (one layer each), the step waits for
-    them after it; else one ``Allreduce`` after the backward."""
+    ``overlap``: "off", one ``Allreduce`` after the backward; "on", the buckets start inside the
+    backward (one layer each) and the step waits for them after it; "both", the two alternated
+    step by step in this one run (``modes`` holds each one's medians)."""
     import numpy as np
 
     from tinygradlm import backend, dist
@@ -100,12 +103,13 @@ def step_worker(
     d.broadcast_(model.flat_params)
     opt = AdamW.for_model(model, lr=1e-4)
     idx, targets = _batch(config, per_rank * P, T, d.rank, per_rank)
-    buckets = BucketReduce(d, model.shapes, model.flat_grads) if overlap else None
+    buckets = BucketReduce(d, model.shapes, model.flat_grads)
+    modes = ["off", "on"] if overlap == "both" else [overlap]
 
-    def step() -> tuple[float, float]:
+    def step(mode: str) -> tuple[float, float]:
         d.barrier()
         t0 = time.perf_counter()
-        if buckets is None:
+        if mode == "off":
             model.forward_backward(idx, targets, engine="fused")
             t1 = time.perf_counter()
             d.allreduce_mean_(model.flat_grads)
@@ -120,23 +124,32 @@ def step_worker(
         return t3 - t0, t2 - t1
 
     for _ in range(warmup):
-        step()
-    times = np.array([step() for _ in range(steps)], dtype=np.float64)  # (steps, 2)
-    slowest = np.ascontiguousarray(times[:, 0])
+        for mode in modes:
+            step(mode)
+    times = np.array([[step(m) for m in modes] for _ in range(steps)])  # (steps, modes, 2)
+    slowest = np.ascontiguousarray(times[:, :, 0])
     if d.enabled:
         from mpi4py import MPI
 
         d.comm.Allreduce(MPI.IN_PLACE, slowest, op=MPI.MAX)
     if d.rank != 0:
         return None
+    per_mode = {
+        mode: {
+            "seconds": float(np.median(slowest[:, i])),
+            "best_seconds": float(slowest[:, i].min()),
+            # rank 0's allreduce (or wait after the backward), inside the step
+            "comm_seconds": float(np.median(times[:, i, 1])),
+        }
+        for i, mode in enumerate(modes)
+    }
     return {
         "P": P,
         "overlap": overlap,
         "per_rank": per_rank,
         "global_batch": per_rank * P,
-        "seconds": float(np.median(slowest)),
-        "best_seconds": float(slowest.min()),
-        "comm_seconds": float(np.median(times[:, 1])),  # rank 0's allreduce, inside the step
+        **per_mode[modes[0]],
+        "modes": per_mode,
         "grad_bytes": int(model.flat_grads.nbytes),
         "tokens": per_rank * P * T,
     }
@@ -230,12 +243,18 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.add_argument("--n-embd", type=int, help="the preset's width replaced (64 per head)")
     parser.add_argument(
+        "--overlap-steps",
+        choices=("off", "on"),
+        default="off",
+        help="the weak/strong rows' steps: allreduce after the backward (off) or overlapped (on)",
+    )
+    parser.add_argument(
         "--overlap-compare",
         type=int,
         metavar="ROUNDS",
         help="only compare the step with and without overlap, ROUNDS alternated runs per P",
     )
-    parser.add_argument("--overlap", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--overlap", nargs="?", const="both", default="off", help=argparse.SUPPRESS)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--per-rank", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--sizes", help=argparse.SUPPRESS)
@@ -265,6 +284,7 @@ def main() -> None:
               "--warmup", str(args.warmup)]  # fmt: skip
     if args.n_embd:
         common += ["--n-embd", str(args.n_embd)]
+    steps_overlap = ["--overlap", args.overlap_steps]  # the weak and strong rows
     if args.ranks:
         ranks = sorted({int(p) for p in args.ranks.split(",")})
     else:
@@ -310,19 +330,20 @@ def main() -> None:
 
     weak = []
     for P in ranks:
-        weak.append(mpi(P, ["--worker", "step", "--per-rank", str(args.batch), *common]))
+        weak.append(
+            mpi(P, ["--worker", "step", "--per-rank", str(args.batch), *common, *steps_overlap])
+        )
         save("weak", weak)
     table(f"weak scaling: B={args.batch} per rank", weak)
     strong = []
+    rest = [*common, *steps_overlap]
     for P in ranks:
         if strong_batch % P:
             print(f"(strong scaling: global B={strong_batch} does not split over {P} ranks)")
         elif P == ranks[0] and strong_batch == args.batch:
             strong.append(weak[0])
         else:
-            strong.append(
-                mpi(P, ["--worker", "step", "--per-rank", str(strong_batch // P), *common])
-            )
+            strong.append(mpi(P, ["--worker", "step", "--per-rank", str(strong_batch // P), *rest]))
         save("strong", strong)
     table(f"strong scaling: global B={strong_batch}", strong)
 
@@ -364,34 +385,32 @@ def main() -> None:
 
 
 def overlap_compare(args, ranks: list[int], common: list[str], save, mpi) -> None:
-    """At each P > 1: overlap off and on in alternated fresh runs; medians over the rounds."""
+    """At each P > 1: overlap off and on alternated step by step within each of ROUNDS fresh
+    runs (so both see the same load); the medians over the runs of each run's medians."""
     import numpy as np
 
-    print(f"\noverlap: B={args.batch} per rank, {args.overlap_compare} alternated rounds")
+    print(f"\noverlap: B={args.batch} per rank, {args.overlap_compare} runs, off/on alternated")
     head = f"{'P':>3}{'overlap':>9}{'ms/step':>9}{'exposed comm ms':>17}{'step vs off':>13}"
     print(head + f"{'grad MB':>9}")
     rows = []
     for P in [p for p in ranks if p > 1]:
-        runs: dict[bool, list[dict]] = {False: [], True: []}
-        for _ in range(args.overlap_compare):
-            for on in (False, True):
-                flag = ["--overlap"] if on else []
-                runs[on].append(
-                    mpi(P, ["--worker", "step", "--per-rank", str(args.batch), *common, *flag])
-                )
-        medians = {
-            on: {k: float(np.median([r[k] for r in rs])) for k in ("seconds", "comm_seconds")}
-            for on, rs in runs.items()
-        }
-        for on in (False, True):
-            m = medians[on]
-            ratio = m["seconds"] / medians[False]["seconds"]
+        runs = [
+            mpi(P, ["--worker", "step", "--per-rank", str(args.batch), *common, "--overlap"])
+            for _ in range(args.overlap_compare)
+        ]
+        # the ratio on/off within each run, then its median over the runs
+        ratio = float(np.median([r["modes"]["on"]["seconds"] / r["seconds"] for r in runs]))
+        for mode in ("off", "on"):
+            m = {
+                k: float(np.median([r["modes"][mode][k] for r in runs]))
+                for k in ("seconds", "comm_seconds")
+            }
             print(
-                f"{P:>3}{'on' if on else 'off':>9}{1e3 * m['seconds']:>9.1f}"
-                f"{1e3 * m['comm_seconds']:>17.2f}{ratio:>12.3f}x"
-                f"{runs[on][0]['grad_bytes'] / 1e6:>9.1f}"
+                f"{P:>3}{mode:>9}{1e3 * m['seconds']:>9.1f}{1e3 * m['comm_seconds']:>17.2f}"
+                f"{ratio if mode == 'on' else 1.0:>12.3f}x{runs[0]['grad_bytes'] / 1e6:>9.1f}"
             )
-            rows.append({"P": P, "overlap": on, **m, "runs": runs[on]})
+            rows.append({"P": P, "overlap": mode, **m, "on_vs_off": ratio})
+        rows[-1]["runs"] = runs
         save("overlap", rows)
 
 

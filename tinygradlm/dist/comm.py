@@ -5,8 +5,9 @@ with more than one rank, else a single-process one whose operations do nothing. 
 module (or ``tinygradlm``) never imports ``mpi4py``; ``init()`` does, and only under a launcher.
 
 Arrays travel with mpi4py's buffer-based, upper-case API only (``Bcast``, ``Allreduce`` with
-``MPI.IN_PLACE``, ``Send``/``Recv``); the pickle-based lower-case API carries short strings only
-(the layout/config digests of :meth:`Dist.check_same`).
+``MPI.IN_PLACE``, ``Send``/``Recv``, and the non-blocking ``Iallreduce``/``Ireduce_scatter``
+whose requests :meth:`Dist.wait_all` waits for); the pickle-based lower-case API carries short
+strings only (the layout/config digests of :meth:`Dist.check_same`).
 
 Threads per rank: :mod:`tinygradlm.dist.threads`; the watchdog that reports (and aborts on) a
 stalled collective: :mod:`tinygradlm.dist.watchdog`; the three ways to reduce a step's
