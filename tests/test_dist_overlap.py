@@ -135,6 +135,32 @@ def test_a_training_step_starts_the_buckets_inside_the_last_backward(tmp_path, z
     assert trainer.sync.overlap
 
 
+def test_a_thread_tests_the_started_buckets_until_the_wait():
+    import threading
+    import time
+
+    class Polled(TwoRanksInOne):
+        thread_multiple = True
+
+        def iallreduce_sum_(self, array):
+            return object()  # a request
+
+        def test_all(self, requests):
+            self.events.append(threading.current_thread() is threading.main_thread())
+
+    dist = Polled()
+    model = GPT(CONFIG, seed=0)
+    buckets = BucketReduce(dist, model.shapes, model.flat_grads, poll_s=0.001)
+    buckets.begin()
+    buckets.final("ln_f")  # a request started: the thread runs
+    time.sleep(0.05)
+    thread = buckets._poller
+    buckets.finish()
+    assert dist.events[-1] == "wait" and not thread.is_alive() and buckets._poller is None
+    polls = dist.events[:-1]
+    assert polls and not any(polls)  # every test from the thread, none from the backward
+
+
 # With 2 ranks every entry's sum is a + b, one IEEE addition, the same bits whichever rank adds
 # and whatever algorithm the MPI library picks for the message size (the buckets are smaller
 # messages than the whole buffer). With more ranks the grouping of the P terms may depend on

@@ -149,6 +149,8 @@ class MPIDist(Dist):
         self.local_size = node.Get_size()
         node.Free()
         self.watchdog: Watchdog | None = None
+        # threads may call MPI at once (mpi4py asks for it; a cluster's MPI may give less)
+        self.thread_multiple = MPI.Query_thread() == MPI.THREAD_MULTIPLE
 
     def set_watchdog(self, timeout_s: float, abort: bool = True) -> None:
         if self.watchdog is not None:

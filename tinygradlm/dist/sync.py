@@ -41,6 +41,7 @@ whatever its data. :class:`OrderedSumSync` does not overlap (see there).
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -50,6 +51,8 @@ from ..data.sft import IGNORE_INDEX
 from ..optim import AdamW, grad_norm
 from .comm import Dist
 
+# with overlap, a thread tests the started buckets this often while the backward computes
+POLL_S = 0.0005
 Batch = tuple[np.ndarray, np.ndarray]
 ForwardBackward = Callable[..., float]
 
@@ -152,8 +155,16 @@ class BucketReduce:
         flat: np.ndarray,
         bucket_elems: int = 0,
         shard: np.ndarray | None = None,
+        poll_s: float = 0.0,
     ) -> None:
         self.dist, self.flat, self.shard = dist, flat, shard
+        # a thread that tests the started requests every poll_s seconds while the backward
+        # computes (MPI moves them on only inside its calls); 0, or an MPI without
+        # MPI_THREAD_MULTIPLE: tested only at each layer boundary
+        self.poll_s = poll_s if getattr(dist, "thread_multiple", False) else 0.0
+        self._lock = threading.Lock()
+        self._stop: threading.Event | None = None
+        self._poller: threading.Thread | None = None
         buckets: list[tuple[int, int, list[str]]] = []  # (lo, hi, layers), backward order
         for layer, lo, hi in reversed(layer_groups(layout)):
             if buckets and buckets[-1][1] - buckets[-1][0] < bucket_elems:
@@ -180,12 +191,18 @@ class BucketReduce:
         self.waiting[self.bucket_of[layer]] -= 1
         while self.started < len(self.buckets) and self.waiting[self.started] == 0:
             self._start()
-        self.dist.test_all(self.requests)  # MPI progresses a started operation in its calls
+        if self._poller is None:
+            self.dist.test_all(self.requests)  # MPI progresses a started operation in its calls
 
     def finish(self) -> None:
         """Start the rest, wait for every bucket, and divide by P: the mean over the ranks."""
         while self.started < len(self.buckets):
             self._start()
+        if self._poller is not None:
+            assert self._stop is not None
+            self._stop.set()
+            self._poller.join()
+            self._poller = None
         out = self.flat if self.shard is None else self.shard
         name = "allreduce_mean" if self.shard is None else "reduce_scatter"
         self.dist.wait_all(self.requests, name)
@@ -199,8 +216,18 @@ class BucketReduce:
         else:
             request = self.dist.ireduce_scatter_sum_(self.flat, lo, hi, self.shard)
         if request is not None:
-            self.requests.append(request)
+            with self._lock:
+                self.requests.append(request)
+            if self.poll_s and self._poller is None:
+                self._stop = threading.Event()
+                self._poller = threading.Thread(target=self._poll, args=(self._stop,), daemon=True)
+                self._poller.start()
         self.started += 1
+
+    def _poll(self, stop: threading.Event) -> None:
+        while not stop.wait(self.poll_s):  # sleeps without the GIL
+            with self._lock:
+                self.dist.test_all(self.requests)
 
 
 class AllreduceSync(LocalSync):
@@ -232,7 +259,9 @@ class AllreduceSync(LocalSync):
         if self._buckets is None:
             assert self.layout is not None
             grads = self.optimizer.grads
-            self._buckets = BucketReduce(self.dist, self.layout, grads, self.bucket_elems())
+            self._buckets = BucketReduce(
+                self.dist, self.layout, grads, self.bucket_elems(), poll_s=POLL_S
+            )
         return self._buckets
 
     def gradients(
@@ -315,7 +344,12 @@ class ZeroSync(AllreduceSync):
         assert self.layout is not None and self.shard is not None
         if self._buckets is None or self._buckets.shard is not self.shard.grads:
             self._buckets = BucketReduce(
-                self.dist, self.layout, self.optimizer.grads, self.bucket_elems(), self.shard.grads
+                self.dist,
+                self.layout,
+                self.optimizer.grads,
+                self.bucket_elems(),
+                self.shard.grads,
+                poll_s=POLL_S,
             )
         return self._buckets
 
