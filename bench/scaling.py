@@ -19,8 +19,9 @@ a file, rewritten after each part.
   fused step), the way a single multi-threaded process would use the same cores.
 - overlap (``--overlap-compare ROUNDS``, instead of the above): at each P > 1, the step with the
   gradient's allreduce after the backward (``dist.allreduce_mean_``, ``overlap_comm = false``)
-  and with each layer's bucket started inside the backward (``dist.sync.BucketReduce``,
-  ``overlap_comm = true``), alternated step by step in each of ROUNDS fresh runs; the medians
+  and with each layer's bucket started inside the backward (``dist.sync.BucketReduce``), tested
+  at layer boundaries only (``layers``) or also by a thread every 0.5 ms (``on``, what
+  ``overlap_comm = true`` does), alternated step by step in each of ROUNDS fresh runs; the medians
   of the step time, of the exposed communication (rank 0's time in the allreduce, or in
   ``Waitall`` after the backward) and of the ratio on / off within a run.
 
@@ -86,8 +87,9 @@ def step_worker(
 ) -> dict | None:
     """Under mpiexec (or alone): time ``steps`` data-parallel steps; rank 0 returns the result.
     ``overlap``: "off", one ``Allreduce`` after the backward; "on", the buckets start inside the
-    backward (one layer each) and the step waits for them after it; "both", the two alternated
-    step by step in this one run (``modes`` holds each one's medians)."""
+    backward (one layer each), a thread tests them every ``POLL_S`` (as the sync does), and the
+    step waits for them after it; "layers", the same tested at layer boundaries only; "both",
+    the three alternated step by step in this one run (``modes`` holds each one's medians)."""
     import numpy as np
 
     from tinygradlm import backend, dist
@@ -103,9 +105,10 @@ def step_worker(
     d.broadcast_(model.flat_params)
     opt = AdamW.for_model(model, lr=1e-4)
     idx, targets = _batch(config, per_rank * P, T, d.rank, per_rank)
-    buckets = BucketReduce(d, model.shapes, model.flat_grads)
+    # "layers": tested at each layer boundary only; "on": as the sync does, with its thread
+    at_layers = BucketReduce(d, model.shapes, model.flat_grads)
     polled = BucketReduce(d, model.shapes, model.flat_grads, poll_s=POLL_S)
-    modes = ["off", "on", "poll"] if overlap == "both" else [overlap]
+    modes = ["off", "layers", "on"] if overlap == "both" else [overlap]
 
     def step(mode: str) -> tuple[float, float]:
         d.barrier()
@@ -115,7 +118,7 @@ def step_worker(
             t1 = time.perf_counter()
             d.allreduce_mean_(model.flat_grads)
         else:
-            b = buckets if mode == "on" else polled
+            b = at_layers if mode == "layers" else polled
             b.begin()
             model.forward_backward(idx, targets, engine="fused", on_grads_final=b.final)
             t1 = time.perf_counter()
@@ -387,11 +390,12 @@ def main() -> None:
 
 
 def overlap_compare(args, ranks: list[int], common: list[str], save, mpi) -> None:
-    """At each P > 1: overlap off and on alternated step by step within each of ROUNDS fresh
-    runs (so both see the same load); the medians over the runs of each run's medians."""
+    """At each P > 1: overlap off, at layer boundaries and on, alternated step by step within
+    each of ROUNDS fresh runs (so all see the same load); the medians over the runs."""
     import numpy as np
 
-    print(f"\noverlap: B={args.batch} per rank, {args.overlap_compare} runs, off/on alternated")
+    runs_n = args.overlap_compare
+    print(f"\noverlap: B={args.batch} per rank, {runs_n} runs, off/layers/on alternated")
     head = f"{'P':>3}{'overlap':>9}{'ms/step':>9}{'exposed comm ms':>17}{'step vs off':>13}"
     print(head + f"{'grad MB':>9}")
     rows = []
@@ -403,9 +407,9 @@ def overlap_compare(args, ranks: list[int], common: list[str], save, mpi) -> Non
         # the ratio on/off within each run, then its median over the runs
         ratios = {
             mode: float(np.median([r["modes"][mode]["seconds"] / r["seconds"] for r in runs]))
-            for mode in ("off", "on", "poll")
+            for mode in ("off", "layers", "on")
         }
-        for mode in ("off", "on", "poll"):
+        for mode in ("off", "layers", "on"):
             m = {
                 k: float(np.median([r["modes"][mode][k] for r in runs]))
                 for k in ("seconds", "comm_seconds")
