@@ -87,13 +87,14 @@ def step_worker(
 ) -> dict | None:
     """Under mpiexec (or alone): time ``steps`` data-parallel steps; rank 0 returns the result.
     ``overlap``: "off", one ``Allreduce`` after the backward; "on", the buckets start inside the
-    backward (one layer each), a thread tests them every ``POLL_S`` (as the sync does), and the
-    step waits for them after it; "layers", the same tested at layer boundaries only; "both",
-    the three alternated step by step in this one run (``modes`` holds each one's medians)."""
+    backward (one layer each), a thread tests them every ``POLL_S`` (as the sync does, from
+    ``POLL_MIN_BYTES`` of gradient on), and the step waits for them after it; "layers", the
+    same tested at layer boundaries only; "both", the three alternated step by step in this
+    one run (``modes`` holds each one's medians)."""
     import numpy as np
 
     from tinygradlm import backend, dist
-    from tinygradlm.dist.sync import POLL_S, BucketReduce
+    from tinygradlm.dist.sync import POLL_MIN_BYTES, POLL_S, BucketReduce
     from tinygradlm.model import GPT
     from tinygradlm.optim import AdamW
 
@@ -107,7 +108,8 @@ def step_worker(
     idx, targets = _batch(config, per_rank * P, T, d.rank, per_rank)
     # "layers": tested at each layer boundary only; "on": as the sync does, with its thread
     at_layers = BucketReduce(d, model.shapes, model.flat_grads)
-    polled = BucketReduce(d, model.shapes, model.flat_grads, poll_s=POLL_S)
+    poll_s = POLL_S if model.flat_grads.nbytes >= POLL_MIN_BYTES else 0.0
+    polled = BucketReduce(d, model.shapes, model.flat_grads, poll_s=poll_s)
     modes = ["off", "layers", "on"] if overlap == "both" else [overlap]
 
     def step(mode: str) -> tuple[float, float]:

@@ -5,7 +5,7 @@ import itertools
 
 import numpy as np
 import pytest
-from test_dist import MPIEXEC, data, flat, train, train_records  # noqa: F401 (a fixture)
+from test_dist import MPIEXEC, data, flat, launch, train, train_records  # noqa: F401 (a fixture)
 from test_train import make_data, tiny_config
 
 from tinygradlm import backend
@@ -185,6 +185,35 @@ def test_overlap_on_and_off_train_the_same_bits_on_2_ranks(data, tmp_path, extra
     assert np.array_equal(runs["true"], runs["false"])
     for r in train_records(tmp_path / "true"):
         assert r["time"]["comm"] >= 0
+
+
+POLLED = """
+import numpy as np
+from tinygradlm import backend, dist
+from tinygradlm.dist.sync import BucketReduce
+from tinygradlm.model import GPT, GPTConfig
+backend.set_kernels("numpy")
+d = dist.init()
+model = GPT(GPTConfig(vocab_size=40, block_size=8, n_layer=3, n_head=2, n_embd=16), seed=0)
+idx = np.random.default_rng(d.rank).integers(0, 40, size=(2, 8))
+model.forward_backward(idx, idx)
+expected = d.allreduce_mean_(model.flat_grads.copy())
+for poll_s, bucket_elems in ((0.0005, 0), (0.0005, 5000), (0.0, 0)):
+    buckets = BucketReduce(d, model.shapes, model.flat_grads, bucket_elems, poll_s=poll_s)
+    assert d.thread_multiple and buckets.poll_s == poll_s
+    buckets.begin()
+    model.forward_backward(idx, idx, on_grads_final=buckets.final)
+    buckets.finish()
+    assert np.array_equal(model.flat_grads, expected), (poll_s, bucket_elems)
+print("same bits", d.rank)
+"""
+
+
+@needs_mpi
+def test_the_testing_thread_reduces_the_same_bits_on_2_ranks():
+    result = launch(2, ["-c", POLLED], timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("same bits") == 2
 
 
 @needs_mpi

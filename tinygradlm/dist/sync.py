@@ -51,8 +51,11 @@ from ..data.sft import IGNORE_INDEX
 from ..optim import AdamW, grad_norm
 from .comm import Dist
 
-# with overlap, a thread tests the started buckets this often while the backward computes
+# with overlap, a thread tests the started buckets this often while the backward computes,
+# when the gradient holds at least POLL_MIN_BYTES (below, its allreduce takes well under a
+# millisecond and the thread's wake-ups cost more than they hide)
 POLL_S = 0.0005
+POLL_MIN_BYTES = 4 * 2**20
 Batch = tuple[np.ndarray, np.ndarray]
 ForwardBackward = Callable[..., float]
 
@@ -254,13 +257,17 @@ class AllreduceSync(LocalSync):
         mb, itemsize = self.bucket_size_mb, self.optimizer.grads.itemsize
         return max(int(mb * 2**20) // itemsize, 1) if mb else 0
 
+    def poll_s(self) -> float:
+        """How often the overlap's thread tests the buckets in flight (0: no thread)."""
+        return POLL_S if self.optimizer.grads.nbytes >= POLL_MIN_BYTES else 0.0
+
     def bucket_reduce(self) -> BucketReduce:
         """The overlapped reduction of the optimizer's gradient (made once)."""
         if self._buckets is None:
             assert self.layout is not None
             grads = self.optimizer.grads
             self._buckets = BucketReduce(
-                self.dist, self.layout, grads, self.bucket_elems(), poll_s=POLL_S
+                self.dist, self.layout, grads, self.bucket_elems(), poll_s=self.poll_s()
             )
         return self._buckets
 
@@ -349,7 +356,7 @@ class ZeroSync(AllreduceSync):
                 self.optimizer.grads,
                 self.bucket_elems(),
                 self.shard.grads,
-                poll_s=POLL_S,
+                poll_s=self.poll_s(),
             )
         return self._buckets
 
