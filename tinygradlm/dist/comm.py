@@ -5,8 +5,9 @@ with more than one rank, else a single-process one whose operations do nothing. 
 module (or ``tinygradlm``) never imports ``mpi4py``; ``init()`` does, and only under a launcher.
 
 Arrays travel with mpi4py's buffer-based, upper-case API only (``Bcast``, ``Allreduce`` with
-``MPI.IN_PLACE``, ``Send``/``Recv``); the pickle-based lower-case API carries short strings only
-(the layout/config digests of :meth:`Dist.check_same`).
+``MPI.IN_PLACE``, ``Send``/``Recv``, and the non-blocking ``Iallreduce``/``Ireduce_scatter``
+whose requests :meth:`Dist.wait_all` waits for); the pickle-based lower-case API carries short
+strings only (the layout/config digests of :meth:`Dist.check_same`).
 
 Threads per rank: :mod:`tinygradlm.dist.threads`; the watchdog that reports (and aborts on) a
 stalled collective: :mod:`tinygradlm.dist.watchdog`; the three ways to reduce a step's
@@ -95,6 +96,29 @@ class Dist:
         """Every rank's shard of ``flat`` (where it lies in ``flat``) onto every rank, in place."""
         return flat
 
+    # -- non-blocking: started during the backward, waited for before the update ---------------
+
+    def iallreduce_sum_(self, array: np.ndarray) -> Any:
+        """Start summing ``array`` over the ranks in place; returns a request for
+        :meth:`wait_all` (None alone: the sum of one rank is the array)."""
+        return None
+
+    def ireduce_scatter_sum_(self, flat: np.ndarray, lo: int, hi: int, out: np.ndarray) -> Any:
+        """Start summing the bucket ``flat[lo:hi]`` over the ranks, each rank receiving the
+        entries of the bucket that lie in its ZeRO-1 shard into its shard ``out`` (where they
+        lie in it); returns a request for :meth:`wait_all`."""
+        s_lo, s_hi = self.shard_range(flat.size)
+        a, b = max(lo, s_lo), min(hi, s_hi)
+        if a < b:
+            out[a - s_lo : b - s_lo] = flat[a:b]
+        return None
+
+    def test_all(self, requests: list[Any]) -> None:
+        """Let started operations progress (MPI moves them on only inside its calls)."""
+
+    def wait_all(self, requests: list[Any], name: str) -> None:
+        """Until every started operation in ``requests`` has completed (watched as ``name``)."""
+
     def gather_shards(self, shard: np.ndarray, full: np.ndarray) -> np.ndarray:
         """Every rank's ``shard`` into ``full`` on rank 0 (``full`` is untouched elsewhere)."""
         full[...] = shard
@@ -125,6 +149,8 @@ class MPIDist(Dist):
         self.local_size = node.Get_size()
         node.Free()
         self.watchdog: Watchdog | None = None
+        # threads may call MPI at once (mpi4py asks for it; a cluster's MPI may give less)
+        self.thread_multiple = MPI.Query_thread() == MPI.THREAD_MULTIPLE
 
     def set_watchdog(self, timeout_s: float, abort: bool = True) -> None:
         if self.watchdog is not None:
@@ -211,6 +237,28 @@ class MPIDist(Dist):
         with self._watch("allgather_shards"):
             self.comm.Allgatherv(self.MPI.IN_PLACE, [flat, counts, displs, mpi_type])
         return flat
+
+    def iallreduce_sum_(self, array: np.ndarray) -> Any:
+        _check_contiguous(array)
+        return self.comm.Iallreduce(self.MPI.IN_PLACE, array, op=self.MPI.SUM)
+
+    def ireduce_scatter_sum_(self, flat: np.ndarray, lo: int, hi: int, out: np.ndarray) -> Any:
+        _check_contiguous(flat)
+        ranges = shard_ranges(flat.size, self.world_size)
+        counts = [max(0, min(hi, s_hi) - max(lo, s_lo)) for s_lo, s_hi in ranges]
+        s_lo = ranges[self.rank][0]
+        a = min(max(lo, s_lo) - s_lo, out.size)
+        recv = out[a : a + counts[self.rank]]
+        return self.comm.Ireduce_scatter(flat[lo:hi], recv, recvcounts=counts, op=self.MPI.SUM)
+
+    def test_all(self, requests: list[Any]) -> None:
+        if requests:
+            self.MPI.Request.Testall(requests)
+
+    def wait_all(self, requests: list[Any], name: str) -> None:
+        if requests:
+            with self._watch(name):
+                self.MPI.Request.Waitall(requests)
 
     def gather_shards(self, shard: np.ndarray, full: np.ndarray) -> np.ndarray:
         _check_contiguous(full)

@@ -20,16 +20,29 @@ and how the update reaches every rank. One object per strategy, one interface, s
   moments are gathered to rank 0 before a checkpoint (:meth:`gather_state`), whose format does
   not change, and sharded again after a restore (:meth:`shard_state`).
 
-``forward_backward(x, y, *, accumulate, loss_scale) -> loss`` writes the gradient of
-``loss_scale · loss`` into ``optimizer.grads`` (added when ``accumulate``); ``loss_scale`` is the
-step's base scale (the fp16 loss scale over ``grad_accum_steps``), which each strategy weighs.
+``forward_backward(x, y, *, accumulate, loss_scale[, on_grads_final]) -> loss`` writes the
+gradient of ``loss_scale · loss`` into ``optimizer.grads`` (added when ``accumulate``);
+``loss_scale`` is the step's base scale (the fp16 loss scale over ``grad_accum_steps``), which
+each strategy weighs.
 ``before_reduce()`` is called once before the gradients travel (a test hook point).
+
+**Overlap** (``overlap_comm``, on by default; :class:`BucketReduce`): with the parameter layout
+known (the optimizer trains the model's buffer), :class:`AllreduceSync` and :class:`ZeroSync`
+pass ``on_grads_final`` to the last micro-step's ``forward_backward``; the model's backward calls
+it with each layer's name as that layer's gradient becomes final (``ln_f``, ``h.{L-1}`` …
+``h.0``, then ``wpe`` and ``wte``: the tied head adds to wte first, the embedding last), and each
+bucket's non-blocking ``Iallreduce`` (ZeRO-1: ``Ireduce_scatter``) starts as soon as its layers
+are final, while the backward goes on with the layers below. All are waited for (``Waitall``)
+before the norm and the update; the earlier micro-steps accumulate locally, as without overlap.
+Every rank starts the same buckets in the same order (the layout's, from the last layer down),
+whatever its data. :class:`OrderedSumSync` does not overlap (see there).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -38,6 +51,11 @@ from ..data.sft import IGNORE_INDEX
 from ..optim import AdamW, grad_norm
 from .comm import Dist
 
+# with overlap, a thread tests the started buckets this often while the backward computes,
+# when the gradient holds at least POLL_MIN_BYTES (below, its allreduce takes well under a
+# millisecond and the thread's wake-ups cost more than they hide)
+POLL_S = 0.0005
+POLL_MIN_BYTES = 4 * 2**20
 Batch = tuple[np.ndarray, np.ndarray]
 ForwardBackward = Callable[..., float]
 
@@ -99,12 +117,159 @@ def global_target_counts(batches: Sequence[Batch], dist: Dist, timer: Any) -> np
         return dist.allreduce_sum_(counts.copy())
 
 
-class AllreduceSync(LocalSync):
-    """Several ranks: the mean gradient by bucketed ``Allreduce`` after the last micro-step."""
+def layer_groups(layout: Mapping[str, tuple[int, ...]]) -> list[tuple[str, int, int]]:
+    """The flat buffer's layers in layout order, ``(name, lo, hi)``: consecutive parameters
+    with the same layer name (``h.3`` for ``h.3.attn.c_attn.weight``, else the first part of
+    the name: ``wte``, ``wpe``, ``ln_f``) form one."""
+    groups: list[tuple[str, int, int]] = []
+    offset = 0
+    for name, shape in layout.items():
+        parts = name.split(".")
+        layer = ".".join(parts[:2]) if parts[0] == "h" else parts[0]
+        size = math.prod(shape)
+        if groups and groups[-1][0] == layer and groups[-1][2] == offset:
+            groups[-1] = (layer, groups[-1][1], offset + size)
+        else:
+            groups.append((layer, offset, offset + size))
+        offset += size
+    return groups
 
-    def __init__(self, optimizer: AdamW, dist: Dist, timer: Any, bucket_size_mb: float) -> None:
+
+class BucketReduce:
+    """The gradient's sum over the ranks in buckets started while the backward runs.
+
+    The buckets are whole layers of ``layout`` (the model's parameter shapes, the flat buffer's
+    order), taken from the end of the buffer down (the backward's order: ln_f, the last block,
+    …, the embeddings), each grown by the next layers until it holds ``bucket_elems`` entries
+    (0: one layer a bucket). :meth:`final` (the model's ``on_grads_final``) marks a layer's
+    gradient final; the next buckets in order whose layers are all final start, non-blocking:
+    an in-place ``Iallreduce`` of ``flat``'s slice or, given ``shard`` (ZeRO-1), an
+    ``Ireduce_scatter`` of it into the shard. :meth:`finish` starts the buckets not started yet
+    (a layer never reported, a rank with nothing to compute), in the same order, waits for all
+    and divides by P. The plan and the order of the starts depend on the layout alone, so
+    every rank makes the same calls; each entry is the same one sum over the ranks as with one
+    ``Allreduce``.
+    """
+
+    def __init__(
+        self,
+        dist: Dist,
+        layout: Mapping[str, tuple[int, ...]],
+        flat: np.ndarray,
+        bucket_elems: int = 0,
+        shard: np.ndarray | None = None,
+        poll_s: float = 0.0,
+    ) -> None:
+        self.dist, self.flat, self.shard = dist, flat, shard
+        # a thread that tests the started requests every poll_s seconds while the backward
+        # computes (MPI moves them on only inside its calls); 0, or an MPI without
+        # MPI_THREAD_MULTIPLE: tested only at each layer boundary
+        self.poll_s = poll_s if getattr(dist, "thread_multiple", False) else 0.0
+        self._lock = threading.Lock()
+        self._stop: threading.Event | None = None
+        self._poller: threading.Thread | None = None
+        buckets: list[tuple[int, int, list[str]]] = []  # (lo, hi, layers), backward order
+        for layer, lo, hi in reversed(layer_groups(layout)):
+            if buckets and buckets[-1][1] - buckets[-1][0] < bucket_elems:
+                b_lo, b_hi, layers = buckets[-1]
+                assert hi == b_lo
+                buckets[-1] = (lo, b_hi, [*layers, layer])
+            else:
+                buckets.append((lo, hi, [layer]))
+        if buckets and (buckets[-1][0] != 0 or buckets[0][1] != flat.size):
+            raise ValueError(f"the layout tiles {buckets[0][1]} entries, the buffer {flat.size}")
+        self.buckets = [(lo, hi) for lo, hi, _ in buckets]
+        self.bucket_of = {layer: b for b, (_, _, layers) in enumerate(buckets) for layer in layers}
+        self.layers = [len(layers) for _, _, layers in buckets]
+        self.begin()
+
+    def begin(self) -> None:
+        """Before a backward whose layers will be reported: nothing final, nothing started."""
+        self.waiting = list(self.layers)  # per bucket, its layers not final yet
+        self.started = 0  # buckets started, in order
+        self.requests: list[Any] = []
+
+    def final(self, layer: str) -> None:
+        """``layer``'s gradient is final: start the buckets that are ready, in order."""
+        self.waiting[self.bucket_of[layer]] -= 1
+        while self.started < len(self.buckets) and self.waiting[self.started] == 0:
+            self._start()
+        if self._poller is None:
+            self.dist.test_all(self.requests)  # MPI progresses a started operation in its calls
+
+    def finish(self) -> None:
+        """Start the rest, wait for every bucket, and divide by P: the mean over the ranks."""
+        while self.started < len(self.buckets):
+            self._start()
+        if self._poller is not None:
+            assert self._stop is not None
+            self._stop.set()
+            self._poller.join()
+            self._poller = None
+        out = self.flat if self.shard is None else self.shard
+        name = "allreduce_mean" if self.shard is None else "reduce_scatter"
+        self.dist.wait_all(self.requests, name)
+        self.requests = []
+        out *= out.dtype.type(1.0 / self.dist.world_size)
+
+    def _start(self) -> None:
+        lo, hi = self.buckets[self.started]
+        if self.shard is None:
+            request = self.dist.iallreduce_sum_(self.flat[lo:hi])
+        else:
+            request = self.dist.ireduce_scatter_sum_(self.flat, lo, hi, self.shard)
+        if request is not None:
+            with self._lock:
+                self.requests.append(request)
+            if self.poll_s and self._poller is None:
+                self._stop = threading.Event()
+                self._poller = threading.Thread(target=self._poll, args=(self._stop,), daemon=True)
+                self._poller.start()
+        self.started += 1
+
+    def _poll(self, stop: threading.Event) -> None:
+        while not stop.wait(self.poll_s):  # sleeps without the GIL
+            with self._lock:
+                self.dist.test_all(self.requests)
+
+
+class AllreduceSync(LocalSync):
+    """Several ranks: the mean gradient by bucketed ``Allreduce``, started during the last
+    micro-step's backward (``overlap``, given the parameter ``layout``) or after it."""
+
+    def __init__(
+        self,
+        optimizer: AdamW,
+        dist: Dist,
+        timer: Any,
+        bucket_size_mb: float,
+        layout: Mapping[str, tuple[int, ...]] | None = None,
+        overlap: bool = True,
+    ) -> None:
         super().__init__(optimizer, dist, timer)
         self.bucket_size_mb = bucket_size_mb
+        self.layout = layout
+        self.overlap = overlap and layout is not None
+        self._buckets: BucketReduce | None = None
+
+    def bucket_elems(self) -> int:
+        """``bucket_size_mb`` in entries of the gradient (0: no bound)."""
+        mb, itemsize = self.bucket_size_mb, self.optimizer.grads.itemsize
+        return max(int(mb * 2**20) // itemsize, 1) if mb else 0
+
+    def poll_s(self) -> float:
+        """How often the overlap's thread tests the buckets in flight (0: no thread)."""
+        return POLL_S if self.optimizer.grads.nbytes >= POLL_MIN_BYTES else 0.0
+
+    def bucket_reduce(self) -> BucketReduce:
+        """The overlapped reduction of the optimizer's gradient (made once)."""
+        if self._buckets is None:
+            assert self.layout is not None
+            grads = self.optimizer.grads
+            self._buckets = BucketReduce(
+                self.dist, self.layout, grads, self.bucket_elems(), poll_s=self.poll_s()
+            )
+        return self._buckets
 
     def gradients(
         self,
@@ -119,30 +284,43 @@ class AllreduceSync(LocalSync):
         P, grads = self.dist.world_size, self.optimizer.grads
         totals = global_target_counts(batches, self.dist, self.timer)
         local = np.zeros(1, dtype=np.float64)
+        counts = [int((y != IGNORE_INDEX).sum()) for _, y in batches]
+        last = max((i for i, n in enumerate(counts) if n), default=-1)  # the last with targets
+        buckets = self.bucket_reduce() if self.overlap else None
         written = False
-        for (x, y), total in zip(batches, totals, strict=True):
-            n = int((y != IGNORE_INDEX).sum())
+        for i, ((x, y), total, n) in enumerate(zip(batches, totals, counts, strict=True)):
             if n == 0:
                 continue  # no targets in this rank's slice: it adds nothing
             weight = P * n / total
+            hook = {}
+            if buckets is not None and i == last:  # the buckets travel during this backward
+                before_reduce()
+                buckets.begin()
+                hook = {"on_grads_final": buckets.final}
             with self.timer("fwd_bwd"):
                 loss = forward_backward(
-                    x, y, accumulate=written, loss_scale=loss_scale * weight
+                    x, y, accumulate=written, loss_scale=loss_scale * weight, **hook
                 )
             local[0] += loss * weight
             written = True
         if not written:
             grads[...] = 0
-        before_reduce()
-        with self.timer("comm"):
-            self.reduce(grads)
+            if buckets is not None:
+                before_reduce()
+                buckets.begin()
+        if buckets is None:
+            before_reduce()
+        with self.timer("comm"):  # with overlap: the wait for what the backward did not hide
+            if buckets is not None:
+                buckets.finish()
+            else:
+                self.reduce(grads)
             self.dist.allreduce_sum_(local)
         return float(local[0]) / P
 
     def reduce(self, grads: np.ndarray) -> None:
-        mb = self.bucket_size_mb
-        elems = max(int(mb * 2**20) // grads.itemsize, 1) if mb else 0
-        self.dist.allreduce_mean_(grads, elems)
+        """Without overlap: after the backward, fixed-size slices from the buffer's start."""
+        self.dist.allreduce_mean_(grads, self.bucket_elems())
 
     def comm_bytes(self) -> int:
         """A ring allreduce of the buffer S: each rank sends 2(P − 1)/P · S (and receives as
@@ -154,10 +332,33 @@ class AllreduceSync(LocalSync):
 class ZeroSync(AllreduceSync):
     """ZeRO-1 (fp32): gradients reduce-scattered, AdamW on this rank's shard, then allgathered."""
 
-    def __init__(self, optimizer: AdamW, dist: Dist, timer: Any) -> None:
-        super().__init__(optimizer, dist, timer, bucket_size_mb=0)
+    def __init__(
+        self,
+        optimizer: AdamW,
+        dist: Dist,
+        timer: Any,
+        bucket_size_mb: float = 0,
+        layout: Mapping[str, tuple[int, ...]] | None = None,
+        overlap: bool = True,
+    ) -> None:
+        super().__init__(optimizer, dist, timer, bucket_size_mb, layout, overlap)
         self.shard: AdamW | None = None  # AdamW on this rank's shard, once started
         self.lo, self.hi = dist.shard_range(optimizer.params.size)
+
+    def bucket_reduce(self) -> BucketReduce:
+        """Each bucket reduce-scattered into the shard (``Ireduce_scatter``): the entries of
+        the bucket in this rank's shard arrive there. Made anew when the shard is rebuilt."""
+        assert self.layout is not None and self.shard is not None
+        if self._buckets is None or self._buckets.shard is not self.shard.grads:
+            self._buckets = BucketReduce(
+                self.dist,
+                self.layout,
+                self.optimizer.grads,
+                self.bucket_elems(),
+                self.shard.grads,
+                poll_s=self.poll_s(),
+            )
+        return self._buckets
 
     @property
     def grads(self) -> np.ndarray:
@@ -168,6 +369,7 @@ class ZeroSync(AllreduceSync):
         return full[self.lo : self.hi]
 
     def reduce(self, grads: np.ndarray) -> None:
+        """Without overlap: one ``Reduce_scatter`` of the buffer (``bucket_size_mb`` unused)."""
         self.dist.reduce_scatter_mean_(grads, self.grads)  # the mean of this rank's shard only
 
     def global_norm(self) -> float:
@@ -223,7 +425,12 @@ class ZeroSync(AllreduceSync):
 class OrderedSumSync(LocalSync):
     """``deterministic_reduce``: each sequence's gradient on its own (weighed by its share of
     the micro-batch's targets), summed in float32 in the global batch's order through the ranks,
-    so the step is bitwise the same for any number of ranks."""
+    so the step is bitwise the same for any number of ranks.
+
+    It does not overlap the backward: the sum's order is the global batch's, so rank r can add
+    nothing before rank r − 1's running sum has arrived (a float32 sum of its own sequences
+    first would change the bits), and each micro-step's chain starts once all of its
+    sequences' gradients are kept."""
 
     def __init__(self, optimizer: AdamW, dist: Dist, timer: Any, grad_accum_steps: int) -> None:
         super().__init__(optimizer, dist, timer)
@@ -271,12 +478,20 @@ class OrderedSumSync(LocalSync):
         return 3 * self.optimizer.grads.nbytes * self.grad_accum_steps
 
 
-def make_sync(config: Any, optimizer: AdamW, dist: Dist, timer: Any) -> LocalSync:
-    """The strategy a run's settings and ranks ask for."""
+def make_sync(
+    config: Any,
+    optimizer: AdamW,
+    dist: Dist,
+    timer: Any,
+    layout: Mapping[str, tuple[int, ...]] | None = None,
+) -> LocalSync:
+    """The strategy a run's settings and ranks ask for. ``layout``: the parameter shapes of the
+    buffer ``optimizer.grads`` (the model's, when the optimizer trains it), which the overlap
+    of ``overlap_comm`` buckets by; None: no overlap (LoRA adapters train their own buffer)."""
     if config.deterministic_reduce:
         return OrderedSumSync(optimizer, dist, timer, config.grad_accum_steps)
     if not dist.enabled:
         return LocalSync(optimizer, dist, timer)
     if config.zero_stage == 1:
-        return ZeroSync(optimizer, dist, timer)
-    return AllreduceSync(optimizer, dist, timer, config.bucket_size_mb)
+        return ZeroSync(optimizer, dist, timer, config.bucket_size_mb, layout, config.overlap_comm)
+    return AllreduceSync(optimizer, dist, timer, config.bucket_size_mb, layout, config.overlap_comm)

@@ -222,12 +222,14 @@ class GPT:
         ignore_index: int = -100,
         accumulate: bool = False,
         loss_scale: float = 1.0,
+        on_grads_final: Any = None,
     ) -> tuple[float, dict[str, np.ndarray]]:
         """Mean cross-entropy of ``targets`` given ``idx`` (both (B, T)), and its gradient.
 
         The gradient of ``loss_scale · loss`` is written into ``flat_grads`` (added to what is
         there when ``accumulate``, for gradient accumulation) and returned as views keyed like
         the state dict. Targets equal to ``ignore_index`` are left out of the mean.
+        ``on_grads_final``: see :meth:`backward` (the fused engine; autograd never calls it).
         """
         idx = self._check_tokens(idx, "idx")
         targets = self._check_tokens(targets, "targets", allow_ignore=ignore_index)
@@ -250,7 +252,7 @@ class GPT:
                 logits, targets, self.config.vocab_size, ignore_index
             )
             (dlogits,) = L.crossentropy_backward(self.dtype.type(loss_scale), cache_ce)
-            self.backward(dlogits, caches)  # (B, T, Vp)
+            self.backward(dlogits, caches, on_grads_final)  # (B, T, Vp)
             loss = float(loss)
         else:
             loss = autograd_forward_backward(self, idx, targets, ignore_index, loss_scale)
@@ -315,18 +317,30 @@ class GPT:
         caches = ForwardCaches(cache_enc, blocks, cache_lnf, cache_head) if keep else None
         return logits, caches
 
-    def backward(self, dlogits: np.ndarray, caches: ForwardCaches) -> None:
+    def backward(
+        self, dlogits: np.ndarray, caches: ForwardCaches, on_grads_final: Any = None
+    ) -> None:
         """Backward from the logits' gradient (B, T, Vp), in reverse: every parameter gradient
-        is added (+=) into ``flat_grads`` (and the adapters' into ``lora.flat_grads``)."""
+        is added (+=) into ``flat_grads`` (and the adapters' into ``lora.flat_grads``).
+
+        ``on_grads_final(layer)``, when given, is called as each layer's gradient in
+        ``flat_grads`` becomes final: ``"ln_f"``, then ``"h.{L-1}"`` … ``"h.0"``, then
+        ``"wpe"`` and ``"wte"`` (the tied head adds to wte first, the embedding last), so a
+        caller can start reducing a layer's gradient while the layers below still compute."""
         layers = self._layers(self._compute_views, for_backward=True)
         P = self.precision
+        final = on_grads_final if on_grads_final is not None else (lambda _layer: None)
         dlnf = layers.linear_backward(P.gradient(dlogits), caches.head)  # (B, T, C)
         dx = layers.layernorm_backward(dlnf, caches.ln_f)  # (B, T, C)
-        for block_cache in reversed(caches.blocks):
-            dx = block_backward(layers, dx, block_cache)  # (B, T, C)
+        final("ln_f")
+        for i in reversed(range(len(caches.blocks))):
+            dx = block_backward(layers, dx, caches.blocks[i])  # (B, T, C)
+            final(f"h.{i}")
         dwte, dwpe = layers.L.encoder_backward(dx, caches.encoder)
         self.grads["wte.weight"] += dwte
         self.grads["wpe.weight"] += dwpe
+        final("wpe")
+        final("wte")
 
     def logits(self, idx: Any) -> np.ndarray:
         """Next-token logits (B, T, V) for ``idx`` (B, T): the forward pass, no caches kept."""

@@ -75,10 +75,13 @@ class LoopSettings:
     loss_scale_init: float = 65536.0  # fp16 only: the first loss scale
     loss_scale_growth_interval: int = 2000  # fp16 only: clean steps before the scale doubles
     # data parallel (tinygradlm.dist): gradients are averaged in fixed-order buckets of this many
-    # MiB (0: one fused buffer); deterministic_reduce makes the step bitwise identical for any
-    # number of ranks, at a cost in speed
+    # MiB (0: one fused buffer; with overlap_comm, one layer); deterministic_reduce makes the
+    # step bitwise identical for any number of ranks, at a cost in speed
     bucket_size_mb: float = 0
     deterministic_reduce: bool = False
+    # start each bucket's reduction during the backward, as soon as its layers' gradients are
+    # final (with overlap the buckets are whole layers, bucket_size_mb the least size of one)
+    overlap_comm: bool = True
     # the watchdog (tinygradlm.dist): report a collective that has not returned in this many
     # seconds (0: no watchdog) and, unless collective_timeout_abort is false, abort the job
     collective_timeout_s: float = 300.0
@@ -186,8 +189,9 @@ _LOOP_RULES: dict[str, Rule] = {
     "precision": Rule("str", choices=tuple(p.value for p in Precision), doc="compute precision"),
     "loss_scale_init": Rule("number", 0, 3e38, open_low=True, doc="fp16: the first loss scale"),
     "loss_scale_growth_interval": Rule("int", 1, doc="fp16: clean steps before scale doubles"),
-    "bucket_size_mb": Rule("number", 0, doc="MiB per gradient bucket (0: one buffer)"),
+    "bucket_size_mb": Rule("number", 0, doc="MiB per gradient bucket (0: a layer, or one buffer)"),
     "deterministic_reduce": Rule("bool", doc="bitwise identical steps for any rank count"),
+    "overlap_comm": Rule("bool", doc="gradients reduced during the backward"),
     "collective_timeout_s": Rule("number", 0, doc="the watchdog's timeout (0: no watchdog)"),
     "collective_timeout_abort": Rule("bool", doc="abort the job when the watchdog fires"),
     "zero_stage": Rule("int", 0, 1, doc="1: AdamW's moments sharded over the ranks"),

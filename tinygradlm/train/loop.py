@@ -111,7 +111,10 @@ class Trainer:
             else None
         )
         self.timer = StepTimer(trace=self.trace)
-        self.sync = make_sync(config, self.optimizer, self.dist, self.timer)
+        # the overlap buckets by the model's layers when the optimizer trains its buffer
+        trains_model = self.optimizer.grads is self.model.flat_grads
+        layout = self.model.shapes if trains_model else None
+        self.sync = make_sync(config, self.optimizer, self.dist, self.timer, layout)
         self.metrics: MetricsLogger | None = None  # opened by train(), after a resume
 
     # -- state ---------------------------------------------------------------------------------

@@ -73,7 +73,8 @@ def train_step(run: Any) -> dict[str, Any]:
 
 
 def _forward_backward(run: Any) -> Any:
-    """``forward_backward(x, y, *, accumulate, loss_scale) -> loss`` on the run's model."""
+    """``forward_backward(x, y, *, accumulate, loss_scale, on_grads_final=None) -> loss`` on
+    the run's model (``on_grads_final``: the sync's hook into the backward, for overlap)."""
     # fp16 overflows are expected and handled by the step: no NumPy warnings for them
     quiet = (
         (lambda: np.errstate(over="ignore", invalid="ignore"))
@@ -81,10 +82,22 @@ def _forward_backward(run: Any) -> Any:
         else nullcontext
     )
 
-    def forward_backward(x: np.ndarray, y: np.ndarray, *, accumulate: bool, loss_scale: float):
+    def forward_backward(
+        x: np.ndarray,
+        y: np.ndarray,
+        *,
+        accumulate: bool,
+        loss_scale: float,
+        on_grads_final: Any = None,
+    ):
         with quiet():
             loss, _ = run.model.forward_backward(
-                x, y, engine=run.config.engine, accumulate=accumulate, loss_scale=loss_scale
+                x,
+                y,
+                engine=run.config.engine,
+                accumulate=accumulate,
+                loss_scale=loss_scale,
+                on_grads_final=on_grads_final,
             )
         return loss
 
