@@ -6,7 +6,10 @@ tensor (HF GPT-2 names and layouts) is a view into them, so clipping, an optimiz
 allreduce or a checkpoint is one operation on one array.
 
 :meth:`GPT.forward` is the one chain through the blocks: training calls it with ``keep=True``
-and gets the caches :meth:`GPT.backward` takes; :meth:`GPT.logits` calls it alone; decoding
+and ``head=False`` (it stops at ln_f: the LM head then runs fused with the loss, in chunks of
+rows, ``ModelLayers.head_loss``, and no (B, T, Vp) logits are made) and gets the caches the
+backward takes; ``forward(keep=True)`` with the plain head and :meth:`GPT.backward` from the
+logits' gradient compose the same step; :meth:`GPT.logits` calls it alone; decoding
 calls it with a :class:`~tinygradlm.model.kvcache.KVCache` (:meth:`GPT.prefill`,
 :meth:`GPT.decode_step`). All three read the same compute weights and round at the same points.
 
