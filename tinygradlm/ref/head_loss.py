@@ -137,6 +137,7 @@ def head_loss_chunks(
 
     block = np.empty((min(chunk_rows, N), Vp), dtype=dtype)  # the chunk's logits, then dlogits
     vocab_block = np.empty((min(VOCAB_BLOCK, Vp), C), dtype=dtype)
+    dx_t = np.empty(C * min(chunk_rows, N), dtype=dtype)  # a chunk's dx, transposed
     losses = []
     for lo in range(0, N, chunk_rows):
         hi = min(lo + chunk_rows, N)
@@ -149,7 +150,12 @@ def head_loss_chunks(
         if rounding is not None:
             rounding(dlogits)  # the gradient operand of the products below
         # in the forward pass this was: logits = x @ wteᵀ, so now:
-        np.matmul(dlogits, wte, out=dx2[lo:hi])  # (n, Vp) @ (Vp, C)
+        # dx[c] = dlogits @ wte (n, Vp) @ (Vp, C), computed as its transpose wteᵀ @ dlogitsᵀ:
+        # the same products, in the orientation OpenBLAS splits across threads (the other ran
+        # 2.5× slower on 2 threads at GPT-2's shapes, measured)
+        part_t = dx_t[: C * (hi - lo)].reshape(C, hi - lo)
+        np.matmul(wte.T, dlogits.T, out=part_t)  # (C, n)
+        dx2[lo:hi] = part_t.T
         # dwte += dlogitsᵀ @ x, a block of vocabulary rows at a time so the product's
         # temporary stays small (NumPy's matmul cannot add into its output)
         for v in range(0, Vp, VOCAB_BLOCK):
