@@ -25,8 +25,9 @@ from .crossentropy import check_crossentropy_backward, check_crossentropy_forwar
 
 # rows per chunk: a (256, 50304) float32 block is 51 MB at GPT-2's padded vocabulary (the
 # (B, T, Vp) logits are 206 MB at B=4, T=256, 824 MB at T=1024), 4 MB at Vp=4096; fewer rows
-# make the three products thinner and slower (64 rows: about 0.8× the unfused head at GPT-2
-# size, 256: about 0.7× its time; docs/performance.md, "Memory", bench/head_loss.py)
+# make the three products thinner and slower (at GPT-2's shapes, against the unfused head:
+# 64 rows 0.75× its time on one thread, 1.29× on two; 256 rows 0.64× and 0.86×;
+# docs/performance.md, "Memory", bench/head_loss.py)
 HEAD_CHUNK_ROWS = 256
 # vocabulary rows per block of the dwte accumulation: a (2048, 768) float32 block is 6 MB
 VOCAB_BLOCK = 2048
