@@ -297,7 +297,9 @@ def test_forward_returns_the_caches_and_the_model_keeps_none():
     _, cache_ce = L.crossentropy_forward(logits, targets, tiny().vocab_size)
     (dlogits,) = L.crossentropy_backward(np.float32(1.0), cache_ce)
     model.backward(dlogits, caches)
-    np.testing.assert_array_equal(model.flat_grads, reference.flat_grads)
+    # forward_backward runs the head fused with the loss in row chunks: the same sums in
+    # another order
+    np.testing.assert_allclose(model.flat_grads, reference.flat_grads, rtol=1e-5, atol=1e-7)
 
 
 def test_importing_the_model_with_numpy_kernels_loads_no_numba():

@@ -15,6 +15,7 @@ layer              implementation
                    its Jacobian-vector backward, both skipping the masked upper triangle
 ``gelu``           Numba: one pass, via sigmoid(2u) and a vectorized exp (no libm tanh)
 ``crossentropy``   Numba: softmax + loss in one kernel per row; backward in one pass
+``head_loss``      BLAS products per row chunk + the crossentropy row kernel, in place
 ``adamw_update``   Numba: the whole update in one pass over the flat buffers
 ``round_to_*``     Numba: bf16 / fp16 rounding in one branch-free pass over the bits
 ``linear``         ref's (a BLAS matmul either way)
@@ -53,7 +54,11 @@ from ..ref import (
 )
 from .adamw import adamw_update
 from .attention import attention_backward, attention_forward
-from .crossentropy import crossentropy_backward, crossentropy_forward
+from .crossentropy import (
+    crossentropy_backward,
+    crossentropy_forward,
+    head_crossentropy_forward_backward,
+)
 from .encoder import encoder_backward, encoder_forward
 from .gelu import gelu_backward, gelu_forward
 from .layernorm import layernorm_backward, layernorm_forward
@@ -71,6 +76,7 @@ __all__ = [
     "encoder_forward",
     "gelu_backward",
     "gelu_forward",
+    "head_crossentropy_forward_backward",
     "layernorm_backward",
     "layernorm_forward",
     "linear_backward",

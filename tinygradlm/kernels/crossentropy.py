@@ -17,6 +17,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..ref.crossentropy import check_crossentropy_backward, check_crossentropy_forward
+from ..ref.head_loss import head_loss_chunks
 from ._vecmath import exp_shifted_and_sum, row_max
 
 
@@ -113,3 +114,62 @@ def crossentropy_backward(dloss: Any, cache: Any) -> tuple[np.ndarray]:
         dlogits.reshape(-1, Vp),
     )
     return (dlogits,)
+
+
+@njit(cache=True, parallel=True)
+def _crossentropy_rows_in_place_kernel(logits, targets, valid, vocab_size, scale, losses):
+    """logits (n, Vp) replaced by dlogits = (softmax − onehot)·scale (0 in ignored rows and in
+    the padding); losses (n,) float64 written (0 where not valid). The forward's and the
+    backward's row loops above, fused: the same arithmetic, in place."""
+    n, Vp = logits.shape
+    zero, one = logits.dtype.type(0.0), logits.dtype.type(1.0)
+    for i in prange(n):
+        row = logits[i]
+        if not valid[i]:
+            row[:] = zero
+            losses[i] = 0.0
+            continue
+        m = row_max(row, vocab_size)
+        shifted_target = float(row[targets[i]]) - float(m)  # read before it is overwritten
+        total = exp_shifted_and_sum(row, vocab_size, m, one, row)  # exp(logit − max), in place
+        inv = one / logits.dtype.type(total)
+        for j in range(vocab_size):
+            row[j] = (row[j] * inv) * scale  # probability, then its gradient
+        for j in range(vocab_size, Vp):
+            row[j] = zero  # padding: no probability, no gradient
+        row[targets[i]] -= scale
+        losses[i] = math.log(total) - shifted_target
+
+
+def crossentropy_rows_in_place(
+    logits: np.ndarray, targets: np.ndarray, valid: np.ndarray, V: int, scale: Any
+) -> np.ndarray:
+    """ref.head_loss.crossentropy_rows_in_place in one Numba pass per row (parallel over
+    rows): logits (n, Vp) replaced by dlogits; returns the rows' losses (n,) in float64."""
+    losses = np.empty(logits.shape[0])
+    _crossentropy_rows_in_place_kernel(
+        logits, targets.astype(np.int64, copy=False), valid, V, logits.dtype.type(scale), losses
+    )
+    return losses
+
+
+def head_crossentropy_forward_backward(
+    x: np.ndarray,
+    wte: np.ndarray,
+    targets: np.ndarray,
+    vocab_size: int | None = None,
+    ignore_index: int = -100,
+    dloss: Any = 1.0,
+    *,
+    dwte: np.ndarray | None = None,
+    dx: np.ndarray | None = None,
+    chunk_rows: int | None = None,
+    rounding: Any = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(loss, dx, dwte) of ref.head_crossentropy_forward_backward: the same row chunks and
+    BLAS products, each chunk's softmax, loss and dlogits in one Numba pass per row (the loss
+    summed in float64, as :func:`crossentropy_forward`)."""
+    return head_loss_chunks(
+        x, wte, targets, vocab_size, ignore_index, dloss, dwte, dx, chunk_rows, rounding,
+        crossentropy_rows_in_place,
+    )  # fmt: skip

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from numba import njit, prange
 
-from ..ref.encoder import check_encoder_forward
+from ..ref.encoder import check_encoder_forward, check_encoder_into
 from . import _checks
 
 COLUMNS_PER_BLOCK = 64  # 256 bytes of float32: a few cache lines per (token, block)
@@ -34,7 +34,7 @@ def _encoder_forward_rows(idx, wte, wpe, out):
 
 @njit(cache=True, parallel=True)
 def _encoder_backward_scatter(dout, idx, dwte, dwpe):
-    """dout (B, T, C); dwte (Vp, C) and dwpe (maxT, C) zero on entry, accumulated into."""
+    """dout (B, T, C); dwte (Vp, C) and dwpe (maxT, C) accumulated into (+=)."""
     B, T, C = dout.shape
     n_blocks = (C + COLUMNS_PER_BLOCK - 1) // COLUMNS_PER_BLOCK
     for block in prange(n_blocks):
@@ -68,15 +68,21 @@ def encoder_forward(
     return out, (idx, wte.shape, wpe.shape, wte.dtype)
 
 
-def encoder_backward(dout: np.ndarray, cache: Any) -> tuple[np.ndarray, np.ndarray]:
+def encoder_backward(
+    dout: np.ndarray, cache: Any, *, into: tuple[np.ndarray, np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(dwte, dwpe) of :func:`encoder_forward`: dwte (Vp, C) scatter-adds dout by token (repeated
-    tokens add up), dwpe (maxT, C) sums dout over the batch (rows >= T stay zero)."""
+    tokens add up), dwpe (maxT, C) sums dout over the batch (rows >= T get nothing). ``into``: a
+    pair of arrays to add into and return instead of new zero arrays, as ref's."""
     idx, wte_shape, wpe_shape, dtype = cache
     B, T = idx.shape
     _checks.upstream("encoder_backward", dout, (B, T, wte_shape[1]), dtype)
-    dwte = np.zeros(wte_shape, dtype=dtype)  # tokens that never occur get zero
-    dwpe = np.zeros(wpe_shape, dtype=dtype)  # rows T.. were not used
+    dwte, dwpe = check_encoder_into(into, wte_shape, wpe_shape, dtype)
+    # the kernel adds into C-contiguous arrays: a strided one is added into through a copy
+    work_wte, work_wpe = np.ascontiguousarray(dwte), np.ascontiguousarray(dwpe)
     _encoder_backward_scatter(
-        np.ascontiguousarray(dout), np.ascontiguousarray(idx, dtype=np.int64), dwte, dwpe
+        np.ascontiguousarray(dout), np.ascontiguousarray(idx, dtype=np.int64), work_wte, work_wpe
     )
+    _checks.copy_back(dwte, work_wte)
+    _checks.copy_back(dwpe, work_wpe)
     return dwte, dwpe

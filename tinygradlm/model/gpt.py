@@ -6,7 +6,10 @@ tensor (HF GPT-2 names and layouts) is a view into them, so clipping, an optimiz
 allreduce or a checkpoint is one operation on one array.
 
 :meth:`GPT.forward` is the one chain through the blocks: training calls it with ``keep=True``
-and gets the caches :meth:`GPT.backward` takes; :meth:`GPT.logits` calls it alone; decoding
+and ``head=False`` (it stops at ln_f: the LM head then runs fused with the loss, in chunks of
+rows, ``ModelLayers.head_loss``, and no (B, T, Vp) logits are made) and gets the caches the
+backward takes; ``forward(keep=True)`` with the plain head and :meth:`GPT.backward` from the
+logits' gradient compose the same step; :meth:`GPT.logits` calls it alone; decoding
 calls it with a :class:`~tinygradlm.model.kvcache.KVCache` (:meth:`GPT.prefill`,
 :meth:`GPT.decode_step`). All three read the same compute weights and round at the same points.
 
@@ -246,13 +249,13 @@ class GPT:
             if self.lora is not None:
                 self.lora.flat_grads[...] = 0
         if engine == "fused":
-            L = backend.layers()
-            logits, caches = self.forward(idx, keep=True)
-            loss, cache_ce = L.crossentropy_forward(
-                logits, targets, self.config.vocab_size, ignore_index
+            # the head and the loss fused, in row chunks: no (B, T, Vp) array is made
+            lnf, caches = self.forward(idx, keep=True, head=False)  # (B, T, C)
+            layers = self._layers(self._compute_views, for_backward=True)
+            loss, dlnf = layers.head_loss(
+                lnf, targets, self.config.vocab_size, ignore_index, self.dtype.type(loss_scale)
             )
-            (dlogits,) = L.crossentropy_backward(self.dtype.type(loss_scale), cache_ce)
-            self.backward(dlogits, caches, on_grads_final)  # (B, T, Vp)
+            self._backward_body(dlnf, caches, on_grads_final)  # (B, T, C)
             loss = float(loss)
         else:
             loss = autograd_forward_backward(self, idx, targets, ignore_index, loss_scale)
@@ -278,10 +281,16 @@ class GPT:
         return self._acts
 
     def forward(
-        self, idx: np.ndarray, kv_cache: KVCache | None = None, keep: bool = False
+        self,
+        idx: np.ndarray,
+        kv_cache: KVCache | None = None,
+        keep: bool = False,
+        head: bool = True,
     ) -> tuple[np.ndarray, ForwardCaches | None]:
         """The logits (B, T, Vp) of idx (B, T) (checked token ids), and with ``keep`` the
         caches :meth:`backward` takes. The logits live in a buffer the next call overwrites.
+        ``head=False`` stops before the LM head and returns ln_f's output (B, T, C) instead
+        (training computes the head fused with the loss, ``ModelLayers.head_loss``).
 
         With a ``kv_cache``, idx holds the positions ``kv_cache.length``.. (a prompt into an
         empty cache, or one new token), their keys and values are appended, and only the last
@@ -307,12 +316,16 @@ class GPT:
                 layers, x, i, block_acts, acts.x[i + 1], kv_cache, keep
             )  # (B, T, C)
             blocks.append(cache)
-        lnf_out, logits_out = acts.lnf, acts.logits
+        lnf_out = acts.lnf
         if kv_cache is not None:
             kv_cache.length = start + T
             # only the last position's logits are wanted: ln_f and the head on (B, 1, C)
-            x, lnf_out, logits_out = np.ascontiguousarray(x[:, -1:]), None, None
+            x, lnf_out = np.ascontiguousarray(x[:, -1:]), None
         lnf, cache_lnf = layers.layernorm(x, "ln_f", out=lnf_out)  # (B, T, C)
+        if not head:
+            caches = ForwardCaches(cache_enc, blocks, cache_lnf, None) if keep else None
+            return lnf, caches
+        logits_out = acts.logits_buffer() if kv_cache is None else None
         logits, cache_head = layers.linear(lnf, LM_HEAD, out=logits_out, keep=keep)  # (B, T, Vp)
         caches = ForwardCaches(cache_enc, blocks, cache_lnf, cache_head) if keep else None
         return logits, caches
@@ -329,16 +342,24 @@ class GPT:
         caller can start reducing a layer's gradient while the layers below still compute."""
         layers = self._layers(self._compute_views, for_backward=True)
         P = self.precision
-        final = on_grads_final if on_grads_final is not None else (lambda _layer: None)
         dlnf = layers.linear_backward(P.gradient(dlogits), caches.head)  # (B, T, C)
+        self._backward_body(dlnf, caches, on_grads_final)
+
+    def _backward_body(
+        self, dlnf: np.ndarray, caches: ForwardCaches, on_grads_final: Any = None
+    ) -> None:
+        """Backward from ln_f's output gradient (B, T, C) down to the embeddings, calling
+        ``on_grads_final`` as :meth:`backward` says."""
+        layers = self._layers(self._compute_views, for_backward=True)
+        final = on_grads_final if on_grads_final is not None else (lambda _layer: None)
         dx = layers.layernorm_backward(dlnf, caches.ln_f)  # (B, T, C)
         final("ln_f")
         for i in reversed(range(len(caches.blocks))):
             dx = block_backward(layers, dx, caches.blocks[i])  # (B, T, C)
             final(f"h.{i}")
-        dwte, dwpe = layers.L.encoder_backward(dx, caches.encoder)
-        self.grads["wte.weight"] += dwte
-        self.grads["wpe.weight"] += dwpe
+        # added straight into the gradient buffers: no (Vp, C) array is made
+        g = self.grads
+        layers.L.encoder_backward(dx, caches.encoder, into=(g["wte.weight"], g["wpe.weight"]))
         final("wpe")
         final("wte")
 

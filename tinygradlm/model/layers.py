@@ -119,6 +119,31 @@ class ModelLayers:
             lora_grads[module + ".lora_B.weight"] += dB.T
         return P.gradient(dx)
 
+    def head_loss(
+        self, x: np.ndarray, targets: np.ndarray, vocab_size: int, ignore_index: int, dloss: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Training's tied head and loss in one pass over row chunks (ref.head_loss): the loss
+        of the logits x·wteᵀ and the input's gradient (B, T, C), rounded; dwte is added (+=).
+
+        The same rounding points as :meth:`linear` (LM_HEAD) + cross-entropy +
+        :meth:`linear_backward`: x rounded in place as the operand, each chunk's logits as the
+        stored output and its dlogits as the gradient operand, and dwte's sum over all the rows
+        rounded once before it is added. At fp32 that sum goes straight into the gradient
+        buffer; at bf16/fp16 it is summed into a (Vp, C) scratch first, so it can be rounded
+        whole, as the unfused head rounds it."""
+        P = self.precision
+        x = P.matmul_input(x, out=x)
+        grad = self.grads["wte.weight"]  # (Vp, C)
+        dwte = np.zeros_like(grad) if P.enabled else grad
+        rounding = P.activation if P.enabled else None
+        loss, dx, _ = self.L.head_crossentropy_forward_backward(
+            x, self.weights["wte.weight"], targets, vocab_size, ignore_index, dloss,
+            dwte=dwte, rounding=rounding,
+        )  # fmt: skip
+        if dwte is not grad:
+            grad += P.gradient(dwte)
+        return loss, P.gradient(dx)
+
     def attention(
         self, qkv: np.ndarray, layer: int, kv_cache: Any, out: np.ndarray | None
     ) -> tuple[np.ndarray, Any]:

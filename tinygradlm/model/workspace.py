@@ -13,15 +13,17 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..ref.head_loss import HEAD_CHUNK_ROWS, VOCAB_BLOCK
 from .config import GPTConfig
 
 
 class Activations:
     """The residual stream at each block boundary (``x``, L+1 of (B, T, C)), every block's
-    layer outputs (``blocks``), the final layer norm (B, T, C) and the logits (B, T, Vp).
+    layer outputs (``blocks``), the final layer norm (B, T, C), and the logits (B, T, Vp) once
+    a plain head has asked for them (:meth:`logits_buffer`; training never does).
 
-    ``head=False`` leaves out the last two (``lnf`` and ``logits`` are then None): decoding
-    computes them for the last position only."""
+    ``head=False`` leaves out ``lnf``: decoding computes ln_f and the head for the last
+    position only."""
 
     def __init__(
         self, config: GPTConfig, B: int, T: int, dtype: np.dtype, head: bool = True
@@ -35,11 +37,20 @@ class Activations:
         self.x = [buf(C) for _ in range(config.n_layer + 1)]  # residual stream
         self.blocks = [BlockActivations(buf, C) for _ in range(config.n_layer)]
         self.lnf = buf(C) if head else None
-        self.logits = buf(config.Vp) if head else None
+        self._logits_shape = (B, T, config.Vp)
+        self._dtype = dtype
+        self.logits: np.ndarray | None = None  # made by the first plain head (logits_buffer)
+
+    def logits_buffer(self) -> np.ndarray:
+        """The (B, T, Vp) logits buffer, made on first use: only the plain head (``GPT.logits``,
+        a forward with the head) writes it; training's fused head and loss needs none."""
+        if self.logits is None:
+            self.logits = np.empty(self._logits_shape, dtype=self._dtype)
+        return self.logits
 
     @property
     def nbytes(self) -> int:
-        arrays = [*self.x] + ([self.lnf, self.logits] if self.lnf is not None else [])
+        arrays = [*self.x] + ([self.lnf] if self.lnf is not None else [])
         for block in self.blocks:
             arrays += list(vars(block).values())
         return sum(a.nbytes for a in arrays)
@@ -77,16 +88,21 @@ def training_bytes(
 
     Parameters and gradients (:func:`model_bytes`), AdamW's two moments, the rounded compute
     copy of the weights under bf16/fp16, the forward's activations (:class:`Activations`:
-    L+1 residual streams, every block's layer outputs, ln_f and the logits), attention's
-    probabilities (B, NH, T, T) per layer kept for backward, and the backward's largest
-    transients (the loss's probabilities and dlogits, (B, T, Vp) each, one block's gradients,
-    one layer's attention scores). Measured with tracemalloc on the tiny and small presets it
-    is within 10% of the peak (slightly under: small temporaries are left out)."""
+    L+1 residual streams, every block's layer outputs and ln_f), attention's probabilities
+    (B, NH, T, T) per layer kept for backward, and the backward's largest transients (the fused
+    head and loss's row chunk and, under bf16/fp16, its (Vp, C) scratch; one block's gradients;
+    one layer's attention scores). No (B, T, Vp) array is made: the logits, probabilities and
+    dlogits exist one row chunk at a time (tinygradlm.ref.head_loss). Measured with tracemalloc
+    on the tiny and small presets it is within 10% of the peak (slightly under: small
+    temporaries are left out)."""
     itemsize = np.dtype(dtype).itemsize
     N, C, L, Vp = config.parameter_count(), config.n_embd, config.n_layer, config.Vp
     weights = 2 * N if precision == "fp32" else 3 * N  # AdamW's m and v (+ the compute copy)
     rows = B * T
     attention = B * config.n_head * T * T  # (B, NH, T, T)
-    forward = rows * ((L + 1) * C + L * BLOCK_ACTIVATION_WIDTH * C + C + Vp) + L * attention
-    backward = rows * (2 * Vp + BLOCK_ACTIVATION_WIDTH * C) + 2 * attention
+    forward = rows * ((L + 1) * C + L * BLOCK_ACTIVATION_WIDTH * C + C) + L * attention
+    head = min(HEAD_CHUNK_ROWS, rows) * Vp + min(VOCAB_BLOCK, Vp) * C
+    if precision != "fp32":
+        head += Vp * C  # dwte summed whole before it is rounded
+    backward = rows * BLOCK_ACTIVATION_WIDTH * C + 2 * attention + head
     return model_bytes(config, dtype) + (weights + forward + backward) * itemsize

@@ -33,9 +33,13 @@ Conventions, the same for every layer:
 - Wrong shapes and dtypes raise at the top of the forward with a message that names the
   function, the argument and what was expected.
 
-``adamw_update`` and the rounders are not layers: the optimizer step updates its buffers in
-place, and ``round_to_bf16`` / ``round_to_fp16`` (float32 in, float32 of the 16-bit format's
-values out, ``out=`` as above) emulate 16-bit storage for ``tinygradlm.precision``.
+``head_loss.head_crossentropy_forward_backward(x, wte, targets, V)`` is not a pair either: the
+tied LM head and the loss, forward and backward in one call over row chunks, returning ``(loss,
+dx, dwte)`` without holding the (B, T, Vp) logits (training's head; it equals ``linear`` +
+``crossentropy`` composed). ``adamw_update`` and the rounders are not layers: the optimizer
+step updates its buffers in place, and ``round_to_bf16`` / ``round_to_fp16`` (float32 in,
+float32 of the 16-bit format's values out, ``out=`` as above) emulate 16-bit storage for
+``tinygradlm.precision``.
 
 Every backward is derived in docs/derivations.md (LoRA's in docs/finetuning.md) and checked
 against float64 finite differences, the autograd engine and PyTorch in tests/ref/. This package
@@ -47,6 +51,7 @@ from .attention import attention_backward, attention_forward
 from .crossentropy import crossentropy_backward, crossentropy_forward
 from .encoder import encoder_backward, encoder_forward
 from .gelu import GELU_CUBIC, GELU_SCALE, gelu_backward, gelu_forward
+from .head_loss import head_crossentropy_forward_backward
 from .layernorm import layernorm_backward, layernorm_forward
 from .linear import linear_backward, linear_forward
 from .lora import lora_backward, lora_forward
@@ -65,6 +70,7 @@ __all__ = [
     "encoder_forward",
     "gelu_backward",
     "gelu_forward",
+    "head_crossentropy_forward_backward",
     "layernorm_backward",
     "layernorm_forward",
     "linear_backward",

@@ -37,21 +37,43 @@ def encoder_forward(
     return out, (idx, wte.shape, wpe.shape, wte.dtype)
 
 
-def encoder_backward(dout: np.ndarray, cache: EncoderCache) -> tuple[np.ndarray, np.ndarray]:
-    """Gradients of the two embedding tables: dwte (Vp, C), dwpe (maxT, C), both new arrays.
+def encoder_backward(
+    dout: np.ndarray, cache: EncoderCache, *, into: tuple[np.ndarray, np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gradients of the two embedding tables: dwte (Vp, C), dwpe (maxT, C), new arrays.
 
-    dout is (B, T, C). See :func:`encoder_forward` for the derivation.
+    dout is (B, T, C). ``into``, when given, is a pair (dwte, dwpe) of arrays of those shapes
+    (the model's gradient buffers) that the gradients are added into (+=) and returned, so no
+    table-sized array is made. See :func:`encoder_forward` for the derivation.
     """
     idx, wte_shape, wpe_shape, dtype = cache
     B, T = idx.shape
     checks.upstream("encoder_backward", dout, (B, T, wte_shape[1]), dtype)
+    dwte, dwpe = check_encoder_into(into, wte_shape, wpe_shape, dtype)
 
     # in the forward pass this was: out[b, t] = wte[idx[b, t]] + wpe[t], so now:
-    dwte = np.zeros(wte_shape, dtype=dtype)  # (Vp, C) tokens that never occur get zero
     # add.at accumulates when a token repeats; dwte[idx] += dout would keep only one of them
-    np.add.at(dwte, idx, dout)
-    dwpe = np.zeros(wpe_shape, dtype=dtype)  # (maxT, C) rows T.. were not used
-    dwpe[:T] = dout.sum(axis=0)  # (T, C) position t was added in every sequence of the batch
+    np.add.at(dwte, idx, dout)  # (Vp, C) tokens that never occur get nothing
+    dwpe[:T] += dout.sum(axis=0)  # (T, C) position t was added in every sequence; rows T.. not
+    return dwte, dwpe
+
+
+def check_encoder_into(
+    into: tuple[np.ndarray, np.ndarray] | None,
+    wte_shape: tuple[int, int],
+    wpe_shape: tuple[int, int],
+    dtype: np.dtype,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The arrays :func:`encoder_backward` (and its Numba twin) adds into: ``into`` after
+    checking it, or two new zero arrays."""
+    if into is None:
+        return np.zeros(wte_shape, dtype=dtype), np.zeros(wpe_shape, dtype=dtype)
+    dwte, dwpe = into
+    for name, a, shape in (("dwte", dwte, wte_shape), ("dwpe", dwpe, wpe_shape)):
+        checks.float_array("encoder_backward", name, a)
+        checks.same_dtype("encoder_backward", name, a, "dout", dtype)
+        if a.shape != tuple(shape):
+            raise ValueError(f"encoder_backward: {name} has shape {a.shape}, expected {shape}")
     return dwte, dwpe
 
 
