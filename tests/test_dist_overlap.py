@@ -116,15 +116,15 @@ def test_a_training_step_starts_the_buckets_inside_the_last_backward(tmp_path, z
     dist = TwoRanksInOne()
     trainer = Trainer(cfg, log=lambda _m: None, dist=dist)
     layers: list[str] = []
-    model_backward = trainer.model.backward
+    model_backward = trainer.model._backward_body  # what training's backward runs
 
-    def backward(dlogits, caches, on_grads_final=None):
+    def backward(dlnf, caches, on_grads_final=None):
         dist.events.append("backward")
         hook = None if on_grads_final is None else (lambda n: (layers.append(n), on_grads_final(n)))
-        model_backward(dlogits, caches, hook)
+        model_backward(dlnf, caches, hook)
         dist.events.append("end")
 
-    trainer.model.backward = backward
+    trainer.model._backward_body = backward
     trainer.train()
     sizes = [hi - lo for lo, hi in trainer.sync.bucket_reduce().buckets]
     # the first micro-step accumulates; the last one's backward starts every bucket, the
