@@ -259,8 +259,8 @@ def lr_schedule(
 # gradient clipping
 # --------------------------------------------------------------------------------------------
 
-# elements per float64 chunk in grad_norm: a float64 copy of a whole 124M-parameter buffer would
-# be 1 GB; a chunk of 2^20 is 8 MB and as fast
+# elements per chunk in grad_norm: each chunk's sum is a Python float, so the partial sums of a
+# 124M-parameter buffer stay in float64 however einsum orders a chunk's terms
 _NORM_CHUNK = 1 << 20
 
 
@@ -268,6 +268,13 @@ def grad_norm(grads: np.ndarray) -> float:
     """The global L2 norm √(Σ g²) over every entry of ``grads``, accumulated in float64.
 
     Non-finite entries give a non-finite norm (inf or nan), which callers use to skip a step.
+
+    One pass on one thread: ``einsum`` widens each entry to float64 as it reads it (no copy of
+    the buffer) and calls no BLAS. A BLAS dot product of float64 chunks would start OpenBLAS's
+    threads once per chunk, and where those threads share busy cores (a loaded node, ranks
+    sharing cores) every call waits for the slowest one: 4× the one-thread time at GPT-2 size
+    on a loaded machine (``bench/contention.py``). The sum also no longer depends on the number
+    of BLAS threads. The pass is memory-bound, so a second thread adds little anyway.
     """
     if not isinstance(grads, np.ndarray) or grads.dtype.kind != "f":
         raise TypeError(
@@ -277,8 +284,8 @@ def grad_norm(grads: np.ndarray) -> float:
     flat = grads.reshape(-1)
     total = 0.0
     for start in range(0, flat.size, _NORM_CHUNK):
-        chunk = flat[start : start + _NORM_CHUNK].astype(np.float64)
-        total += float(np.dot(chunk, chunk))
+        chunk = flat[start : start + _NORM_CHUNK]
+        total += float(np.einsum("i,i->", chunk, chunk, dtype=np.float64))
     return math.sqrt(total)
 
 
