@@ -123,3 +123,16 @@ def test_contention_bench_runs_at_a_tiny_size():
         assert set(secs) == {"forward", "backward", "clip", "optimizer", "step"}
         assert all(v >= 0 for k, v in secs.items() if k != "backward")
     assert result["ratios"]["2t/1core"]["step"] > 0
+
+
+def test_busy_cores_note():
+    assert threads.busy_cores_note(1, 2, 9.0) is None  # one thread waits for no other
+    assert threads.busy_cores_note(2, 2, 1.5) is None  # a core was free
+    note = threads.busy_cores_note(2, 2, 3.2)
+    assert note is not None and "3.2" in note and "2 core(s)" in note
+
+
+def test_blas_threads_read_as_openblas_does():
+    assert threads._blas_threads({}, 4) == 4
+    assert threads._blas_threads({"OMP_NUM_THREADS": "2"}, 4) == 2
+    assert threads._blas_threads({"OPENBLAS_NUM_THREADS": "8", "OMP_NUM_THREADS": "2"}, 4) == 4

@@ -12,9 +12,10 @@ override.
 No thread count goes above the cores this process may run on (its affinity mask: what
 ``taskset``, ``mpiexec -bind-to`` or Slurm's ``--cpu-bind`` leave it): a variable set higher is
 lowered to that count, with one line on standard error saying so (once, from the launcher's
-rank 0). Threads beyond the cores share them, and a thread that waits for work by spinning
-takes its core from the one that has work; OpenBLAS caps the count it reads at start to the
-affinity mask for the same reason, and :func:`set_blas_threads` keeps that cap.
+rank 0); outside a launcher, a load average already at the core count gets a line too. Threads
+beyond the cores share them, and OpenBLAS's caller waits for its worker threads by spinning, so
+each matrix product waits for the slowest thread to get a core back. OpenBLAS caps the count it
+reads at start to the affinity mask; its setter does not, and :func:`set_blas_threads` does.
 """
 
 from __future__ import annotations
@@ -60,6 +61,29 @@ def cap_threads(env: dict[str, str] | Any, cores: int) -> list[str]:
     return lowered
 
 
+def busy_cores_note(threads: int, cores: int, load: float) -> str | None:
+    """A line when more than one thread will run on cores that were already busy: the last
+    minute's load average (before this process started) is at least ``cores``, the cores this
+    process may run on. None otherwise."""
+    if threads <= 1 or load < cores:
+        return None
+    return (
+        f"the load average is {load:.1f} on the {cores} core(s) this process may run on: its "
+        f"{threads} threads per matrix product will wait for one another behind other "
+        "processes (fewer threads, e.g. OMP_NUM_THREADS=1, may run faster)"
+    )
+
+
+def _blas_threads(env: dict[str, str] | Any, cores: int) -> int:
+    """The threads OpenBLAS starts with: its variables, else every core it may run on."""
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        try:
+            return max(1, min(int(env[name]), cores))
+        except (KeyError, ValueError):
+            continue
+    return cores
+
+
 def default_threads(environ: dict[str, str] | Any = None) -> int | None:
     """Under an MPI launcher: set the unset thread variables to ``max(1, cores // local ranks)``
     and return that number; None (no default set) when not launched by MPI. Either way, lower
@@ -69,6 +93,9 @@ def default_threads(environ: dict[str, str] | Any = None) -> int | None:
     env = os.environ if environ is None else environ
     cores = available_cores()
     lowered = cap_threads(env, cores)
+    if environ is None and not launched_by_mpi():  # a launcher's ranks make their own load
+        note = busy_cores_note(_blas_threads(env, cores), cores, os.getloadavg()[0])
+        lowered += [note] if note else []
     if lowered and environ is None and env.get(_rank_var(env), "0") == "0":
         print("\n".join(f"tinygradlm: {line}" for line in lowered), file=sys.stderr)
     local = None
