@@ -19,7 +19,7 @@ The threads come from the environment (``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREA
 
     python bench/contention.py                       # "small", B=8, T=256
     python bench/contention.py --config gpt2 --batch 4 --seq 64 --steps 2 --rounds 2
-    python bench/contention.py --config tiny --batch 2 --seq 32 --steps 2 --rounds 1
+    python bench/contention.py --norm 124000000 --steps 3   # the clip's norm at GPT-2 size
 """
 
 from __future__ import annotations
@@ -77,6 +77,30 @@ def worker(preset: str, B: int, T: int, steps: int) -> dict:
     return {k: median([t[k] for t in times]) for k in SECTIONS}
 
 
+def norm_worker(n: int, repeats: int) -> dict:
+    """Seconds (median of ``repeats``) of ``grad_norm`` over ``n`` float32 entries, and of the
+    BLAS dot product over float64 chunks it replaced, in this process."""
+    import numpy as np
+
+    from tinygradlm.optim import grad_norm
+
+    def blas_norm(grads: np.ndarray) -> float:
+        total = 0.0
+        for start in range(0, grads.size, 1 << 20):
+            chunk = grads[start : start + (1 << 20)].astype(np.float64)
+            total += float(np.dot(chunk, chunk))
+        return total**0.5
+
+    grads = np.random.default_rng(0).standard_normal(n, dtype=np.float32)
+    times: dict[str, list[float]] = {"grad_norm": [], "blas_dot": []}
+    for _ in range(repeats):  # alternated
+        for name, fn in (("grad_norm", grad_norm), ("blas_dot", blas_norm)):
+            t = time.perf_counter()
+            fn(grads)
+            times[name].append(time.perf_counter() - t)
+    return {k: median(v) for k, v in times.items()}
+
+
 def force_blas_threads(threads: int) -> None:
     """Tell the loaded OpenBLAS ``threads`` threads whatever the cores (its own setter does not
     cap; ``tinygradlm.dist.threads.set_blas_threads`` does): what a launcher's thread setting,
@@ -100,7 +124,24 @@ def median(xs: list[float]) -> float:
     return xs[n // 2] if n % 2 else 0.5 * (xs[n // 2 - 1] + xs[n // 2])
 
 
-def run_mode(args: argparse.Namespace, threads: int, cpus: set[int], force: bool) -> dict:
+def norm_main(args: argparse.Namespace) -> None:
+    cpus = os.sched_getaffinity(0)
+    runs: dict[int, list[dict]] = {1: [], 2: []}
+    for _ in range(args.rounds):
+        for threads in runs:
+            runs[threads].append(run_mode(args, threads, cpus, False, ("--norm", str(args.norm))))
+    print(
+        f"norm over {args.norm} float32 entries, seconds, medians of {args.rounds} process(es) "
+        f"x {args.steps}; {len(cpus)} core(s), load average {os.getloadavg()[0]:.2f}"
+    )
+    for threads, rs in runs.items():
+        ours, dot = (median([r[k] for r in rs]) for k in ("grad_norm", "blas_dot"))
+        print(f"{threads} thread(s): grad_norm {ours:.3f}  BLAS dot {dot:.3f}  ({dot / ours:.2f}x)")
+
+
+def run_mode(
+    args: argparse.Namespace, threads: int, cpus: set[int], force: bool, extra: tuple[str, ...] = ()
+) -> dict:
     """One fresh worker process with ``threads`` threads, bound to ``cpus``; ``force``: OpenBLAS
     told ``threads`` after it started (it caps what it reads at start to the cores)."""
     env = dict(os.environ)
@@ -110,7 +151,7 @@ def run_mode(args: argparse.Namespace, threads: int, cpus: set[int], force: bool
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         env[var] = str(threads)
     cmd = [sys.executable, __file__, "--worker", "--config", args.config, "--batch",
-           str(args.batch), "--seq", str(args.seq), "--steps", str(args.steps)]  # fmt: skip
+           str(args.batch), "--seq", str(args.seq), "--steps", str(args.steps), *extra]  # fmt: skip
     out = subprocess.run(
         cmd,
         env=env,
@@ -133,6 +174,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="fresh processes per mode")
     parser.add_argument("--two-cores", action="store_true", help="also 2 threads on 2 cores")
     parser.add_argument("--json", action="store_true", help="print the medians as JSON")
+    parser.add_argument(
+        "--norm",
+        type=int,
+        metavar="N",
+        help="instead: the clip's norm over N entries, grad_norm against a BLAS dot product, "
+        "1 and 2 threads on every core this process may use",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -140,8 +188,14 @@ def main() -> None:
         from tinygradlm.model import GPTConfig
 
         args.seq = GPTConfig.preset(args.config).block_size
+    if args.worker and args.norm:
+        print(json.dumps(norm_worker(args.norm, args.steps)))
+        return
     if args.worker:
         print(json.dumps(worker(args.config, args.batch, args.seq, args.steps)))
+        return
+    if args.norm:
+        norm_main(args)
         return
 
     cores = sorted(os.sched_getaffinity(0))

@@ -136,3 +136,11 @@ def test_blas_threads_read_as_openblas_does():
     assert threads._blas_threads({}, 4) == 4
     assert threads._blas_threads({"OMP_NUM_THREADS": "2"}, 4) == 2
     assert threads._blas_threads({"OPENBLAS_NUM_THREADS": "8", "OMP_NUM_THREADS": "2"}, 4) == 4
+
+
+def test_contention_bench_norm_runs():
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, str(ROOT / "bench" / "contention.py"), "--norm", "3000", "--steps", "1",
+           "--rounds", "1"]  # fmt: skip
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, check=True)
+    assert "1 thread(s): grad_norm" in out.stdout and "2 thread(s): grad_norm" in out.stdout

@@ -13,9 +13,10 @@ No thread count goes above the cores this process may run on (its affinity mask:
 ``taskset``, ``mpiexec -bind-to`` or Slurm's ``--cpu-bind`` leave it): a variable set higher is
 lowered to that count, with one line on standard error saying so (once, from the launcher's
 rank 0); outside a launcher, a load average already at the core count gets a line too. Threads
-beyond the cores share them, and OpenBLAS's caller waits for its worker threads by spinning, so
-each matrix product waits for the slowest thread to get a core back. OpenBLAS caps the count it
-reads at start to the affinity mask; its setter does not, and :func:`set_blas_threads` does.
+beyond the cores share them, and every threaded BLAS call ends when its slowest thread does,
+which waits for a core (a threaded dot product over busy cores measured 4× its one-thread time;
+``bench/contention.py``). OpenBLAS caps the count it reads at start to the affinity mask; its
+setter does not, and :func:`set_blas_threads` does.
 """
 
 from __future__ import annotations
