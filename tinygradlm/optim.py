@@ -259,9 +259,9 @@ def lr_schedule(
 # gradient clipping
 # --------------------------------------------------------------------------------------------
 
-# elements per chunk in grad_norm: each chunk's sum is a Python float, so the partial sums of a
-# 124M-parameter buffer stay in float64 however einsum orders a chunk's terms
-_NORM_CHUNK = 1 << 20
+# elements per chunk in grad_norm: a float64 chunk of 2^17 (1 MB) stays in cache between its
+# widening copy and its sum of squares; each chunk's sum is added as a Python float
+_NORM_CHUNK = 1 << 17
 
 
 def grad_norm(grads: np.ndarray) -> float:
@@ -269,12 +269,13 @@ def grad_norm(grads: np.ndarray) -> float:
 
     Non-finite entries give a non-finite norm (inf or nan), which callers use to skip a step.
 
-    One pass on one thread: ``einsum`` widens each entry to float64 as it reads it (no copy of
-    the buffer) and calls no BLAS. A BLAS dot product of float64 chunks would start OpenBLAS's
-    threads once per chunk, and where those threads share busy cores (a loaded node, ranks
-    sharing cores) every call waits for the slowest one: 4× the one-thread time at GPT-2 size
-    on a loaded machine (``bench/contention.py``). The sum also no longer depends on the number
-    of BLAS threads. The pass is memory-bound, so a second thread adds little anyway.
+    On one thread and without BLAS: each chunk is widened to float64 into one reused buffer and
+    ``einsum`` sums its squares. A BLAS dot product of the chunks would start OpenBLAS's threads
+    once per chunk, and where those threads share busy cores (a loaded node, ranks sharing
+    cores) every call waits for the slowest one: about 5× the one-thread time at GPT-2 size on
+    a loaded machine (``bench/contention.py --norm``). The pass is memory-bound, so a second
+    thread gains little where cores are free, and the sum no longer depends on the number of
+    BLAS threads.
     """
     if not isinstance(grads, np.ndarray) or grads.dtype.kind != "f":
         raise TypeError(
@@ -282,10 +283,12 @@ def grad_norm(grads: np.ndarray) -> float:
             f"{getattr(grads, 'dtype', '')}"
         )
     flat = grads.reshape(-1)
+    wide = np.empty(min(flat.size, _NORM_CHUNK), np.float64)
     total = 0.0
     for start in range(0, flat.size, _NORM_CHUNK):
-        chunk = flat[start : start + _NORM_CHUNK]
-        total += float(np.einsum("i,i->", chunk, chunk, dtype=np.float64))
+        chunk = wide[: min(_NORM_CHUNK, flat.size - start)]
+        np.copyto(chunk, flat[start : start + _NORM_CHUNK])
+        total += float(np.einsum("i,i->", chunk, chunk))
     return math.sqrt(total)
 
 
