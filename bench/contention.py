@@ -18,7 +18,7 @@ The threads come from the environment (``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREA
 ``NUMBA_NUM_THREADS``) and the core from ``os.sched_setaffinity``, set before NumPy starts.
 
     python bench/contention.py                       # "small", B=8, T=256
-    python bench/contention.py --config gpt2 --batch 4 --seq 64 --steps 2 --rounds 2
+    python bench/contention.py --config gpt2 --batch 4 --seq 64 --steps 2 --modes 2t/1core
     python bench/contention.py --norm 124000000 --steps 3   # the clip's norm at GPT-2 size
 """
 
@@ -173,6 +173,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per process")
     parser.add_argument("--rounds", type=int, default=3, help="fresh processes per mode")
     parser.add_argument("--two-cores", action="store_true", help="also 2 threads on 2 cores")
+    parser.add_argument("--modes", help="only these modes besides 1t/1core, e.g. 2t/1core")
     parser.add_argument("--json", action="store_true", help="print the medians as JSON")
     parser.add_argument(
         "--norm",
@@ -206,6 +207,9 @@ def main() -> None:
     }
     if args.two_cores and len(cores) >= 2:
         modes["2t/2cores"] = (2, set(cores[:2]), False)
+    if args.modes:
+        keep = {"1t/1core", *args.modes.split(",")}
+        modes = {m: v for m, v in modes.items() if m in keep}
     runs: dict[str, list[dict]] = {m: [] for m in modes}
     for _ in range(args.rounds):  # the modes alternate, so load from elsewhere hits them alike
         for mode, (threads, cpus, force) in modes.items():
