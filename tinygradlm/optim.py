@@ -272,8 +272,8 @@ def grad_norm(grads: np.ndarray) -> float:
     On one thread and without BLAS: each chunk is widened to float64 into one reused buffer and
     ``einsum`` sums its squares. A BLAS dot product of the chunks would start OpenBLAS's threads
     once per chunk, and where those threads share busy cores (a loaded node, ranks sharing
-    cores) every call waits for the slowest one: about 5× the one-thread time at GPT-2 size on
-    a loaded machine (``bench/contention.py --norm``). The pass is memory-bound, so a second
+    cores) every call waits for the slowest one: 5–13× the one-thread time at GPT-2 size on a
+    loaded machine (``bench/contention.py --norm``). The pass is memory-bound, so a second
     thread gains little where cores are free, and the sum no longer depends on the number of
     BLAS threads.
     """
