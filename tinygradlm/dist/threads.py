@@ -14,9 +14,10 @@ No thread count goes above the cores this process may run on (its affinity mask:
 lowered to that count, with one line on standard error saying so (once, from the launcher's
 rank 0); outside a launcher, a load average already at the core count gets a line too. Threads
 beyond the cores share them, and every threaded BLAS call ends when its slowest thread does,
-which waits for a core (a threaded dot product over busy cores measured 4× its one-thread time;
-``bench/contention.py``). OpenBLAS caps the count it reads at start to the affinity mask; its
-setter does not, and :func:`set_blas_threads` does.
+while the caller busy-waits for it on a core the other thread needs: a training step with 2 BLAS
+threads on one core took 58× the one-thread time, and a clipping norm of BLAS dot products over
+two busy cores 13× (docs/performance.md, "Contention"). OpenBLAS caps the count it reads at
+start to the affinity mask; its setter does not, and :func:`set_blas_threads` does.
 """
 
 from __future__ import annotations
@@ -95,7 +96,11 @@ def default_threads(environ: dict[str, str] | Any = None) -> int | None:
     cores = available_cores()
     lowered = cap_threads(env, cores)
     if environ is None and not launched_by_mpi():  # a launcher's ranks make their own load
-        note = busy_cores_note(_blas_threads(env, cores), cores, os.getloadavg()[0])
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):  # no load average here
+            load = 0.0
+        note = busy_cores_note(_blas_threads(env, cores), cores, load)
         lowered += [note] if note else []
     if lowered and environ is None and env.get(_rank_var(env), "0") == "0":
         print("\n".join(f"tinygradlm: {line}" for line in lowered), file=sys.stderr)
