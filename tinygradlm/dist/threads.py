@@ -16,7 +16,7 @@ rank 0); outside a launcher, a load average already at the core count gets a lin
 beyond the cores share them, and every threaded BLAS call ends when its slowest thread does,
 while the caller busy-waits for it on a core the other thread needs: a training step with 2 BLAS
 threads on one core took 58× the one-thread time, and a clipping norm of BLAS dot products over
-two busy cores 13× (docs/performance.md, "Contention"). OpenBLAS caps the count it reads at
+two busy cores 6–13× (docs/performance.md, "Contention"). OpenBLAS caps the count it reads at
 start to the affinity mask; its setter does not, and :func:`set_blas_threads` does.
 """
 
