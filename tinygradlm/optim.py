@@ -259,8 +259,8 @@ def lr_schedule(
 # gradient clipping
 # --------------------------------------------------------------------------------------------
 
-# elements per float64 chunk in grad_norm: a float64 copy of a whole 124M-parameter buffer would
-# be 1 GB; a chunk of 2^20 is 8 MB and as fast
+# elements per chunk in grad_norm: an 8 MB float64 buffer, reused for every chunk (a float64
+# copy of a whole 124M-parameter buffer would be 1 GB); each chunk's sum is added as a float
 _NORM_CHUNK = 1 << 20
 
 
@@ -268,6 +268,14 @@ def grad_norm(grads: np.ndarray) -> float:
     """The global L2 norm √(Σ g²) over every entry of ``grads``, accumulated in float64.
 
     Non-finite entries give a non-finite norm (inf or nan), which callers use to skip a step.
+
+    On one thread and without BLAS: each chunk is widened to float64 into one reused buffer and
+    ``einsum`` sums its squares. A BLAS dot product of the chunks would start OpenBLAS's threads
+    once per chunk, and where those threads share busy cores (a loaded node, ranks sharing
+    cores) every call waits for the slowest one: 6–13× the one-thread time at GPT-2 size on a
+    loaded machine (``bench/contention.py --norm``). On one free core this pass takes
+    1.0–1.7× the one-thread dot product's time (under 0.04 s at GPT-2 size), and its sum does
+    not depend on the number of BLAS threads.
     """
     if not isinstance(grads, np.ndarray) or grads.dtype.kind != "f":
         raise TypeError(
@@ -275,10 +283,12 @@ def grad_norm(grads: np.ndarray) -> float:
             f"{getattr(grads, 'dtype', '')}"
         )
     flat = grads.reshape(-1)
+    wide = np.empty(min(flat.size, _NORM_CHUNK), np.float64)
     total = 0.0
     for start in range(0, flat.size, _NORM_CHUNK):
-        chunk = flat[start : start + _NORM_CHUNK].astype(np.float64)
-        total += float(np.dot(chunk, chunk))
+        chunk = wide[: min(_NORM_CHUNK, flat.size - start)]
+        np.copyto(chunk, flat[start : start + _NORM_CHUNK])
+        total += float(np.einsum("i,i->", chunk, chunk))
     return math.sqrt(total)
 
 

@@ -25,8 +25,9 @@ layer              implementation
 
 Every kernel is compiled with ``cache=True`` (the first call in a fresh checkout compiles, about
 a second per kernel and dtype; later processes load the cache) and ``parallel=True``: threads
-come from ``NUMBA_NUM_THREADS`` (set it to 1 when running one MPI rank per core). Results do not
-depend on the number of threads. Unless ``NUMBA_THREADING_LAYER`` is set, the kernels run on
+come from ``NUMBA_NUM_THREADS`` (set it to 1 when running one MPI rank per core; the CLI lowers
+it to the cores the process may run on, ``tinygradlm.dist.threads``). Results do not depend on
+the number of threads. Unless ``NUMBA_THREADING_LAYER`` is set, the kernels run on
 Numba's ``workqueue`` threading layer: OpenMP's worker threads spin after each parallel region
 and take the cores from OpenBLAS's threads between a kernel and the next matmul, which made a
 training step of the "small" config 1.6× slower on 2 cores (``bench/step.py``). No kernel uses
