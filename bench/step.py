@@ -393,13 +393,16 @@ def measure(
     batch: int | None,
     seq: int | None,
     gemm_repeats: int,
+    cpus: str | None = None,
 ) -> dict[str, Any]:
-    """Every engine and the GEMM rate at ``threads``, ``rounds`` times in turns; the summary."""
+    """Every engine and the GEMM rate at ``threads``, ``rounds`` times in turns; the summary.
+    ``cpus`` ("0" or "0,1"): the CPUs the workers may run on (all when None)."""
     from tinygradlm.model import GPT, GPTConfig
 
     preset, B, T = resolve(name, batch, seq)
     config = GPTConfig.preset(preset)
     common = ["--config", preset, "--batch", str(B), "--seq", str(T)]
+    common += ["--cpus", cpus] if cpus else []
     env = thread_env(threads)
     per_engine: dict[str, list[dict[str, Any]]] = {e: [] for e in engines}
     gemm_rates = []
@@ -451,6 +454,7 @@ def measure(
         "batch": B,
         "seq": T,
         "threads": threads,
+        "cpus": cpus,
         "rounds": rounds,
         "steps": steps,
         "flops_per_step": flops,
@@ -470,10 +474,11 @@ class _Shape:
 
 def print_table(result: dict[str, Any]) -> None:
     r = result
+    pinned = f" on CPUs {r['cpus']}" if r["cpus"] else ""
     print(
         f"\n{r['config']}: {r['model']} n_layer={r['n_layer']} n_head={r['n_head']} "
         f"C={r['n_embd']} V={r['vocab_size']}, B={r['batch']} T={r['seq']}, "
-        f"{r['threads']} thread(s), median of {r['rounds']} rounds x {r['steps']} steps; "
+        f"{r['threads']} thread(s){pinned}, median of {r['rounds']} rounds x {r['steps']} steps; "
         f"float32 GEMM rate at the step's shapes: {r['gemm_gflops']:.1f} GFLOP/s"
     )
     head = f"{'engine':<17}{'ms/step':>10}{'tokens/s':>10}{'GFLOP/s':>9}{'of GEMM':>9}"
@@ -511,11 +516,18 @@ def main() -> None:
         "--engines", default=",".join(ENGINES), help="comma-separated: " + ", ".join(ENGINES)
     )
     parser.add_argument("--gemm-repeats", type=int, default=3)
+    parser.add_argument(
+        "--cpus",
+        help="run the workers on these CPUs only (e.g. 0: two threads sharing one core, as "
+        "ranks on a busy node)",
+    )
     parser.add_argument("--json", help="write the results to this file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.worker:
+        if args.cpus:  # before NumPy, Numba and PyTorch start their threads: they inherit it
+            os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
         from tinygradlm.model import GPTConfig
 
         if args.worker == "gemm":
@@ -547,6 +559,7 @@ def main() -> None:
             args.batch,
             args.seq,
             args.gemm_repeats,
+            args.cpus,
         )
         print_table(result)
         results.append(result)

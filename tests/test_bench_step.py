@@ -68,7 +68,7 @@ def test_step_json(tmp_path):
     out = tmp_path / "step.json"
     _run(
         "step.py", "--config", "tiny", "--threads", "1", "--steps", "1", "--rounds", "1",
-        "--engines", engines, "--gemm-repeats", "1", "--json", str(out),
+        "--engines", engines, "--gemm-repeats", "1", "--cpus", "0", "--json", str(out),
     )  # fmt: skip
     (result,) = json.loads(out.read_text())
     assert (result["config"], result["batch"], result["seq"], result["threads"]) == (
@@ -78,6 +78,7 @@ def test_step_json(tmp_path):
         1,
     )
     assert result["gemm_gflops"] > 0
+    assert result["cpus"] == "0"  # the workers ran pinned to one CPU
     rows = {r["engine"]: r for r in result["engines"]}
     assert set(rows) == set(engines.split(","))
     for r in rows.values():
