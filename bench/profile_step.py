@@ -16,11 +16,13 @@ to show what they cost. ``--trace OUT`` writes the sections of the last step as 
 
 Memory (a second fresh process, ``tracemalloc``, which sees NumPy's allocations in its domain
 389047): the step's high-water mark of traced memory is located between two section
-boundaries, and a snapshot taken at that boundary in the next step lists every array alive
-there by the line of code that allocated it; what the section allocates and frees before the
-peak is one more row. The table adds the resident set of the interpreter and libraries (after
-one step of the tiny model: JIT compilation included) and compares the sum with the peak
-resident set measured in the timing process.
+boundaries, and snapshots taken at those two boundaries in the next step list every array
+alive at the first by the line of code that allocated it, and what the section allocated and
+still holds at its end; what it allocated and freed before its end is one more row. The
+table adds the resident set of the interpreter and libraries (after one step of the tiny
+model: JIT compilation included) and compares the sum with the peak resident set measured in
+the timing process. Arrays the Numba kernels allocate inside compiled code are not traced
+(the kernels allocate their outputs in Python, so the table misses little).
 
     python bench/profile_step.py                          # GPT-2 124M, B=4, T=256, 1 thread
     python bench/profile_step.py --config small --threads 2
@@ -204,7 +206,7 @@ def _site(traceback: tracemalloc.Traceback) -> str:
 
 def _kind(site: str) -> str:
     if site.startswith("tinygradlm/params.py"):
-        return "parameters / gradients"
+        return "AdamW decay mask" if "mask" in site else "parameters / gradients"
     if site.startswith("tinygradlm/optim.py"):
         return "AdamW moments"
     if site.startswith("tinygradlm/model/workspace.py"):
@@ -240,42 +242,57 @@ def memory_phase(args: argparse.Namespace) -> dict[str, Any]:
     boundary, at_boundary = marks[k - 1][0], marks[k - 1][1]
     peak = marks[k][2]
 
-    # pass 2: the same step again, a snapshot at the boundary before the peak
-    snapshot: list[Any] = []
+    # pass 2: the same step again, snapshots at the two boundaries around the peak
+    snapshots: list[Any] = []
     seen = [0]
 
     def snap(name: str) -> None:
         seen[0] += 1
-        if seen[0] == k:  # boundary k-1 is the k-th call
-            snapshot.append(tracemalloc.take_snapshot())
+        if seen[0] in (k, k + 1):  # boundary i is the (i+1)-th call
+            snapshots.append(tracemalloc.take_snapshot())
 
     with instrumented(snap, snap, args.per_layer):
         step()
     tracemalloc.stop()
-    by_site: dict[str, int] = defaultdict(int)
-    arrays: dict[str, int] = defaultdict(int)
-    other_domains = 0
-    for trace in snapshot[0].traces:
-        if trace.domain == NUMPY_DOMAIN:
-            site = _site(trace.traceback)
-            by_site[site] += trace.size
-            arrays[site] += 1
-        else:
-            other_domains += trace.size
+    (start, start_other), (end, _) = (_by_site(snapshot) for snapshot in snapshots)
     buffers = [
-        {"site": site, "kind": _kind(site), "bytes": size, "arrays": arrays[site]}
-        for site, size in sorted(by_site.items(), key=lambda item: -item[1])
+        {"site": site, "kind": _kind(site), "bytes": size, "arrays": count}
+        for site, (size, count) in sorted(start.items(), key=lambda item: -item[1][0])
     ]
+    # what the section allocated and still holds at its end, by site
+    added = []
+    for site, (size, count) in end.items():
+        before, before_count = start.get(site, (0, 0))
+        if size > before:
+            added.append({"site": site, "bytes": size - before, "arrays": count - before_count})
+    added.sort(key=lambda b: -b["bytes"])
+    transient = peak - at_boundary
     return {
         "rss_libraries_kib": rss_libraries,
-        "peak_boundary": boundary,
         "peak_section": f"between '{boundary}' and '{marks[k][0]}'",
         "traced_peak_bytes": peak,
         "traced_at_boundary_bytes": at_boundary,
-        "transient_bytes": peak - at_boundary,
-        "python_objects_bytes": other_domains,
+        "transient_bytes": transient,
+        "added_in_section": added,
+        "transient_rest_bytes": transient - sum(b["bytes"] for b in added),
+        "python_objects_bytes": start_other,
         "buffers": buffers,
     }
+
+
+def _by_site(snapshot: Any) -> tuple[dict[str, tuple[int, int]], int]:
+    """NumPy's buffers in a snapshot as site -> (bytes, arrays); the other domains' bytes."""
+    sizes: dict[str, int] = defaultdict(int)
+    counts: dict[str, int] = defaultdict(int)
+    other = 0
+    for trace in snapshot.traces:
+        if trace.domain == NUMPY_DOMAIN:
+            site = _site(trace.traceback)
+            sizes[site] += trace.size
+            counts[site] += 1
+        else:
+            other += trace.size
+    return {site: (sizes[site], counts[site]) for site in sizes}, other
 
 
 def _run_phase(phase: str, argv: list[str], threads: int) -> dict[str, Any]:
@@ -319,10 +336,14 @@ def report(args: argparse.Namespace, timing: dict[str, Any], memory: dict[str, A
     rest = memory["buffers"][args.top :]
     if rest:
         rows.append((f"{len(rest)} more allocation sites", sum(b["bytes"] for b in rest)))
+    rows += [
+        (f"{b['arrays']:>3} x [allocated in the section] {b['site']}", b["bytes"])
+        for b in memory["added_in_section"]
+    ]
     rows.append(
         (
-            "allocated after that boundary, alive at the peak (not itemized)",
-            memory["transient_bytes"],
+            "the rest of the section's peak (allocated and freed inside it)",
+            memory["transient_rest_bytes"],
         )
     )
     rows.append(("Python objects (tracemalloc's other domains)", memory["python_objects_bytes"]))
