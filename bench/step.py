@@ -35,6 +35,7 @@ the same loss in every engine: the check that the baseline is the same model).
     gpt2-t1024    GPT-2 124M, B=4, T=1024
 
     python bench/step.py                                   # "small", 1 and 2 threads
+    python bench/step.py --engines all                     # every engine
     python bench/step.py --config gpt2-t256 --threads 1 --engines fused-numba,torch
     python bench/step.py --config tiny --threads 1 --steps 1 --rounds 1 --json out.json
 """
@@ -513,7 +514,9 @@ def main() -> None:
     )
     parser.add_argument("--threads", default="1,2", help="thread counts, comma-separated")
     parser.add_argument(
-        "--engines", default=",".join(ENGINES), help="comma-separated: " + ", ".join(ENGINES)
+        "--engines",
+        default="fused-numba,torch",
+        help="comma-separated, or all: " + ", ".join(ENGINES),
     )
     parser.add_argument("--gemm-repeats", type=int, default=3)
     parser.add_argument(
@@ -538,7 +541,7 @@ def main() -> None:
             print(json.dumps(worker(args.worker, args.config, args.batch, args.seq, args.steps)))
         return
 
-    engines = args.engines.split(",")
+    engines = ENGINES if args.engines == "all" else args.engines.split(",")
     unknown = [e for e in engines if e not in ENGINES]
     if unknown:
         parser.error(f"unknown engines {unknown}: choose from {', '.join(ENGINES)}")
