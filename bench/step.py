@@ -1,17 +1,43 @@
-"""A full training forward+backward of GPT-2 at named configurations, against PyTorch eager.
+"""A full GPT-2 training step (forward, backward, gradient clipping, AdamW) against PyTorch.
 
-For each engine — the fused layer chain with the Numba kernels, the same with the NumPy
-reference layers, the autograd engine, and PyTorch eager CPU (when installed) — it reports
-tokens/s, achieved GFLOP/s, that rate as a fraction of the machine's float32 GEMM rate
-measured in the same run at the model's own matmul shapes, and the peak memory a step adds on
-top of the model (resident set high-water mark minus the resident set before the first step).
+Engines, each a full step from the same initial weights and batch:
 
-Each engine runs in a fresh subprocess with the same thread count (BLAS, Numba and PyTorch),
-so memory is measured cleanly and one engine's warm caches do not help another.
+    fused-numba       tinygradlm's fused layer chain with the Numba kernels (the default
+                      backend), then ``clip_grad_norm`` and ``AdamW.step`` on the flat buffers,
+                      the functions the Trainer's step calls
+    fused-numpy       the same with the NumPy reference layers and update
+    autograd          the same gradient from the ``Tensor`` autograd engine
+    torch             the headline baseline: a nanoGPT-style PyTorch ``nn.Module`` (token and
+                      position embeddings, pre-LN blocks, ``F.scaled_dot_product_attention``
+                      with ``is_causal=True``, GELU tanh, LM head tied to the embedding),
+                      ``torch.nn.utils.clip_grad_norm_`` and ``torch.optim.AdamW`` with its
+                      defaults on the CPU (decay on the 2-D weights, as nanoGPT groups them)
+    torch-functional  PyTorch eager on the functional GPT-2 of ``tinygradlm.testing.torch_gpt2``
+                      (explicit mask and softmax), the same clip and AdamW
 
-    python bench/step.py                  # "small": 4 layers, 4 heads, C=256, T=256, B=8, V=4096
-    python bench/step.py --config tiny --threads 1 --steps 5
-    python bench/step.py --config gpt2 --batch 1 --seq 1024 --steps 2
+Every engine runs in a fresh process with BLAS, Numba and PyTorch pinned to the same thread
+count; the engines take turns, round after round (``--rounds``), and each figure is the median
+over the rounds of a round's median step. For each engine it reports ms/step, tokens/s, the
+achieved GFLOP/s (6·N + attention's FLOPs per token) and that rate as a fraction of the float32
+GEMM rate measured in the same run at the step's own matmul shapes, the memory a step needs
+("step MiB": the resident-set high-water mark of the steps minus the resident set after the
+libraries were imported: weights, gradients, optimizer state, activations and temporaries),
+the process's whole peak resident set, and the loss of the first step (the same weights give
+the same loss in every engine: the check that the baseline is the same model).
+
+``--config`` takes a benchmark preset (model, B, T) or any ``GPTConfig`` preset name with
+``--batch`` / ``--seq``::
+
+    tiny          tiny GPT (2 layers, C=64, V=512), B=4, T=64: the tests
+    small         4 layers, 4 heads, C=256, V=4096, B=8, T=256: the development reference
+    gpt2-t64      GPT-2 124M, B=4, T=64 (llm.c's default training shape)
+    gpt2-t256     GPT-2 124M, B=4, T=256
+    gpt2-t1024    GPT-2 124M, B=4, T=1024
+
+    python bench/step.py                                   # "small", 1 and 2 threads
+    python bench/step.py --engines all                     # every engine
+    python bench/step.py --config gpt2-t256 --threads 1 --engines fused-numba,torch
+    python bench/step.py --config tiny --threads 1 --steps 1 --rounds 1 --json out.json
 """
 
 from __future__ import annotations
@@ -19,14 +45,46 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
+from typing import Any
 
-ENGINES = ["fused-numba", "fused-numpy", "autograd", "torch"]
+ENGINES = ["fused-numba", "fused-numpy", "autograd", "torch", "torch-functional"]
+BASELINE = "torch"  # the engine the speed and memory ratios are taken against
+
+# name -> (GPTConfig preset, B, T)
+BENCH_PRESETS = {
+    "tiny": ("tiny", 4, 64),
+    "small": ("small", 8, 256),
+    "gpt2-t64": ("gpt2", 4, 64),
+    "gpt2-t256": ("gpt2", 4, 256),
+    "gpt2-t1024": ("gpt2", 4, 1024),
+}
+
+# the step's hyperparameters: nanoGPT's / the Trainer's defaults; the schedule does not matter
+LR, BETAS, EPS, WEIGHT_DECAY, GRAD_CLIP = 6e-4, (0.9, 0.95), 1e-8, 0.1, 1.0
+
+# the LM head's columns in the GEMM-rate measurement: a slice of the vocabulary (the rate is the
+# same, the time is not)
+_GEMM_MAX_HEAD_COLUMNS = 8192
 
 
-def _status_kib(field: str) -> int:
+def resolve(name: str, batch: int | None, seq: int | None) -> tuple[str, int, int]:
+    """(GPTConfig preset, B, T) of a benchmark preset or a model preset, with overrides."""
+    from tinygradlm.model import GPTConfig
+
+    if name in BENCH_PRESETS:
+        model, B, T = BENCH_PRESETS[name]
+    else:
+        model = name
+        B, T = 8, GPTConfig.preset(name).block_size  # raises on an unknown name
+    return model, batch or B, seq or T
+
+
+def status_kib(field: str) -> int:
+    """A field of /proc/self/status in KiB (VmRSS: resident now, VmHWM: its high-water mark)."""
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith(field + ":"):
@@ -34,149 +92,483 @@ def _status_kib(field: str) -> int:
     return 0
 
 
-def gemm_gflops(config, B: int, T: int, repeats: int = 3) -> float:
-    """float32 GEMM rate at the model's shapes: (B·T, C) by (C, 3C), (C, 4C), (4C, C), (C, Vp)."""
+def reset_peak_rss() -> bool:
+    """Restart VmHWM from the current resident set (Linux: writing 5 to clear_refs)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------------------------
+# the float32 GEMM rate at the step's shapes
+# --------------------------------------------------------------------------------------------
+
+
+def gemm_shapes(config: Any, B: int, T: int) -> list[tuple[str, int, int, int]]:
+    """The step's projection GEMMs as (what, M, K, N): for each weight (K, N) the forward
+    (rows, K)·(K, N), the input gradient (rows, N)·(N, K)ᵀ and the weight gradient
+    (K, rows)·(rows, N), rows = B·T; the LM head with at most 8192 vocabulary columns."""
+    C, rows = config.n_embd, B * T
+    weights = [
+        (C, 3 * C),
+        (C, C),
+        (C, 4 * C),
+        (4 * C, C),
+        (C, min(config.Vp, _GEMM_MAX_HEAD_COLUMNS)),
+    ]
+    shapes = []
+    for K, N in weights:
+        shapes += [("fwd", rows, K, N), ("dx", rows, N, K), ("dw", K, rows, N)]
+    return shapes
+
+
+def gemm_gflops(config: Any, B: int, T: int, repeats: int = 3) -> float:
+    """float32 GEMM rate (GFLOP/s) over :func:`gemm_shapes`: total FLOPs over the sum of each
+    product's best time, operands laid out as the step has them (transposed views for the
+    backward products)."""
     import numpy as np
 
     rng = np.random.default_rng(0)
-    C, N = config.n_embd, B * T
-    shapes = [(C, 3 * C), (C, 4 * C), (4 * C, C), (C, config.Vp)]
     total_flops, total_time = 0, 0.0
-    for k, n in shapes:
-        a = rng.standard_normal((N, k), dtype=np.float32)
-        b = rng.standard_normal((k, n), dtype=np.float32)
-        out = np.empty((N, n), np.float32)
-        np.matmul(a, b, out=out)
+    for what, M, K, N in gemm_shapes(config, B, T):
+        if what == "fwd":  # x (M, K) @ w (K, N)
+            a, b = rng.random((M, K), np.float32), rng.random((K, N), np.float32)
+        elif what == "dx":  # dy (M, K) @ wᵀ, w stored (N, K)
+            a, b = rng.random((M, K), np.float32), rng.random((N, K), np.float32).T
+        else:  # xᵀ (M, K) @ dy (K, N), x stored (K, M)
+            a, b = rng.random((K, M), np.float32).T, rng.random((K, N), np.float32)
+        out = np.empty((M, N), np.float32)
+        np.matmul(a, b, out=out)  # warm-up
         best = min(
             _timed(lambda a=a, b=b, out=out: np.matmul(a, b, out=out)) for _ in range(repeats)
         )
-        total_flops += 2 * N * k * n
+        total_flops += 2 * M * K * N
         total_time += best
     return total_flops / total_time / 1e9
 
 
-def _timed(fn) -> float:
+def _timed(fn: Any) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
 
 
-def worker(engine: str, preset: str, B: int, T: int, steps: int) -> dict:
-    """Time ``steps`` forward+backward steps (after one warm-up) in this process."""
+# --------------------------------------------------------------------------------------------
+# the nanoGPT-style PyTorch model
+# --------------------------------------------------------------------------------------------
+
+
+def nanogpt(torch: Any, config: Any) -> Any:
+    """A GPT-2 ``nn.Module`` as nanoGPT writes it, for ``config`` (a GPTConfig, unpadded
+    vocabulary); ``model(idx, targets)`` returns (logits, mean cross-entropy)."""
+    nn, F = torch.nn, torch.nn.functional
+    C, NH, V, eps = config.n_embd, config.n_head, config.vocab_size, config.layer_norm_epsilon
+
+    class CausalSelfAttention(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c_attn = nn.Linear(C, 3 * C)
+            self.c_proj = nn.Linear(C, C)
+
+        def forward(self, x: Any) -> Any:
+            B, T, _ = x.size()
+            q, k, v = self.c_attn(x).split(C, dim=2)
+            q, k, v = (t.view(B, T, NH, C // NH).transpose(1, 2) for t in (q, k, v))
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
+
+    class MLP(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c_fc = nn.Linear(C, 4 * C)
+            self.gelu = nn.GELU(approximate="tanh")
+            self.c_proj = nn.Linear(4 * C, C)
+
+        def forward(self, x: Any) -> Any:
+            return self.c_proj(self.gelu(self.c_fc(x)))
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ln_1 = nn.LayerNorm(C, eps=eps)
+            self.attn = CausalSelfAttention()
+            self.ln_2 = nn.LayerNorm(C, eps=eps)
+            self.mlp = MLP()
+
+        def forward(self, x: Any) -> Any:
+            x = x + self.attn(self.ln_1(x))
+            return x + self.mlp(self.ln_2(x))
+
+    class GPT(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.transformer = nn.ModuleDict(
+                {
+                    "wte": nn.Embedding(V, C),
+                    "wpe": nn.Embedding(config.block_size, C),
+                    "h": nn.ModuleList([Block() for _ in range(config.n_layer)]),
+                    "ln_f": nn.LayerNorm(C, eps=eps),
+                }
+            )
+            self.lm_head = nn.Linear(C, V, bias=False)
+            self.transformer.wte.weight = self.lm_head.weight  # weight tying
+
+        def forward(self, idx: Any, targets: Any) -> tuple[Any, Any]:
+            T = idx.size(1)
+            pos = torch.arange(0, T, dtype=torch.long)
+            x = self.transformer.wte(idx) + self.transformer.wpe(pos)
+            for block in self.transformer.h:
+                x = block(x)
+            logits = self.lm_head(self.transformer.ln_f(x))
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+            return logits, loss
+
+    return GPT()
+
+
+def load_into_nanogpt(torch: Any, module: Any, state: dict[str, Any]) -> None:
+    """Copy a tinygradlm state dict (HF GPT-2 names; Conv1D weights (in, out)) into
+    :func:`nanogpt`'s module (``nn.Linear`` weights (out, in))."""
+    import numpy as np
+
+    params = dict(module.named_parameters())
+    with torch.no_grad():
+        for name, value in state.items():
+            target = params["transformer." + name]
+            conv1d = name.endswith(".weight") and ("attn.c_" in name or "mlp.c_" in name)
+            target.copy_(torch.from_numpy(np.ascontiguousarray(value.T if conv1d else value)))
+
+
+def torch_adamw(torch: Any, params: list[Any]) -> Any:
+    """``torch.optim.AdamW`` as nanoGPT configures it on the CPU: weight decay on the 2-D
+    tensors only, the rest of the options PyTorch's defaults (no ``fused``, no ``foreach``)."""
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": WEIGHT_DECAY},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=LR, betas=BETAS, eps=EPS)
+
+
+# --------------------------------------------------------------------------------------------
+# one engine in this process
+# --------------------------------------------------------------------------------------------
+
+
+def build(engine: str, config: Any, B: int, T: int) -> tuple[Any, Any]:
+    """``engine``'s model and optimizer for ``config`` on one fixed (B, T) batch (seed 0 weights
+    and tokens): returns ``step() -> loss`` and our GPT (None for the PyTorch engines)."""
     import numpy as np
 
     from tinygradlm import backend
-    from tinygradlm.model import GPT, GPTConfig
+    from tinygradlm.model import GPT
 
-    config = GPTConfig.preset(preset)
     model = GPT(config, seed=0)
     rng = np.random.default_rng(0)
     idx = rng.integers(0, config.vocab_size, size=(B, T))
     targets = rng.integers(0, config.vocab_size, size=(B, T))
 
-    if engine == "torch":
+    if engine.startswith("torch"):
         import torch
 
-        from tinygradlm.testing.torch_gpt2 import gpt2_loss
+        tidx, ttargets = torch.from_numpy(idx), torch.from_numpy(targets)
+        if engine == "torch":
+            module = nanogpt(torch, config)
+            load_into_nanogpt(torch, module, model.state_dict())
+            params = list(module.parameters())
 
-        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-        sd = {k: torch.tensor(v, requires_grad=True) for k, v in model.state_dict().items()}
-        tidx, ttargets = torch.tensor(idx), torch.tensor(targets)
+            def loss_fn() -> Any:
+                return module(tidx, ttargets)[1]
 
-        def step() -> None:
-            for p in sd.values():
-                p.grad = None
-            gpt2_loss(torch, sd, tidx, ttargets, config).backward()
-    else:
-        kind, _, kernels = engine.partition("-")
-        backend.set_kernels(kernels or "numpy")
-        backend.layers()  # import the layer set (Numba itself) now: not part of a step's memory
-        engine_name = "fused" if kind == "fused" else "autograd"
+        else:
+            from tinygradlm.testing.torch_gpt2 import gpt2_loss
 
-        def step() -> None:
-            model.forward_backward(idx, targets, engine=engine_name)
+            sd = {k: torch.tensor(v, requires_grad=True) for k, v in model.state_dict().items()}
+            params = list(sd.values())
 
-    rss_before = _status_kib("VmRSS")
-    step()  # warm-up: JIT compilation, buffer allocation
-    times = [_timed(step) for _ in range(steps)]
-    peak = _status_kib("VmHWM")
+            def loss_fn() -> Any:
+                return gpt2_loss(torch, sd, tidx, ttargets, config)
+
+        del model  # its buffers go back to the system: only the torch weights stay
+        opt = torch_adamw(torch, params)
+
+        def step() -> float:
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
+            opt.step()
+            return loss.item()
+
+        return step, None
+
+    from tinygradlm.optim import AdamW, clip_grad_norm
+
+    kind, _, kernels = engine.partition("-")
+    backend.set_kernels(kernels or "numba")
+    name = "fused" if kind == "fused" else "autograd"
+    opt = AdamW.for_model(model, lr=LR, betas=BETAS, eps=EPS, weight_decay=WEIGHT_DECAY)
+
+    def step() -> float:  # what the Trainer's step does on one process (LocalSync)
+        loss, _ = model.forward_backward(idx, targets, engine=name)
+        clip_grad_norm(model.flat_grads, GRAD_CLIP)
+        opt.step(LR)
+        return loss
+
+    return step, model
+
+
+def worker(engine: str, preset: str, B: int, T: int, steps: int) -> dict[str, Any]:
+    """Take one step of the tiny model first (JIT compilation, the libraries' first-call
+    set-up: not a step's memory), then build ``engine`` at ``preset``, take one warm-up step
+    (buffer allocation, the optimizer's state) and ``steps`` timed steps; all in this process."""
+    import gc
+
+    from tinygradlm.model import GPTConfig
+
+    if engine.startswith("torch"):
+        import torch
+
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    warm, _ = build(engine, GPTConfig.preset("tiny"), 2, 16)
+    warm()
+    del warm
+    gc.collect()
+    rss_libraries = status_kib("VmRSS")
+
+    step, model = build(engine, GPTConfig.preset(preset), B, T)
+    hwm_reset = reset_peak_rss()  # setup's own transients (the copy of the weights) not counted
+    start = time.perf_counter()
+    losses = [step()]  # warm-up
+    warmup = time.perf_counter() - start
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        losses.append(step())
+        times.append(time.perf_counter() - start)
+    peak = status_kib("VmHWM")
     result = {
         "engine": engine,
-        "seconds": min(times),
-        "median_seconds": sorted(times)[len(times) // 2],
-        "peak_step_mib": (peak - rss_before) / 1024,
-        "flops_per_step": model.flops_per_token(T) * B * T,
+        "step_seconds": times,
+        "warmup_seconds": warmup,
+        "losses": [float(x) for x in losses],
+        "step_mib": (peak - rss_libraries) / 1024,
+        "peak_rss_mib": peak / 1024,
+        "libraries_rss_mib": rss_libraries / 1024,
+        "peak_reset": hwm_reset,
     }
-    if engine.startswith("fused"):
+    if model is not None:
         result["activation_mib"] = model.activation_bytes(B, T) / 2**20
     return result
 
 
+# --------------------------------------------------------------------------------------------
+# the driver: fresh processes, rounds alternated
+# --------------------------------------------------------------------------------------------
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        env[var] = str(threads)
+    return env
+
+
+def run_worker(args: list[str], env: dict[str, str]) -> dict[str, Any] | None:
+    cmd = [sys.executable, os.path.abspath(__file__), *args]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if out.returncode:
+        print(f"{' '.join(args)} failed:\n{out.stderr}", file=sys.stderr)
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure(
+    name: str,
+    engines: list[str],
+    threads: int,
+    rounds: int,
+    steps: int,
+    batch: int | None,
+    seq: int | None,
+    gemm_repeats: int,
+    cpus: str | None = None,
+) -> dict[str, Any]:
+    """Every engine and the GEMM rate at ``threads``, ``rounds`` times in turns; the summary.
+    ``cpus`` ("0" or "0,1"): the CPUs the workers may run on (all when None)."""
+    from tinygradlm.model import GPT, GPTConfig
+
+    preset, B, T = resolve(name, batch, seq)
+    config = GPTConfig.preset(preset)
+    common = ["--config", preset, "--batch", str(B), "--seq", str(T)]
+    common += ["--cpus", cpus] if cpus else []
+    env = thread_env(threads)
+    per_engine: dict[str, list[dict[str, Any]]] = {e: [] for e in engines}
+    gemm_rates = []
+    for _ in range(rounds):
+        rate = run_worker(["--worker", "gemm", *common, "--gemm-repeats", str(gemm_repeats)], env)
+        if rate is not None:
+            gemm_rates.append(rate["gemm_gflops"])
+        for engine in engines:
+            r = run_worker(["--worker", engine, *common, "--steps", str(steps)], env)
+            if r is not None:
+                per_engine[engine].append(r)
+    flops = GPT.flops_per_token.__get__(_Shape(config))(T) * B * T
+    gemm = statistics.median(gemm_rates) if gemm_rates else float("nan")
+    rows = []
+    for engine, runs in per_engine.items():
+        if not runs:
+            continue
+        seconds = statistics.median(statistics.median(r["step_seconds"]) for r in runs)
+        rows.append(
+            {
+                "engine": engine,
+                "ms_per_step": 1e3 * seconds,
+                "tokens_per_s": B * T / seconds,
+                "gflops": flops / seconds / 1e9,
+                "of_gemm": flops / seconds / 1e9 / gemm,
+                "step_mib": statistics.median(r["step_mib"] for r in runs),
+                "peak_rss_mib": statistics.median(r["peak_rss_mib"] for r in runs),
+                "loss_step0": runs[0]["losses"][0],
+                "losses": runs[0]["losses"],
+                "round_ms": [1e3 * statistics.median(r["step_seconds"]) for r in runs],
+                **(
+                    {"activation_mib": runs[0]["activation_mib"]}
+                    if "activation_mib" in runs[0]
+                    else {}
+                ),
+            }
+        )
+    base = next((r for r in rows if r["engine"] == BASELINE), None)
+    for r in rows:
+        r["speed_vs_torch"] = base["ms_per_step"] / r["ms_per_step"] if base else None
+        r["memory_vs_torch"] = r["step_mib"] / base["step_mib"] if base else None
+    return {
+        "config": name,
+        "model": preset,
+        "n_layer": config.n_layer,
+        "n_head": config.n_head,
+        "n_embd": config.n_embd,
+        "vocab_size": config.vocab_size,
+        "batch": B,
+        "seq": T,
+        "threads": threads,
+        "cpus": cpus,
+        "rounds": rounds,
+        "steps": steps,
+        "flops_per_step": flops,
+        "gemm_gflops": gemm,
+        "gemm_gflops_rounds": gemm_rates,
+        "engines": rows,
+    }
+
+
+class _Shape:
+    """What ``GPT.flops_per_token`` reads, without allocating a model."""
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        self.num_params = config.parameter_count() - (config.Vp - config.vocab_size) * config.n_embd
+
+
+def print_table(result: dict[str, Any]) -> None:
+    r = result
+    pinned = f" on CPUs {r['cpus']}" if r["cpus"] else ""
+    print(
+        f"\n{r['config']}: {r['model']} n_layer={r['n_layer']} n_head={r['n_head']} "
+        f"C={r['n_embd']} V={r['vocab_size']}, B={r['batch']} T={r['seq']}, "
+        f"{r['threads']} thread(s){pinned}, median of {r['rounds']} rounds x {r['steps']} steps; "
+        f"float32 GEMM rate at the step's shapes: {r['gemm_gflops']:.1f} GFLOP/s"
+    )
+    head = f"{'engine':<17}{'ms/step':>10}{'tokens/s':>10}{'GFLOP/s':>9}{'of GEMM':>9}"
+    print(head + f"{'step MiB':>10}{'peak RSS':>10}{'vs torch':>10}{'mem/torch':>10}{'loss0':>10}")
+    for e in r["engines"]:
+        speed = f"{e['speed_vs_torch']:.2f}" if e["speed_vs_torch"] else "-"
+        mem = f"{e['memory_vs_torch']:.2f}" if e["memory_vs_torch"] else "-"
+        print(
+            f"{e['engine']:<17}{e['ms_per_step']:>10.1f}{e['tokens_per_s']:>10.0f}"
+            f"{e['gflops']:>9.1f}{e['of_gemm']:>9.0%}{e['step_mib']:>10.0f}"
+            f"{e['peak_rss_mib']:>10.0f}{speed:>10}{mem:>10}{e['loss_step0']:>10.5f}"
+        )
+    for e in r["engines"]:
+        if "activation_mib" in e:
+            print(f"(fused activation buffers: {e['activation_mib']:.0f} MiB)")
+            break
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="small", help="a GPTConfig preset")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--seq", type=int, default=None, help="T (default: the block size)")
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--engines", default=",".join(ENGINES))
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="presets: "
+        + ", ".join(f"{k} ({m}, B={b}, T={t})" for k, (m, b, t) in BENCH_PRESETS.items())
+        + "; or a GPTConfig preset name with --batch/--seq",
+    )
+    parser.add_argument("--config", default="small", help="a benchmark preset or GPTConfig preset")
+    parser.add_argument("--batch", type=int, default=None, help="B (default: the preset's)")
+    parser.add_argument("--seq", type=int, default=None, help="T (default: the preset's)")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per process")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="fresh processes per engine, in turns"
+    )
+    parser.add_argument("--threads", default="1,2", help="thread counts, comma-separated")
+    parser.add_argument(
+        "--engines",
+        default="fused-numba,torch",
+        help="comma-separated, or all: " + ", ".join(ENGINES),
+    )
+    parser.add_argument("--gemm-repeats", type=int, default=3)
+    parser.add_argument(
+        "--cpus",
+        help="run the workers on these CPUs only (e.g. 0: two threads sharing one core, as "
+        "ranks on a busy node)",
+    )
+    parser.add_argument("--json", help="write the results to this file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    from tinygradlm.model import GPTConfig
-
-    config = GPTConfig.preset(args.config)
-    T = args.seq or config.block_size
-    if args.worker == "gemm":
-        print(json.dumps({"engine": "gemm", "gemm_gflops": gemm_gflops(config, args.batch, T)}))
-        return
     if args.worker:
-        print(json.dumps(worker(args.worker, args.config, args.batch, T, args.steps)))
+        if args.cpus:  # before NumPy, Numba and PyTorch start their threads: they inherit it
+            os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
+        from tinygradlm.model import GPTConfig
+
+        if args.worker == "gemm":
+            config = GPTConfig.preset(args.config)
+            rate = gemm_gflops(config, args.batch, args.seq, args.gemm_repeats)
+            print(json.dumps({"engine": "gemm", "gemm_gflops": rate}))
+        else:
+            print(json.dumps(worker(args.worker, args.config, args.batch, args.seq, args.steps)))
         return
 
-    env = dict(os.environ)
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        env[var] = str(args.threads)
+    engines = ENGINES if args.engines == "all" else args.engines.split(",")
+    unknown = [e for e in engines if e not in ENGINES]
+    if unknown:
+        parser.error(f"unknown engines {unknown}: choose from {', '.join(ENGINES)}")
+    if any(e.startswith("torch") for e in engines):
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            print("(PyTorch not installed: no torch rows)")
+            engines = [e for e in engines if not e.startswith("torch")]
     results = []
-    for engine in ["gemm", *args.engines.split(",")]:
-        if engine == "torch":
-            try:
-                import torch  # noqa: F401
-            except ImportError:
-                print("(PyTorch not installed: no torch row)")
-                continue
-        cmd = [sys.executable, __file__, "--worker", engine, "--config", args.config,
-               "--batch", str(args.batch), "--seq", str(T), "--steps", str(args.steps)]  # fmt: skip
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-        if out.returncode:
-            print(f"{engine} failed:\n{out.stderr}", file=sys.stderr)
-            continue
-        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-
-    gemm = (
-        results.pop(0)["gemm_gflops"]
-        if results and results[0]["engine"] == "gemm"
-        else float("nan")
-    )
-    print(
-        f"config {args.config}: n_layer={config.n_layer} n_head={config.n_head} "
-        f"C={config.n_embd} V={config.vocab_size}, B={args.batch} T={T}, {args.threads} thread(s), "
-        f"best of {args.steps} steps; float32 GEMM rate at these shapes: {gemm:.1f} GFLOP/s"
-    )
-    anchor = next((r["seconds"] for r in results if r["engine"] == "torch"), float("nan"))
-    header = f"{'engine':<14}{'ms/step':>10}{'tokens/s':>11}{'GFLOP/s':>9}{'of GEMM':>9}"
-    print(header + f"{'peak MiB':>10}{'vs torch':>10}")
-    for r in results:
-        t = r["seconds"]
-        gflops = r["flops_per_step"] / t / 1e9
-        print(
-            f"{r['engine']:<14}{1e3 * t:>10.1f}{args.batch * T / t:>11.0f}{gflops:>9.1f}"
-            f"{gflops / gemm:>9.0%}{r['peak_step_mib']:>10.0f}{anchor / t:>10.2f}"
+    for threads in (int(t) for t in args.threads.split(",")):
+        result = measure(
+            args.config,
+            engines,
+            threads,
+            args.rounds,
+            args.steps,
+            args.batch,
+            args.seq,
+            args.gemm_repeats,
+            args.cpus,
         )
-    for r in results:
-        if "activation_mib" in r:
-            print(f"(fused activation buffers: {r['activation_mib']:.0f} MiB)")
-            break
+        print_table(result)
+        results.append(result)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
 
 
 if __name__ == "__main__":
