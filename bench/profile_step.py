@@ -100,7 +100,9 @@ def instrumented(enter: Any, leave: Any, per_layer: bool):
 
     wrap(gpt_module.GPT, "forward_backward", "self: zero grads, token checks")
     wrap(gpt_module.GPT, "forward", "self: forward")
-    wrap(gpt_module.GPT, "backward", "self: backward (wte/wpe +=)")
+    wrap(gpt_module.GPT, "_backward_body", "self: backward")
+    # training's tied head and loss run fused over row chunks: one section, forward and backward
+    wrap(ModelLayers, "head_loss", "lm_head + loss (fused, fwd+bwd)")
     wrap(gpt_module, "block_backward", "self: block backward (residual adds)")
     wrap(ModelLayers, "layernorm", lambda s, x, m, *a: "fwd " + _module_name(m, per_layer))
     wrap(ModelLayers, "linear", lambda s, x, m, *a: "fwd " + _module_name(m, per_layer))
