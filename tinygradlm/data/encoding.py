@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 from collections import deque
 from collections.abc import Iterator, Sequence
 
@@ -104,7 +105,13 @@ _worker_texts: Sequence[str] | None = None
 
 def _start_worker(args: tuple | None) -> None:
     """A worker's tokenizer: the parent's, as forked, or rebuilt from ``args`` (its ranks,
-    pattern and special tokens) in a spawned interpreter."""
+    pattern and special tokens) in a spawned interpreter.
+
+    Stopping is the parent's: a worker ignores Ctrl-C (the terminal sends it to the whole
+    process group) and ends at once on SIGTERM, which the parent's pool sends when it stops,
+    rather than running a handler it inherited by fork and printing a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     global _worker_tokenizer
     if args is not None:
         _worker_tokenizer = Tokenizer(*args)
