@@ -171,7 +171,7 @@ class LoRAAdapters:
 
     def decay_mask(self) -> np.ndarray:
         """Weight decay applies to every adapter entry (all are 2-D weights)."""
-        return self.buffer.mask(lambda name, shape: True)
+        return self.buffer.mask(lambda name, shape: True, dtype=bool)
 
     def delta(self, module: str) -> np.ndarray:
         """The update scale · A @ B (C_in, C_out) the module's weight gets when merged, computed

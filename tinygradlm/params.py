@@ -83,18 +83,21 @@ class ParameterBuffer:
         moment, a second copy of the weights)."""
         return named_views(flat, self.shapes)
 
-    def mask(self, selected: Callable[[str, tuple[int, ...]], bool]) -> np.ndarray:
-        """A flat array of ``dtype``: 1 on the tensors for which ``selected(name, shape)``, else
-        0 (a weight-decay mask, a gradient mask)."""
-        mask = np.zeros(self.size, dtype=self.dtype)
+    def mask(
+        self, selected: Callable[[str, tuple[int, ...]], bool], dtype: Any = None
+    ) -> np.ndarray:
+        """A flat array of ``dtype`` (the parameters' when None): 1 on the tensors for which
+        ``selected(name, shape)``, else 0 (a weight-decay mask, a gradient mask)."""
+        mask = np.zeros(self.size, dtype=self.dtype if dtype is None else dtype)
         for name, view in self.views(mask).items():
             if selected(name, self.shapes[name]):
                 view[...] = 1
         return mask
 
     def decay_mask(self) -> np.ndarray:
-        """1 on the 2-D tensors (matmul weights and embeddings), where weight decay applies."""
-        return self.mask(lambda name, shape: len(shape) == 2)
+        """True on the 2-D tensors (matmul weights and embeddings), where weight decay applies:
+        one byte per parameter (a float32 mask was a fourth of the parameters' memory again)."""
+        return self.mask(lambda name, shape: len(shape) == 2, dtype=bool)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """The parameter views by name (views: copy to keep)."""
