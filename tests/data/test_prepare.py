@@ -146,3 +146,33 @@ def test_encode_documents_keeps_the_order_and_the_ids(monkeypatch, start):
     expected = [tok.encode(t, disallowed_special=()) for t in texts]
     assert [a.tolist() for a in parallel] == expected
     assert encoding.resolve_workers(0) == encoding.available_cores() >= 1
+
+
+def test_a_stopped_parallel_encoding_ends_its_workers_without_tracebacks(tmp_path):
+    # Ctrl-C reaches the whole process group and the pool ends its workers with SIGTERM: the
+    # workers must neither run the handlers they inherited nor print a traceback
+    script = """
+import signal, sys
+from tinygradlm.data import encoding
+from tinygradlm.data.documents import default_corpus
+from tinygradlm.signals import sigterm_as_exception
+from tinygradlm.tokenizer import Tokenizer
+encoding.PARALLEL_MIN_CHARS, encoding.BATCH_CHARS = 0, 2_000
+texts = [doc.text for doc in default_corpus()] * 20
+tok = Tokenizer.train(texts[:20], 300)
+with sigterm_as_exception():
+    try:
+        for n, _ in enumerate(encoding.encode_documents(tok, texts, workers=2)):
+            if n == 10:
+                print("started", flush=True)
+                signal.raise_signal(signal.SIGINT)
+    except KeyboardInterrupt:
+        print("stopped", flush=True)
+        sys.exit(130)
+"""
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 130, run.stderr
+    assert run.stdout.split() == ["started", "stopped"]
+    assert "Traceback" not in run.stderr, run.stderr

@@ -21,9 +21,10 @@ from ..tokenizer import Tokenizer
 
 # A batch: this many characters of consecutive documents (at least one document).
 BATCH_CHARS = 1 << 20
-# Less text than this is encoded in the calling process: starting the workers would take
-# longer than the time they save.
-PARALLEL_MIN_CHARS = 4 << 20
+# Less text than this is encoded in the calling process: the kernel encodes ~30 MB/s on one
+# core, and on a corpus of a few MB starting the workers and sending the ids back takes longer
+# than the time they save (docs/performance.md, "Tokenizer").
+PARALLEL_MIN_CHARS = 16 << 20
 
 
 def available_cores() -> int:
