@@ -160,13 +160,15 @@ from tinygradlm.tokenizer import Tokenizer
 encoding.PARALLEL_MIN_CHARS, encoding.BATCH_CHARS = 0, 2_000
 texts = [doc.text for doc in default_corpus()] * 20
 tok = Tokenizer.train(texts[:20], 300)
+ids = encoding.encode_documents(tok, texts, workers=2)
 with sigterm_as_exception():
     try:
-        for n, _ in enumerate(encoding.encode_documents(tok, texts, workers=2)):
+        for n, _ in enumerate(ids):
             if n == 10:
                 print("started", flush=True)
                 signal.raise_signal(signal.SIGINT)
     except KeyboardInterrupt:
+        ids.close()  # the pool's exit ends the workers with SIGTERM
         print("stopped", flush=True)
         sys.exit(130)
 """
