@@ -125,12 +125,22 @@ def gemm_shapes(config: Any, B: int, T: int) -> list[tuple[str, int, int, int]]:
     return shapes
 
 
-def gemm_gflops(config: Any, B: int, T: int, repeats: int = 3) -> float:
+def gemm_gflops(config: Any, B: int, T: int, repeats: int = 3, library: str = "numpy") -> float:
     """float32 GEMM rate (GFLOP/s) over :func:`gemm_shapes`: total FLOPs over the sum of each
     product's best time, operands laid out as the step has them (transposed views for the
-    backward products)."""
+    backward products). ``library``: ``numpy`` (its BLAS, which tinygradlm's layers call) or
+    ``torch`` (PyTorch's matmul on the same arrays, the rate its engine can reach)."""
     import numpy as np
 
+    if library == "torch":
+        import torch
+
+        def matmul(a: Any, b: Any, out: Any) -> None:
+            torch.matmul(a, b, out=out)
+
+        wrap = torch.from_numpy
+    else:
+        matmul, wrap = np.matmul, (lambda a: a)
     rng = np.random.default_rng(0)
     total_flops, total_time = 0, 0.0
     for what, M, K, N in gemm_shapes(config, B, T):
@@ -140,14 +150,35 @@ def gemm_gflops(config: Any, B: int, T: int, repeats: int = 3) -> float:
             a, b = rng.random((M, K), np.float32), rng.random((N, K), np.float32).T
         else:  # xᵀ (M, K) @ dy (K, N), x stored (K, M)
             a, b = rng.random((K, M), np.float32).T, rng.random((K, N), np.float32)
-        out = np.empty((M, N), np.float32)
-        np.matmul(a, b, out=out)  # warm-up
-        best = min(
-            _timed(lambda a=a, b=b, out=out: np.matmul(a, b, out=out)) for _ in range(repeats)
-        )
+        a, b, out = wrap(a), wrap(b), wrap(np.empty((M, N), np.float32))
+        matmul(a, b, out)  # warm-up
+        best = min(_timed(lambda a=a, b=b, out=out: matmul(a, b, out)) for _ in range(repeats))
         total_flops += 2 * M * K * N
         total_time += best
     return total_flops / total_time / 1e9
+
+
+def blas_description() -> str:
+    """NumPy's BLAS as the step runs it: ``OpenBLAS 0.3.31, SkylakeX kernels (chosen for this
+    CPU)``; the kernel named by ``OPENBLAS_CORETYPE`` when the environment sets one."""
+    import numpy as np
+
+    from tinygradlm.dist import blas_kernel
+
+    kernel = blas_kernel()
+    if kernel is None:
+        config = np.show_config(mode="dicts") or {}
+        blas = config.get("Build Dependencies", {}).get("blas", {}).get("name", "unknown")
+        return f"{blas} (kernels not known)"
+    try:
+        from threadpoolctl import threadpool_info
+
+        version = next(
+            (f" {d['version']}" for d in threadpool_info() if d["internal_api"] == "openblas"), ""
+        )
+    except ImportError:
+        version = ""
+    return f"OpenBLAS{version}, {kernel[0]} kernels ({kernel[1]})"
 
 
 def _timed(fn: Any) -> float:
@@ -406,17 +437,25 @@ def measure(
     common += ["--cpus", cpus] if cpus else []
     env = thread_env(threads)
     per_engine: dict[str, list[dict[str, Any]]] = {e: [] for e in engines}
-    gemm_rates = []
+    gemm_rates: dict[str, list[float]] = {"gemm": [], "gemm-torch": []}
+    blas: dict[str, str] = {}
+    gemm_workers = ["gemm"] + (["gemm-torch"] if BASELINE in engines else [])
     for _ in range(rounds):
-        rate = run_worker(["--worker", "gemm", *common, "--gemm-repeats", str(gemm_repeats)], env)
-        if rate is not None:
-            gemm_rates.append(rate["gemm_gflops"])
+        for worker in gemm_workers:
+            gemm_args = ["--worker", worker, *common, "--gemm-repeats", str(gemm_repeats)]
+            rate = run_worker(gemm_args, env)
+            if rate is not None:
+                gemm_rates[worker].append(rate["gemm_gflops"])
+                blas[worker] = rate["blas"]
         for engine in engines:
             r = run_worker(["--worker", engine, *common, "--steps", str(steps)], env)
             if r is not None:
                 per_engine[engine].append(r)
     flops = GPT.flops_per_token.__get__(_Shape(config))(T) * B * T
-    gemm = statistics.median(gemm_rates) if gemm_rates else float("nan")
+    gemm, torch_gemm = (
+        statistics.median(gemm_rates[w]) if gemm_rates[w] else float("nan")
+        for w in ("gemm", "gemm-torch")
+    )
     rows = []
     for engine, runs in per_engine.items():
         if not runs:
@@ -460,7 +499,12 @@ def measure(
         "steps": steps,
         "flops_per_step": flops,
         "gemm_gflops": gemm,
-        "gemm_gflops_rounds": gemm_rates,
+        "gemm_gflops_rounds": gemm_rates["gemm"],
+        "blas": blas.get("gemm"),
+        "openblas_coretype_env": os.environ.get("OPENBLAS_CORETYPE"),
+        "torch_gemm_gflops": torch_gemm,
+        "torch_gemm_gflops_rounds": gemm_rates["gemm-torch"],
+        "torch_blas": blas.get("gemm-torch"),
         "engines": rows,
     }
 
@@ -479,8 +523,16 @@ def print_table(result: dict[str, Any]) -> None:
     print(
         f"\n{r['config']}: {r['model']} n_layer={r['n_layer']} n_head={r['n_head']} "
         f"C={r['n_embd']} V={r['vocab_size']}, B={r['batch']} T={r['seq']}, "
-        f"{r['threads']} thread(s){pinned}, median of {r['rounds']} rounds x {r['steps']} steps; "
-        f"float32 GEMM rate at the step's shapes: {r['gemm_gflops']:.1f} GFLOP/s"
+        f"{r['threads']} thread(s){pinned}, median of {r['rounds']} rounds x {r['steps']} steps"
+    )
+    print(
+        f"float32 GEMM rate at the step's shapes: {r['gemm_gflops']:.1f} GFLOP/s with NumPy "
+        f"({r['blas']})"
+        + (
+            f"; {r['torch_gemm_gflops']:.1f} GFLOP/s with PyTorch's matmul ({r['torch_blas']})"
+            if r["torch_blas"]
+            else ""
+        )
     )
     head = f"{'engine':<17}{'ms/step':>10}{'tokens/s':>10}{'GFLOP/s':>9}{'of GEMM':>9}"
     print(head + f"{'step MiB':>10}{'peak RSS':>10}{'vs torch':>10}{'mem/torch':>10}{'loss0':>10}")
@@ -496,6 +548,16 @@ def print_table(result: dict[str, Any]) -> None:
         if "activation_mib" in e:
             print(f"(fused activation buffers: {e['activation_mib']:.0f} MiB)")
             break
+    for e in r["engines"]:
+        if e["engine"].startswith("torch") and r["torch_blas"]:
+            own = e["gflops"] / r["torch_gemm_gflops"]
+            print(f"({e['engine']}: {own:.0%} of PyTorch's own matmul rate)")
+    if r["openblas_coretype_env"]:
+        print(
+            f"(OPENBLAS_CORETYPE={r['openblas_coretype_env']} is set: NumPy's OpenBLAS runs the "
+            "kernels it names, not the ones it would choose for this CPU; unset it in this "
+            "command to measure those)"
+        )
 
 
 def main() -> None:
@@ -533,10 +595,17 @@ def main() -> None:
             os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
         from tinygradlm.model import GPTConfig
 
-        if args.worker == "gemm":
+        if args.worker in ("gemm", "gemm-torch"):
             config = GPTConfig.preset(args.config)
-            rate = gemm_gflops(config, args.batch, args.seq, args.gemm_repeats)
-            print(json.dumps({"engine": "gemm", "gemm_gflops": rate}))
+            if args.worker == "gemm-torch":
+                import torch
+
+                torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+                library, blas = "torch", "MKL" if torch.backends.mkl.is_available() else "?"
+            else:
+                library, blas = "numpy", blas_description()
+            rate = gemm_gflops(config, args.batch, args.seq, args.gemm_repeats, library)
+            print(json.dumps({"engine": args.worker, "gemm_gflops": rate, "blas": blas}))
         else:
             print(json.dumps(worker(args.worker, args.config, args.batch, args.seq, args.steps)))
         return
@@ -547,7 +616,7 @@ def main() -> None:
         parser.error(f"unknown engines {unknown}: choose from {', '.join(ENGINES)}")
     if any(e.startswith("torch") for e in engines):
         try:
-            import torch  # noqa: F401
+            import torch
         except ImportError:
             print("(PyTorch not installed: no torch rows)")
             engines = [e for e in engines if not e.startswith("torch")]

@@ -78,6 +78,10 @@ def test_step_json(tmp_path):
         1,
     )
     assert result["gemm_gflops"] > 0
+    # the BLAS the rate was measured with; the kernels the environment names, when it names any
+    assert result["blas"]
+    if result["openblas_coretype_env"] and result["blas"].startswith("OpenBLAS"):
+        assert "(OPENBLAS_CORETYPE)" in result["blas"]
     assert result["cpus"] == "0"  # the workers ran pinned to one CPU
     rows = {r["engine"]: r for r in result["engines"]}
     assert set(rows) == set(engines.split(","))
@@ -86,6 +90,7 @@ def test_step_json(tmp_path):
             assert r[field] > 0, field
         assert len(r["losses"]) == 2  # the warm-up step and one timed step
     if "torch" in rows:
+        assert result["torch_gemm_gflops"] > 0 and result["torch_blas"]
         assert rows["torch"]["speed_vs_torch"] == 1.0
         assert rows["fused-numba"]["memory_vs_torch"] > 0
         assert rows["fused-numba"]["loss_step0"] == pytest.approx(

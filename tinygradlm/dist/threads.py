@@ -138,24 +138,55 @@ def set_blas_threads(threads: int) -> bool:
     import ctypes
 
     threads = max(1, min(threads, available_cores()))
+    fn = _openblas_function("set_num_threads")
+    if fn is None:
+        return False
+    fn(ctypes.c_int(threads))
+    return True
+
+
+def blas_kernel() -> tuple[str, str] | None:
+    """(name, where it came from) of the matrix-product kernels NumPy's OpenBLAS runs, e.g.
+    ``("SkylakeX", "chosen for this CPU")`` or ``("Haswell", "OPENBLAS_CORETYPE")``; None when
+    NumPy's BLAS is not an OpenBLAS this can ask.
+
+    OpenBLAS picks the kernels for the CPU it finds at start unless ``OPENBLAS_CORETYPE`` names
+    others. Some machines set it (older OpenBLAS builds crashed or computed wrong results on newer
+    processors): then a current NumPy runs older kernels — on an AVX-512 machine the AVX2
+    ``Haswell`` kernels ran float32 GEMM at about half the rate (docs/performance.md).
+    """
+    import ctypes
+
+    import numpy  # noqa: F401  (loads OpenBLAS)
+
+    fn = _openblas_function("get_corename")
+    if fn is None:
+        return None
+    fn.restype = ctypes.c_char_p
+    name = (fn() or b"").decode("ascii", "replace").strip()
+    if not name:
+        return None
+    forced = os.environ.get("OPENBLAS_CORETYPE", "").strip()
+    return name, "OPENBLAS_CORETYPE" if forced else "chosen for this CPU"
+
+
+def _openblas_function(name: str) -> Any:
+    """OpenBLAS's ``openblas_<name>`` from the OpenBLAS this process has loaded (NumPy's wheels
+    bundle it as ``scipy_openblas_<name>64_``), found with ctypes; None when there is none."""
+    import ctypes
 
     try:
         with open("/proc/self/maps") as f:
-            paths = {line.split()[-1] for line in f if "openblas" in line.lower()}
+            paths = sorted({line.split()[-1] for line in f if "openblas" in line.lower()})
     except OSError:
-        return False
+        return None
     for path in paths:
         try:
             lib = ctypes.CDLL(path)
         except OSError:
             continue
-        for name in (
-            "scipy_openblas_set_num_threads64_",
-            "openblas_set_num_threads64_",
-            "openblas_set_num_threads",
-        ):
-            fn = getattr(lib, name, None)
+        for symbol in (f"scipy_openblas_{name}64_", f"openblas_{name}64_", f"openblas_{name}"):
+            fn = getattr(lib, symbol, None)
             if fn is not None:
-                fn(ctypes.c_int(threads))
-                return True
-    return False
+                return fn
+    return None

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..dist.threads import blas_kernel
 from .metrics import is_count
 
 if TYPE_CHECKING:
@@ -127,7 +128,10 @@ class GemmPeak:
     ``flops`` is the rate in FLOP/s, ``shapes`` the timed products as ``[rows, k, n]``,
     ``threads`` the BLAS thread count (``threads_from`` names where it came from: an environment
     variable, or ``cpu_count``), ``rounds`` the rounds timed and ``seconds`` the wall time of
-    the measurement, warm-up included.
+    the measurement, warm-up included. ``kernel`` names OpenBLAS's matrix-product kernels and
+    ``kernel_from`` why those (``chosen for this CPU``, or ``OPENBLAS_CORETYPE`` when the
+    environment names them: older kernels than the CPU's can halve the rate), both None when
+    NumPy's BLAS is not an OpenBLAS that can be asked.
     """
 
     flops: float
@@ -136,6 +140,8 @@ class GemmPeak:
     threads_from: str
     rounds: int
     seconds: float
+    kernel: str | None = None
+    kernel_from: str | None = None
 
     def event_fields(self) -> dict[str, Any]:
         """The fields of the ``gemm_peak`` event (beside ``step``, ``event``, ``message``)."""
@@ -146,15 +152,19 @@ class GemmPeak:
             "threads_from": self.threads_from,
             "rounds": self.rounds,
             "seconds": self.seconds,
+            "kernel": self.kernel,
+            "kernel_from": self.kernel_from,
         }
 
     def describe(self) -> str:
         """``GEMM peak 331.2 GFLOP/s: best of 20 rounds of 4 matmul shapes on 2 threads
-        (OMP_NUM_THREADS), 0.48 s``: the line a run prints; the shapes are in the event."""
+        (OMP_NUM_THREADS), OpenBLAS SkylakeX kernels (chosen for this CPU), 0.48 s``: the line
+        a run prints; the shapes are in the event."""
         threads = f"{self.threads} thread{'s' if self.threads != 1 else ''}"
+        kernel = f"OpenBLAS {self.kernel} kernels ({self.kernel_from}), " if self.kernel else ""
         return (
             f"GEMM peak {self.flops / 1e9:.1f} GFLOP/s: best of {self.rounds} rounds of "
-            f"{len(self.shapes)} matmul shapes on {threads} ({self.threads_from}), "
+            f"{len(self.shapes)} matmul shapes on {threads} ({self.threads_from}), {kernel}"
             f"{self.seconds:.2f} s"
         )
 
@@ -225,6 +235,7 @@ def _measure_gemm_peak(
         if rounds >= _MIN_GEMM_ROUNDS and now + (now - round_start) > started + max_seconds:
             break
     flops = sum(2 * r * k * n for k, n in shapes)
+    kernel = blas_kernel()
     return GemmPeak(
         flops=flops / sum(best),
         shapes=tuple((r, k, n) for k, n in shapes),
@@ -232,6 +243,8 @@ def _measure_gemm_peak(
         threads_from=threads[1],
         rounds=rounds,
         seconds=time.perf_counter() - started,
+        kernel=kernel[0] if kernel else None,
+        kernel_from=kernel[1] if kernel else None,
     )
 
 
