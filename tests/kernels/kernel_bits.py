@@ -41,6 +41,22 @@ def layer_outputs(dtype) -> dict[str, np.ndarray]:
     weight, bias = normal(rng, (C,), dtype), normal(rng, (C,), dtype)
     record("layernorm", [normal(rng, (B, T, C), dtype), weight, bias])
     record("attention", [normal(rng, (B, T, 3 * C), dtype), NH])
+    # attention's row kernels and their serial twins (what each thread runs when the batch is
+    # split over threads, tinygradlm/kernels/_parts.py): compiled in every run, the same bits
+    scores, datt = normal(rng, (B * NH, T, T), dtype), normal(rng, (B * NH, T, T), dtype)
+    scale = dtype(0.125)
+    for name, forward, backward in (
+        ("parallel", attention._causal_softmax_rows, attention._causal_softmax_backward_rows),
+        (
+            "serial",
+            attention._causal_softmax_rows_serial,
+            attention._causal_softmax_backward_rows_serial,
+        ),
+    ):
+        att, d = scores.copy(), datt.copy()
+        forward(att, scale)
+        backward(d, att, scale)
+        results[f"attention.softmax_rows_{name}"], results[f"attention.dscores_{name}"] = att, d
     gelu_x = normal(rng, (B, T, 4 * C + 3), dtype) * dtype(3)
     record("gelu", [gelu_x])
     targets = rng.integers(0, V, size=(B, T))

@@ -75,3 +75,12 @@ def test_every_kernel_gives_the_same_bits_compiled_and_cached(runs, warm):
     assert not differing, f"{warm} differs from the freshly compiled run in: " + ", ".join(
         differing
     )
+
+
+def test_attention_row_kernels_and_their_serial_twins_give_the_same_bits(runs):
+    outputs, _ = runs["cold"]
+    pairs = [k for k in outputs if k.endswith("_parallel")]
+    assert len(pairs) == 4  # softmax rows and their backward, float32 and float64
+    for name in pairs:
+        serial = outputs[name.replace("_parallel", "_serial")]
+        assert serial.tobytes() == outputs[name].tobytes(), name

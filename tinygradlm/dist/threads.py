@@ -172,7 +172,20 @@ def blas_kernel() -> tuple[str, str] | None:
 
 def _openblas_function(name: str) -> Any:
     """OpenBLAS's ``openblas_<name>`` from the OpenBLAS this process has loaded (NumPy's wheels
-    bundle it as ``scipy_openblas_<name>64_``), found with ctypes; None when there is none."""
+    bundle it as ``scipy_openblas_<name>64_``), found with ctypes; None when there is none (yet:
+    only what is found is remembered)."""
+    if name not in _OPENBLAS_FUNCTIONS:
+        fn = _find_openblas_function(name)
+        if fn is None:
+            return None
+        _OPENBLAS_FUNCTIONS[name] = fn
+    return _OPENBLAS_FUNCTIONS[name]
+
+
+_OPENBLAS_FUNCTIONS: dict[str, Any] = {}
+
+
+def _find_openblas_function(name: str) -> Any:
     import ctypes
 
     try:
