@@ -74,7 +74,7 @@ def block_backward(layers: ModelLayers, dout: np.ndarray, cache: BlockCache) -> 
     (ln_1, ln_2, the GELU's output) are written again from the block's kept inputs before the
     linear layers that read them."""
     L, P = layers.L, layers.precision
-    x, acts, c1, c2, c3, c4, c5, c6, c7, c8 = cache
+    x, acts, c1, c2, c3, c4, c5, c6, c7, c8 = cache  # c1, c5: (the layer norm's name, its cache)
     # in the forward pass this was: out = x2 + mlp(ln2(x2)); the residual passes dout to both
     dout_16 = P.matmul_input(dout)  # a copy: dout itself goes on, in float32, to dx2
     recompute_gelu(layers, acts.fch, out=acts.fcg)  # mlp.c_proj's input (B, T, 4C)
