@@ -104,10 +104,12 @@ def layer_calls(mod, layer: str, args: list[Any]) -> dict[str, Any]:
     if layer == "adamw":
         params, grads, n = args
         params, m, v = params.copy(), np.zeros(n, np.float32), np.zeros(n, np.float32)
-        mask = np.arange(n) % 7 != 0
+        # decayed ranges as a model's: most of the buffer, with undecayed gaps (biases, norms)
+        cuts = np.linspace(0, n, 9).astype(np.int64)
+        ranges = np.stack([cuts[:-1], cuts[1:] - np.minimum(1000, n // 100)], axis=1)
 
         def update():
-            mod.adamw_update(params, grads, m, v, 10, 1e-3, weight_decay=0.1, decay_mask=mask)
+            mod.adamw_update(params, grads, m, v, 10, 1e-3, weight_decay=0.1, decay_ranges=ranges)
 
         return {"update": update}
     forward = getattr(mod, f"{layer}_forward")

@@ -208,7 +208,7 @@ def _site(traceback: tracemalloc.Traceback) -> str:
 
 def _kind(site: str) -> str:
     if site.startswith("tinygradlm/params.py"):
-        return "AdamW decay mask" if "mask" in site else "parameters / gradients"
+        return "parameters / gradients"
     if site.startswith("tinygradlm/optim.py"):
         return "AdamW moments"
     if site.startswith("tinygradlm/model/workspace.py"):

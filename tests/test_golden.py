@@ -136,7 +136,7 @@ def training_step(entry, tensors, decay_mask=True):
     yours = {"loss": loss, "logits": model.logits(tensors["idx"])}
     yours.update({f"grad.{k}": g.copy() for k, g in grads.items()})
     a = entry["arguments"]
-    mask = model.decay_mask() if decay_mask else None
+    ranges = model.decay_ranges() if decay_mask else None
     AdamW(
         model.flat_params,
         model.flat_grads,
@@ -144,7 +144,7 @@ def training_step(entry, tensors, decay_mask=True):
         betas=tuple(a["betas"]),
         eps=a["eps"],
         weight_decay=a["weight_decay"],
-        decay_mask=mask,
+        decay_ranges=ranges,
     ).step()
     yours.update({f"updated.{k}": p for k, p in model.state_dict().items()})
     return yours

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tinygradlm import backend
+from tinygradlm.lora import LoRAConfig
 from tinygradlm.model import GPT, PRESETS, GPTConfig, parameter_shapes
 from tinygradlm.testing import check_vjp
 from tinygradlm.testing import strategies as tst
@@ -101,9 +102,11 @@ def test_initialisation_follows_gpt2():
     assert not np.array_equal(GPT(config, seed=4).flat_params, model.flat_params)
 
 
-def test_decay_mask_covers_exactly_the_2d_weights():
+def test_decay_ranges_cover_exactly_the_2d_weights():
     model = GPT(tiny())
-    mask = model.decay_mask()
+    mask = np.zeros(model.flat_params.size, bool)
+    for start, end in model.decay_ranges():
+        mask[start:end] = True
     for name, view in model.params.items():
         offset = view.__array_interface__["data"][0] - model.flat_params.ctypes.data
         start = offset // model.flat_params.itemsize
@@ -300,6 +303,46 @@ def test_forward_returns_the_caches_and_the_model_keeps_none():
     # forward_backward runs the head fused with the loss in row chunks: the same sums in
     # another order
     np.testing.assert_allclose(model.flat_grads, reference.flat_grads, rtol=1e-5, atol=1e-7)
+
+
+def test_the_workspace_keeps_per_block_only_what_backward_reads():
+    config = tiny()
+    B, T, C, L = 2, 6, config.n_embd, config.n_layer
+    model = GPT(config, seed=0)
+    acts = model._activations(B, T)
+    # ln_1/ln_2, c_proj's outputs and the GELU's: one buffer each for all blocks
+    for block in acts.blocks:
+        assert block.ln1 is block.ln2 is acts.shared.ln
+        assert block.proj is acts.shared.proj and block.fcg is acts.shared.fcg
+    own = {id(a) for block in acts.blocks for a in block.own()}
+    assert len(own) == 4 * L  # qkv, atty, x2, fch
+    # x (L + 1), each block's qkv 3C + atty + x2 + fch 4C, the shared ln + proj + fcg 4C, ln_f
+    units = (L + 1) + L * (3 + 1 + 1 + 4) + (1 + 1 + 4) + 1
+    assert model.activation_bytes(B, T) == units * B * T * C * 4
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_two_backward_passes_of_one_forward_give_the_same_gradient(kernels, precision):
+    # the backward writes ln_1, ln_2 and the GELU's output again into buffers every block
+    # shares: a second backward of the same caches must find them as the first did
+    config = tiny()
+    model = perturbed(GPT(config, seed=0, precision=precision))
+    model.add_lora(LoRAConfig(rank=2, alpha=4.0))
+    model.lora.flat_params[...] = np.random.default_rng(3).normal(0, 0.1, model.lora.num_params)
+    idx, _ = batch(config, B=2, T=6)
+    with backend.use_kernels(kernels):
+        logits, caches = model.forward(idx, keep=True)
+        rng = np.random.default_rng(4)
+        dlogits = rng.normal(0, 1, logits.shape).astype(np.float32)
+        model.backward(dlogits, caches)
+        first, first_lora = model.flat_grads.copy(), model.lora.flat_grads.copy()
+        model.flat_grads[...] = 0
+        model.lora.flat_grads[...] = 0
+        model.backward(dlogits, caches)
+    assert first.any() and first_lora.any()
+    np.testing.assert_array_equal(model.flat_grads, first)
+    np.testing.assert_array_equal(model.lora.flat_grads, first_lora)
 
 
 def test_importing_the_model_with_numpy_kernels_loads_no_numba():

@@ -32,7 +32,8 @@ def test_named_views_refuse_shapes_that_do_not_tile_the_buffer():
 
 def test_masks_select_tensors_by_name_and_shape():
     buffer = ParameterBuffer(SHAPES)
-    assert buffer.decay_mask().tolist() == [1] * 6 + [0] * 3 + [1] * 8
+    assert buffer.decay_ranges().tolist() == [[0, 6], [9, 17]]  # w, then the next 2-D ones
+    assert buffer.decay_ranges().dtype == np.int64
     mask = buffer.mask(lambda name, shape: name == "b")
     assert mask.dtype == np.float32 and mask.tolist() == [0] * 6 + [1] * 3 + [0] * 8
 

@@ -12,6 +12,7 @@ import tinygradlm.optim as optim
 from tinygradlm import backend
 from tinygradlm.model import GPT, GPTConfig
 from tinygradlm.optim import AdamW, clip_grad_norm, grad_norm, lr_schedule
+from tinygradlm.params import ranges_of_mask, shard_ranges
 
 BACKENDS = ["numpy", "numba"]
 CONFIG = GPTConfig(vocab_size=40, block_size=8, n_layer=2, n_head=2, n_embd=8, padded_vocab_size=48)
@@ -44,10 +45,10 @@ def test_adamw_one_step_equals_a_hand_computation(kernels):
     # two parameters: the first is decayed (a weight), the second is not (a bias)
     params = np.array([1.0, -2.0], dtype=np.float32)
     grads = np.array([0.5, -0.25], dtype=np.float32)
-    mask = np.array([1.0, 0.0], dtype=np.float32)
+    ranges = np.array([[0, 1]])  # the first entry decays
     lr, beta1, beta2, eps, wd = 0.1, 0.9, 0.95, 1e-8, 0.1
     opt = AdamW(
-        params, grads, lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=wd, decay_mask=mask
+        params, grads, lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=wd, decay_ranges=ranges
     )
     with backend.use_kernels(kernels):
         opt.step()
@@ -117,7 +118,45 @@ def test_adamw_numpy_and_numba_backends_agree():
     np.testing.assert_allclose(opt_a.v, opt_b.v, rtol=1e-5, atol=1e-10)
 
 
-def test_adamw_decay_mask_none_decays_every_entry():
+@pytest.mark.parametrize("kernels", BACKENDS)
+def test_adamw_on_shards_with_their_decay_ranges_equals_the_whole_update(kernels):
+    # ZeRO-1: each rank updates a slice [lo, hi) of the buffers with the ranges cut to it
+    model = GPT(CONFIG, seed=0)
+    ranges = model.decay_ranges()
+    N = model.flat_params.size
+    grads = random_grads(N, 3, seed=5)
+    whole = AdamW(model.flat_params.copy(), np.zeros(N, np.float32), lr=1e-2, decay_ranges=ranges)
+    cuts = [0, 7, N // 3, N // 3 + 1, N - 5, N]  # odd places: inside tensors and at their ends
+    shards = [
+        AdamW(
+            model.flat_params[lo:hi].copy(),
+            np.zeros(hi - lo, np.float32),
+            lr=1e-2,
+            decay_ranges=shard_ranges(ranges, lo, hi),
+        )
+        for lo, hi in itertools.pairwise(cuts)
+    ]
+    with backend.use_kernels(kernels):
+        for g in grads:
+            whole.grads[...] = g
+            whole.step()
+            for shard, (lo, hi) in zip(shards, itertools.pairwise(cuts), strict=True):
+                shard.grads[...] = g[lo:hi]
+                shard.step()
+    np.testing.assert_array_equal(np.concatenate([s.params for s in shards]), whole.params)
+    assert shard_ranges(ranges, 0, N).tolist() == ranges.tolist()
+    assert shard_ranges(ranges, N, N).shape == (0, 2)
+
+
+def test_decay_ranges_of_a_mask_and_of_tensors_agree():
+    model = GPT(CONFIG, seed=0)
+    mask = model.buffer.mask(lambda name, shape: len(shape) == 2, dtype=bool)
+    assert ranges_of_mask(mask).tolist() == model.decay_ranges().tolist()
+    assert ranges_of_mask(np.zeros(4)).shape == (0, 2)
+    assert ranges_of_mask(np.array([1, 1, 0, 1])).tolist() == [[0, 2], [3, 4]]
+
+
+def test_adamw_decay_ranges_none_decays_every_entry():
     params = np.ones(3, np.float32)
     opt = AdamW(params, np.zeros(3, np.float32), lr=0.5, weight_decay=0.1)
     with backend.use_kernels("numpy"):
@@ -131,7 +170,8 @@ def test_adamw_state_dict_round_trip_continues_bit_identically(kernels):
 
     def fresh(params):
         g = np.zeros_like(params)
-        return AdamW(params, g, lr=3e-3, decay_mask=(np.arange(params.size) % 2).astype(bool)), g
+        ranges = np.array([[1, 5], [8, params.size // 2], [params.size // 2 + 3, params.size]])
+        return AdamW(params, g, lr=3e-3, decay_ranges=ranges), g
 
     params = np.random.default_rng(1).normal(size=CONFIG.Vp * 8).astype(np.float32)
     opt, g = fresh(params)
@@ -188,8 +228,14 @@ def test_adamw_rejects_bad_buffers_and_hyperparameters():
         AdamW(p, [0.0] * 4, lr=1e-3)
     with pytest.raises(ValueError, match="do not match"):
         AdamW(p, np.zeros(4, np.float64), lr=1e-3)
-    with pytest.raises(ValueError, match="decay_mask"):
-        AdamW(p, np.zeros(4, np.float32), lr=1e-3, decay_mask=np.ones(3))
+    with pytest.raises(ValueError, match="decay_ranges"):
+        AdamW(p, np.zeros(4, np.float32), lr=1e-3, decay_ranges=np.ones(3, np.int64))
+    with pytest.raises(ValueError, match="decay_ranges must be"):
+        AdamW(p, np.zeros(4, np.float32), lr=1e-3, decay_ranges=np.array([[0, 2], [1, 3]]))
+    with pytest.raises(ValueError, match="decay_ranges must be"):
+        AdamW(p, np.zeros(4, np.float32), lr=1e-3, decay_ranges=np.array([[2, 5]]))
+    with pytest.raises(TypeError, match="decay_ranges"):
+        AdamW(p, np.zeros(4, np.float32), lr=1e-3, decay_ranges=np.ones((1, 2)))
     with pytest.raises(ValueError, match="beta1"):
         AdamW(p, np.zeros(4, np.float32), lr=1e-3, betas=(1.0, 0.95))
 

@@ -169,9 +169,9 @@ class LoRAAdapters:
     def num_params(self) -> int:
         return self.flat_params.size
 
-    def decay_mask(self) -> np.ndarray:
-        """Weight decay applies to every adapter entry (all are 2-D weights)."""
-        return self.buffer.mask(lambda name, shape: True, dtype=bool)
+    def decay_ranges(self) -> np.ndarray:
+        """Weight decay applies to every adapter entry (all are 2-D weights): one range."""
+        return self.buffer.ranges(lambda name, shape: True)
 
     def delta(self, module: str) -> np.ndarray:
         """The update scale · A @ B (C_in, C_out) the module's weight gets when merged, computed

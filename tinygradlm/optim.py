@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from . import backend
+from .ref.adamw import check_decay_ranges
 
 # --------------------------------------------------------------------------------------------
 # AdamW
@@ -38,11 +39,13 @@ class AdamW:
 
         m = β1·m + (1 − β1)·g                  v = β2·v + (1 − β2)·g²
         m̂ = m / (1 − β1^t)                     v̂ = v / (1 − β2^t)
-        params −= lr·(m̂ / (√v̂ + eps) + weight_decay·mask·params)
+        params −= lr·(m̂ / (√v̂ + eps) + weight_decay·params)     (decayed entries)
+        params −= lr·m̂ / (√v̂ + eps)                              (the others)
 
-    with t the 1-based count of steps taken, including this one. ``decay_mask`` (N,) is 1 where
-    the decoupled weight decay applies (nanoGPT's choice, which :meth:`for_model` makes: the
-    2-D weights, embeddings included) and 0 elsewhere; None decays every entry.
+    with t the 1-based count of steps taken, including this one. ``decay_ranges`` (n, 2) int64
+    holds the [start, end) ranges of the flat buffer where the decoupled weight decay applies
+    (nanoGPT's choice, which :meth:`for_model` makes: the 2-D weights, embeddings included;
+    ``ParameterBuffer.ranges`` makes them from a per-tensor choice); None decays every entry.
 
     ``params`` and ``grads`` are held by reference: the optimizer reads ``grads`` and writes
     ``params`` where they are, so the model's buffers must not be reallocated. The moments ``m``
@@ -58,7 +61,7 @@ class AdamW:
         betas: tuple[float, float] = (0.9, 0.95),
         eps: float = 1e-8,
         weight_decay: float = 0.1,
-        decay_mask: np.ndarray | None = None,
+        decay_ranges: np.ndarray | None = None,
     ) -> None:
         for name, buf in (("params", params), ("grads", grads)):
             if not isinstance(buf, np.ndarray) or buf.dtype.kind != "f" or buf.ndim != 1:
@@ -72,16 +75,12 @@ class AdamW:
                 f"AdamW: grads {grads.dtype}{grads.shape} do not match params "
                 f"{params.dtype}{params.shape}"
             )
-        if decay_mask is not None and (
-            not isinstance(decay_mask, np.ndarray) or decay_mask.shape != params.shape
-        ):
-            raise ValueError(
-                f"AdamW: decay_mask must be an array of shape {params.shape}, got "
-                f"{getattr(decay_mask, 'shape', type(decay_mask).__name__)}"
-            )
+        if decay_ranges is not None:
+            decay_ranges = np.asarray(decay_ranges)
+            check_decay_ranges("AdamW", decay_ranges, params.size)
         self.params = params
         self.grads = grads
-        self.decay_mask = decay_mask
+        self.decay_ranges = decay_ranges
         self.lr = float(lr)
         self.beta1, self.beta2 = (float(b) for b in betas)
         self.eps = float(eps)
@@ -94,8 +93,8 @@ class AdamW:
     @classmethod
     def for_model(cls, model: Any, **kwargs: Any) -> AdamW:
         """AdamW on ``model.flat_params`` / ``model.flat_grads``, decaying only the 2-D weights
-        (``model.decay_mask()``). Keyword arguments as for the constructor."""
-        kwargs.setdefault("decay_mask", model.decay_mask())
+        (``model.decay_ranges()``). Keyword arguments as for the constructor."""
+        kwargs.setdefault("decay_ranges", model.decay_ranges())
         return cls(model.flat_params, model.flat_grads, **kwargs)
 
     def step(self, lr: float | None = None) -> None:
@@ -115,13 +114,13 @@ class AdamW:
             self.beta2,
             self.eps,
             self.weight_decay,
-            self.decay_mask,
+            self.decay_ranges,
         )
 
     def state_dict(self) -> dict[str, Any]:
         """``m`` and ``v`` (views of the moments: copy to keep), ``step`` (steps taken) and the
         hyperparameters ``lr``, ``beta1``, ``beta2``, ``eps``, ``weight_decay`` (Python floats).
-        The decay mask is not state: it follows from the model."""
+        The decay ranges are not state: they follow from the model."""
         return {
             "m": self.m,
             "v": self.v,

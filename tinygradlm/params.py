@@ -94,10 +94,22 @@ class ParameterBuffer:
                 view[...] = 1
         return mask
 
-    def decay_mask(self) -> np.ndarray:
-        """True on the 2-D tensors (matmul weights and embeddings), where weight decay applies:
-        one byte per parameter (a float32 mask was a fourth of the parameters' memory again)."""
-        return self.mask(lambda name, shape: len(shape) == 2, dtype=bool)
+    def ranges(self, selected: Callable[[str, tuple[int, ...]], bool]) -> np.ndarray:
+        """The [start, end) ranges of the flat buffer, (n, 2) int64 in order, that the tensors
+        for which ``selected(name, shape)`` tile (neighbours merged): a per-tensor choice,
+        such as where weight decay applies, in a few numbers rather than one per parameter."""
+        flags, offset = [], 0
+        for name, shape in self.shapes.items():
+            size = math.prod(shape)
+            flags.append((offset, offset + size, bool(selected(name, shape))))
+            offset += size
+        return _merged([(start, end) for start, end, chosen in flags if chosen])
+
+    def decay_ranges(self) -> np.ndarray:
+        """The ranges of the 2-D tensors (matmul weights and embeddings), where weight decay
+        applies (:meth:`ranges`; a per-parameter mask was one byte per parameter, 124 MB at
+        GPT-2 124M)."""
+        return self.ranges(lambda name, shape: len(shape) == 2)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """The parameter views by name (views: copy to keep)."""
@@ -106,3 +118,31 @@ class ParameterBuffer:
     def load_state_dict(self, state: Mapping[str, Any], what: str = "load_state_dict") -> None:
         """Copy ``state`` in, checked by :func:`load_views` (all problems at once, or no copy)."""
         load_views(self.state_dict(), state, what)
+
+
+def _merged(ranges: list[tuple[int, int]]) -> np.ndarray:
+    """Sorted [start, end) ranges as an (n, 2) int64 array, empty ones dropped and touching
+    ones merged."""
+    merged: list[list[int]] = []
+    for start, end in ranges:
+        if end <= start:
+            continue
+        if merged and merged[-1][1] == start:
+            merged[-1][1] = end
+        else:
+            merged.append([start, end])
+    return np.array(merged, dtype=np.int64).reshape(-1, 2)
+
+
+def ranges_of_mask(mask: np.ndarray) -> np.ndarray:
+    """The [start, end) ranges (n, 2) int64 where the flat ``mask`` is nonzero."""
+    on = np.concatenate(([0], (np.asarray(mask).reshape(-1) != 0).astype(np.int8), [0]))
+    edges = np.flatnonzero(np.diff(on))  # where a run of nonzeros starts, then where it ends
+    return edges.astype(np.int64).reshape(-1, 2)
+
+
+def shard_ranges(ranges: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """``ranges`` cut to the slice [lo, hi) of the flat buffer and counted from lo: those of a
+    shard (ZeRO-1: each rank updates one slice of the buffers)."""
+    cut = np.clip(ranges, lo, hi) - lo
+    return _merged([(int(start), int(end)) for start, end in cut])

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from layer_inputs import IMPLEMENTATIONS
 
 from tinygradlm import backend
+from tinygradlm.params import ranges_of_mask
 from tinygradlm.testing import strategies as tst
 
 STEPS = 5
@@ -37,7 +38,8 @@ def adamw_formula(params, grads_per_step, lr, betas, eps, weight_decay, decay_ma
 def run(layers, params, grads_per_step, lr, betas, eps, weight_decay, decay_mask):
     p, m, v = params.copy(), np.zeros_like(params), np.zeros_like(params)
     for step, g in enumerate(grads_per_step, start=1):
-        layers.adamw_update(p, g, m, v, step, lr, *betas, eps, weight_decay, decay_mask)
+        ranges = None if decay_mask is None else ranges_of_mask(decay_mask)
+        layers.adamw_update(p, g, m, v, step, lr, *betas, eps, weight_decay, ranges)
     return p, m, v
 
 
@@ -55,7 +57,11 @@ hyperparameters = {
 def draw_run(params, seed, mask_kind):
     rng = np.random.default_rng(seed)
     grads = [rng.normal(size=params.size).astype(np.float32) for _ in range(STEPS)]
-    mask = None if mask_kind is None else rng.random(params.size) < 0.5
+    mask = None
+    if mask_kind is not None:  # decay per tensor: a few runs of decayed entries
+        mask = np.zeros(params.size, bool)
+        for start, end in np.sort(rng.integers(0, params.size + 1, size=6)).reshape(3, 2):
+            mask[start:end] = True
     if mask_kind == "float":
         mask = mask.astype(np.float32)
     return grads, mask

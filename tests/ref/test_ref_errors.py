@@ -142,5 +142,7 @@ def test_adamw_errors_are_named():
     with raises(ValueError, "adamw_update: params must be a flat (N,) buffer, got shape (2, 2)"):
         q = np.zeros((2, 2), np.float32)
         ref.adamw_update(q, q.copy(), q.copy(), q.copy(), 1, 1e-3)
-    with raises(ValueError, "adamw_update: decay_mask has shape (3,) but params (4,)"):
-        ref.adamw_update(p, p.copy(), p.copy(), p.copy(), 1, 1e-3, decay_mask=np.ones(3, bool))
+    with raises(ValueError, "adamw_update: decay_ranges must have shape (n, 2), got (3,)"):
+        ref.adamw_update(p, p.copy(), p.copy(), p.copy(), 1, 1e-3, decay_ranges=np.ones(3, int))
+    with raises(ValueError, "adamw_update: decay_ranges must be [start, end) ranges in order"):
+        ref.adamw_update(p, p.copy(), p.copy(), p.copy(), 1, 1e-3, decay_ranges=np.array([[0, 5]]))

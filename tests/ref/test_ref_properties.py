@@ -312,7 +312,14 @@ def test_adamw_weight_decay_is_decoupled_and_follows_the_mask():
     zeros = np.zeros(4, np.float32)
     p = params.copy()
     ref.adamw_update(
-        p, zeros, zeros.copy(), zeros.copy(), 1, 0.1, weight_decay=0.5, decay_mask=mask
+        p,
+        zeros,
+        zeros.copy(),
+        zeros.copy(),
+        1,
+        0.1,
+        weight_decay=0.5,
+        decay_ranges=np.array([[0, 1], [2, 3]]),
     )
     np.testing.assert_allclose(p, np.where(mask, params * (1 - 0.1 * 0.5), params), rtol=1e-6)
     p = params.copy()

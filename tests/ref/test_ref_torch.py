@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tinygradlm import ref
+from tinygradlm.params import ranges_of_mask
 from tinygradlm.testing import strategies as tst
 from tinygradlm.testing.torch_layers import torch_layers
 
@@ -97,6 +98,7 @@ def test_adamw_update_matches_torch_over_several_steps(
 
     ours, m, v = params.copy(), np.zeros(N, np.float32), np.zeros(N, np.float32)
     for step, g in enumerate(grads_per_step, start=1):
-        ref.adamw_update(ours, g, m, v, step, lr, *betas, eps, weight_decay, decay_mask)
+        ranges = None if decay_mask is None else ranges_of_mask(decay_mask)
+        ref.adamw_update(ours, g, m, v, step, lr, *betas, eps, weight_decay, ranges)
     assert ours.dtype == m.dtype == v.dtype == np.float32
     np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-6)

@@ -49,6 +49,7 @@ import numpy as np
 
 from ..data.sft import IGNORE_INDEX
 from ..optim import AdamW, grad_norm
+from ..params import shard_ranges
 from .comm import Dist
 
 # with overlap, a thread tests the started buckets this often while the backward computes,
@@ -398,7 +399,7 @@ class ZeroSync(AllreduceSync):
         """(Re)build this rank's AdamW on its shard from the full optimizer's moments and step,
         then let the full moments go (they are filled again on rank 0 only, to save)."""
         opt, lo, hi = self.optimizer, self.lo, self.hi
-        mask = opt.decay_mask
+        ranges = opt.decay_ranges
         shard = AdamW(
             opt.params[lo:hi],
             np.zeros(hi - lo, dtype=opt.grads.dtype),
@@ -406,7 +407,7 @@ class ZeroSync(AllreduceSync):
             betas=(opt.beta1, opt.beta2),
             eps=opt.eps,
             weight_decay=opt.weight_decay,
-            decay_mask=None if mask is None else np.ascontiguousarray(mask[lo:hi]),
+            decay_ranges=None if ranges is None else shard_ranges(ranges, lo, hi),
         )
         shard.m[...] = opt.m[lo:hi]
         shard.v[...] = opt.v[lo:hi]

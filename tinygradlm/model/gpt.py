@@ -157,9 +157,10 @@ class GPT:
             self.flat_params.size - (self.config.Vp - self.config.vocab_size) * self.config.n_embd
         )
 
-    def decay_mask(self) -> np.ndarray:
-        """1 where weight decay applies (2-D weights: matmuls and embeddings), 0 elsewhere."""
-        return self.buffer.decay_mask()
+    def decay_ranges(self) -> np.ndarray:
+        """The [start, end) ranges (n, 2) of the flat buffer where weight decay applies: the
+        2-D weights (matmuls and embeddings)."""
+        return self.buffer.decay_ranges()
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """HF GPT-2 names and layouts; the arrays are views into ``flat_params`` (copy to keep)."""

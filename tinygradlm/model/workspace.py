@@ -19,8 +19,9 @@ from .config import GPTConfig
 
 class Activations:
     """The residual stream at each block boundary (``x``, L+1 of (B, T, C)), every block's
-    layer outputs (``blocks``), the final layer norm (B, T, C), and the logits (B, T, Vp) once
-    a plain head has asked for them (:meth:`logits_buffer`; training never does).
+    layer outputs (``blocks``: those backward reads are the block's own, the others are the
+    ``shared`` buffers every block writes), the final layer norm (B, T, C), and the logits
+    (B, T, Vp) once a plain head has asked for them (:meth:`logits_buffer`; training never does).
 
     ``head=False`` leaves out ``lnf``: decoding computes ln_f and the head for the last
     position only."""
@@ -35,7 +36,8 @@ class Activations:
             return np.empty((B, T, *shape), dtype=dtype)
 
         self.x = [buf(C) for _ in range(config.n_layer + 1)]  # residual stream
-        self.blocks = [BlockActivations(buf, C) for _ in range(config.n_layer)]
+        self.shared = SharedActivations(buf, C)
+        self.blocks = [BlockActivations(buf, C, self.shared) for _ in range(config.n_layer)]
         self.lnf = buf(C) if head else None
         self._logits_shape = (B, T, config.Vp)
         self._dtype = dtype
@@ -51,28 +53,53 @@ class Activations:
     @property
     def nbytes(self) -> int:
         arrays = [*self.x] + ([self.lnf] if self.lnf is not None else [])
+        arrays += list(vars(self.shared).values())
         for block in self.blocks:
-            arrays += list(vars(block).values())
+            arrays += block.own()
         return sum(a.nbytes for a in arrays)
 
 
-class BlockActivations:
-    """One block's layer outputs, named after the layer that writes them."""
+class SharedActivations:
+    """The layer outputs backward does not keep, one buffer each for all the blocks (llm.c's
+    ``recompute``): ``ln`` holds a block's ln_1 output, then its ln_2 output; ``proj`` both
+    c_proj outputs, which only the residual adds read; ``fcg`` the GELU's output (B, T, 4C).
+    A block's backward writes ln_1, ln_2 and the GELU again from the inputs it keeps
+    (``block.recompute_*``): the same functions of the same inputs, so the same bits."""
 
     def __init__(self, buf: Callable[..., np.ndarray], C: int) -> None:
-        self.ln1 = buf(C)
-        self.qkv = buf(3 * C)
-        self.atty = buf(C)
-        self.proj = buf(C)  # c_proj outputs: read by the residual add only, so shared
-        self.x2 = buf(C)
-        self.ln2 = buf(C)
-        self.fch = buf(4 * C)
+        self.ln = buf(C)
+        self.proj = buf(C)
         self.fcg = buf(4 * C)
 
 
-# the buffers of one block in BlockActivations, in units of C: ln1, qkv (3C), atty, proj, x2,
-# ln2, fch (4C), fcg (4C)
-BLOCK_ACTIVATION_WIDTH = 1 + 3 + 1 + 1 + 1 + 1 + 4 + 4
+class BlockActivations:
+    """One block's layer outputs, named after the layer that writes them: ``qkv``, ``atty``,
+    ``x2`` and ``fch`` are the block's own (its backward reads them); ``ln1``, ``ln2``,
+    ``proj`` and ``fcg`` are ``shared``'s, the same arrays in every block."""
+
+    def __init__(self, buf: Callable[..., np.ndarray], C: int, shared: SharedActivations) -> None:
+        self.ln1 = shared.ln  # recomputed in backward from the block's input
+        self.qkv = buf(3 * C)
+        self.atty = buf(C)
+        self.proj = shared.proj  # c_proj outputs: read by the residual add only
+        self.x2 = buf(C)
+        self.ln2 = shared.ln  # recomputed in backward from x2
+        self.fch = buf(4 * C)
+        self.fcg = shared.fcg  # recomputed in backward from fch
+
+    def own(self) -> list[np.ndarray]:
+        """The buffers this block alone holds (the others are shared by every block)."""
+        return [self.qkv, self.atty, self.x2, self.fch]
+
+
+# the buffers of one block in BlockActivations that are its own, in units of C: qkv (3C), atty,
+# x2, fch (4C); and those of SharedActivations, one set for all blocks: ln, proj, fcg (4C)
+BLOCK_ACTIVATION_WIDTH = 3 + 1 + 1 + 4
+SHARED_ACTIVATION_WIDTH = 1 + 1 + 4
+# the backward's transients of one block besides attention's, in units of C: the gradients of
+# its layers' outputs (dfcg and dfch 4C each, dqkv 3C, and three of width C live at once), as
+# tracemalloc measures block_backward on the small preset
+BLOCK_BACKWARD_WIDTH = 4 + 4 + 3 + 3
 
 
 def model_bytes(config: GPTConfig, dtype: np.dtype | type = np.float32) -> int:
@@ -88,21 +115,22 @@ def training_bytes(
 
     Parameters and gradients (:func:`model_bytes`), AdamW's two moments, the rounded compute
     copy of the weights under bf16/fp16, the forward's activations (:class:`Activations`:
-    L+1 residual streams, every block's layer outputs and ln_f), attention's probabilities
+    L+1 residual streams, the layer outputs each block keeps for backward, the buffers all
+    blocks share, and ln_f), attention's probabilities
     (B, NH, T, T) per layer kept for backward, and the backward's largest transients (the fused
     head and loss's row chunk and, under bf16/fp16, its (Vp, C) scratch; one block's gradients;
     one layer's attention scores). No (B, T, Vp) array is made: the logits, probabilities and
     dlogits exist one row chunk at a time (tinygradlm.ref.head_loss). Measured with tracemalloc
-    on the tiny and small presets it is within 10% of the peak (slightly under: small
-    temporaries are left out)."""
+    on the tiny and small presets it is within 10% of the peak (above it by 3–9%)."""
     itemsize = np.dtype(dtype).itemsize
     N, C, L, Vp = config.parameter_count(), config.n_embd, config.n_layer, config.Vp
     weights = 2 * N if precision == "fp32" else 3 * N  # AdamW's m and v (+ the compute copy)
     rows = B * T
     attention = B * config.n_head * T * T  # (B, NH, T, T)
-    forward = rows * ((L + 1) * C + L * BLOCK_ACTIVATION_WIDTH * C + C) + L * attention
+    kept = (L + 1) + L * BLOCK_ACTIVATION_WIDTH + SHARED_ACTIVATION_WIDTH + 1  # x, blocks, ln_f
+    forward = rows * kept * C + L * attention
     head = min(HEAD_CHUNK_ROWS, rows) * Vp + min(VOCAB_BLOCK, Vp) * C
     if precision != "fp32":
         head += Vp * C  # dwte summed whole before it is rounded
-    backward = rows * BLOCK_ACTIVATION_WIDTH * C + 2 * attention + head
+    backward = rows * BLOCK_BACKWARD_WIDTH * C + 2 * attention + head
     return model_bytes(config, dtype) + (weights + forward + backward) * itemsize

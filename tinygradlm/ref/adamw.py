@@ -25,15 +25,17 @@ def adamw_update(
     beta2: float = 0.95,
     eps: float = 1e-8,
     weight_decay: float = 0.0,
-    decay_mask: np.ndarray | None = None,
+    decay_ranges: np.ndarray | None = None,
 ) -> None:
     """One AdamW step, in place on params, m and v (grads is only read).
 
     Shapes: params, grads, m, v all (N,), the flat buffers of the whole model (float32 in
     training; float64 works too). ``step`` is the 1-based count of updates, including this one.
-    ``decay_mask`` (N,), bool or float, is 1 where weight decay applies and 0 where it does not
-    (nanoGPT decays the 2-D weight matrices, embeddings included, and not the biases or the
-    layer-norm parameters); None decays every parameter.
+    ``decay_ranges`` (n, 2) int64 holds the [start, end) ranges of the flat buffer where weight
+    decay applies, in order and apart (nanoGPT decays the 2-D weight matrices, embeddings
+    included, and not the biases or the layer-norm parameters: decay is per tensor, and a
+    model's tensors are ranges of its flat buffer, ``ParameterBuffer.ranges``); None decays
+    every parameter.
 
     Derivation (of the update, not a gradient): m and v are exponential moving averages of the
     gradient and of its square, started at 0, so after k steps they are (1 − beta^k) times an
@@ -42,7 +44,7 @@ def adamw_update(
     scale. The weight decay is applied to the parameters directly ("decoupled"), not added to
     the gradient, where Adam's normalization would rescale it differently per parameter.
     """
-    check_adamw_update(params, grads, m, v, step, decay_mask)
+    check_adamw_update(params, grads, m, v, step, decay_ranges)
     # Python floats: a np.float64 learning rate (from a schedule) would promote float32 buffers
     lr, beta1, beta2 = float(lr), float(beta1), float(beta2)
     eps, weight_decay = float(eps), float(weight_decay)
@@ -61,10 +63,29 @@ def adamw_update(
     if weight_decay != 0.0:
         # decoupled weight decay: shrink the parameters themselves, outside the normalization
         decay = weight_decay * params  # (N,) the parameters before this step
-        if decay_mask is not None:
-            decay *= decay_mask
+        if decay_ranges is not None:
+            for start, end, decayed in decay_segments(decay_ranges, params.size):
+                if not decayed:
+                    decay[start:end] *= 0.0  # no decay here (as a mask of zeros would multiply)
         update += decay
     params -= lr * update
+
+
+def decay_segments(decay_ranges: np.ndarray | None, n: int) -> list[tuple[int, int, bool]]:
+    """[0, n) cut into (start, end, decayed) pieces, in order: the ranges of ``decay_ranges``
+    (checked by :func:`check_adamw_update`) and the gaps between them; None: all decayed."""
+    if decay_ranges is None:
+        return [(0, n, True)] if n else []
+    segments, at = [], 0
+    for start, end in decay_ranges.tolist():
+        if start > at:
+            segments.append((at, start, False))
+        if end > start:
+            segments.append((start, end, True))
+        at = end
+    if at < n:
+        segments.append((at, n, False))
+    return segments
 
 
 def check_adamw_update(
@@ -73,7 +94,7 @@ def check_adamw_update(
     m: np.ndarray,
     v: np.ndarray,
     step: int,
-    decay_mask: np.ndarray | None,
+    decay_ranges: np.ndarray | None,
 ) -> None:
     """The argument checks of :func:`adamw_update` (and of its Numba twin in
     tinygradlm.kernels)."""
@@ -86,12 +107,21 @@ def check_adamw_update(
         if buf.shape != params.shape:
             raise ValueError(f"{fn}: {name} has shape {buf.shape} but params {params.shape}")
         checks.same_dtype(fn, name, buf, "params", dtype)
-    if decay_mask is not None:
-        if not isinstance(decay_mask, np.ndarray) or decay_mask.dtype.kind not in "bf":
-            raise TypeError(f"{fn}: decay_mask must be a bool or float array (or None)")
-        if decay_mask.shape != params.shape:
-            raise ValueError(
-                f"{fn}: decay_mask has shape {decay_mask.shape} but params {params.shape}"
-            )
+    if decay_ranges is not None:
+        check_decay_ranges(fn, decay_ranges, params.size)
     if not isinstance(step, (int, np.integer)) or isinstance(step, bool) or step < 1:
         raise ValueError(f"{fn}: step must be an integer >= 1 (the 1-based step), got {step!r}")
+
+
+def check_decay_ranges(fn: str, decay_ranges: np.ndarray, n: int) -> None:
+    """``decay_ranges`` must be an (n, 2) integer array of [start, end) ranges within [0, n),
+    in order and not overlapping; else a TypeError or ValueError naming ``fn``."""
+    if not isinstance(decay_ranges, np.ndarray) or decay_ranges.dtype.kind not in "iu":
+        raise TypeError(f"{fn}: decay_ranges must be an integer array of shape (n, 2) (or None)")
+    if decay_ranges.ndim != 2 or decay_ranges.shape[1] != 2:
+        raise ValueError(f"{fn}: decay_ranges must have shape (n, 2), got {decay_ranges.shape}")
+    bounds = decay_ranges.reshape(-1)  # start0, end0, start1, end1, ...: never decreasing
+    if bounds.size and (bounds[0] < 0 or bounds[-1] > n or np.any(np.diff(bounds) < 0)):
+        raise ValueError(
+            f"{fn}: decay_ranges must be [start, end) ranges in order, apart, within [0, {n})"
+        )

@@ -124,8 +124,9 @@ def _adamw(d: dict[str, int], rng: np.random.Generator, normal: Any, dtype: Any)
     params, grads = rng.normal(size=N).astype(dtype), normal(N)
     m = normal(N)
     v = (rng.random(N) * np.square(grads.astype(np.float64))).astype(dtype)  # v ≥ 0
-    decay_mask = rng.random(N) < 0.5
-    return [params, grads, m, v, d["step"], 1e-3, 0.9, 0.95, 1e-8, 0.1, decay_mask]
+    # two decayed [start, end) ranges, possibly empty or touching, the rest not decayed
+    decay_ranges = np.sort(rng.integers(0, N + 1, size=4)).reshape(2, 2)
+    return [params, grads, m, v, d["step"], 1e-3, 0.9, 0.95, 1e-8, 0.1, decay_ranges]
 
 
 _BUILDERS = {

@@ -37,6 +37,7 @@ from ..errors import CheckpointError, DataError
 from ..lora import LoRAAdapters
 from ..model import GPT
 from ..optim import AdamW
+from ..params import ranges_of_mask
 from .config import FinetuneConfig
 
 
@@ -74,7 +75,7 @@ def trainable_parameters(
         adapters = model.lora or model.add_lora(config.lora_config(), seed=config.seed)
         lora = adapters.config
         optimizer = AdamW(
-            adapters.flat_params, adapters.flat_grads, decay_mask=adapters.decay_mask(), **hyper
+            adapters.flat_params, adapters.flat_grads, decay_ranges=adapters.decay_ranges(), **hyper
         )
         what = (
             f"LoRA adapters (rank {lora.rank}, alpha {lora.alpha:g}, on "
@@ -83,8 +84,11 @@ def trainable_parameters(
         )
         return optimizer, None, what
     mask = trainable_mask(model, config.freeze)
-    decay = model.decay_mask() * mask  # frozen: no weight decay either
-    optimizer = AdamW(model.flat_params, model.flat_grads, decay_mask=decay, **hyper)
+    decay = model.buffer.mask(lambda name, shape: len(shape) == 2, dtype=bool)
+    decay &= mask != 0  # frozen: no weight decay either
+    optimizer = AdamW(
+        model.flat_params, model.flat_grads, decay_ranges=ranges_of_mask(decay), **hyper
+    )
     frozen = sum(
         value.size
         for name, value in model.state_dict().items()
