@@ -4,6 +4,7 @@ backends, through a state_dict round trip), the learning-rate schedule and gradi
 import doctest
 import itertools
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -154,6 +155,32 @@ def test_decay_ranges_of_a_mask_and_of_tensors_agree():
     assert ranges_of_mask(mask).tolist() == model.decay_ranges().tolist()
     assert ranges_of_mask(np.zeros(4)).shape == (0, 2)
     assert ranges_of_mask(np.array([1, 1, 0, 1])).tolist() == [[0, 2], [3, 4]]
+
+
+def test_adamw_still_takes_a_0_1_decay_mask_with_a_warning_and_the_same_update():
+    model = GPT(CONFIG, seed=0)
+    rng = np.random.default_rng(0)
+    grads = rng.standard_normal(model.flat_params.size).astype(np.float32)
+    results = []
+    for kwargs in ({"decay_ranges": model.decay_ranges()}, {"decay_mask": model.decay_mask()}):
+        params = model.flat_params.copy()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            opt = AdamW(params, grads, lr=1e-2, weight_decay=0.5, **kwargs)
+        assert [w.category for w in caught] == [DeprecationWarning] * ("decay_mask" in kwargs)
+        opt.step()
+        results.append(params)
+    assert results[0].tobytes() == results[1].tobytes()
+    with pytest.raises(ValueError, match="only 0 and 1"), pytest.warns(DeprecationWarning):
+        AdamW(model.flat_params.copy(), grads, lr=1e-2, decay_mask=np.full(grads.size, 0.5))
+    with pytest.raises(TypeError, match="not both"):
+        AdamW(
+            grads.copy(),
+            grads,
+            lr=1,
+            decay_mask=np.ones(grads.size),
+            decay_ranges=np.zeros((0, 2), np.int64),
+        )
 
 
 def test_adamw_decay_ranges_none_decays_every_entry():

@@ -18,12 +18,14 @@ is a single vectorized operation whatever the model's shape. The formulas are wr
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from . import backend
+from .params import ranges_of_mask
 from .ref.adamw import check_decay_ranges
 
 # --------------------------------------------------------------------------------------------
@@ -46,6 +48,8 @@ class AdamW:
     holds the [start, end) ranges of the flat buffer where the decoupled weight decay applies
     (nanoGPT's choice, which :meth:`for_model` makes: the 2-D weights, embeddings included;
     ``ParameterBuffer.ranges`` makes them from a per-tensor choice); None decays every entry.
+    ``decay_mask`` (N,) of 0s and 1s, the former way of saying the same, is still taken and
+    turned into ranges (``tinygradlm.params.ranges_of_mask``), with a DeprecationWarning.
 
     ``params`` and ``grads`` are held by reference: the optimizer reads ``grads`` and writes
     ``params`` where they are, so the model's buffers must not be reallocated. The moments ``m``
@@ -62,6 +66,7 @@ class AdamW:
         eps: float = 1e-8,
         weight_decay: float = 0.1,
         decay_ranges: np.ndarray | None = None,
+        decay_mask: np.ndarray | None = None,
     ) -> None:
         for name, buf in (("params", params), ("grads", grads)):
             if not isinstance(buf, np.ndarray) or buf.dtype.kind != "f" or buf.ndim != 1:
@@ -75,6 +80,10 @@ class AdamW:
                 f"AdamW: grads {grads.dtype}{grads.shape} do not match params "
                 f"{params.dtype}{params.shape}"
             )
+        if decay_mask is not None:
+            if decay_ranges is not None:
+                raise TypeError("AdamW: give decay_ranges or decay_mask (deprecated), not both")
+            decay_ranges = _ranges_from_mask(decay_mask, params.shape)
         if decay_ranges is not None:
             decay_ranges = np.asarray(decay_ranges)
             check_decay_ranges("AdamW", decay_ranges, params.size)
@@ -184,6 +193,27 @@ class AdamW:
 
 
 _HYPERPARAMETERS = ("lr", "beta1", "beta2", "eps", "weight_decay")
+
+
+def _ranges_from_mask(decay_mask: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """The decay ranges of a (deprecated) per-entry 0/1 ``decay_mask``."""
+    warnings.warn(
+        "AdamW: decay_mask is deprecated, pass decay_ranges ([start, end) ranges of the flat "
+        "buffer: model.decay_ranges(), or tinygradlm.params.ranges_of_mask(mask))",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    if not isinstance(decay_mask, np.ndarray) or decay_mask.shape != shape:
+        raise ValueError(
+            f"AdamW: decay_mask must be an array of shape {shape}, got "
+            f"{getattr(decay_mask, 'shape', type(decay_mask).__name__)}"
+        )
+    if not np.all((decay_mask == 0) | (decay_mask == 1)):
+        raise ValueError(
+            "AdamW: decay_mask may hold only 0 and 1 (decay on or off per entry); weight decay "
+            "scaled per entry is not supported"
+        )
+    return ranges_of_mask(decay_mask)
 
 
 def _check_hyperparameters(

@@ -162,6 +162,11 @@ class GPT:
         2-D weights (matmuls and embeddings)."""
         return self.buffer.decay_ranges()
 
+    def decay_mask(self) -> np.ndarray:
+        """The same as a flat bool array, True where weight decay applies (one byte per
+        parameter: the optimizer takes :meth:`decay_ranges`)."""
+        return self.buffer.mask(lambda name, shape: len(shape) == 2, dtype=bool)
+
     def state_dict(self) -> dict[str, np.ndarray]:
         """HF GPT-2 names and layouts; the arrays are views into ``flat_params`` (copy to keep)."""
         sd = self.buffer.state_dict()
