@@ -116,6 +116,12 @@ def check_adamw_update(
 def check_decay_ranges(fn: str, decay_ranges: np.ndarray, n: int) -> None:
     """``decay_ranges`` must be an (n, 2) integer array of [start, end) ranges within [0, n),
     in order and not overlapping; else a TypeError or ValueError naming ``fn``."""
+    if isinstance(decay_ranges, np.ndarray) and decay_ranges.ndim == 1:
+        raise ValueError(
+            f"{fn}: decay_ranges must have shape (n, 2), got {decay_ranges.shape} (a per-entry "
+            "0/1 mask, what this argument once was, converts with "
+            "tinygradlm.params.ranges_of_mask(mask))"
+        )
     if not isinstance(decay_ranges, np.ndarray) or decay_ranges.dtype.kind not in "iu":
         raise TypeError(f"{fn}: decay_ranges must be an integer array of shape (n, 2) (or None)")
     if decay_ranges.ndim != 2 or decay_ranges.shape[1] != 2:
