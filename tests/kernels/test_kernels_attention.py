@@ -100,3 +100,9 @@ def test_attention_memory_is_a_chunk_not_the_probabilities():
     assert forward_peak - kept <= attention.CHUNK_BYTES + 4096
     assert backward_peak - kept <= 2 * attention.CHUNK_BYTES + 2 * dqkv.nbytes + 4096
     assert 2 * attention.CHUNK_BYTES + 2 * dqkv.nbytes < probabilities / 2
+
+
+def test_attention_chunk_is_1_mib():
+    # tinygradlm.model.training_bytes counts a chunk of this size (and docs/verification.md's
+    # table of block sizes names it)
+    assert attention.CHUNK_BYTES == 1 << 20
