@@ -25,8 +25,9 @@ it is paid back by working on a chunk of (T, T) matrices of about
 :data:`CHUNK_BYTES` at a time (:func:`_chunks`), a scratch reused across the chunks and
 allocated once per call (so nothing is held between calls, and nothing is shared between
 threads), which the matmul that writes it, the row kernel and the matmuls that read it find in
-cache rather than in memory (measured: attention's forward and backward together as fast as
-keeping att at T = 256, faster at T = 1024).
+cache rather than in memory (measured at GPT-2's shapes, T = 256 and 1024: forward and backward
+together faster than keeping att, whose allocation, a fresh (B, NH, T, T) array per layer and
+step, cost time too).
 
 Row t only touches columns 0..t: the masked upper triangle is never exponentiated nor read, just
 written with exact zeros (probabilities and gradients) as far as the matmuls read, the end of
@@ -48,12 +49,12 @@ CHUNK_BYTES = 1 << 20  # the scratch of (T, T) matrices worked on at a time (see
 
 
 @njit(cache=True, parallel=True)
-def _causal_softmax_rows(att, scale, block, shift, inv):
+def _causal_softmax_rows(att, scale, run, shift, inv):
     """In place on att (BH, T, T): q·kᵀ scores in, softmax(mask(scores·scale)) out.
 
     Row r's probabilities are exp(score·scale − shift[r])·inv[r]: shift and inv (BH, T) are
     written out so that :func:`_recompute_causal_softmax_rows` gives these same bits again.
-    Zeros go up to the end of the row's causal block (``block`` long), all the matmuls read.
+    Zeros go as far as the matmuls read: to the end of the row's causal run (``run`` long).
     """
     BH, T, _ = att.shape
     one = att.dtype.type(1.0)
@@ -68,39 +69,39 @@ def _causal_softmax_rows(att, scale, block, shift, inv):
         shift[b, t], inv[b, t] = m, inverse
         for j in range(n):
             row[j] *= inverse
-        _zero_masked(row, n, t, block)
+        _zero_masked(row, n, t, run)
 
 
 @njit(inline="always")
-def _zero_masked(row, n, t, block):
+def _zero_masked(row, n, t, run):
     """row[n:end] = 0 (masked: exactly zero probability or gradient), end the end of t's causal
-    block: the matmuls read no further."""
+    run (:func:`_causal_blocks`, ``run`` long): the matmuls read no further."""
     T = row.shape[0]
-    for j in range(n, min(T, (t // block + 1) * block)):
+    for j in range(n, min(T, (t // run + 1) * run)):
         row[j] = row.dtype.type(0.0)
 
 
 @njit(inline="always")
-def _recompute_row(row, t, block, scale, m, inverse):
+def _recompute_row(row, t, run, scale, m, inverse):
     """row[:t+1] scores -> the forward's probabilities, bit for bit, then the masked zeros."""
     n = t + 1
     for j in range(n):
         row[j] = exp(row[j] * scale - m) * inverse  # as exp_shifted_and_sum, then ·inverse
-    _zero_masked(row, n, t, block)
+    _zero_masked(row, n, t, run)
 
 
 @njit(cache=True, parallel=True)
-def _recompute_causal_softmax_rows(att, scale, block, shift, inv):
+def _recompute_causal_softmax_rows(att, scale, run, shift, inv):
     """In place on att (BH, T, T): the scores q·kᵀ in, the probabilities of
     :func:`_causal_softmax_rows` out, from its shift and inv (BH, T)."""
     BH, T, _ = att.shape
     for r in prange(BH * T):
         b, t = r // T, r % T
-        _recompute_row(att[b, t], t, block, scale, shift[b, t], inv[b, t])
+        _recompute_row(att[b, t], t, run, scale, shift[b, t], inv[b, t])
 
 
 @njit(cache=True, parallel=True)
-def _causal_softmax_backward_rows(datt, att, scale, block, shift, inv):
+def _causal_softmax_backward_rows(datt, att, scale, run, shift, inv):
     """In place on both (BH, T, T): att holds the scores q·kᵀ and gets the forward's
     probabilities back (recomputed from shift and inv (BH, T)); datt holds d(att) and gets
     d(scores) (scores before the scale)."""
@@ -109,12 +110,12 @@ def _causal_softmax_backward_rows(datt, att, scale, block, shift, inv):
         b, t = r // T, r % T
         d_row, a_row = datt[b, t], att[b, t]
         n = t + 1
-        _recompute_row(a_row, t, block, scale, shift[b, t], inv[b, t])
+        _recompute_row(a_row, t, run, scale, shift[b, t], inv[b, t])
         d = datt.dtype.type(row_dot(d_row, a_row, n))
         # same as ref.attention_backward: datt_pre = att·(datt − Σ_j datt·att), times the scale
         for j in range(n):
             d_row[j] = a_row[j] * (d_row[j] - d) * scale
-        _zero_masked(d_row, n, t, block)
+        _zero_masked(d_row, n, t, run)
 
 
 def _heads(qkv: np.ndarray, n_head: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -161,7 +162,20 @@ def _scratch(chunks: list, T: int, dtype: np.dtype) -> np.ndarray:
 
 
 def _view(scratch: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The first prod(shape) entries of scratch, as an array of that shape (C-contiguous)."""
     return scratch[: int(np.prod(shape))].reshape(shape)
+
+
+def _rows(stats: np.ndarray) -> np.ndarray:
+    """A chunk's (nb, nh, T) slice of shift or inv as (nb·nh, T), the kernels' row order.
+
+    Always a view (a chunk is whole batch elements or a run of one element's heads), which the
+    forward's kernel writes through: a copy would lose what it writes.
+    """
+    rows = stats.reshape(-1, stats.shape[-1])
+    if not np.may_share_memory(rows, stats):
+        raise AssertionError("a chunk's row statistics must be a view")
+    return rows
 
 
 def _causal_scores(q: np.ndarray, k: np.ndarray, att: np.ndarray) -> None:
@@ -190,7 +204,7 @@ def attention_forward(
     n_head = int(n_head)
     HS = C // n_head
     scale = dtype.type(1.0 / np.sqrt(HS))
-    block = _causal_blocks(T)[0][1]
+    run = _causal_blocks(T)[0][1]  # the length of a causal run (the last may be shorter)
 
     q, k, v = _heads(qkv, n_head)  # (B, NH, T, HS) each
     y = out.reshape(B, T, n_head, HS).transpose(0, 2, 1, 3)  # (B, NH, T, HS) view of out
@@ -202,11 +216,9 @@ def attention_forward(
         qc = q[b, h]  # (nb, nh, T, HS)
         att = _view(scratch, (*qc.shape[:2], T, T))  # blocks above the diagonal stay unwritten
         _causal_scores(qc, k[b, h], att)
-        # in place: scores -> probabilities, exact zeros above the diagonal (every block)
+        # in place: scores -> probabilities, exact zeros above the diagonal as far as att·v reads
         flat = att.reshape(-1, T, T)
-        _causal_softmax_rows(
-            flat, scale, block, shift[b, h].reshape(-1, T), inv[b, h].reshape(-1, T)
-        )
+        _causal_softmax_rows(flat, scale, run, _rows(shift[b, h]), _rows(inv[b, h]))
         for lo, hi in _causal_blocks(T):
             np.matmul(att[..., lo:hi, :hi], v[b, h, :hi], out=y[b, h, lo:hi])  # y = att·v
     return out, (qkv, shift, inv, n_head)
@@ -222,13 +234,8 @@ def attention_probabilities(cache: Any) -> np.ndarray:
     att = np.zeros((B, n_head, T, T), dtype=dtype)
     _causal_scores(q, k, att)
     scale = dtype.type(1 / np.sqrt(C3 // 3 // n_head))
-    _recompute_causal_softmax_rows(
-        att.reshape(-1, T, T),
-        scale,
-        _causal_blocks(T)[0][1],
-        shift.reshape(-1, T),
-        inv.reshape(-1, T),
-    )
+    run = _causal_blocks(T)[0][1]
+    _recompute_causal_softmax_rows(att.reshape(-1, T, T), scale, run, _rows(shift), _rows(inv))
     return att
 
 
@@ -246,7 +253,7 @@ def attention_backward(dout: np.ndarray, cache: Any) -> tuple[np.ndarray]:
     _checks.upstream("attention_backward", dout, (B, T, C), qkv.dtype)
     dtype = qkv.dtype
     scale = dtype.type(1 / np.sqrt(HS))
-    block = _causal_blocks(T)[0][1]
+    run = _causal_blocks(T)[0][1]  # the length of a causal run (the last may be shorter)
     q, k, v = _heads(qkv, n_head)  # (B, NH, T, HS) each
     dy = dout.reshape(B, T, n_head, HS).transpose(0, 2, 1, 3)  # (B, NH, T, HS)
     dqkv = np.empty((B, T, C3), dtype=dtype)
@@ -267,15 +274,10 @@ def attention_backward(dout: np.ndarray, cache: Any) -> tuple[np.ndarray]:
             )
 
         # in place: att's scores -> the forward's probabilities, and
-        # datt -> d(scores·scale)·scale = d(scores), exact zeros above the diagonal in both
-        _causal_softmax_backward_rows(
-            datt.reshape(-1, T, T),
-            att.reshape(-1, T, T),
-            scale,
-            block,
-            shift[b, h].reshape(-1, T),
-            inv[b, h].reshape(-1, T),
-        )
+        # datt -> d(scores·scale)·scale = d(scores), exact zeros above the diagonal in both (as
+        # far as the matmuls below read)
+        flat = (datt.reshape(-1, T, T), att.reshape(-1, T, T))
+        _causal_softmax_backward_rows(*flat, scale, run, _rows(shift[b, h]), _rows(inv[b, h]))
 
         # key s gets contributions from the queries t >= s only (att is zero above the diagonal);
         # in the forward pass this was: scores = q·kᵀ, so now dq = dscores·k and dk = dscoresᵀ·q
