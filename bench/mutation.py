@@ -106,7 +106,16 @@ NEW_TESTS = ("tests/kernels/test_kernel_boundaries.py",)
 # inside its forward too).
 BACKWARD_HELPERS = {
     "ref/attention.py": {"_heads", "_split_qkv"},
-    "kernels/attention.py": {"_heads", "_causal_blocks"},
+    "kernels/attention.py": {
+        "_heads",
+        "_causal_blocks",
+        "_chunks",
+        "_scratch",
+        "_view",
+        "_causal_scores",
+        "_recompute_row",
+        "_zero_masked",
+    },
     "kernels/gelu.py": {"_sigmoid_2u"},
     "kernels/_vecmath.py": {"row_sum", "row_dot", "row_centered_dot"},
 }

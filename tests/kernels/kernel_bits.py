@@ -44,7 +44,7 @@ def layer_outputs(dtype) -> dict[str, np.ndarray]:
     # attention's row kernels and their serial twins (what each thread runs when the batch is
     # split over threads, tinygradlm/kernels/_parts.py): compiled in every run, the same bits
     scores, datt = normal(rng, (B * NH, T, T), dtype), normal(rng, (B * NH, T, T), dtype)
-    scale = dtype(0.125)
+    scale, run = dtype(0.125), attention._causal_blocks(T)[0][1]
     for name, forward, backward in (
         ("parallel", attention._causal_softmax_rows, attention._causal_softmax_backward_rows),
         (
@@ -53,10 +53,12 @@ def layer_outputs(dtype) -> dict[str, np.ndarray]:
             attention._causal_softmax_backward_rows_serial,
         ),
     ):
-        att, d = scores.copy(), datt.copy()
-        forward(att, scale)
-        backward(d, att, scale)
+        att, shift, inv = scores.copy(), np.empty((B * NH, T), dtype), np.empty((B * NH, T), dtype)
+        forward(att, scale, run, shift, inv)
+        recomputed, d = scores.copy(), datt.copy()
+        backward(d, recomputed, scale, run, shift, inv)
         results[f"attention.softmax_rows_{name}"], results[f"attention.dscores_{name}"] = att, d
+        results[f"attention.recomputed_{name}"] = recomputed
     gelu_x = normal(rng, (B, T, 4 * C + 3), dtype) * dtype(3)
     record("gelu", [gelu_x])
     targets = rng.integers(0, V, size=(B, T))

@@ -24,6 +24,13 @@ def pair(layers, layer):
     return getattr(layers, f"{layer}_forward"), getattr(layers, f"{layer}_backward")
 
 
+def attention_probabilities(layers, cache):
+    """att (B, NH, T, T): kept in ref's cache, recomputed from the kernels' (which keep none)."""
+    if layers is kernels:
+        return kernels.attention.attention_probabilities(cache)
+    return cache[1]
+
+
 # --------------------------------------------------------------------------------------------
 # dtypes, out=, and what a backward may touch
 # --------------------------------------------------------------------------------------------
@@ -117,7 +124,8 @@ def test_attention_masks_the_future_with_exact_zeros(layers, dtype):
     args = example("attention", dtype, scale=2)  # T = 128
     qkv, n_head = args
     qkv[..., : qkv.shape[-1] // 3] *= 30  # large scores: exp underflows far below the max
-    out, (_, att, _) = layers.attention_forward(qkv, n_head)
+    out, cache = layers.attention_forward(qkv, n_head)
+    att = attention_probabilities(layers, cache)
     T = qkv.shape[1]
     future = np.triu(np.ones((T, T), dtype=bool), k=1)
     assert np.all(att[..., future] == 0)
@@ -125,7 +133,7 @@ def test_attention_masks_the_future_with_exact_zeros(layers, dtype):
     np.testing.assert_array_equal(att[..., 0, 0], 1)
     C = qkv.shape[-1] // 3
     np.testing.assert_allclose(out[:, 0], qkv[:, 0, 2 * C :], rtol=1e-6)
-    (dqkv,) = layers.attention_backward(upstream_gradient(out), (qkv, att, n_head))
+    (dqkv,) = layers.attention_backward(upstream_gradient(out), cache)
     assert np.isfinite(dqkv).all()
 
 
@@ -133,11 +141,11 @@ def test_attention_masks_the_future_with_exact_zeros(layers, dtype):
 def test_attention_with_one_position_is_the_identity_on_v(layers, dtype):
     rng = np.random.default_rng(0)
     qkv = rng.normal(size=(3, 1, 12)).astype(dtype)
-    out, (_, att, _) = layers.attention_forward(qkv, 2)
-    np.testing.assert_array_equal(att, 1)
+    out, cache = layers.attention_forward(qkv, 2)
+    np.testing.assert_array_equal(attention_probabilities(layers, cache), 1)
     np.testing.assert_array_equal(out, qkv[..., 8:])
     dout = upstream_gradient(out)
-    (dqkv,) = layers.attention_backward(dout, (qkv, att, 2))
+    (dqkv,) = layers.attention_backward(dout, cache)
     # a softmax over one element is constant: no gradient reaches q or k, v gets dout
     np.testing.assert_array_equal(dqkv[..., :8], 0)
     np.testing.assert_array_equal(dqkv[..., 8:], dout)

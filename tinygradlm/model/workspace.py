@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .. import backend
 from ..ref.head_loss import HEAD_CHUNK_ROWS, VOCAB_BLOCK
 from .config import GPTConfig
 
@@ -116,21 +117,29 @@ def training_bytes(
     Parameters and gradients (:func:`model_bytes`), AdamW's two moments, the rounded compute
     copy of the weights under bf16/fp16, the forward's activations (:class:`Activations`:
     L+1 residual streams, the layer outputs each block keeps for backward, the buffers all
-    blocks share, and ln_f), attention's probabilities
-    (B, NH, T, T) per layer kept for backward, and the backward's largest transients (the fused
-    head and loss's row chunk and, under bf16/fp16, its (Vp, C) scratch; one block's gradients;
-    one layer's attention scores). No (B, T, Vp) array is made: the logits, probabilities and
-    dlogits exist one row chunk at a time (tinygradlm.ref.head_loss). Measured with tracemalloc
-    on the tiny and small presets it is within 10% of the peak (above it by 3–9%)."""
+    blocks share, and ln_f), what attention keeps for backward (the Numba kernels: two
+    (B, NH, T) row statistics per layer; the NumPy reference: the probabilities (B, NH, T, T)
+    per layer), and the backward's largest transients (the fused head and loss's row chunk and,
+    under bf16/fp16, its (Vp, C) scratch; one block's gradients; attention's scores and their
+    gradient, for the Numba kernels a chunk of (T, T) matrices of about 1 MiB,
+    ``tinygradlm.kernels.attention.CHUNK_BYTES``, per thread). No (B, T, Vp) array is made:
+    the logits, probabilities and dlogits exist one row chunk at a time
+    (tinygradlm.ref.head_loss). Measured with tracemalloc on the tiny and small presets it is
+    within 10% of the peak."""
     itemsize = np.dtype(dtype).itemsize
     N, C, L, Vp = config.parameter_count(), config.n_embd, config.n_layer, config.Vp
     weights = 2 * N if precision == "fp32" else 3 * N  # AdamW's m and v (+ the compute copy)
     rows = B * T
-    attention = B * config.n_head * T * T  # (B, NH, T, T)
+    matrices = B * config.n_head * T * T  # (B, NH, T, T)
+    if backend.kernels_name() == "numpy":  # the probabilities kept, then scores and datt whole
+        attention_kept, attention_scratch = matrices, matrices
+    else:  # shift and inv (B, NH, T); a chunk of (T, T) matrices, at least one
+        attention_kept = 2 * B * config.n_head * T
+        attention_scratch = max(T * T, min(matrices, (1 << 20) // itemsize))
     kept = (L + 1) + L * BLOCK_ACTIVATION_WIDTH + SHARED_ACTIVATION_WIDTH + 1  # x, blocks, ln_f
-    forward = rows * kept * C + L * attention
+    forward = rows * kept * C + L * attention_kept
     head = min(HEAD_CHUNK_ROWS, rows) * Vp + min(VOCAB_BLOCK, Vp) * C
     if precision != "fp32":
         head += Vp * C  # dwte summed whole before it is rounded
-    backward = rows * BLOCK_BACKWARD_WIDTH * C + 2 * attention + head
+    backward = rows * BLOCK_BACKWARD_WIDTH * C + 2 * attention_scratch + head
     return model_bytes(config, dtype) + (weights + forward + backward) * itemsize
