@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHILD = """
 import json, sys
 import numpy as np
-from tinygradlm.dist.threads import _openblas_function
+from tinygradlm.blas import openblas_function
 from tinygradlm.kernels import attention_backward, attention_forward
 from tinygradlm.kernels._parts import part_threads
 results = {}
@@ -28,7 +28,7 @@ for B in (1, 3, 4):
     out, cache = attention_forward(qkv, 2)
     (dqkv,) = attention_backward(dout, cache)
     results[B] = [out.tobytes().hex(), dqkv.tobytes().hex(), part_threads(B)]
-get = _openblas_function("get_num_threads")
+get = openblas_function("get_num_threads")
 results["blas_threads_after"] = None if get is None else int(get())
 print(json.dumps(results))
 """

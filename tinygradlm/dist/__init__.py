@@ -4,7 +4,7 @@ gradients are reduced over the ranks (:mod:`.sync`). See docs/distributed.md."""
 
 from .comm import Dist, MPIDist, init, run_or_abort, shard_ranges
 from .sync import AllreduceSync, LocalSync, OrderedSumSync, ZeroSync, make_sync
-from .threads import blas_kernel, default_threads, launched_by_mpi, set_blas_threads
+from .threads import default_threads, launched_by_mpi, set_blas_threads
 from .watchdog import Watchdog
 
 __all__ = [
@@ -15,7 +15,6 @@ __all__ = [
     "OrderedSumSync",
     "Watchdog",
     "ZeroSync",
-    "blas_kernel",
     "default_threads",
     "init",
     "launched_by_mpi",

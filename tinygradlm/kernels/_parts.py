@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numba
 
-from ..dist.threads import _openblas_function
+from ..blas import openblas_function
 
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
@@ -77,8 +77,8 @@ class _BlasThreads:
     not an OpenBLAS this can reach (then the parts run on whatever it does)."""
 
     def __init__(self) -> None:
-        self._get = _openblas_function("get_num_threads")
-        self._set = _openblas_function("set_num_threads")
+        self._get = openblas_function("get_num_threads")
+        self._set = openblas_function("set_num_threads")
         self._saved: int | None = None
 
     def set(self, threads: int) -> None:
