@@ -220,3 +220,21 @@ def test_a_report_with_wrong_types_or_bytes_is_a_data_error_naming_the_field(pre
             load_report(tmp_path)
         assert fragment in str(info.value)
         summary(good)  # the good one still prints
+
+
+def test_character_counts_are_those_of_the_text(monkeypatch):
+    """The characters are counted in buffered batches of code points: the counts are each
+    character's, across flushes, for any code point (astral, lone surrogates, NUL)."""
+    from collections import Counter
+
+    from tinygradlm.data import corpus
+
+    monkeypatch.setattr(corpus, "_FLUSH_CHARS", 50)
+    docs = [ENGLISH, "", RUSSIAN, CHINESE, "emoji 😀 and \x00 and \udc80 alone", ENGLISH * 3]
+    tok = Tokenizer.train([ENGLISH, RUSSIAN], vocab_size=300)
+    stats = CorpusStats(tok)
+    for d in docs:
+        stats.add(d, np.zeros(0, dtype=np.uint32))
+    assert stats.chars == Counter("".join(docs))
+    merged = CorpusStats.merge([stats, stats])
+    assert merged.chars == Counter("".join(docs) * 2)

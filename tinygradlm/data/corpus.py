@@ -68,6 +68,7 @@ CLASSES = ("letters", "digits", "whitespace", "punctuation", "other")
 
 _SCRIPT = regex.compile("|".join(f"(?P<{s}>\\p{{Script={s}}})" for s in SCRIPTS))
 _FLUSH_TOKENS = 1 << 20  # tokens buffered before a bincount
+_FLUSH_CHARS = 1 << 20  # characters of text buffered before a count of their code points
 
 
 @functools.lru_cache(maxsize=65536)
@@ -104,10 +105,12 @@ class CorpusStats:
         self.bytes = 0
         self.text_tokens = 0
         self.histogram = np.zeros(HISTOGRAM_BINS, dtype=np.int64)
-        self.chars: Counter[str] = Counter()
+        self._chars: Counter[str] = Counter()
         self._counts = np.zeros(tokenizer.vocab_size, dtype=np.int64)
         self._pending: list[np.ndarray] = []
         self._n_pending = 0
+        self._texts: list[str] = []
+        self._n_texts = 0
 
     def add(self, text: str, tokens: np.ndarray) -> None:
         """Count one document: its text and its tokens (without the delimiter)."""
@@ -117,7 +120,11 @@ class CorpusStats:
         self.bytes += len(text.encode("utf-8", errors="surrogatepass"))
         self.text_tokens += int(tokens.size)
         self.histogram[min(int(tokens.size).bit_length(), HISTOGRAM_BINS - 1)] += 1
-        self.chars.update(text)
+        if text:
+            self._texts.append(text)
+            self._n_texts += len(text)
+            if self._n_texts >= _FLUSH_CHARS:
+                self._count_chars()
         if self.delimiter is not None:
             self._counts[self.delimiter] += 1
         if tokens.size:
@@ -131,6 +138,23 @@ class CorpusStats:
             ids = np.concatenate(self._pending).astype(np.int64, copy=False)
             self._counts += np.bincount(ids, minlength=self._counts.size)[: self._counts.size]
             self._pending, self._n_pending = [], 0
+
+    def _count_chars(self) -> None:
+        """The buffered texts' characters into ``_chars``: one NumPy count of their code points,
+        not a dict update per character (which took as long as encoding the text)."""
+        if self._texts:
+            text = "".join(self._texts).encode("utf-32-le", errors="surrogatepass")
+            counts = np.bincount(np.frombuffer(text, dtype=np.uint32))
+            present = np.flatnonzero(counts)
+            chars = map(chr, present.tolist())
+            self._chars.update(dict(zip(chars, counts[present].tolist(), strict=True)))
+            self._texts, self._n_texts = [], 0
+
+    @property
+    def chars(self) -> Counter[str]:
+        """How often each character occurs in the documents' text."""
+        self._count_chars()
+        return self._chars
 
     @property
     def token_counts(self) -> np.ndarray:
@@ -156,7 +180,7 @@ class CorpusStats:
             total.bytes += part.bytes
             total.text_tokens += part.text_tokens
             total.histogram += part.histogram
-            total.chars.update(part.chars)
+            total._chars.update(part.chars)
             total._counts += part.token_counts
         return total
 
