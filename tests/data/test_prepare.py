@@ -178,3 +178,56 @@ with sigterm_as_exception():
     assert run.returncode == 130, run.stderr
     assert run.stdout.split() == ["started", "stopped"]
     assert "Traceback" not in run.stderr, run.stderr
+
+
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_batches_of_any_shape_come_back_whole_and_counted(monkeypatch, start):
+    """Batches cut anywhere, empty documents, a document far longer than a batch (its ids come
+    back pickled, as they do not fit its slot of the shared map) and tiny slots: the same ids as
+    one process, and each batch's counts add up to those of one process."""
+    from tinygradlm.data import encoding
+    from tinygradlm.data.corpus import CorpusStats
+    from tinygradlm.data.documents import default_corpus
+
+    monkeypatch.setattr(encoding, "PARALLEL_MIN_CHARS", 0)
+    monkeypatch.setattr(encoding, "BATCH_CHARS", 7_001)
+    if start == "spawn":
+        monkeypatch.setattr(encoding.multiprocessing, "get_all_start_methods", lambda: ["spawn"])
+    corpus = [doc.text for doc in default_corpus()][:40]
+    texts = ["", *corpus[:10], "", "", "".join(corpus[10:30]), *corpus[30:], "x", ""]
+    tok = Tokenizer.train(corpus[:20], 400)
+    expected = [tok.encode(t, disallowed_special=()) for t in texts]
+    for slot_ids_per_char in (2, 0):  # 0: no batch fits its slot
+        monkeypatch.setattr(encoding, "SLOT_IDS_PER_CHAR", slot_ids_per_char)
+        batches = list(encoding.encode_batches(tok, texts, workers=2, count=True))
+        assert len(batches) > 4
+        assert [b.start for b in batches] == np.cumsum(
+            [0] + [len(b.ids) for b in batches[:-1]]
+        ).tolist()
+        ids = [a for b in batches for a in b.ids]
+        assert [a.dtype for a in ids] == [np.uint32] * len(texts)
+        assert [a.tolist() for a in ids] == expected
+        stats, one = CorpusStats(tok, delimiter=0), CorpusStats(tok, delimiter=0)
+        for b in batches:
+            stats.add_counts(b.counts)
+            for text, a in zip(texts[b.start : b.start + len(b.ids)], b.ids, strict=True):
+                stats.add(text, a, counted=True)
+        for text, a in zip(texts, ids, strict=True):
+            one.add(text, a)
+        assert stats.to_dict() == one.to_dict()
+
+
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_a_document_that_cannot_be_encoded_is_named(monkeypatch, start):
+    from tinygradlm.data import encoding
+
+    monkeypatch.setattr(encoding, "PARALLEL_MIN_CHARS", 0)
+    monkeypatch.setattr(encoding, "BATCH_CHARS", 100)
+    if start == "spawn":
+        monkeypatch.setattr(encoding.multiprocessing, "get_all_start_methods", lambda: ["spawn"])
+    texts = [f"document number {i} has some words in it " * 5 for i in range(40)]
+    texts[23] = "a lone surrogate \udc80 here"
+    tok = Tokenizer.train(texts[:5], 300)
+    for workers in (1, 2):
+        with pytest.raises(DataError, match=r"document 23: .*lone surrogate U\+DC80"):
+            list(encoding.encode_documents(tok, texts, workers=workers))
