@@ -139,6 +139,7 @@ def test_encode_documents_keeps_the_order_and_the_ids(monkeypatch, start):
     monkeypatch.setattr(encoding, "BATCH_CHARS", 30_000)
     if start == "spawn":  # as on macOS and Windows
         monkeypatch.setattr(encoding.multiprocessing, "get_all_start_methods", lambda: ["spawn"])
+        monkeypatch.setattr(encoding, "SPAWN_MIN_CHARS", 0)
     texts = [*(doc.text for doc in default_corpus()), "", "<|endoftext|> as text"]
     tok = Tokenizer.train(texts[:50], 400)
     parallel = list(encoding.encode_documents(tok, texts, workers=2))
@@ -193,6 +194,7 @@ def test_batches_of_any_shape_come_back_whole_and_counted(monkeypatch, start):
     monkeypatch.setattr(encoding, "BATCH_CHARS", 7_001)
     if start == "spawn":
         monkeypatch.setattr(encoding.multiprocessing, "get_all_start_methods", lambda: ["spawn"])
+        monkeypatch.setattr(encoding, "SPAWN_MIN_CHARS", 0)
     corpus = [doc.text for doc in default_corpus()][:40]
     texts = ["", *corpus[:10], "", "", "".join(corpus[10:30]), *corpus[30:], "x", ""]
     tok = Tokenizer.train(corpus[:20], 400)
@@ -225,6 +227,7 @@ def test_a_document_that_cannot_be_encoded_is_named(monkeypatch, start):
     monkeypatch.setattr(encoding, "BATCH_CHARS", 100)
     if start == "spawn":
         monkeypatch.setattr(encoding.multiprocessing, "get_all_start_methods", lambda: ["spawn"])
+        monkeypatch.setattr(encoding, "SPAWN_MIN_CHARS", 0)
     texts = [f"document number {i} has some words in it " * 5 for i in range(40)]
     texts[23] = "a lone surrogate \udc80 here"
     tok = Tokenizer.train(texts[:5], 300)

@@ -48,9 +48,12 @@ BATCH_CHARS = 1 << 20
 # ... or fewer, so that each worker gets at least this many batches.
 BATCHES_PER_WORKER = 8
 # Less text than this is encoded in the calling process: the kernel encodes ~30 MB/s on one
-# core, and below it starting the workers costs about what they save (docs/performance.md,
-# "Tokenizer").
+# core, and below it starting forked workers costs about what they save (docs/performance.md,
+# "Tokenizer") ...
 PARALLEL_MIN_CHARS = 4 << 20
+# ... and this where workers are spawned: each starts a fresh interpreter that imports NumPy and
+# Numba and loads the kernel, most of a second of CPU.
+SPAWN_MIN_CHARS = 64 << 20
 # A batch's slot in the shared map holds this many ids per character of the batch's size:
 # English text gives about 0.3 ids per character.
 SLOT_IDS_PER_CHAR = 2
@@ -98,7 +101,7 @@ def encode_batches(
     chars = sum(map(len, texts))
     if chars >= 1 << 16:
         tokenizer.load_kernel()  # short documents too, then
-    if workers <= 1 or chars < PARALLEL_MIN_CHARS:
+    if workers <= 1 or chars < (PARALLEL_MIN_CHARS if _forks() else SPAWN_MIN_CHARS):
         for start, stop in _batches(texts, BATCH_CHARS):
             ids, _, counts = _encode_texts(tokenizer, texts[start:stop], start, count)
             yield Batch(start, [a.astype(np.uint32, copy=False) for a in ids], counts)
@@ -107,6 +110,11 @@ def encode_batches(
     batches = _batches(texts, batch_chars)
     workers = min(workers, len(batches))
     yield from _encode_in_workers(tokenizer, texts, batches, workers, batch_chars, count)
+
+
+def _forks() -> bool:
+    """Whether workers start by fork (Linux), else spawn (macOS, Windows)."""
+    return "fork" in multiprocessing.get_all_start_methods()
 
 
 def _encode_texts(
@@ -150,7 +158,7 @@ def _encode_in_workers(
 ) -> Iterator[Batch]:
     global _worker
     in_flight = 2 * workers
-    if "fork" in multiprocessing.get_all_start_methods():
+    if _forks():
         context, args = multiprocessing.get_context("fork"), None
         _warm_up(tokenizer)  # the forked workers inherit the loaded kernel
         slot_ids = SLOT_IDS_PER_CHAR * 2 * batch_chars  # a batch without a long document
