@@ -234,3 +234,13 @@ def test_a_document_that_cannot_be_encoded_is_named(monkeypatch, start):
     for workers in (1, 2):
         with pytest.raises(DataError, match=r"document 23: .*lone surrogate U\+DC80"):
             list(encoding.encode_documents(tok, texts, workers=workers))
+
+
+def test_no_documents_encode_to_nothing(monkeypatch):
+    from tinygradlm.data import encoding
+
+    monkeypatch.setattr(encoding, "PARALLEL_MIN_CHARS", 0)
+    tok = Tokenizer.train(["some text to train on, some text"], 280)
+    assert list(encoding.encode_batches(tok, [], workers=2, count=True)) == []
+    empty = list(encoding.encode_documents(tok, ["", ""], workers=2))
+    assert [a.tolist() for a in empty] == [[], []]

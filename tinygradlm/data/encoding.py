@@ -101,7 +101,7 @@ def encode_batches(
     chars = sum(map(len, texts))
     if chars >= 1 << 16:
         tokenizer.load_kernel()  # short documents too, then
-    if workers <= 1 or chars < (PARALLEL_MIN_CHARS if _forks() else SPAWN_MIN_CHARS):
+    if workers <= 1 or not texts or chars < (PARALLEL_MIN_CHARS if _forks() else SPAWN_MIN_CHARS):
         for start, stop in _batches(texts, BATCH_CHARS):
             ids, _, counts = _encode_texts(tokenizer, texts[start:stop], start, count)
             yield Batch(start, [a.astype(np.uint32, copy=False) for a in ids], counts)
@@ -156,6 +156,8 @@ def _encode_in_workers(
     batch_chars: int,
     count: bool,
 ) -> Iterator[Batch]:
+    """The batches encoded by ``workers`` processes, in order, at most two per worker in flight
+    (the module docstring has the design)."""
     global _worker
     in_flight = 2 * workers
     if _forks():
@@ -249,7 +251,7 @@ def _encode_batch(
         out: np.ndarray | int = slot
         ids = _worker.slots[slot, :total]
     else:
-        out = ids = np.zeros(total, dtype=np.uint32)
+        out = ids = np.empty(total, dtype=np.uint32)
     if arrays:
         np.concatenate(arrays, out=ids)
     return out, lengths, counts
