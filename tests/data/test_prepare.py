@@ -112,22 +112,25 @@ def test_command_line_reports_bad_input_without_a_traceback(tmp_path):
 
 
 def test_workers_write_the_same_shards_byte_for_byte(tmp_path, monkeypatch):
-    """Two encoding processes, in batches far smaller than the corpus, write the bytes one
-    process writes; so does the default (every available core)."""
+    """Two encoding processes, in batches far smaller than the corpus, write the bytes and the
+    report one process writes; so does the default (every available core)."""
     from tinygradlm.data import encoding
 
     monkeypatch.setattr(encoding, "PARALLEL_MIN_CHARS", 0)
     monkeypatch.setattr(encoding, "BATCH_CHARS", 50_000)
-    outputs = {}
+    outputs, reports = {}, {}
     for workers in (1, 2, 0):
         out = tmp_path / f"workers{workers}"
         config = PrepareConfig(vocab_size=512, workers=workers, shard_tokens=60_000)
         report = prepare(None, out, config, log=lambda _m: None)
         outputs[workers] = {p.name: p.read_bytes() for p in sorted(out.glob("*.bin"))}
         assert report["splits"]["train"]["documents"] > 1
+        del report["seconds"], report["config"]["workers"]
+        reports[workers] = json.dumps(report)  # the corpus statistics counted by the workers
     assert len(outputs[1]) > 2  # several shards
     assert outputs[2] == outputs[1]
     assert outputs[0] == outputs[1]
+    assert reports[2] == reports[1] == reports[0]
 
 
 @pytest.mark.parametrize("start", ["fork", "spawn"])

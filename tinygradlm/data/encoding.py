@@ -47,10 +47,10 @@ from .corpus import TextCounts
 BATCH_CHARS = 1 << 20
 # ... or fewer, so that each worker gets at least this many batches.
 BATCHES_PER_WORKER = 8
-# Less text than this is encoded in the calling process: the kernel encodes ~30 MB/s on one
-# core, and below it starting forked workers costs about what they save (docs/performance.md,
-# "Tokenizer") ...
-PARALLEL_MIN_CHARS = 4 << 20
+# Less text than this is encoded in the calling process: starting forked workers and filling
+# and draining their pipeline costs about 0.1 s, what they save on ~4 M characters with 2 cores
+# (bench/prepare_encoding.py; docs/performance.md, "Tokenizer"), so 1.5 times that ...
+PARALLEL_MIN_CHARS = 6 << 20
 # ... and this where workers are spawned: each starts a fresh interpreter that imports NumPy and
 # Numba and loads the kernel, most of a second of CPU.
 SPAWN_MIN_CHARS = 64 << 20
