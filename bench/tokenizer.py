@@ -229,8 +229,8 @@ def main() -> None:
 
     # ---- prepare's encoding across processes ----
     tok = trained["tinygradlm `Tokenizer.train`, pattern 'gpt4'|1"]
-    # the held-out plays 8 times over (~36 MB): above prepare's threshold for workers, which a
-    # corpus of a few MB stays under (starting the workers would cost more than they save)
+    # the held-out plays 8 times over (~36 MB), well above prepare's threshold for workers
+    # (bench/prepare_encoding.py times smaller corpora, and the counting prepare adds)
     documents = held_out * 8
     documents_mb = megabytes(documents)
     single = [a.tolist() for a in encoding.encode_documents(tok, documents, 1)]

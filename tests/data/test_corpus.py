@@ -220,3 +220,35 @@ def test_a_report_with_wrong_types_or_bytes_is_a_data_error_naming_the_field(pre
             load_report(tmp_path)
         assert fragment in str(info.value)
         summary(good)  # the good one still prints
+
+
+def test_counts_are_the_same_buffered_or_counted_by_batch(monkeypatch):
+    """Characters, bytes and token ids are counted in buffered batches with NumPy, or by the
+    caller a batch at a time (TextCounts, as prepare's workers do): the same counts, each
+    character's, for any code point (astral, lone surrogates, NUL)."""
+    from collections import Counter
+
+    from tinygradlm.data import corpus
+    from tinygradlm.data.corpus import TextCounts
+
+    monkeypatch.setattr(corpus, "_FLUSH_SIZE", 50)
+    docs = [ENGLISH, "", RUSSIAN, CHINESE, "emoji 😀 and \x00 and \udc80 alone", ENGLISH * 3]
+    tok = Tokenizer.train([ENGLISH, RUSSIAN], vocab_size=300)
+    arrays = [tok.encode_to_array(d.encode("utf-8", "replace").decode()) for d in docs]
+    buffered, batched = CorpusStats(tok, delimiter=0), CorpusStats(tok, delimiter=0)
+    for d, a in zip(docs, arrays, strict=True):
+        buffered.add(d, a)
+    for batch in (slice(0, 1), slice(1, 1), slice(1, 4), slice(4, 6)):
+        batched.add_counts(TextCounts.of(docs[batch], arrays[batch]))
+        for d, a in zip(docs[batch], arrays[batch], strict=True):
+            batched.add(d, a, counted=True)
+    assert buffered.chars == batched.chars == Counter("".join(docs))
+    assert buffered.bytes == batched.bytes == len("".join(docs).encode("utf-8", "surrogatepass"))
+    expected = np.bincount(np.concatenate(arrays), minlength=300)
+    expected[0] += len(docs)  # the delimiters
+    np.testing.assert_array_equal(buffered.token_counts, expected)
+    np.testing.assert_array_equal(batched.token_counts, expected)
+    assert buffered.to_dict() == batched.to_dict()
+    assert json.dumps(buffered.to_dict()) == json.dumps(batched.to_dict())
+    merged = CorpusStats.merge([buffered, batched])
+    assert merged.chars == Counter("".join(docs) * 2)

@@ -112,22 +112,25 @@ def test_command_line_reports_bad_input_without_a_traceback(tmp_path):
 
 
 def test_workers_write_the_same_shards_byte_for_byte(tmp_path, monkeypatch):
-    """Two encoding processes, in batches far smaller than the corpus, write the bytes one
-    process writes; so does the default (every available core)."""
+    """Two encoding processes, in batches far smaller than the corpus, write the bytes and the
+    report one process writes; so does the default (every available core)."""
     from tinygradlm.data import encoding
 
     monkeypatch.setattr(encoding, "PARALLEL_MIN_CHARS", 0)
     monkeypatch.setattr(encoding, "BATCH_CHARS", 50_000)
-    outputs = {}
+    outputs, reports = {}, {}
     for workers in (1, 2, 0):
         out = tmp_path / f"workers{workers}"
         config = PrepareConfig(vocab_size=512, workers=workers, shard_tokens=60_000)
         report = prepare(None, out, config, log=lambda _m: None)
         outputs[workers] = {p.name: p.read_bytes() for p in sorted(out.glob("*.bin"))}
         assert report["splits"]["train"]["documents"] > 1
+        del report["seconds"], report["config"]["workers"]
+        reports[workers] = json.dumps(report)  # the corpus statistics counted by the workers
     assert len(outputs[1]) > 2  # several shards
     assert outputs[2] == outputs[1]
     assert outputs[0] == outputs[1]
+    assert reports[2] == reports[1] == reports[0]
 
 
 @pytest.mark.parametrize("start", ["fork", "spawn"])
@@ -139,6 +142,7 @@ def test_encode_documents_keeps_the_order_and_the_ids(monkeypatch, start):
     monkeypatch.setattr(encoding, "BATCH_CHARS", 30_000)
     if start == "spawn":  # as on macOS and Windows
         monkeypatch.setattr(encoding.multiprocessing, "get_all_start_methods", lambda: ["spawn"])
+        monkeypatch.setattr(encoding, "SPAWN_MIN_CHARS", 0)
     texts = [*(doc.text for doc in default_corpus()), "", "<|endoftext|> as text"]
     tok = Tokenizer.train(texts[:50], 400)
     parallel = list(encoding.encode_documents(tok, texts, workers=2))
@@ -178,3 +182,68 @@ with sigterm_as_exception():
     assert run.returncode == 130, run.stderr
     assert run.stdout.split() == ["started", "stopped"]
     assert "Traceback" not in run.stderr, run.stderr
+
+
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_batches_of_any_shape_come_back_whole_and_counted(monkeypatch, start):
+    """Batches cut anywhere, empty documents, a document far longer than a batch (its ids come
+    back pickled, as they do not fit its slot of the shared map) and tiny slots: the same ids as
+    one process, and each batch's counts add up to those of one process."""
+    from tinygradlm.data import encoding
+    from tinygradlm.data.corpus import CorpusStats
+    from tinygradlm.data.documents import default_corpus
+
+    monkeypatch.setattr(encoding, "PARALLEL_MIN_CHARS", 0)
+    monkeypatch.setattr(encoding, "BATCH_CHARS", 7_001)
+    if start == "spawn":
+        monkeypatch.setattr(encoding.multiprocessing, "get_all_start_methods", lambda: ["spawn"])
+        monkeypatch.setattr(encoding, "SPAWN_MIN_CHARS", 0)
+    corpus = [doc.text for doc in default_corpus()][:40]
+    texts = ["", *corpus[:10], "", "", "".join(corpus[10:30]), *corpus[30:], "x", ""]
+    tok = Tokenizer.train(corpus[:20], 400)
+    expected = [tok.encode(t, disallowed_special=()) for t in texts]
+    for slot_ids_per_char in (2, 0):  # 0: no batch fits its slot
+        monkeypatch.setattr(encoding, "SLOT_IDS_PER_CHAR", slot_ids_per_char)
+        batches = list(encoding.encode_batches(tok, texts, workers=2, count=True))
+        assert len(batches) > 4
+        assert [b.start for b in batches] == np.cumsum(
+            [0] + [len(b.ids) for b in batches[:-1]]
+        ).tolist()
+        ids = [a for b in batches for a in b.ids]
+        assert [a.dtype for a in ids] == [np.uint32] * len(texts)
+        assert [a.tolist() for a in ids] == expected
+        stats, one = CorpusStats(tok, delimiter=0), CorpusStats(tok, delimiter=0)
+        for b in batches:
+            stats.add_counts(b.counts)
+            for text, a in zip(texts[b.start : b.start + len(b.ids)], b.ids, strict=True):
+                stats.add(text, a, counted=True)
+        for text, a in zip(texts, ids, strict=True):
+            one.add(text, a)
+        assert stats.to_dict() == one.to_dict()
+
+
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_a_document_that_cannot_be_encoded_is_named(monkeypatch, start):
+    from tinygradlm.data import encoding
+
+    monkeypatch.setattr(encoding, "PARALLEL_MIN_CHARS", 0)
+    monkeypatch.setattr(encoding, "BATCH_CHARS", 100)
+    if start == "spawn":
+        monkeypatch.setattr(encoding.multiprocessing, "get_all_start_methods", lambda: ["spawn"])
+        monkeypatch.setattr(encoding, "SPAWN_MIN_CHARS", 0)
+    texts = [f"document number {i} has some words in it " * 5 for i in range(40)]
+    texts[23] = "a lone surrogate \udc80 here"
+    tok = Tokenizer.train(texts[:5], 300)
+    for workers in (1, 2):
+        with pytest.raises(DataError, match=r"document 23: .*lone surrogate U\+DC80"):
+            list(encoding.encode_documents(tok, texts, workers=workers))
+
+
+def test_no_documents_encode_to_nothing(monkeypatch):
+    from tinygradlm.data import encoding
+
+    monkeypatch.setattr(encoding, "PARALLEL_MIN_CHARS", 0)
+    tok = Tokenizer.train(["some text to train on, some text"], 280)
+    assert list(encoding.encode_batches(tok, [], workers=2, count=True)) == []
+    empty = list(encoding.encode_documents(tok, ["", ""], workers=2))
+    assert [a.tolist() for a in empty] == [[], []]

@@ -24,6 +24,7 @@ import functools
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ __all__ = [
     "HISTOGRAM_BINS",
     "SCRIPTS",
     "CorpusStats",
+    "TextCounts",
     "corpus_stats",
     "load_report",
     "summary",
@@ -67,7 +69,7 @@ SCRIPTS = (
 CLASSES = ("letters", "digits", "whitespace", "punctuation", "other")
 
 _SCRIPT = regex.compile("|".join(f"(?P<{s}>\\p{{Script={s}}})" for s in SCRIPTS))
-_FLUSH_TOKENS = 1 << 20  # tokens buffered before a bincount
+_FLUSH_SIZE = 1 << 20  # characters and tokens of documents buffered before they are counted
 
 
 @functools.lru_cache(maxsize=65536)
@@ -86,6 +88,40 @@ def _classify(char: str) -> tuple[str, str | None]:
     return "other", None
 
 
+@dataclass(eq=False)
+class TextCounts:
+    """The statistics of a batch of documents that take time in proportion to its text: how
+    often each character (code point) and each token id occurs, and the UTF-8 bytes. ``prepare``
+    counts them in the worker process that encoded the batch (:mod:`.encoding`), so that the
+    process writing the shards does per-document work only; :class:`CorpusStats` counts the
+    documents given to :meth:`~CorpusStats.add` the same way, a batch at a time, with NumPy
+    rather than a dict update per character (which took as long as encoding the text)."""
+
+    code_points: np.ndarray  # the distinct code points, ascending
+    char_counts: np.ndarray  # how often each occurs
+    token_ids: np.ndarray  # the distinct ids, ascending
+    token_counts: np.ndarray
+    bytes: int
+
+    @classmethod
+    def of(cls, texts: Sequence[str], token_arrays: Sequence[np.ndarray]) -> TextCounts:
+        """The counts of ``texts`` and their ids (one array per text)."""
+        code_points = "".join(texts).encode("utf-32-le", errors="surrogatepass")
+        ids = np.concatenate(token_arrays) if len(token_arrays) else np.zeros(0, np.uint32)
+        return cls(
+            *_occurrences(np.frombuffer(code_points, dtype=np.uint32)),
+            *_occurrences(ids),
+            sum(len(text.encode("utf-8", errors="surrogatepass")) for text in texts),
+        )
+
+
+def _occurrences(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the distinct values, ascending; how often each occurs) of non-negative integers."""
+    counts = np.bincount(values)
+    present = np.flatnonzero(counts)
+    return present, counts[present]
+
+
 class CorpusStats:
     """An accumulator of corpus statistics over documents and their tokens.
 
@@ -101,36 +137,57 @@ class CorpusStats:
         self.top_k = top_k
         self.documents = 0
         self.characters = 0
-        self.bytes = 0
         self.text_tokens = 0
         self.histogram = np.zeros(HISTOGRAM_BINS, dtype=np.int64)
-        self.chars: Counter[str] = Counter()
+        self._bytes = 0
+        self._chars: Counter[str] = Counter()
         self._counts = np.zeros(tokenizer.vocab_size, dtype=np.int64)
-        self._pending: list[np.ndarray] = []
+        self._pending: list[tuple[str, np.ndarray]] = []  # documents not yet in the counts
         self._n_pending = 0
 
-    def add(self, text: str, tokens: np.ndarray) -> None:
-        """Count one document: its text and its tokens (without the delimiter)."""
+    def add(self, text: str, tokens: np.ndarray, *, counted: bool = False) -> None:
+        """Count one document: its text and its tokens (without the delimiter). ``counted``: its
+        characters, bytes and token ids are counted already, in its batch's :class:`TextCounts`
+        (:meth:`add_counts`); only the per-document figures remain."""
         tokens = np.asarray(tokens)
         self.documents += 1
         self.characters += len(text)
-        self.bytes += len(text.encode("utf-8", errors="surrogatepass"))
         self.text_tokens += int(tokens.size)
         self.histogram[min(int(tokens.size).bit_length(), HISTOGRAM_BINS - 1)] += 1
-        self.chars.update(text)
         if self.delimiter is not None:
             self._counts[self.delimiter] += 1
-        if tokens.size:
-            self._pending.append(tokens)
-            self._n_pending += tokens.size
-            if self._n_pending >= _FLUSH_TOKENS:
+        if not counted:
+            self._pending.append((text, tokens))
+            self._n_pending += len(text) + tokens.size
+            if self._n_pending >= _FLUSH_SIZE:
                 self._flush()
+
+    def add_counts(self, counts: TextCounts) -> None:
+        """Add a batch's characters, bytes and token ids, counted where it was encoded (its
+        documents are then added with ``counted=True``)."""
+        self._bytes += counts.bytes
+        chars = map(chr, counts.code_points.tolist())
+        self._chars.update(dict(zip(chars, counts.char_counts.tolist(), strict=True)))
+        known = counts.token_ids < self._counts.size
+        self._counts[counts.token_ids[known]] += counts.token_counts[known]
 
     def _flush(self) -> None:
         if self._pending:
-            ids = np.concatenate(self._pending).astype(np.int64, copy=False)
-            self._counts += np.bincount(ids, minlength=self._counts.size)[: self._counts.size]
+            texts, arrays = zip(*self._pending, strict=True)
+            self.add_counts(TextCounts.of(texts, arrays))
             self._pending, self._n_pending = [], 0
+
+    @property
+    def bytes(self) -> int:
+        """The documents' text in UTF-8."""
+        self._flush()
+        return self._bytes
+
+    @property
+    def chars(self) -> Counter[str]:
+        """How often each character occurs in the documents' text."""
+        self._flush()
+        return self._chars
 
     @property
     def token_counts(self) -> np.ndarray:
@@ -153,10 +210,10 @@ class CorpusStats:
         for part in parts:
             total.documents += part.documents
             total.characters += part.characters
-            total.bytes += part.bytes
+            total._bytes += part.bytes
             total.text_tokens += part.text_tokens
             total.histogram += part.histogram
-            total.chars.update(part.chars)
+            total._chars.update(part.chars)
             total._counts += part.token_counts
         return total
 
@@ -167,7 +224,7 @@ class CorpusStats:
         """The statistics as JSON-able data (see the module docstring)."""
         classes = dict.fromkeys(CLASSES, 0)
         scripts: Counter[str] = Counter()
-        for char, n in self.chars.items():
+        for char, n in sorted(self.chars.items()):  # the same order however they were batched
             cls_, script = _classify(char)
             classes[cls_] += n
             if script is not None:

@@ -47,7 +47,7 @@ from .clean import check_values as check_clean_values
 from .corpus import CorpusStats, summary
 from .dedup import DEDUP_RULES, DedupConfig
 from .documents import Document
-from .encoding import encode_documents
+from .encoding import encode_batches
 from .mix import REPORT_FILE, SOURCE_NAME, prepared_mixture
 from .prepare_report import SPLITS, report_body
 from .shards import MAX_TOKENS, find_shards, shard_info, write_shards
@@ -350,14 +350,19 @@ def _token_stream(
     as in llm.c's data scripts, so a model sees the start of a document after the token. With
     ``stats``, each document and its tokens are counted there as they stream by. A literal
     "<|endoftext|>" inside a document is text, not a delimiter. ``workers`` processes encode
-    (:func:`.encoding.encode_documents`; 0: every available core)."""
+    (:func:`.encoding.encode_batches`; 0: every available core), which also count each batch's
+    characters and ids for ``stats``."""
     eot = np.array([tokenizer.eot_token], dtype=np.uint32)
     texts = [doc.text for doc in docs]
-    for text, tokens in zip(texts, encode_documents(tokenizer, texts, workers), strict=True):
-        yield eot
-        if stats is not None:
-            stats.add(text, tokens)
-        yield tokens
+    for batch in encode_batches(tokenizer, texts, workers, count=stats is not None):
+        if stats is not None:  # the batch's characters and ids, counted where it was encoded
+            stats.add_counts(batch.counts)
+        batch_texts = texts[batch.start : batch.start + len(batch.ids)]
+        for text, tokens in zip(batch_texts, batch.ids, strict=True):
+            yield eot
+            if stats is not None:
+                stats.add(text, tokens, counted=True)
+            yield tokens
 
 
 def _existing_output(out: Path) -> list[Path]:
