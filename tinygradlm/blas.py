@@ -3,9 +3,8 @@ matrix-product kernels it runs.
 
 NumPy's wheels bundle OpenBLAS (as ``scipy_openblas``); its thread count and its kernels' name
 are asked through its C functions, found in the library the process has mapped. Used by the
-thread settings (``tinygradlm.dist.threads``), the GEMM peak a run logs
-(``tinygradlm.monitor.timing``) and the kernels that split work over threads
-(``tinygradlm.kernels._parts``).
+thread settings (``tinygradlm.dist.threads``) and the GEMM peak a run logs
+(``tinygradlm.monitor.timing``).
 """
 
 from __future__ import annotations

@@ -41,24 +41,15 @@ def layer_outputs(dtype) -> dict[str, np.ndarray]:
     weight, bias = normal(rng, (C,), dtype), normal(rng, (C,), dtype)
     record("layernorm", [normal(rng, (B, T, C), dtype), weight, bias])
     record("attention", [normal(rng, (B, T, 3 * C), dtype), NH])
-    # attention's row kernels and their serial twins (what each thread runs when the batch is
-    # split over threads, tinygradlm/kernels/_parts.py): compiled in every run, the same bits
+    # the backward's recomputation of the forward's probabilities, from its row statistics
     scores, datt = normal(rng, (B * NH, T, T), dtype), normal(rng, (B * NH, T, T), dtype)
     scale, run = dtype(0.125), attention._causal_blocks(T)[0][1]
-    for name, forward, backward in (
-        ("parallel", attention._causal_softmax_rows, attention._causal_softmax_backward_rows),
-        (
-            "serial",
-            attention._causal_softmax_rows_serial,
-            attention._causal_softmax_backward_rows_serial,
-        ),
-    ):
-        att, shift, inv = scores.copy(), np.empty((B * NH, T), dtype), np.empty((B * NH, T), dtype)
-        forward(att, scale, run, shift, inv)
-        recomputed, d = scores.copy(), datt.copy()
-        backward(d, recomputed, scale, run, shift, inv)
-        results[f"attention.softmax_rows_{name}"], results[f"attention.dscores_{name}"] = att, d
-        results[f"attention.recomputed_{name}"] = recomputed
+    att, shift, inv = scores.copy(), np.empty((B * NH, T), dtype), np.empty((B * NH, T), dtype)
+    attention._causal_softmax_rows(att, scale, run, shift, inv)
+    recomputed, d = scores.copy(), datt.copy()
+    attention._causal_softmax_backward_rows(d, recomputed, scale, run, shift, inv)
+    results["attention.softmax_rows"], results["attention.dscores"] = att, d
+    results["attention.recomputed"] = recomputed
     gelu_x = normal(rng, (B, T, 4 * C + 3), dtype) * dtype(3)
     record("gelu", [gelu_x])
     targets = rng.integers(0, V, size=(B, T))

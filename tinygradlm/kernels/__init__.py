@@ -12,9 +12,7 @@ layer              implementation
 ``encoder``        Numba: gather + add in one pass; backward scatter-add split by columns
 ``layernorm``      Numba: one kernel per row, forward and backward (float64 row statistics)
 ``attention``      hybrid: ``np.matmul`` (BLAS) + a Numba scale/causal-mask/softmax kernel and
-                   its Jacobian-vector backward, both skipping the masked upper triangle; on
-                   several threads the batch is split between them, each part's per-head
-                   products on one BLAS thread (``_parts``)
+                   its Jacobian-vector backward, both skipping the masked upper triangle
 ``gelu``           Numba: one pass, via sigmoid(2u) and a vectorized exp (no libm tanh)
 ``crossentropy``   Numba: softmax + loss in one kernel per row; backward in one pass
 ``head_loss``      BLAS products per row chunk + the crossentropy row kernel, in place

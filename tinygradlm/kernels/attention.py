@@ -29,12 +29,6 @@ cache rather than in memory (measured at GPT-2's shapes, T = 256 and 1024: forwa
 together faster than keeping att, whose allocation, a fresh (B, NH, T, T) array per layer and
 step, cost time too).
 
-Threads. The (T, T) products are too small for OpenBLAS to split across threads well, but the
-chunks are independent: with several Numba threads the chunks are split between them, each
-thread running its chunks' products on one BLAS thread and the serial (``nogil``) twins of the
-row kernels, with a scratch of its own (``_parts.run_parts``). Each chunk is computed exactly as
-on one thread, so the bits do not depend on the thread count.
-
 Row t only touches columns 0..t: the masked upper triangle is never exponentiated nor read, just
 written with exact zeros (probabilities and gradients) as far as the matmuls read, the end of
 the row's causal run. Row sums accumulate in float64.
@@ -49,48 +43,33 @@ from numba import njit, prange
 
 from ..ref.attention import check_attention_forward
 from . import _checks
-from ._parts import part_threads, run_parts
 from ._vecmath import exp, exp_shifted_and_sum, row_dot, row_max
 
 CHUNK_BYTES = 1 << 20  # the scratch of (T, T) matrices worked on at a time (see _chunks)
 
 
-@njit(inline="always")
-def _softmax_row(att, r, scale, run, shift, inv):
-    """Row r of att (BH, T, T) in place: q·kᵀ scores in, softmax(mask(scores·scale)) out.
-
-    The row's probabilities are exp(score·scale − shift)·inv: shift and inv (BH, T) are
-    written out so that :func:`_recompute_row` gives these same bits again. Zeros go as far as
-    the matmuls read: to the end of the row's causal run (``run`` long).
-    """
-    T = att.shape[1]
-    one = att.dtype.type(1.0)
-    b, t = r // T, r % T
-    row = att[b, t]
-    n = t + 1  # position t sees 0..t
-    # scale > 0, so max(scores·scale) = max(scores)·scale
-    m = row_max(row, n) * scale
-    total = exp_shifted_and_sum(row, n, m, scale, row)
-    inverse = one / att.dtype.type(total)
-    shift[b, t], inv[b, t] = m, inverse
-    for j in range(n):
-        row[j] *= inverse
-    _zero_masked(row, n, t, run)
-
-
 @njit(cache=True, parallel=True)
 def _causal_softmax_rows(att, scale, run, shift, inv):
-    """:func:`_softmax_row` on every row of att (BH, T, T), on Numba's threads."""
-    for r in prange(att.shape[0] * att.shape[1]):
-        _softmax_row(att, r, scale, run, shift, inv)
+    """In place on att (BH, T, T): q·kᵀ scores in, softmax(mask(scores·scale)) out.
 
-
-@njit(cache=True, nogil=True)
-def _causal_softmax_rows_serial(att, scale, run, shift, inv):
-    """:func:`_causal_softmax_rows` on the calling thread, without the GIL (for one part of the
-    chunks run by ``_parts.run_parts``): the same row code, the same bits."""
-    for r in range(att.shape[0] * att.shape[1]):
-        _softmax_row(att, r, scale, run, shift, inv)
+    Row r's probabilities are exp(score·scale − shift[r])·inv[r]: shift and inv (BH, T) are
+    written out so that :func:`_recompute_causal_softmax_rows` gives these same bits again.
+    Zeros go as far as the matmuls read: to the end of the row's causal run (``run`` long).
+    """
+    BH, T, _ = att.shape
+    one = att.dtype.type(1.0)
+    for r in prange(BH * T):
+        b, t = r // T, r % T
+        row = att[b, t]
+        n = t + 1  # position t sees 0..t
+        # scale > 0, so max(scores·scale) = max(scores)·scale
+        m = row_max(row, n) * scale
+        total = exp_shifted_and_sum(row, n, m, scale, row)
+        inverse = one / att.dtype.type(total)
+        shift[b, t], inv[b, t] = m, inverse
+        for j in range(n):
+            row[j] *= inverse
+        _zero_masked(row, n, t, run)
 
 
 @njit(inline="always")
@@ -121,35 +100,22 @@ def _recompute_causal_softmax_rows(att, scale, run, shift, inv):
         _recompute_row(att[b, t], t, run, scale, shift[b, t], inv[b, t])
 
 
-@njit(inline="always")
-def _softmax_backward_row(datt, att, r, scale, run, shift, inv):
-    """Row r of both (BH, T, T), in place: att holds the scores q·kᵀ and gets the forward's
-    probabilities back (recomputed from shift and inv (BH, T)); datt holds d(att) and gets
-    d(scores) (scores before the scale)."""
-    T = datt.shape[1]
-    b, t = r // T, r % T
-    d_row, a_row = datt[b, t], att[b, t]
-    n = t + 1
-    _recompute_row(a_row, t, run, scale, shift[b, t], inv[b, t])
-    d = datt.dtype.type(row_dot(d_row, a_row, n))
-    # same as ref.attention_backward: datt_pre = att·(datt − Σ_j datt·att), times the scale
-    for j in range(n):
-        d_row[j] = a_row[j] * (d_row[j] - d) * scale
-    _zero_masked(d_row, n, t, run)
-
-
 @njit(cache=True, parallel=True)
 def _causal_softmax_backward_rows(datt, att, scale, run, shift, inv):
-    """:func:`_softmax_backward_row` on every row, on Numba's threads."""
-    for r in prange(datt.shape[0] * datt.shape[1]):
-        _softmax_backward_row(datt, att, r, scale, run, shift, inv)
-
-
-@njit(cache=True, nogil=True)
-def _causal_softmax_backward_rows_serial(datt, att, scale, run, shift, inv):
-    """:func:`_causal_softmax_backward_rows` on the calling thread, without the GIL."""
-    for r in range(datt.shape[0] * datt.shape[1]):
-        _softmax_backward_row(datt, att, r, scale, run, shift, inv)
+    """In place on both (BH, T, T): att holds the scores q·kᵀ and gets the forward's
+    probabilities back (recomputed from shift and inv (BH, T)); datt holds d(att) and gets
+    d(scores) (scores before the scale)."""
+    BH, T, _ = datt.shape
+    for r in prange(BH * T):
+        b, t = r // T, r % T
+        d_row, a_row = datt[b, t], att[b, t]
+        n = t + 1
+        _recompute_row(a_row, t, run, scale, shift[b, t], inv[b, t])
+        d = datt.dtype.type(row_dot(d_row, a_row, n))
+        # same as ref.attention_backward: datt_pre = att·(datt − Σ_j datt·att), times the scale
+        for j in range(n):
+            d_row[j] = a_row[j] * (d_row[j] - d) * scale
+        _zero_masked(d_row, n, t, run)
 
 
 def _heads(qkv: np.ndarray, n_head: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -245,22 +211,16 @@ def attention_forward(
     shift = np.empty((B, n_head, T), dtype=dtype)
     inv = np.empty((B, n_head, T), dtype=dtype)
     chunks = _chunks(B, n_head, T, dtype.itemsize)
-    parts = part_threads(len(chunks))
-    softmax = _causal_softmax_rows_serial if parts > 1 else _causal_softmax_rows
-
-    def part(lo: int, hi: int, _: int) -> None:  # chunks lo..hi, with a scratch of their own
-        scratch = _scratch(chunks[lo:hi], T, dtype)
-        for b, h in chunks[lo:hi]:
-            qc = q[b, h]  # (nb, nh, T, HS)
-            att = _view(scratch, (*qc.shape[:2], T, T))  # blocks above the diagonal unwritten
-            _causal_scores(qc, k[b, h], att)
-            # in place: scores -> probabilities, exact zeros above the diagonal as far as att·v
-            # reads
-            softmax(att.reshape(-1, T, T), scale, run, _rows(shift[b, h]), _rows(inv[b, h]))
-            for lo_, hi_ in _causal_blocks(T):
-                np.matmul(att[..., lo_:hi_, :hi_], v[b, h, :hi_], out=y[b, h, lo_:hi_])  # att·v
-
-    run_parts(part, len(chunks), parts)
+    scratch = _scratch(chunks, T, dtype)
+    for b, h in chunks:
+        qc = q[b, h]  # (nb, nh, T, HS)
+        att = _view(scratch, (*qc.shape[:2], T, T))  # blocks above the diagonal stay unwritten
+        _causal_scores(qc, k[b, h], att)
+        # in place: scores -> probabilities, exact zeros above the diagonal as far as att·v reads
+        flat = att.reshape(-1, T, T)
+        _causal_softmax_rows(flat, scale, run, _rows(shift[b, h]), _rows(inv[b, h]))
+        for lo, hi in _causal_blocks(T):
+            np.matmul(att[..., lo:hi, :hi], v[b, h, :hi], out=y[b, h, lo:hi])  # y = att·v
     return out, (qkv, shift, inv, n_head)
 
 
@@ -300,46 +260,29 @@ def attention_backward(dout: np.ndarray, cache: Any) -> tuple[np.ndarray]:
     dq, dk, dv = _heads(dqkv, n_head)  # (B, NH, T, HS) views into dqkv
     blocks = _causal_blocks(T)
     chunks = _chunks(B, n_head, T, dtype.itemsize)
-    parts = part_threads(len(chunks))
-    backward = _causal_softmax_backward_rows_serial if parts > 1 else _causal_softmax_backward_rows
+    att_scratch, datt_scratch = _scratch(chunks, T, dtype), _scratch(chunks, T, dtype)
 
-    def part(lo: int, hi: int, _: int) -> None:  # chunks lo..hi, with a scratch of their own
-        att_scratch = _scratch(chunks[lo:hi], T, dtype)
-        datt_scratch = _scratch(chunks[lo:hi], T, dtype)
-        for b, h in chunks[lo:hi]:
-            qc, kc, vc, dyc = q[b, h], k[b, h], v[b, h], dy[b, h]  # (nb, nh, T, HS)
-            shape = (*qc.shape[:2], T, T)
-            att, datt = _view(att_scratch, shape), _view(datt_scratch, shape)
-            _causal_scores(qc, kc, att)  # the forward's matmuls: the same bits
-            # in the forward pass this was: y = att·v, so now datt = dy·vᵀ (and dv = attᵀ·dy)
-            for lo_, hi_ in blocks:
-                np.matmul(
-                    dyc[..., lo_:hi_, :],
-                    vc[..., :hi_, :].swapaxes(-1, -2),
-                    out=datt[..., lo_:hi_, :hi_],
-                )
+    for b, h in chunks:
+        qc, kc, vc, dyc = q[b, h], k[b, h], v[b, h], dy[b, h]  # (nb, nh, T, HS)
+        shape = (*qc.shape[:2], T, T)
+        att, datt = _view(att_scratch, shape), _view(datt_scratch, shape)
+        _causal_scores(qc, kc, att)  # the forward's matmuls: the same bits
+        # in the forward pass this was: y = att·v, so now datt = dy·vᵀ (and dv = attᵀ·dy below)
+        for lo, hi in blocks:
+            np.matmul(
+                dyc[..., lo:hi, :], vc[..., :hi, :].swapaxes(-1, -2), out=datt[..., lo:hi, :hi]
+            )
 
-            # in place: att's scores -> the forward's probabilities, and
-            # datt -> d(scores·scale)·scale = d(scores), exact zeros above the diagonal in both
-            # (as far as the matmuls below read)
-            flat = (datt.reshape(-1, T, T), att.reshape(-1, T, T))
-            backward(*flat, scale, run, _rows(shift[b, h]), _rows(inv[b, h]))
+        # in place: att's scores -> the forward's probabilities, and
+        # datt -> d(scores·scale)·scale = d(scores), exact zeros above the diagonal in both (as
+        # far as the matmuls below read)
+        flat = (datt.reshape(-1, T, T), att.reshape(-1, T, T))
+        _causal_softmax_backward_rows(*flat, scale, run, _rows(shift[b, h]), _rows(inv[b, h]))
 
-            # key s gets contributions from the queries t >= s only (att is zero above the
-            # diagonal); in the forward pass this was: scores = q·kᵀ, so now dq = dscores·k and
-            # dk = dscoresᵀ·q
-            for lo_, hi_ in blocks:
-                np.matmul(
-                    att[..., lo_:, lo_:hi_].swapaxes(-1, -2),
-                    dyc[..., lo_:, :],
-                    out=dv[b, h, lo_:hi_],
-                )
-                np.matmul(datt[..., lo_:hi_, :hi_], kc[..., :hi_, :], out=dq[b, h, lo_:hi_])
-                np.matmul(
-                    datt[..., lo_:, lo_:hi_].swapaxes(-1, -2),
-                    qc[..., lo_:, :],
-                    out=dk[b, h, lo_:hi_],
-                )
-
-    run_parts(part, len(chunks), parts)
+        # key s gets contributions from the queries t >= s only (att is zero above the diagonal);
+        # in the forward pass this was: scores = q·kᵀ, so now dq = dscores·k and dk = dscoresᵀ·q
+        for lo, hi in blocks:
+            np.matmul(att[..., lo:, lo:hi].swapaxes(-1, -2), dyc[..., lo:, :], out=dv[b, h, lo:hi])
+            np.matmul(datt[..., lo:hi, :hi], kc[..., :hi, :], out=dq[b, h, lo:hi])
+            np.matmul(datt[..., lo:, lo:hi].swapaxes(-1, -2), qc[..., lo:, :], out=dk[b, h, lo:hi])
     return (dqkv,)
