@@ -163,7 +163,7 @@ def blas_description() -> str:
     CPU)``; the kernel named by ``OPENBLAS_CORETYPE`` when the environment sets one."""
     import numpy as np
 
-    from tinygradlm.blas import blas_kernel
+    from tinygradlm.machine import blas_kernel
 
     kernel = blas_kernel()
     if kernel is None:

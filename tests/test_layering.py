@@ -33,7 +33,7 @@ PACKAGE_DIR = Path(tinygradlm.__file__).parent
 # acyclic) or a lower one, never a higher one.
 LAYERS: dict[int, tuple[str, ...]] = {
     # leaves: no project imports except ref's own
-    0: ("errors", "atomic", "parse", "memory", "schema", "signals", "blas", "ref"),
+    0: ("errors", "atomic", "parse", "memory", "schema", "signals", "machine", "ref"),
     # numerical engines: the Numba twins of ref, the backend switch, the autograd witness
     1: ("kernels", "backend", "autograd"),
     # building blocks that know nothing of the model

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import mmap
 import multiprocessing
-import os
 import signal
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -40,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import DataError
+from ..machine import available_cores
 from ..tokenizer import Tokenizer
 from .corpus import TextCounts
 
@@ -57,14 +57,6 @@ SPAWN_MIN_CHARS = 64 << 20
 # A batch's slot in the shared map holds this many ids per character of the batch's size:
 # English text gives about 0.3 ids per character.
 SLOT_IDS_PER_CHAR = 2
-
-
-def available_cores() -> int:
-    """The cores this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def resolve_workers(workers: int) -> int:

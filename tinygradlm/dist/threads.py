@@ -26,7 +26,7 @@ import os
 import sys
 from typing import Any
 
-from ..blas import openblas_function
+from ..machine import available_cores, openblas_function
 
 LAUNCHER_RANK_VARS = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
 LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")
@@ -37,14 +37,6 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NU
 def launched_by_mpi() -> bool:
     """Whether an MPI launcher started this process (from its environment; imports nothing)."""
     return any(v in os.environ for v in (*LAUNCHER_SIZE_VARS, "PMIX_RANK", "PMI_RANK"))
-
-
-def available_cores() -> int:
-    """The cores this process may run on: its affinity mask, the CPU count where there is none."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def cap_threads(env: dict[str, str] | Any, cores: int) -> list[str]:

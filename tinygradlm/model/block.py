@@ -58,14 +58,14 @@ def recompute_layernorm(
     """The layer norm's output into ``out`` again, as the forward left it: computed from the
     same input, then rounded in place as the linear layer reading it rounded its input."""
     layers.layernorm(x, module, out=out)
-    return layers.precision.matmul_input(out, out=out)
+    return layers.linear_input(out)
 
 
 def recompute_gelu(layers: ModelLayers, fch: np.ndarray, out: np.ndarray) -> np.ndarray:
     """The GELU's output into ``out`` again, as the forward left it (rounded in place by
     mlp.c_proj, which reads it)."""
     layers.L.gelu_forward(fch, out=out)
-    return layers.precision.matmul_input(out, out=out)
+    return layers.linear_input(out)
 
 
 def block_backward(layers: ModelLayers, dout: np.ndarray, cache: BlockCache) -> np.ndarray:

@@ -83,7 +83,7 @@ class ModelLayers:
         """(B, T, C_in) -> (B, T, C_out). ``x`` is rounded in place (it is the matmul operand
         that backward reads); the adapter's cache is kept only when ``keep`` (training)."""
         P, L = self.precision, self.L
-        x = P.matmul_input(x, out=x)
+        x = self.linear_input(x)
         if module == LM_HEAD:
             y, cache = L.linear_forward(x, self.weights["wte.weight"].T, out=out)  # (B, T, Vp)
         else:
@@ -96,6 +96,11 @@ class ModelLayers:
             y += delta  # (B, T, C_out)
         P.activation(y)
         return y, (module, cache, adapter_cache if keep else None)
+
+    def linear_input(self, x: np.ndarray) -> np.ndarray:
+        """``x`` rounded in place as a matmul operand: what :meth:`linear` and :meth:`head_loss`
+        do to their input, and what a backward that writes that input again must redo."""
+        return self.precision.matmul_input(x, out=x)
 
     def linear_backward(self, dout: np.ndarray, cache: LinearCache) -> np.ndarray:
         """The gradient of the input (B, T, C_in), rounded; ``dout`` (B, T, C_out) must already
@@ -132,7 +137,7 @@ class ModelLayers:
         buffer; at bf16/fp16 it is summed into a (Vp, C) scratch first, so it can be rounded
         whole, as the unfused head rounds it."""
         P = self.precision
-        x = P.matmul_input(x, out=x)
+        x = self.linear_input(x)
         grad = self.grads["wte.weight"]  # (Vp, C)
         dwte = np.zeros_like(grad) if P.enabled else grad
         rounding = P.activation if P.enabled else None

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..blas import blas_kernel
+from ..machine import blas_kernel
 from .metrics import is_count
 
 if TYPE_CHECKING:

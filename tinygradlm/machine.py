@@ -1,16 +1,25 @@
-"""NumPy's BLAS as this process loaded it: OpenBLAS's functions found with ctypes, and which
-matrix-product kernels it runs.
+"""What this process may use of the machine: the cores it may run on, and NumPy's BLAS as it
+was loaded (OpenBLAS's functions found with ctypes, and which matrix-product kernels it runs).
 
 NumPy's wheels bundle OpenBLAS (as ``scipy_openblas``); its thread count and its kernels' name
 are asked through its C functions, found in the library the process has mapped. Used by the
-thread settings (``tinygradlm.dist.threads``) and the GEMM peak a run logs
-(``tinygradlm.monitor.timing``).
+thread settings (``tinygradlm.dist.threads``), ``prepare``'s worker count
+(``tinygradlm.data.encoding``) and the GEMM peak a run logs (``tinygradlm.monitor.timing``).
 """
 
 from __future__ import annotations
 
 import os
 from typing import Any
+
+
+def available_cores() -> int:
+    """The cores this process may run on: its affinity mask (what ``taskset``, ``mpiexec
+    -bind-to`` or Slurm's ``--cpu-bind`` leave it), the CPU count where the OS has none."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 def blas_kernel() -> tuple[str, str] | None:

@@ -1,4 +1,4 @@
-"""NumPy's OpenBLAS kernels as a run reports them (``tinygradlm.dist.blas_kernel``), and where
+"""NumPy's OpenBLAS kernels as a run reports them (``tinygradlm.machine.blas_kernel``), and where
 they came from: the CPU, or an ``OPENBLAS_CORETYPE`` in the environment."""
 
 import json
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tinygradlm.blas import blas_kernel
+from tinygradlm.machine import blas_kernel
 from tinygradlm.monitor import measure_gemm_peak
 
 if blas_kernel() is None:  # a NumPy on another BLAS (MKL, Accelerate): nothing to ask
@@ -19,7 +19,9 @@ def _kernel_in_child(coretype):
     env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE",)}
     if coretype is not None:
         env["OPENBLAS_CORETYPE"] = coretype
-    code = "import json; from tinygradlm.blas import blas_kernel; print(json.dumps(blas_kernel()))"
+    code = (
+        "import json; from tinygradlm.machine import blas_kernel; print(json.dumps(blas_kernel()))"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
