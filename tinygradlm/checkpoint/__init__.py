@@ -1,7 +1,9 @@
 """Checkpoints: a directory of safetensors and JSON files, written atomically, read without pickle.
 
     run_dir/ckpt_00001000/
-      model.safetensors      the parameters, HF GPT-2 names (wte.weight, h.0.attn.c_attn.weight, …)
+      model.safetensors      the parameters, HF GPT-2 names (wte.weight, h.0.attn.c_attn.weight, …);
+                             tinygradlm_model.safetensors for a model GPT-2 cannot compute
+                             (post-LN, no layer norms, no residual: GPTConfig.gpt2_layout)
       config.json            HF GPT2Config, plus our GPTConfig under the key "tinygradlm"
       optimizer.safetensors  AdamW's m and v (flat, like the parameters) and step
       trainer.json           the trainer's state: step, RNG states, loader position, run config
@@ -41,6 +43,7 @@ from .layout import (
     FORMAT,
     MANIFEST_FILE,
     MODEL_FILE,
+    MODEL_FILES,
     MODEL_ONLY_FILES,
     OPTIMIZER_FILE,
     REQUIRED_FILES,
@@ -49,6 +52,7 @@ from .layout import (
     Checkpoint,
     hf_config,
     latest_checkpoint,
+    model_file,
 )
 from .load import load_checkpoint, restore
 from .save import save_checkpoint, save_model
@@ -61,6 +65,7 @@ __all__ = [
     "FORMAT",
     "MANIFEST_FILE",
     "MODEL_FILE",
+    "MODEL_FILES",
     "MODEL_ONLY_FILES",
     "OPTIMIZER_FILE",
     "REQUIRED_FILES",
@@ -72,6 +77,7 @@ __all__ = [
     "latest_checkpoint",
     "load_checkpoint",
     "load_model",
+    "model_file",
     "model_from_checkpoint",
     "restore",
     "save_checkpoint",

@@ -25,6 +25,12 @@ from ..model.config import GPTConfig
 from ..model.workspace import model_bytes
 
 MODEL_FILE = "model.safetensors"
+# the weights of a model HF GPT-2 does not compute (``GPTConfig.gpt2_layout`` false: post-LN,
+# no layer norms, no residual): a name transformers does not look for, so
+# GPT2LMHeadModel.from_pretrained refuses the directory (no weights file) rather than loading
+# the weights into GPT-2's pre-LN blocks and initializing the layer norms they lack
+VARIANT_MODEL_FILE = "tinygradlm_model.safetensors"
+MODEL_FILES = (MODEL_FILE, VARIANT_MODEL_FILE)
 CONFIG_FILE = "config.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 TRAINER_FILE = "trainer.json"
@@ -33,10 +39,11 @@ ADAPTERS_FILE = "adapters.safetensors"  # LoRA adapters before the PEFT files (s
 ADAPTER_CONFIG_FILE = "adapter_config.json"  # LoRA adapters as PEFT writes them
 ADAPTER_MODEL_FILE = "adapter_model.safetensors"
 ADAPTER_FILES = (ADAPTER_CONFIG_FILE, ADAPTER_MODEL_FILE)
-REQUIRED_FILES = (MODEL_FILE, CONFIG_FILE, OPTIMIZER_FILE, TRAINER_FILE)
-MODEL_ONLY_FILES = (MODEL_FILE, CONFIG_FILE)  # a manifest with "contents": "model"
+# besides the weights, model_file(config)
+REQUIRED_FILES = (CONFIG_FILE, OPTIMIZER_FILE, TRAINER_FILE)
+MODEL_ONLY_FILES = (CONFIG_FILE,)  # a manifest with "contents": "model"
 # the checkpoint's own files: every other file it lists is a tokenizer file
-RESERVED_NAMES = (*REQUIRED_FILES, ADAPTERS_FILE, *ADAPTER_FILES, MANIFEST_FILE)
+RESERVED_NAMES = (*MODEL_FILES, *REQUIRED_FILES, ADAPTERS_FILE, *ADAPTER_FILES, MANIFEST_FILE)
 
 FORMAT = "tinygradlm-checkpoint"
 VERSION = 1
@@ -73,18 +80,26 @@ class Checkpoint:
     base_model: str | None = None
 
 
+def model_file(config: GPTConfig) -> str:
+    """The name of the weights file of a ``config`` model: model.safetensors when HF GPT-2
+    computes it, else ``VARIANT_MODEL_FILE``."""
+    return MODEL_FILE if config.gpt2_layout else VARIANT_MODEL_FILE
+
+
 def hf_config(
     config: GPTConfig, dtype: Any = np.float32, extra: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
     """config.json: HF's ``GPT2Config`` fields for ``config``, and ours under "tinygradlm".
+    A model GPT-2's blocks do not compute (``GPTConfig.gpt2_layout`` false) does not claim to
+    be one: its model_type is "tinygradlm" and it names no transformers architecture.
 
     ``extra`` adds keys (``bos_token_id``, ``eos_token_id``, …) but may not change the ones
     that describe the architecture. The token ids are null unless given: HF's defaults (50256)
     belong to GPT-2's own vocabulary.
     """
     values: dict[str, Any] = {
-        "model_type": "gpt2",
-        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2" if config.gpt2_layout else "tinygradlm",
+        "architectures": ["GPT2LMHeadModel"] if config.gpt2_layout else [],
         "vocab_size": config.vocab_size,
         "n_positions": config.block_size,
         "n_ctx": config.block_size,

@@ -36,7 +36,6 @@ from .layout import (
     CONFIG_FILE,
     FORMAT,
     MANIFEST_FILE,
-    MODEL_FILE,
     MODEL_ONLY_FILES,
     OPTIMIZER_FILE,
     OPTIMIZER_HYPERPARAMETERS,
@@ -49,6 +48,7 @@ from .layout import (
     check_step,
     config_from_hf,
     list_checkpoints,
+    model_file,
     read_json,
     sha256,
 )
@@ -99,7 +99,13 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
 
     hf = read_json(path / CONFIG_FILE)
     config, dtype = config_from_hf(path / CONFIG_FILE, hf)
-    _check_model_size(path, config, dtype, files[MODEL_FILE]["bytes"])
+    weights = model_file(config)
+    if weights not in files:
+        raise CheckpointError(
+            f"{path / MANIFEST_FILE}: does not list {weights}, the weights of a model with "
+            f"{config.variant} (config.json)"
+        )
+    _check_model_size(path, config, dtype, weights, files[weights]["bytes"])
     step = manifest["step"]
     trainer = {"step": step} if model_only else read_json(path / TRAINER_FILE)
     if not isinstance(trainer, dict):
@@ -113,7 +119,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     model_shapes = parameter_shapes(config)
     model_shapes["wte.weight"] = (config.vocab_size, config.n_embd)  # padding rows not stored
     model_state, _ = _read_safetensors(
-        path / MODEL_FILE, {name: (shape, dtype) for name, shape in model_shapes.items()}
+        path / weights, {name: (shape, dtype) for name, shape in model_shapes.items()}
     )
     lora, adapter_state, base_model = _read_adapters(path, files, config, dtype)
     tokenizer = [path / name for name in files if name not in RESERVED_NAMES]
@@ -136,25 +142,28 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     return checkpoint
 
 
-def _check_model_size(path: Path, config: GPTConfig, dtype: np.dtype, file_bytes: int) -> None:
-    """Refuse a config.json whose model cannot fit in memory, or is larger than what
-    model.safetensors holds, before anything of the model's size is allocated (a config.json
-    that says ``n_layer = 10**9`` would otherwise spend minutes and gigabytes first)."""
+def _check_model_size(
+    path: Path, config: GPTConfig, dtype: np.dtype, weights: str, file_bytes: int
+) -> None:
+    """Refuse a config.json whose model cannot fit in memory, or is larger than what the
+    weights file ``weights`` holds, before anything of the model's size is allocated (a
+    config.json that says ``n_layer = 10**9`` would otherwise spend minutes and gigabytes
+    first)."""
     file = path / CONFIG_FILE
     itemsize = np.dtype(dtype).itemsize
     shape = check_model_fits(file, config, dtype)
     stored = config.parameter_count() - (config.Vp - config.vocab_size) * config.n_embd
     if stored * itemsize > file_bytes:
         try:  # a damaged file is named as such, not blamed on config.json
-            with safetensors.safe_open(path / MODEL_FILE, framework="np"):
+            with safetensors.safe_open(path / weights, framework="np"):
                 pass
         except safetensors.SafetensorError as err:
             raise CheckpointError(
-                f"{path / MODEL_FILE}: not a valid safetensors file: {err}"
+                f"{path / weights}: not a valid safetensors file: {err}"
             ) from None
         raise CheckpointError(
             f"{file}: describes a model of {stored:,} parameters ({shape}), "
-            f"{format_bytes(stored * itemsize)} of {np.dtype(dtype).name}, but {MODEL_FILE} has "
+            f"{format_bytes(stored * itemsize)} of {np.dtype(dtype).name}, but {weights} has "
             f"only {format_bytes(file_bytes)}"
         )
 

@@ -32,7 +32,6 @@ from .layout import (
     CONFIG_FILE,
     FORMAT,
     MANIFEST_FILE,
-    MODEL_FILE,
     OPTIMIZER_FILE,
     OPTIMIZER_HYPERPARAMETERS,
     RESERVED_NAMES,
@@ -41,6 +40,7 @@ from .layout import (
     check_step,
     hf_config,
     list_checkpoints,
+    model_file,
     sha256,
     to_json,
     write_safetensors,
@@ -123,7 +123,8 @@ def save_checkpoint(
     with atomic_directory(final) as tmp:
         model_tensors = {k: np.ascontiguousarray(v) for k, v in model.state_dict().items()}
         # "format": "pt" is what transformers' from_pretrained looks for in the header
-        write_safetensors(tmp / MODEL_FILE, model_tensors, {"format": "pt"})
+        weights = model_file(model.config)
+        write_safetensors(tmp / weights, model_tensors, {"format": "pt"})
         write_safetensors(tmp / OPTIMIZER_FILE, optimizer_tensors, metadata)
         if lora is not None:
             names[:0] = _save_adapters(tmp, lora, model_tensors, step)
@@ -132,7 +133,7 @@ def save_checkpoint(
         for path in tokenizer:
             shutil.copyfile(path, tmp / path.name)
         _write_tokenizer_copies(tmp, made)
-        _seal(tmp, step, (MODEL_FILE, OPTIMIZER_FILE, CONFIG_FILE, TRAINER_FILE, *names))
+        _seal(tmp, step, (weights, OPTIMIZER_FILE, CONFIG_FILE, TRAINER_FILE, *names))
     _prune(run_dir, keep_last)
     return final
 
@@ -149,10 +150,12 @@ def save_model(
 
     model.safetensors, config.json and the tokenizer files (and the tokenizer in the formats
     they lack, as :func:`save_checkpoint` writes them), with a manifest that says
-    ``"contents": "model"``: what ``transformers`` reads, and what :func:`load_checkpoint`
-    reads (with no optimizer or trainer state, so it starts runs but resumes none). ``step`` is
-    recorded in the manifest. A model with LoRA adapters is refused: merge them first
-    (``GPT.merge_lora``). So is an existing ``path`` and a parameter that is not finite.
+    ``"contents": "model"``: what ``transformers`` reads (a model GPT-2 does not compute keeps
+    its weights in ``layout.VARIANT_MODEL_FILE``, which transformers does not read), and what
+    :func:`load_checkpoint` reads (with no optimizer or trainer state, so it starts runs but
+    resumes none). ``step`` is recorded in the manifest. A model with LoRA adapters is
+    refused: merge them first (``GPT.merge_lora``). So is an existing ``path`` and a parameter
+    that is not finite.
     """
     final = Path(path)
     step = check_step(step)
@@ -170,12 +173,13 @@ def save_model(
 
     with atomic_directory(final) as tmp:
         model_tensors = {k: np.ascontiguousarray(v) for k, v in model.state_dict().items()}
-        write_safetensors(tmp / MODEL_FILE, model_tensors, {"format": "pt"})
+        weights = model_file(model.config)
+        write_safetensors(tmp / weights, model_tensors, {"format": "pt"})
         (tmp / CONFIG_FILE).write_text(config_json, encoding="utf-8")
         for file in tokenizer:
             shutil.copyfile(file, tmp / file.name)
         _write_tokenizer_copies(tmp, made)
-        _seal(tmp, step, (MODEL_FILE, CONFIG_FILE, *names), contents="model")
+        _seal(tmp, step, (weights, CONFIG_FILE, *names), contents="model")
     return final
 
 

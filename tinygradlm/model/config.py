@@ -15,6 +15,10 @@ from ..schema import Rule, check_table, problems_message
 # memory a size needs is checked separately (tinygradlm.model.training_bytes)
 _SIZE_LIMIT = 2**31 - 1
 
+# where a block's layer norms sit: "pre" (GPT-2: x + f(LN(x)), and a final ln_f), "post" (the
+# original Transformer's LN(x + f(x)), no ln_f), "none" (no layer norms)
+NORMS = ("pre", "post", "none")
+
 RULES: dict[str, Rule] = {
     "vocab_size": Rule("int", 1, _SIZE_LIMIT, doc="tokens in the vocabulary (V)"),
     "block_size": Rule("int", 1, _SIZE_LIMIT, doc="the longest sequence (maxT)"),
@@ -23,6 +27,12 @@ RULES: dict[str, Rule] = {
     "n_embd": Rule("int", 1, _SIZE_LIMIT, doc="the width (C), divisible by n_head"),
     "padded_vocab_size": Rule("optional_int", 1, _SIZE_LIMIT, doc="embedding rows (Vp ≥ V)"),
     "layer_norm_epsilon": Rule("number", 0, 1, open_low=True, doc="the layer norms' epsilon"),
+    "residual": Rule("bool", doc="the blocks' residual connections (GPT-2: true)"),
+    "norm": Rule(
+        "str",
+        choices=NORMS,
+        doc="where the layer norms sit: pre (GPT-2), post (after each residual add), none",
+    ),
 }
 
 
@@ -34,6 +44,10 @@ class GPTConfig:
     (Vp ≥ V, default V); padding rows get no probability and no gradient, and are not part of the
     state dict. block_size: the longest sequence (maxT), the rows of the position table.
     n_layer transformer blocks of n_head heads each, width n_embd (C, divisible by n_head).
+    residual and norm choose the block's wiring (f a sublayer, attention or the MLP; the
+    default is GPT-2's): norm "pre" x + f(LN(x)) and a final ln_f, "post" LN(x + f(x)) and no
+    ln_f, "none" x + f(x); residual=False drops the ``x +``. A layer norm that is not used has
+    no parameters.
     """
 
     vocab_size: int = 50257
@@ -43,6 +57,8 @@ class GPTConfig:
     n_embd: int = 768
     padded_vocab_size: int | None = None
     layer_norm_epsilon: float = 1e-5
+    residual: bool = True
+    norm: str = "pre"
 
     def __post_init__(self) -> None:
         problems = check_table(self.to_dict(), RULES, "GPTConfig.")
@@ -72,9 +88,32 @@ class GPTConfig:
         :func:`parameter_shapes` tiles, computed without building it (a config can be checked
         against the machine's memory before anything is allocated)."""
         C, L = self.n_embd, self.n_layer
-        per_block = 2 * C + (C * 3 * C + 3 * C) + (C * C + C) + 2 * C + (C * 4 * C + 4 * C)
+        per_block = (C * 3 * C + 3 * C) + (C * C + C) + (C * 4 * C + 4 * C)
         per_block += 4 * C * C + C  # mlp.c_proj
-        return self.Vp * C + self.block_size * C + L * per_block + 2 * C
+        per_block += 2 * 2 * C if self.block_norms else 0  # ln_1, ln_2
+        final = 2 * C if self.final_norm else 0  # ln_f
+        return self.Vp * C + self.block_size * C + L * per_block + final
+
+    @property
+    def block_norms(self) -> bool:
+        """Whether the blocks have their layer norms ln_1 and ln_2 (norm "pre" or "post")."""
+        return self.norm != "none"
+
+    @property
+    def final_norm(self) -> bool:
+        """Whether the stream goes through ln_f before the head: pre-LN only (post-LN's last
+        block already ends in a layer norm)."""
+        return self.norm == "pre"
+
+    @property
+    def gpt2_layout(self) -> bool:
+        """Whether HF GPT-2 computes this model: pre-LN residual blocks, GPT-2's wiring."""
+        return self.norm == "pre" and self.residual
+
+    @property
+    def variant(self) -> str:
+        """The block wiring in words, e.g. ``norm='post', residual=False``."""
+        return f"norm={self.norm!r}, residual={self.residual}"
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> GPTConfig:
@@ -124,20 +163,24 @@ def parameter_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
         "wte.weight": (config.Vp, C),
         "wpe.weight": (config.block_size, C),
     }
+    norms = config.block_norms
     for i in range(L):
         h = f"h.{i}."
-        shapes[h + "ln_1.weight"] = (C,)
-        shapes[h + "ln_1.bias"] = (C,)
+        if norms:
+            shapes[h + "ln_1.weight"] = (C,)
+            shapes[h + "ln_1.bias"] = (C,)
         shapes[h + "attn.c_attn.weight"] = (C, 3 * C)
         shapes[h + "attn.c_attn.bias"] = (3 * C,)
         shapes[h + "attn.c_proj.weight"] = (C, C)
         shapes[h + "attn.c_proj.bias"] = (C,)
-        shapes[h + "ln_2.weight"] = (C,)
-        shapes[h + "ln_2.bias"] = (C,)
+        if norms:
+            shapes[h + "ln_2.weight"] = (C,)
+            shapes[h + "ln_2.bias"] = (C,)
         shapes[h + "mlp.c_fc.weight"] = (C, 4 * C)
         shapes[h + "mlp.c_fc.bias"] = (4 * C,)
         shapes[h + "mlp.c_proj.weight"] = (4 * C, C)
         shapes[h + "mlp.c_proj.bias"] = (C,)
-    shapes["ln_f.weight"] = (C,)
-    shapes["ln_f.bias"] = (C,)
+    if config.final_norm:
+        shapes["ln_f.weight"] = (C,)
+        shapes["ln_f.bias"] = (C,)
     return shapes

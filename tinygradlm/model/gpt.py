@@ -35,7 +35,7 @@ from .. import backend
 from ..lora import LoRAAdapters, LoRAConfig
 from ..params import ParameterBuffer, load_views
 from ..precision import PrecisionPolicy
-from .block import BlockCache, block_backward, block_forward
+from .block import BlockCache, block_backward, block_forward, input_backward, sublayer_input
 from .config import GPTConfig, parameter_shapes
 from .kvcache import KVCache
 from .layers import LM_HEAD, ModelLayers
@@ -295,8 +295,9 @@ class GPT:
     ) -> tuple[np.ndarray, ForwardCaches | None]:
         """The logits (B, T, Vp) of idx (B, T) (checked token ids), and with ``keep`` the
         caches :meth:`backward` takes. The logits live in a buffer the next call overwrites.
-        ``head=False`` stops before the LM head and returns ln_f's output (B, T, C) instead
-        (training computes the head fused with the loss, ``ModelLayers.head_loss``).
+        ``head=False`` stops before the LM head and returns its input (B, T, C) instead: ln_f's
+        output, or the last stream for norm "post" and "none" (training computes the head fused
+        with the loss, ``ModelLayers.head_loss``).
 
         With a ``kv_cache``, idx holds the positions ``kv_cache.length``.. (a prompt into an
         empty cache, or one new token), their keys and values are appended, and only the last
@@ -327,7 +328,8 @@ class GPT:
             kv_cache.length = start + T
             # only the last position's logits are wanted: ln_f and the head on (B, 1, C)
             x, lnf_out = np.ascontiguousarray(x[:, -1:]), None
-        lnf, cache_lnf = layers.layernorm(x, "ln_f", out=lnf_out)  # (B, T, C)
+        # ln_f for pre-LN; else the last stream itself (a copy when the head rounds its input)
+        lnf, cache_lnf = sublayer_input(layers, x, "ln_f", self.config.norm, out=lnf_out)
         if not head:
             caches = ForwardCaches(cache_enc, blocks, cache_lnf, None) if keep else None
             return lnf, caches
@@ -343,9 +345,10 @@ class GPT:
         is added (+=) into ``flat_grads`` (and the adapters' into ``lora.flat_grads``).
 
         ``on_grads_final(layer)``, when given, is called as each layer's gradient in
-        ``flat_grads`` becomes final: ``"ln_f"``, then ``"h.{L-1}"`` … ``"h.0"``, then
-        ``"wpe"`` and ``"wte"`` (the tied head adds to wte first, the embedding last), so a
-        caller can start reducing a layer's gradient while the layers below still compute."""
+        ``flat_grads`` becomes final: ``"ln_f"`` (pre-LN models only), then ``"h.{L-1}"`` …
+        ``"h.0"``, then ``"wpe"`` and ``"wte"`` (the tied head adds to wte first, the embedding
+        last), so a caller can start reducing a layer's gradient while the layers below still
+        compute."""
         layers = self._layers(self._compute_views, for_backward=True)
         P = self.precision
         dlnf = layers.linear_backward(P.gradient(dlogits), caches.head)  # (B, T, C)
@@ -354,12 +357,14 @@ class GPT:
     def _backward_body(
         self, dlnf: np.ndarray, caches: ForwardCaches, on_grads_final: Any = None
     ) -> None:
-        """Backward from ln_f's output gradient (B, T, C) down to the embeddings, calling
+        """Backward from the head's input gradient (B, T, C: ln_f's output, or the last stream
+        without ln_f) down to the embeddings, calling
         ``on_grads_final`` as :meth:`backward` says."""
         layers = self._layers(self._compute_views, for_backward=True)
         final = on_grads_final if on_grads_final is not None else (lambda _layer: None)
-        dx = layers.layernorm_backward(dlnf, caches.ln_f)  # (B, T, C)
-        final("ln_f")
+        dx = input_backward(layers, dlnf, caches.ln_f)  # (B, T, C)
+        if caches.ln_f is not None:
+            final("ln_f")
         for i in reversed(range(len(caches.blocks))):
             dx = block_backward(layers, dx, caches.blocks[i])  # (B, T, C)
             final(f"h.{i}")

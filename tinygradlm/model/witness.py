@@ -140,15 +140,31 @@ def witness_loss(
             y = y + ((x @ A) * lora.scale) @ B
         return y
 
+    def ln(x: Tensor, module: str) -> Tensor:
+        return layer_norm(x, p[module + ".weight"], p[module + ".bias"], eps)
+
+    def attn(x: Tensor, h: str) -> Tensor:
+        y = attention(linear(x, h + "attn.c_attn"), cfg.n_head)  # (B, T, C)
+        return linear(y, h + "attn.c_proj")
+
+    def mlp(x: Tensor, h: str) -> Tensor:
+        return linear(gelu(linear(x, h + "mlp.c_fc")), h + "mlp.c_proj")
+
     x = p["wte.weight"][idx] + p["wpe.weight"][:T]  # (B, T, C)
     for i in range(cfg.n_layer):
         h = f"h.{i}."
-        a = layer_norm(x, p[h + "ln_1.weight"], p[h + "ln_1.bias"], eps)
-        y = attention(linear(a, h + "attn.c_attn"), cfg.n_head)  # (B, T, C)
-        x = x + linear(y, h + "attn.c_proj")
-        m = layer_norm(x, p[h + "ln_2.weight"], p[h + "ln_2.bias"], eps)
-        x = x + linear(gelu(linear(m, h + "mlp.c_fc")), h + "mlp.c_proj")
-    x = layer_norm(x, p["ln_f.weight"], p["ln_f.bias"], eps)
+        for f, norm in ((attn, h + "ln_1"), (mlp, h + "ln_2")):  # the block's two sublayers
+            if cfg.norm == "pre":  # x + f(LN(x))
+                y = f(ln(x, norm), h)
+                x = x + y if cfg.residual else y
+            elif cfg.norm == "post":  # LN(x + f(x))
+                y = f(x, h)
+                x = ln(x + y if cfg.residual else y, norm)
+            else:  # x + f(x)
+                y = f(x, h)
+                x = x + y if cfg.residual else y
+    if cfg.norm == "pre":
+        x = ln(x, "ln_f")
     logits = x @ p["wte.weight"].T  # (B, T, Vp): the LM head is tied to the token embedding
     loss = cross_entropy(logits[..., : cfg.vocab_size], targets, ignore_index=ignore_index)
     return loss, p, adapters

@@ -168,8 +168,17 @@ def export(ckpt_dir: str | Path, out_dir: str | Path) -> Path:
     """Write the model of checkpoint ``ckpt_dir`` as a plain model-only checkpoint at
     ``out_dir``, LoRA adapters (if any) merged into the base weights (W + scale·A·B): HF GPT-2
     names and layouts, loadable as a ``GPT`` (``load_checkpoint`` + ``restore``), by ``tinygradlm
-    sample`` / ``eval`` / ``finetune --from``, and by ``transformers``."""
+    sample`` / ``eval`` / ``finetune --from``, and by ``transformers``. A model HF GPT-2 does
+    not compute (``GPTConfig.gpt2_layout`` false) is refused: its checkpoint already is the
+    model-only form there is."""
     ckpt = load_checkpoint(ckpt_dir)
+    if not ckpt.config.gpt2_layout:
+        raise CheckpointError(
+            f"{ckpt.path}: cannot export a model with {ckpt.config.variant} as a Hugging Face "
+            "GPT-2 directory: HF GPT-2's blocks are pre-LN (norm='pre') with residual "
+            "connections (residual=True), and transformers would load this model's weights "
+            "into them as a different model"
+        )
     model = model_from_checkpoint(ckpt)
     if model.lora is not None:
         model.merge_lora()
