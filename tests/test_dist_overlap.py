@@ -1,6 +1,7 @@
 """Gradient communication behind the backward pass (``overlap_comm``): the buckets, the model's
 hook, and 2 ranks with overlap on against off."""
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -64,6 +65,28 @@ def check_reports_final_layers(model):
     grads = model.flat_grads.copy()
     model.forward_backward(idx, idx, accumulate=False)
     np.testing.assert_array_equal(model.flat_grads, grads)
+
+
+def test_a_layout_without_ln_f_reports_and_buckets_its_layers():
+    # post-LN (and no norm) has no ln_f: the backward reports the last block first, and the
+    # buckets it starts are those of the layers the layout has
+    model = GPT(dataclasses.replace(CONFIG, norm="post"), seed=0)
+    groups = layer_groups(model.shapes)
+    assert [g[0] for g in groups] == ["wte", "wpe", "h.0", "h.1", "h.2"]
+    spans = {name: (lo, hi) for name, lo, hi in groups}
+    buckets = BucketReduce(Dist(), model.shapes, model.flat_grads)
+    assert buckets.buckets == [spans[n] for n in ("h.2", "h.1", "h.0", "wpe", "wte")]
+    reported = []
+
+    def final(layer):
+        reported.append(layer)
+        buckets.final(layer)
+
+    idx = np.random.default_rng(0).integers(0, CONFIG.vocab_size, size=(2, 8))
+    model.forward_backward(idx, idx, on_grads_final=final)
+    assert reported == ["h.2", "h.1", "h.0", "wpe", "wte"]
+    assert buckets.started == len(buckets.buckets)  # all started inside the backward
+    buckets.finish()
 
 
 def test_one_process_bucket_reduce_leaves_the_gradient_as_it_is():
@@ -185,6 +208,16 @@ def test_overlap_on_and_off_train_the_same_bits_on_2_ranks(data, tmp_path, extra
     assert np.array_equal(runs["true"], runs["false"])
     for r in train_records(tmp_path / "true"):
         assert r["time"]["comm"] >= 0
+
+
+@needs_mpi
+def test_overlap_on_and_off_train_a_post_ln_model_the_same_on_2_ranks(data, tmp_path):  # noqa: F811
+    variant = {"model.norm": '"post"', "model.residual": "false", "bucket_size_mb": 0.004}
+    runs = {
+        on: flat(train(2, data, tmp_path / on, max_steps=3, overlap_comm=on, **variant))
+        for on in ("true", "false")
+    }
+    assert np.array_equal(runs["true"], runs["false"])
 
 
 POLLED = """
