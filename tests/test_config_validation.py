@@ -177,8 +177,11 @@ def test_model_bytes_is_the_parameters_and_gradients():
     assert model_bytes(config, np.float32) == model.flat_params.nbytes + model.flat_grads.nbytes
 
 
-def test_training_bytes_is_close_to_the_measured_peak():
-    config = GPTConfig(vocab_size=512, block_size=64, n_layer=2, n_head=2, n_embd=64)
+@pytest.mark.parametrize("norm, residual", [("pre", True), ("post", True), ("none", False)])
+def test_training_bytes_is_close_to_the_measured_peak(norm, residual):
+    config = GPTConfig(
+        vocab_size=512, block_size=64, n_layer=2, n_head=2, n_embd=64, norm=norm, residual=residual
+    )
     B, T = 4, 64
     idx = np.zeros((B, T), np.int64)
     GPT(config).forward_backward(idx, idx)  # compile the kernels outside the measurement
