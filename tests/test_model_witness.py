@@ -28,8 +28,8 @@ def graph_ops(out):
     return ops
 
 
-def small_model(lora=False):
-    config = GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8)
+def small_model(lora=False, **variant):
+    config = GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8, **variant)
     model = GPT(config, seed=0, dtype=np.float64)
     rng = np.random.default_rng(1)
     model.flat_params += rng.normal(0, 0.2, size=model.flat_params.shape)
@@ -42,9 +42,17 @@ def small_model(lora=False):
     return model, idx, targets
 
 
-@pytest.mark.parametrize("lora", [False, True])
-def test_the_witness_graph_holds_only_primitive_ops(lora):
-    model, idx, targets = small_model(lora)
+@pytest.mark.parametrize(
+    "lora, variant",
+    [
+        (False, {}),
+        (True, {}),
+        (False, {"norm": "post"}),
+        (False, {"norm": "none", "residual": False}),
+    ],
+)
+def test_the_witness_graph_holds_only_primitive_ops(lora, variant):
+    model, idx, targets = small_model(lora, **variant)
     loss, params, adapters = witness.witness_loss(model, idx, targets, ignore_index=-100)
     ops = graph_ops(loss)
     assert ops <= witness.PRIMITIVE_OPS, f"non-primitive ops: {sorted(ops - witness.PRIMITIVE_OPS)}"
