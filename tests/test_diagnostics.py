@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 from test_dist import MPIEXEC, launch, overrides
 from test_dist import data as dist_data  # noqa: F401 (a fixture)
+from test_finetune import pretrained  # noqa: F401 (a fixture)
+from test_finetune import settings as ft_settings
+from test_finetune import task as ft_task
 from test_train import make_data, poison, tiny_config
 
 from tinygradlm.autograd import Tensor
@@ -206,3 +209,29 @@ def test_plot_run_draws_the_layers_figure_only_for_a_run_that_logged_them(tmp_pa
         assert ("layers.png" in names) == bool(interval)
         assert names[:4] == ["loss.png", "lr.png", "grad_norm.png", "throughput.png"]
     assert (tmp_path / "run2" / "layers.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_finetuning_diagnoses_what_trains(tmp_path, pretrained):  # noqa: F811
+    ft_task(tmp_path / "task", lambda w: "ba", seed=1)
+    runs = {"lora": {"lora_rank": 4}, "frozen": {"freeze": ["wte", "wpe", "h.0"]}}
+    records = {}
+    for name, extra in runs.items():
+        cfg = ft_settings(
+            tmp_path,
+            init_from=str(pretrained),
+            out_dir=str(tmp_path / name),
+            max_steps=2,
+            warmup_steps=1,
+            diagnostics_interval=1,
+            **extra,
+        )
+        Trainer(cfg, log=lambda _m: None).train()
+        records[name] = [r for r in read_metrics(tmp_path / name) if r["kind"] == "layers"][-1]
+    lora = records["lora"]  # the adapters' buffer: their blocks only
+    assert lora["layers"] == ["h.0", "h.1"] and all(v > 0 for v in lora["update_ratio"])
+    assert len(lora["act_rms"]) == 3
+    frozen = dict(zip(records["frozen"]["layers"], records["frozen"]["update_ratio"], strict=True))
+    grads = dict(zip(records["frozen"]["layers"], records["frozen"]["grad_norm"], strict=True))
+    for layer in ("wte", "wpe", "h.0"):
+        assert frozen[layer] == 0 and grads[layer] == 0
+    assert frozen["h.1"] > 0 and grads["h.1"] > 0

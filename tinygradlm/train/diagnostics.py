@@ -52,15 +52,15 @@ class LayerDiagnostics:
         return bool(self.interval) and (step % self.interval == 0 or step == self.last_step)
 
     def begin(self, sync: LocalSync, params: np.ndarray) -> _Probe:
-        """The group norms of the gradient :attr:`sync.grads` holds now, and a copy of
-        ``params`` (the whole trained buffer) before the update."""
+        """The group norms of the gradient the sync holds now (final, unscaled, not yet
+        clipped), and a copy of ``params`` (the whole trained buffer) before the update."""
         return _Probe(self, sync.group_norms(self.groups), params)
 
 
 class _Probe:
     """One diagnostic step in progress: the gradient's group norms and the parameters before."""
 
-    def __init__(self, owner: LayerDiagnostics, grad_norms: np.ndarray, params: np.ndarray):
+    def __init__(self, owner: LayerDiagnostics, grad_norms: np.ndarray, params: np.ndarray) -> None:
         self.owner, self.grad_norms = owner, grad_norms
         self.before = params.copy()
         self.before_norms = _group_norms(self.before, owner.groups)
