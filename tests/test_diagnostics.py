@@ -235,3 +235,19 @@ def test_finetuning_diagnoses_what_trains(tmp_path, pretrained):  # noqa: F811
     for layer in ("wte", "wpe", "h.0"):
         assert frozen[layer] == 0 and grads[layer] == 0
     assert frozen["h.1"] > 0 and grads["h.1"] > 0
+
+
+def test_fp16_group_norms_are_of_the_unscaled_gradient(tmp_path, data):
+    cfg = config(tmp_path, max_steps=6, diagnostics_interval=1, precision="fp16")
+    Trainer(cfg, log=lambda _m: None).train()
+    records = read_metrics(tmp_path / "run")
+    train = {r["step"]: r for r in records if r["kind"] == "train"}
+    layers = [r for r in records if r["kind"] == "layers"]
+    assert [r["step"] for r in layers] == list(range(1, 7))
+    checked = 0
+    for record in layers:
+        norm = train[record["step"]]["grad_norm"]  # None on an overflow
+        if norm is not None:
+            assert np.sqrt(np.sum(np.square(record["grad_norm"]))) == pytest.approx(norm, rel=1e-6)
+            checked += 1
+    assert checked >= 3
