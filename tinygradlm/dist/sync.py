@@ -5,6 +5,7 @@ and how the update reaches every rank. One object per strategy, one interface, s
     loss_sum = sync.gradients(batches, forward_backward, loss_scale, before_reduce)
     grads = sync.grads                 # what the update reads: the gradient, or this rank's shard
     norm = sync.global_norm()          # over every rank's part
+    norms = sync.group_norms(groups)   # the same, per layer group (the step's diagnostics)
     sync.update(lr)                    # AdamW, and the new parameters on every rank
 
 - :class:`LocalSync`: one process; the micro-steps accumulate into the buffer, nothing travels.
@@ -93,6 +94,11 @@ class LocalSync:
 
     def global_norm(self) -> float:
         return grad_norm(self.grads)
+
+    def group_norms(self, groups: Sequence[tuple[str, int, int]]) -> np.ndarray:
+        """Per group ``(name, lo, hi)`` of the whole buffer (:func:`layer_groups`), the L2 norm
+        of the gradient's entries lo..hi over every rank's part: float64 (len(groups),)."""
+        return np.array([grad_norm(self.grads[lo:hi]) for _, lo, hi in groups])
 
     def update(self, lr: float) -> None:
         self.optimizer.step(lr)
@@ -379,6 +385,18 @@ class ZeroSync(AllreduceSync):
         with self.timer("comm"):
             self.dist.allreduce_sum_(squares)
         return math.sqrt(float(squares[0]))
+
+    def group_norms(self, groups: Sequence[tuple[str, int, int]]) -> np.ndarray:
+        """Each group's squared norm over the part of it in this rank's shard, summed over the
+        ranks (one Allreduce of len(groups) float64s)."""
+        squares = np.zeros(len(groups), dtype=np.float64)
+        for g, (_, lo, hi) in enumerate(groups):
+            lo, hi = max(lo, self.lo), min(hi, self.hi)
+            if lo < hi:
+                squares[g] = grad_norm(self.grads[lo - self.lo : hi - self.lo]) ** 2
+        with self.timer("comm"):
+            self.dist.allreduce_sum_(squares)
+        return np.sqrt(squares)
 
     def update(self, lr: float) -> None:
         shard, opt = self.shard, self.optimizer

@@ -462,3 +462,16 @@ class GPT:
     def activation_bytes(self, B: int, T: int) -> int:
         """Bytes of the activation buffers kept for backward at batch shape (B, T)."""
         return self._activations(B, T).nbytes
+
+    def stream_rms(self) -> np.ndarray | None:
+        """The root mean square of the residual stream after the embedding and after each
+        block, (L+1,) float64, in the last forward without a KV cache (the training
+        workspace's ``Activations.x``; decoding writes its own); None before any. The autograd
+        engine writes no workspace: after it these are an earlier forward's."""
+        if self._acts is None:
+            return None
+        squares = [
+            np.einsum("i,i->", x.reshape(-1), x.reshape(-1), dtype=np.float64) / x.size
+            for x in self._acts.x
+        ]
+        return np.sqrt(np.array(squares))

@@ -1,7 +1,7 @@
 """The metrics file: one JSON object per line in ``run_dir/metrics.jsonl``.
 
-    MetricsLogger   writes train, val and event records, flushed line by line; on resume, the
-                    crashed tail after the checkpoint is dropped (an atomic rewrite)
+    MetricsLogger   writes train, val, layers and event records, flushed line by line; on
+                    resume, the crashed tail after the checkpoint is dropped (an atomic rewrite)
     read_metrics    the records back, tolerating the half-written last line a crash leaves
 
 Strict JSON has no NaN or infinity, and a diverging run produces both: they are written as the
@@ -30,16 +30,18 @@ METRICS_FILE = "metrics.jsonl"
 
 # strict JSON has no NaN or infinity: they are written as these strings and read back as floats
 _NON_FINITE_NAMES = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
-# fields that hold text, never a number: a message "nan" stays a string
-_TEXT_FIELDS = frozenset({"kind", "event", "message"})
+# fields that hold text, never a number: a message "nan" stays a string (and the names of a
+# layers record's lists)
+_TEXT_FIELDS = frozenset({"kind", "event", "message", "layers", "act_layers"})
 
 
 class MetricsLogger:
     """Append one JSON object per line to ``run_dir/metrics.jsonl``, flushed as it is written.
 
-    Records are ``{"kind": "train" | "val" | "event", "step": int, ...}`` (the fields are in
-    docs/monitoring.md). Non-finite floats are written as the strings ``"nan"``, ``"inf"`` and
-    ``"-inf"``, so every line stays strict JSON; :func:`read_metrics` turns them back into floats.
+    Records are ``{"kind": "train" | "val" | "layers" | "event", "step": int, ...}`` (the fields
+    are in docs/monitoring.md). Non-finite floats are written as the strings ``"nan"``, ``"inf"``
+    and ``"-inf"``, so every line stays strict JSON; :func:`read_metrics` turns them back into
+    floats.
 
     ``resume_step=None`` starts a new run: an existing metrics file is replaced. ``resume_step=k``
     continues a run from its checkpoint at step k: records with a step greater than k (the steps
@@ -133,6 +135,12 @@ class MetricsLogger:
             {"kind": "val", "step": step, "loss": loss, "perplexity": _exp(loss), **extra}
         )
 
+    def log_layers(self, step: int, *, layers: list[str], **lists: Any) -> dict[str, Any]:
+        """Per-layer diagnostics (``tinygradlm.train.diagnostics``): ``layers`` names the layer
+        groups, and each list in ``lists`` (``grad_norm``, ``update_ratio``, …) holds one float
+        per name, in that order (``act_rms``: one per name of ``act_layers``)."""
+        return self.log({"kind": "layers", "step": step, "layers": list(layers), **lists})
+
     def log_event(self, step: int, event: str, message: str = "", **extra: Any) -> dict[str, Any]:
         """Something that happened at ``step``: ``event`` is a short tag ("skip", "rollback",
         "checkpoint", "resume", …) that tools match on, ``message`` the words for a person."""
@@ -158,7 +166,7 @@ def read_metrics(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     A last line without its newline that does not parse is a write a crash cut short, and is
     left out. Any other line that is not a JSON object with a string ``kind`` is a MetricsError
     naming the file and the line. The strings "nan", "inf" and "-inf" are read as floats
-    (except in the text fields kind, event and message).
+    (except in the text fields kind, event, message, layers and act_layers).
     """
     return [record for record, _ in _read_lines(metrics_path(run_dir))]
 

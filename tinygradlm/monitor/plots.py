@@ -39,6 +39,8 @@ def plot_run(
     grad_norm.png   the gradient norm before clipping (log scale)
     throughput.png  tokens/s, and MFU on a panel below when the run measured it (steps that
                     revised the GEMM peak as dashed lines)
+    layers.png      with per-layer diagnostics ("layers" records): each layer's gradient norm
+                    against the step, and the residual stream's RMS against depth
 
     A curve with no finite values is not written. Records a rollback abandoned (steps redone
     after it) are drawn faint grey. Needs matplotlib: ``pip install 'tinygradlm[plot]'``.
@@ -76,6 +78,7 @@ def plot_run(
             figures.save(fig, name)
     revisions = sorted({r["step"] for r in events if r.get("event") == "peak_revised"})
     _plot_throughput(figures, train, revisions)
+    _plot_layers(figures, [r for r in records if r["kind"] == "layers"])
     return figures.written
 
 
@@ -108,6 +111,16 @@ class _RunFigures:
             ax.grid(alpha=0.3)
         axes[0].set_title(self.title)
         axes[-1].set_xlabel("step")
+        return fig, axes
+
+    def new_grid(self, n: int) -> tuple[Any, list[Any]]:
+        """A figure of ``n`` stacked panels, each with its own axes and labels."""
+        fig = self._figure_class(figsize=(8, 2 + 2.5 * n), dpi=110, layout="constrained")
+        self._canvas_class(fig)
+        axes = list(fig.subplots(n, 1, squeeze=False)[:, 0])
+        for ax in axes:
+            ax.grid(alpha=0.3)
+        axes[0].set_title(self.title)
         return fig, axes
 
     def save(self, fig: Any, name: str) -> None:
@@ -187,6 +200,55 @@ def _plot_throughput(
     _draw(top, tokens, "C0", "tokens/s", 1)
     top.set_ylim(bottom=0)
     figures.save(fig, "throughput.png")
+
+
+def _plot_layers(figures: _RunFigures, records: Sequence[Mapping[str, Any]]) -> None:
+    """layers.png, when the run logged per-layer diagnostics: each layer group's gradient norm
+    against the step (log scale, shallow to deep from dark to light) and, below, the residual
+    stream's RMS against depth at the first and the last diagnostic step. A step logged twice
+    (redone after a rollback) is drawn as last logged."""
+    by_step = {r["step"]: r for r in records if isinstance(r.get("layers"), list)}
+    if not by_step:
+        return
+    steps = sorted(by_step)
+    names = by_step[steps[-1]]["layers"]
+    streams = [by_step[s] for s in dict.fromkeys((steps[0], steps[-1])) if "act_rms" in by_step[s]]
+    fig, axes = figures.new_grid(2 if streams else 1)
+    top = axes[0]
+    for i, name in enumerate(names):
+        values = [_float_at(by_step[s], "grad_norm", name) for s in steps]
+        top.plot(steps, values, color=_depth_color(i, len(names)), lw=1.2, label=name)
+    top.set_xlabel("step")
+    top.set_ylabel("gradient norm per layer (before clipping)")
+    if all(v > 0 for r in by_step.values() for v in r["grad_norm"] if math.isfinite(v)):
+        top.set_yscale("log")
+    top.legend(fontsize="small", ncols=max(1, math.ceil(len(names) / 8)))
+    if streams:
+        bottom = axes[1]
+        styles = ("--", "-")[-len(streams) :]  # the last step solid
+        for record, style in zip(streams, styles, strict=True):
+            depth = record["act_layers"]
+            label = f"step {record['step']}"
+            bottom.plot(range(len(depth)), record["act_rms"], style, marker="o", ms=3, label=label)
+        bottom.set_xticks(range(len(depth)), depth, rotation=45 if len(depth) > 12 else 0)
+        bottom.set_xlabel("residual stream after")
+        bottom.set_ylabel("RMS of the residual stream")
+        bottom.legend()
+    figures.save(fig, "layers.png")
+
+
+def _float_at(record: Mapping[str, Any], field: str, name: str) -> float:
+    """``record[field]`` at the layer ``name`` (NaN when the record lacks it or it is not
+    finite): the layers of a run's records may differ only if its model changed."""
+    names = record["layers"]
+    value = record[field][names.index(name)] if name in names else math.nan
+    return value if math.isfinite(value) else math.nan
+
+
+def _depth_color(i: int, n: int) -> Any:
+    from matplotlib import colormaps
+
+    return colormaps["viridis"](0.9 * i / max(n - 1, 1))
 
 
 def _abandoned(records: Sequence[Mapping[str, Any]]) -> list[bool]:

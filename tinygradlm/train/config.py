@@ -67,6 +67,9 @@ class LoopSettings:
     checkpoint_interval: int = 100
     keep_last: int = 3
     log_interval: int = 10
+    # a "layers" metrics record (per-layer gradient, update and parameter norms, the residual
+    # stream's RMS) every N steps and at the last; 0: none
+    diagnostics_interval: int = 50
     seed: int = 0
     kernels: str = "numba"  # "numba" or "numpy" (tinygradlm.backend)
     engine: str = "fused"  # "fused" or "autograd"
@@ -182,6 +185,9 @@ _LOOP_RULES: dict[str, Rule] = {
     ),
     "keep_last": Rule("int", 1, doc="checkpoints kept"),
     "log_interval": Rule("int", 1, doc="steps between progress lines"),
+    "diagnostics_interval": Rule(
+        "int", 0, doc="steps between per-layer diagnostics records, and the last (0: none)"
+    ),
     "seed": Rule("int", 0, doc="initialisation and data order"),
     "kernels": Rule("str", choices=tuple(sorted(backend.KERNELS)), doc="the layer kernels"),
     "engine": Rule("str", choices=("fused", "autograd"), doc="the hand-derived step or autograd"),

@@ -5,10 +5,12 @@ loaders, tokenizer, gradient mask), its gradient sync (``tinygradlm.dist.sync``)
 position. Each step is ``tinygradlm.train.step``; between steps come the periodic events:
 every ``eval_interval`` steps the validation loss, every ``sample_interval`` a sample, every
 ``checkpoint_interval`` an atomic checkpoint (the last step does all three), a progress line
-every ``log_interval``, and an event whenever the data begins another epoch. After
-``max_bad_steps`` non-finite steps in a row the divergence guard (``tinygradlm.train.guard``)
-has the loop roll back to the last checkpoint at a lower learning rate. Ctrl-C and SIGTERM stop
-it at a step boundary, every rank at the same one (``tinygradlm.train.stop``).
+every ``log_interval``, an event whenever the data begins another epoch, and every
+``diagnostics_interval`` steps (and at the last) a record of per-layer norms
+(``tinygradlm.train.diagnostics``). After ``max_bad_steps`` non-finite steps in a row the
+divergence guard (``tinygradlm.train.guard``) has the loop roll back to the last checkpoint at
+a lower learning rate. Ctrl-C and SIGTERM stop it at a step boundary, every rank at the same
+one (``tinygradlm.train.stop``).
 
 Determinism: the model's initialisation, the loader's order and the samples all come from
 ``seed``, and nothing else is random, so the same config gives the same run. A checkpoint holds
@@ -53,6 +55,7 @@ from ..monitor import (
     measure_gemm_peak,
 )
 from .config import FinetuneConfig, TrainConfig
+from .diagnostics import LayerDiagnostics
 from .evaluate import validation_loss
 from .guard import Action, DivergenceGuard
 from .hooks import RunHooks
@@ -115,6 +118,12 @@ class Trainer:
         trains_model = self.optimizer.grads is self.model.flat_grads
         layout = self.model.shapes if trains_model else None
         self.sync = make_sync(config, self.optimizer, self.dist, self.timer, layout)
+        self.diagnostics = LayerDiagnostics(
+            self.model.shapes if trains_model else self.model.lora.shapes,  # the trained buffer
+            config.diagnostics_interval,
+            config.max_steps,
+            with_stream=config.engine == "fused",
+        )
         self.metrics: MetricsLogger | None = None  # opened by train(), after a resume
 
     # -- state ---------------------------------------------------------------------------------
@@ -272,6 +281,8 @@ class Trainer:
                         **{k: result[k] for k in ("comm_bytes", "imbalance") if k in result},
                         **self._epochs(),
                     )
+                    if result["layers"] is not None:
+                        self.metrics.log_layers(self.step, **result["layers"])
                     if revision is not None:
                         self.metrics.log_event(self.step, "peak_revised", **revision)
                     self._log_new_epochs(epochs_before, record, progress)

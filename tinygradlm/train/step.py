@@ -3,6 +3,10 @@
     micro-batches → forward/backward → gradient sync → unscale / overflow check → clip → guard
     → update
 
+On a diagnostic step (``diagnostics_interval``) the step also measures each layer's gradient
+norm (before clipping), update and parameter norms, and the residual stream's RMS
+(``tinygradlm.train.diagnostics``), returned as ``layers``.
+
 The gradient sync object (``tinygradlm.dist.sync``: one process, bucketed allreduce, the
 deterministic ordered sum, or ZeRO-1) decides how the micro-batches' gradients are computed and
 combined over the ranks, whose part of the gradient this rank updates, and how the update
@@ -25,14 +29,16 @@ from .guard import Action
 
 def train_step(run: Any) -> dict[str, Any]:
     """One optimizer step of ``run`` (a :class:`~tinygradlm.train.loop.Trainer`); returns the
-    step's loss, learning rate, gradient norm, the guard's action and, with several ranks, the
-    communication metrics."""
+    step's loss, learning rate, gradient norm, the guard's action, with several ranks the
+    communication metrics, and ``layers``: the per-layer record's fields on a diagnostic step,
+    else None."""
     cfg, timer, sync, scaler = run.config, run.timer, run.sync, run.scaler
     timer.reset()
     step = run.step + 1
     run.dist.set_step(step)
     run.hooks.before_step(step, run.rank)
     scale = scaler.scale  # 1 unless fp16
+    diagnose = run.diagnostics.due(step)  # per-layer norms and the stream (train.diagnostics)
     with timer("data"):
         batches = [run.train_loader.next_batch() for _ in range(cfg.grad_accum_steps)]
     loss_sum = sync.gradients(
@@ -49,6 +55,7 @@ def train_step(run: Any) -> dict[str, Any]:
         if run.grad_mask is not None:  # frozen parameters get no gradient, so no update
             grads *= sync.local_part(run.grad_mask)
         found_finite = scaler.unscale_and_check(grads)
+        probe = run.diagnostics.begin(sync, run.optimizer.params) if diagnose else None
         if scaler.is_overflow(loss, found_finite):
             # fp16 gradients overflowed the scale: skip, back off; the guard is not told
             scaler.update(False)
@@ -61,6 +68,7 @@ def train_step(run: Any) -> dict[str, Any]:
                 sync.update(lr)
             if math.isfinite(loss):
                 scaler.update(found_finite)
+        layers = None if probe is None else probe.finish(run.optimizer.params, run.model, run.dist)
     run.step += 1
     return {
         "loss": loss,
@@ -68,6 +76,7 @@ def train_step(run: Any) -> dict[str, Any]:
         "grad_norm": norm,
         "action": action,
         "loss_scale": scale,
+        "layers": layers,
         **comm,
     }
 
