@@ -23,6 +23,8 @@ RULES: dict[str, Rule] = {
     "n_embd": Rule("int", 1, _SIZE_LIMIT, doc="the width (C), divisible by n_head"),
     "padded_vocab_size": Rule("optional_int", 1, _SIZE_LIMIT, doc="embedding rows (Vp ≥ V)"),
     "layer_norm_epsilon": Rule("number", 0, 1, open_low=True, doc="the layer norms' epsilon"),
+    "residual": Rule("bool", doc="the blocks' residual connections"),
+    "norm": Rule("str", choices=("pre", "post", "none"), doc="where the blocks' layer norms sit"),
 }
 
 
@@ -43,6 +45,8 @@ class GPTConfig:
     n_embd: int = 768
     padded_vocab_size: int | None = None
     layer_norm_epsilon: float = 1e-5
+    residual: bool = True
+    norm: str = "pre"
 
     def __post_init__(self) -> None:
         problems = check_table(self.to_dict(), RULES, "GPTConfig.")
