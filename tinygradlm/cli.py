@@ -325,8 +325,12 @@ def _add_finetune(p: argparse.ArgumentParser) -> None:
 def _sweep(args: argparse.Namespace) -> int:
     """A grid of runs (this rank's share of them), then sweep.json and its figures (rank 0)."""
     from .sweep import load_sweep, plot_sweep, run_sweep, summary_lines
+    from .train.config import OVERRIDES_VARIABLE, environment_overrides
 
     sweep = load_sweep(args.config, args.out, args.overrides)
+    words = environment_overrides()
+    if words and args.dist.rank == 0:  # every run of the sweep takes them, as train's does
+        print(f"settings from {OVERRIDES_VARIABLE}: {' '.join(words)}", flush=True)
     writable_directory(sweep.out, "sweep --out", ValueError)
     summary = run_sweep(sweep, args.dist, hooks=args.hooks)
     if args.dist.rank != 0:

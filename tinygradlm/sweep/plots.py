@@ -108,7 +108,13 @@ def _draw_fit(ax: Any, fit: Mapping[str, Any], runs: list[Any], axis: str, color
         )
         + "]"
     )
-    ax.plot(x, law.predict(x), "-", color=color, label=f"alpha = {law.alpha:.2f} {interval}")
+    ax.plot(
+        x,
+        law.predict(x),
+        "-",
+        color=color,
+        label=f"alpha = {law.alpha:.2f} {interval}" + (" (at bound)" if law.alpha_at_bound else ""),
+    )
 
 
 def _deepest_layer_records(

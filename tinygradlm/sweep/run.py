@@ -64,14 +64,24 @@ def run_sweep(
         mine, run_dist = assign_runs(sweep.points, dist.world_size)[dist.rank], Dist()
         if dist.enabled:  # every rank reports its own runs
             log = _prefixed(log, f"[rank {dist.rank}] ")
-    for point in mine:
-        run_point(point, sweep, run_dist, log=log, hooks=hooks)
-        if dist.rank == 0:
-            write_sweep(sweep)
-        if run_dist is dist:
-            dist.barrier()  # every rank's piece of this run is done
+    stopped = None
+    try:
+        for point in mine:
+            run_point(point, sweep, run_dist, log=log, hooks=hooks)
+            if dist.rank == 0:
+                write_sweep(sweep)
+            if run_dist is dist:
+                dist.barrier()  # every rank's piece of this run is done
+    except KeyboardInterrupt as stop:
+        # Ctrl-C or SIGTERM (a run stops at a step boundary, with a checkpoint on SIGTERM): the
+        # other ranks finish or stop theirs and meet here, rather than one rank ending alone
+        # while another waits for it in a collective
+        stopped = stop
     dist.barrier()
-    return write_sweep(sweep) if dist.rank == 0 else sweep_summary(sweep)
+    summary = write_sweep(sweep) if dist.rank == 0 else sweep_summary(sweep)
+    if stopped is not None:
+        raise stopped
+    return summary
 
 
 def _prefixed(log: Callable[[str], None], prefix: str) -> Callable[[str], None]:
@@ -224,7 +234,8 @@ def sweep_summary(sweep: Sweep) -> dict[str, Any]:
     for point in sweep.points:
         folder = Path(point.config.out_dir)
         record = read_record(folder)
-        done = record.get("diverged") or ("val_loss" in record and record.get("step") is not None)
+        measured = "val_loss" in record and record.get("step") == point.config.max_steps
+        done = record.get("diverged") or measured
         status = "diverged" if record.get("diverged") else "finished" if done else "pending"
         runs.append(
             {
