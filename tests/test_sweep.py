@@ -88,10 +88,12 @@ def test_a_loop_setting_axis_goes_into_the_run_itself(tmp_path):
 def test_every_problem_is_named_before_anything_runs(tmp_path):
     grid = 'n_layer = [1, 2.5]\nnorms = ["pre"]\nresidual = []\nnorm = ["pre", "sideways"]'
     path = write_config(tmp_path, grid, sweep='parallel = "threads"')
+    path.write_text(path.read_text(encoding="utf-8") + "[grids]\nseed = [1]\n", encoding="utf-8")
     with pytest.raises(ConfigError) as error:
         load_sweep(path, tmp_path / "out")
     text = str(error.value)
     for expected in (
+        "unknown key grids (known: base, grid, sweep)",
         "grid.n_layer[1] must be",
         "unknown grid axis grid.norms",
         "grid.residual must be a non-empty list",
@@ -100,6 +102,25 @@ def test_every_problem_is_named_before_anything_runs(tmp_path):
     ):
         assert expected in text, (expected, text)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_problem_of_the_base_is_named_once(tmp_path):
+    base = BASE.replace("max_steps = 4", "max_steps = 4\nwarmup_step = 1")
+    path = write_config(tmp_path, "n_layer = [1, 2]\nseed = [0, 1]", sweep="", base=base)
+    with pytest.raises(ConfigError) as error:
+        load_sweep(path, tmp_path / "out", ["base.lr=-1"])
+    text = str(error.value)
+    assert "sweep.toml: [base]: unknown key warmup_step " in text
+    assert "did you mean warmup_steps?" in text
+    assert "override base.lr=-1: [base]: lr must be a number ≥ 0, got -1" in text
+    # a problem between settings shows in every run's config: once, with the runs it stops
+    base = BASE.replace("max_steps = 4", "max_steps = 4\nwarmup_steps = 9")
+    path = write_config(tmp_path, "n_layer = [1, 2]\nseed = [0, 1]", sweep="", base=base)
+    with pytest.raises(ConfigError) as error:
+        load_sweep(path, tmp_path / "out")
+    (line,) = str(error.value).splitlines()
+    assert "sweep.toml: L1-seed0, L1-seed1, L2-seed0, L2-seed1: " in line
+    assert "warmup_steps (9) exceeds max_steps (4)" in line
 
 
 def test_a_point_that_cannot_be_trained_is_named_with_its_problem(tmp_path):
@@ -256,24 +277,42 @@ def test_a_diverging_run_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert {r["name"]: r["pieces"] for r in again["runs"]}["L1-lr1e+30"] == 1
 
 
-def test_two_ranks_spread_the_grid_and_give_the_losses_of_one_process(tmp_path):
-    mpiexec = Path(sys.executable).parent / "mpiexec"
-    if not mpiexec.exists():
-        pytest.skip("no mpiexec beside the tests' python")
-    path = write_config(tmp_path, "n_layer = [1, 2, 3]")
-    one = run_sweep(load_sweep(path, tmp_path / "one"), log=quiet)
+MPIEXEC = Path(sys.executable).with_name("mpiexec")
+needs_mpiexec = pytest.mark.skipif(not MPIEXEC.exists(), reason="no mpiexec beside this Python")
+
+
+def sweep_on_two_ranks(path, out, *settings):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.update(dict.fromkeys(("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"), "1"))
-    command = [str(mpiexec), "-n", "2", sys.executable, "-m", "tinygradlm", "sweep"]
-    command += ["--config", str(path), "--out", str(tmp_path / "two"), "--no-plot"]
+    command = [str(MPIEXEC), "-n", "2", sys.executable, "-m", "tinygradlm", "sweep"]
+    command += ["--config", str(path), "--out", str(out), "--no-plot", *settings]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+    return result, json.loads((out / "sweep.json").read_text(encoding="utf-8"))
+
+
+@needs_mpiexec
+def test_two_ranks_spread_the_grid_and_give_the_losses_of_one_process(tmp_path):
+    path = write_config(tmp_path, "n_layer = [1, 2, 3]")
+    one = run_sweep(load_sweep(path, tmp_path / "one"), log=quiet)
+    result, two = sweep_on_two_ranks(path, tmp_path / "two")
     # the costliest run on rank 0, the two others on rank 1 (their FLOPs together are less)
     for rank, name in ((0, "L3"), (1, "L2"), (1, "L1")):
         assert result.stdout.count(f"[rank {rank}] sweep: {name}: training") == 1, result.stdout
     assert result.stdout.count(": training") == 3
-    two = json.loads((tmp_path / "two" / "sweep.json").read_text(encoding="utf-8"))
     for a, b in zip(one["runs"], two["runs"], strict=True):
         assert a["name"] == b["name"] and b["status"] == "finished"
         assert a["val_loss"] == b["val_loss"] and a["train_loss"] == b["train_loss"]
     assert np.isfinite([r["val_loss"] for r in two["runs"]]).all()
+
+
+@needs_mpiexec
+def test_data_parallel_runs_train_each_run_over_both_ranks(tmp_path):
+    path = write_config(tmp_path, "n_layer = [1, 2]")
+    one = run_sweep(load_sweep(path, tmp_path / "one"), log=quiet)
+    result, two = sweep_on_two_ranks(path, tmp_path / "two", "sweep.parallel=data")
+    assert result.stdout.count("data parallel: 2 ranks") == 2  # one line per run, from rank 0
+    assert result.stdout.count(": training") == 2
+    for a, b in zip(one["runs"], two["runs"], strict=True):
+        # the same batches, each gradient averaged over two halves: equal up to rounding
+        assert b["status"] == "finished" and b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-5)

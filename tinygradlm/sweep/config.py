@@ -113,42 +113,59 @@ def load_sweep(
     for key in ("base", "grid"):
         if key not in values:
             problems.append(Problem(key, f"[{key}] is required"))
+    if "base" in values and not isinstance(values["base"], (str, Mapping)):
+        text = f"base must be a train preset's name, a TOML file or a table, got {values['base']!r}"
+        problems.append(Problem("base", text))
     grid = values.get("grid", {})
     problems += _grid_problems(grid)
     table = values.get("sweep", {})
     problems += check_table(table, SWEEP_RULES, "sweep.")
+    base = Settings()
+    if isinstance(values.get("base"), (str, Mapping)):
+        base = _base_settings(values, values.source)
+        problems += [
+            Problem(f"base.{p.key}", f"[base]: {p.text}") for p in TrainConfig.check_values(base)
+        ]
     if problems:
         raise ConfigError(problems_message(problems, where))
     settings = SweepSettings(**table)
-    base = _base_settings(values["base"], values.source)
     out = Path(out if out is not None else DEFAULT_OUT)
     prepare_data = "data_dir" not in base
     data_dir = out / "data" if prepare_data else Path(base["data_dir"])
-    points, messages = [], []
+    points, failures = [], {}  # each problem once, with the runs it stops
     for axes in _grid_points(grid):
         name = run_name(axes)
         try:
             config = _point_config(base, axes, out / "runs" / name, data_dir)
         except ConfigError as e:
-            messages.append(f"{name}: {e}")
+            failures.setdefault(str(e), []).append(name)
             continue
         variant = "-".join(_name_part(k, v) for k, v in axes.items() if k != settings.scale)
         points.append(SweepPoint(name, axes, variant or "all", config))
-    messages += _sweep_problems(settings, grid, points)
+    messages = [f"{', '.join(names)}: {text}" for text, names in failures.items()]
+    if not failures:
+        messages += _sweep_problems(settings, grid, points)
+    if len(messages) == 1:
+        raise ConfigError(f"{values.source}: {messages[0]}")
     if messages:
-        raise ConfigError(f"{values.source}: " + "\n".join(messages))
+        raise ConfigError(f"{values.source}: {len(messages)} problems:\n  " + "\n  ".join(messages))
     return Sweep(
         out, settings, {k: list(v) for k, v in grid.items()}, points, data_dir, prepare_data
     )
 
 
-def _base_settings(base: Any, source: str) -> Settings:
-    """``[base]``: a train preset's or TOML file's settings (a string), or the table itself."""
+def _base_settings(values: Settings, source: str) -> Settings:
+    """``[base]``: a train preset's or TOML file's settings (a string), or the table itself;
+    the keys an override set (``base.max_steps=50``) keep naming it in error messages."""
+    base = values["base"]
     if isinstance(base, str):
-        return read_settings(base, (), TRAIN_PRESETS)
-    if not isinstance(base, Mapping):
-        raise ConfigError(f"{source}: base must be a train preset, a TOML file or a table")
-    return Settings(_deep_copy(base), source=f"{source} [base]")
+        settings = read_settings(base, (), TRAIN_PRESETS)
+    else:
+        settings = Settings(_deep_copy(base), source=f"{source} [base]")
+    for key, origin in values.origins.items():
+        if key.startswith("base."):
+            settings.origins[key.removeprefix("base.")] = origin
+    return settings
 
 
 def _grid_problems(grid: Any) -> list[Problem]:

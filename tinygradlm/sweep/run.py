@@ -59,7 +59,7 @@ def run_sweep(
             _prepare_embedded_corpus(sweep.data_dir, say)
         dist.barrier()
     if sweep.settings.parallel == "data":
-        mine, run_dist = sweep.points, dist
+        mine, run_dist, log = sweep.points, dist, say
     else:
         mine, run_dist = assign_runs(sweep.points, dist.world_size)[dist.rank], Dist()
         if dist.enabled:  # every rank reports its own runs
