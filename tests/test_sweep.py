@@ -18,8 +18,8 @@ from tinygradlm.checkpoint import latest_checkpoint, load_checkpoint, load_model
 from tinygradlm.cli import main
 from tinygradlm.errors import ConfigError
 from tinygradlm.monitor import read_metrics
-from tinygradlm.sweep import load_sweep, plot_sweep, run_sweep
-from tinygradlm.sweep.run import assign_runs, estimated_flops
+from tinygradlm.sweep import load_sweep, plot_sweep, run_sweep, summary_lines
+from tinygradlm.sweep.run import assign_runs, estimated_cost
 from tinygradlm.train import RunHooks, evaluate_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,8 +143,8 @@ def test_runs_are_dealt_out_longest_first_to_the_least_loaded_rank(tmp_path):
     shares = assign_runs(sweep.points, 2)
     assert sorted(p.name for share in shares for p in share) == sorted(p.name for p in sweep.points)
     assert shares[0][0].name == "L5" and shares[1][0].name == "L4"
-    loads = [sum(estimated_flops(p) for p in share) for share in shares]
-    assert max(loads) - min(loads) <= max(estimated_flops(p) for p in sweep.points)
+    loads = [sum(estimated_cost(p) for p in share) for share in shares]
+    assert max(loads) - min(loads) <= max(estimated_cost(p) for p in sweep.points)
 
 
 def test_a_sweep_end_to_end(tmp_path, capsys):
@@ -268,6 +268,9 @@ def test_a_diverging_run_is_recorded_and_the_sweep_goes_on(tmp_path):
     diverged = runs["L1-lr1e+30"]
     assert diverged["status"] == "diverged" and diverged["diverged"] is True
     assert diverged["message"] and diverged["val_loss"] is None
+    fit = next(f for f in summary["fits"] if f["variant"] == "lr1e+30")
+    assert fit["fitted"] is False and fit["excluded_diverged"] == ["L1-lr1e+30"]
+    assert any(line.endswith("diverged, left out: L1-lr1e+30") for line in summary_lines(summary))
     # a rerun leaves it as it is
     again = run_sweep(load_sweep(path, out), log=quiet)
     assert {r["name"]: r["status"] for r in again["runs"]} == {

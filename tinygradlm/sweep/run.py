@@ -11,7 +11,7 @@ run folder's ``sweep_run.json``, beside the checkpoint step it describes, so a r
 longer matches the folder is measured again.
 
 Ranks (``mpiexec -n P tinygradlm sweep``): with ``parallel = "runs"`` (the default) each rank
-trains whole runs on its own, the runs dealt out longest first (by their training FLOPs) to
+trains whole runs on its own, the runs dealt out longest first (by parameters × tokens) to
 the rank with the least work so far; with ``parallel = "data"`` every run is data-parallel over
 all ranks, one after another. Rank 0 prepares the data, and writes sweep.json after each of its
 runs and, once every rank is done, from every run folder (the folders must be on a filesystem
@@ -89,23 +89,22 @@ def _prefixed(log: Callable[[str], None], prefix: str) -> Callable[[str], None]:
 
 
 def assign_runs(points: list[SweepPoint], ranks: int) -> list[list[SweepPoint]]:
-    """The points dealt out to ``ranks`` ranks: the costliest (training FLOPs) first, each to
-    the rank with the least work so far (the longest-processing-time rule)."""
+    """The points dealt out to ``ranks`` ranks: the costliest (:func:`estimated_cost`) first,
+    each to the rank with the least work so far (the longest-processing-time rule)."""
     shares: list[list[SweepPoint]] = [[] for _ in range(ranks)]
     work = [0.0] * ranks
-    for point in sorted(points, key=lambda p: (-estimated_flops(p), p.name)):
+    for point in sorted(points, key=lambda p: (-estimated_cost(p), p.name)):
         rank = min(range(ranks), key=lambda r: (work[r], r))
         shares[rank].append(point)
-        work[rank] += estimated_flops(point)
+        work[rank] += estimated_cost(point)
     return shares
 
 
-def estimated_flops(point: SweepPoint) -> float:
-    """Training FLOPs of a point before its data is read (the preset's vocabulary)."""
+def estimated_cost(point: SweepPoint) -> float:
+    """A point's work before its data is read: parameters (at the preset's vocabulary) times
+    tokens, the main term of its training FLOPs (6·N·D)."""
     cfg = point.config
-    model = cfg.gpt_config()
-    per_token = 6 * model.parameter_count() + 12 * model.n_layer * cfg.seq_len * model.n_embd
-    return float(per_token * tokens_trained(cfg, cfg.max_steps))
+    return float(cfg.gpt_config().parameter_count() * tokens_trained(cfg, cfg.max_steps))
 
 
 def tokens_trained(config: Any, steps: int) -> int:
@@ -339,15 +338,20 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         wall = "-" if run["wall_time_s"] is None else f"{run['wall_time_s']:.0f}"
         lines.append(f"{run['name']:<24} {run['status']:<9} {size:>12} {val:>9} {wall:>8}")
     for fit in summary["fits"]:
-        head = f"fit {fit['variant']} over {fit['x']}: "
-        if not fit["fitted"]:
-            lines.append(head + f"none ({fit['reason']})")
-            continue
-        ends = ["open" if e is None else f"{e:.3f}" for e in (fit["alpha_low"], fit["alpha_high"])]
-        lines.append(
-            head + f"alpha {fit['alpha']:.3f} [{ends[0]}, {ends[1]}] at "
-            f"{fit['confidence']:.0%}, c {fit['c']:.3f}, {fit['points']} points, "
-            f"{fit['dof']} degree(s) of freedom"
-            + (" (alpha at an end of its search range)" if fit["alpha_at_bound"] else "")
-        )
+        line = f"fit {fit['variant']} over {fit['x']}: "
+        if fit["fitted"]:
+            ends = [
+                "open" if e is None else f"{e:.3f}" for e in (fit["alpha_low"], fit["alpha_high"])
+            ]
+            line += (
+                f"alpha {fit['alpha']:.3f} [{ends[0]}, {ends[1]}] at {fit['confidence']:.0%}, "
+                f"c {fit['c']:.3f}, {fit['points']} points, {fit['dof']} degree(s) of freedom"
+            )
+            if fit["alpha_at_bound"]:
+                line += " (alpha at an end of its search range)"
+        else:
+            line += f"none ({fit['reason']})"
+        if fit["excluded_diverged"]:
+            line += f"; diverged, left out: {', '.join(fit['excluded_diverged'])}"
+        lines.append(line)
     return lines
