@@ -138,6 +138,12 @@ def test_a_point_that_cannot_be_trained_is_named_with_its_problem(tmp_path):
         load_sweep(write_config(tmp_path, "n_layer = [1]", sweep='fit = ["res-pre"]'), tmp_path)
 
 
+def test_two_points_with_one_name_are_refused(tmp_path):
+    path = write_config(tmp_path, 'n_layer = [1]\nsample_prompt = ["a/b", "a_b"]')
+    with pytest.raises(ConfigError, match="L1-a_b: two grid points would share"):
+        load_sweep(path, tmp_path / "out")
+
+
 def test_runs_are_dealt_out_longest_first_to_the_least_loaded_rank(tmp_path):
     sweep = load_sweep(write_config(tmp_path, "n_layer = [1, 2, 3, 4, 5]"), tmp_path)
     shares = assign_runs(sweep.points, 2)

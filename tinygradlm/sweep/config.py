@@ -37,7 +37,7 @@ GRID_RULES: dict[str, Rule] = {
     **GPT_RULES,
 }
 # how a value shows in a run's name: a letter for the shape, words for the variants
-NAME_PREFIXES = {"n_layer": "L", "n_embd": "C", "n_head": "H", "block_size": "T", "seq_len": "T"}
+NAME_PREFIXES = {"n_layer": "L", "n_embd": "C", "n_head": "H", "seq_len": "T"}
 NAME_WORDS = {("residual", True): "res", ("residual", False): "nores"}
 
 
@@ -132,7 +132,11 @@ def load_sweep(
     out = Path(out if out is not None else DEFAULT_OUT)
     prepare_data = "data_dir" not in base
     data_dir = out / "data" if prepare_data else Path(base["data_dir"])
-    points, failures = [], {}  # each problem once, with the runs it stops
+    points: list[SweepPoint] = []
+    failures: dict[str, list[str]] = {}  # each problem once, with the runs it stops
+    every_name = [run_name(axes) for axes in _grid_points(grid)]
+    for name in sorted({n for n in every_name if every_name.count(n) > 1}):
+        failures.setdefault("two grid points would share this run folder name", []).append(name)
     for axes in _grid_points(grid):
         name = run_name(axes)
         try:
