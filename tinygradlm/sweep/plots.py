@@ -79,7 +79,7 @@ def plot_sweep(summary: Mapping[str, Any], out: str | Path) -> tuple[list[Path],
         ax = fig.add_subplot()
         for run, record in layers.values():
             ax.plot(record["grad_norm"], "o-", label=f"{run['name']} (step {record['step']})")
-        names = next(iter(layers.values()))[1]["layers"]
+        names = max((record["layers"] for _, record in layers.values()), key=len)
         ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
         ax.set_yscale("log")
         ax.set(ylabel="gradient norm", title="per-layer gradient norm, deepest run of each variant")
@@ -120,7 +120,8 @@ def _draw_fit(ax: Any, fit: Mapping[str, Any], runs: list[Any], axis: str, color
 def _deepest_layer_records(
     summary: Mapping[str, Any], variants: list[str], finished: list[Any]
 ) -> dict[str, tuple[Any, Any]]:
-    """Per variant: its deepest finished run and that run's last ``layers`` record, if any."""
+    """Per variant: its deepest finished run and that run's last ``layers`` record, if any (a
+    record whose ``grad_norm`` and ``layers`` differ in length is passed over)."""
     scale = summary["scale"]
     found = {}
     for variant in variants:
@@ -128,7 +129,11 @@ def _deepest_layer_records(
         if not runs:
             continue
         deepest = max(runs, key=lambda r: r["axes"][scale])
-        records = [r for r in read_metrics(deepest["run_dir"]) if r.get("kind") == "layers"]
+        records = [
+            r
+            for r in read_metrics(deepest["run_dir"])
+            if r.get("kind") == "layers" and len(r.get("grad_norm", ())) == len(r.get("layers", ()))
+        ]
         if records:
             found[variant] = (deepest, records[-1])
     return found
