@@ -198,6 +198,30 @@ def test_a_sweep_end_to_end(tmp_path, capsys):
     assert "no per-layer records" in printed
 
 
+def test_without_a_data_dir_the_corpus_is_prepared_once_into_out_data(tmp_path, monkeypatch):
+    import tinygradlm.data.prepare
+
+    prepared = []
+
+    def fake_prepare(inputs, out_dir, config=None, **_):  # the embedded corpus, in small
+        assert inputs is None
+        prepared.append(Path(out_dir))
+        make_data(Path(out_dir))
+        (Path(out_dir) / "report.json").write_text("{}", encoding="utf-8")
+
+    monkeypatch.setattr(tinygradlm.data.prepare, "prepare", fake_prepare)
+    base = "".join(line for line in BASE.splitlines(True) if not line.startswith("data_dir"))
+    path = write_config(tmp_path, "n_layer = [1, 2]", base=base)
+    out = tmp_path / "out"
+    sweep = load_sweep(path, out)
+    assert sweep.prepare_data and {Path(p.config.data_dir) for p in sweep.points} == {out / "data"}
+    summary = run_sweep(sweep, log=quiet)
+    assert summary["data_dir"] == str(out / "data")
+    assert all(run["status"] == "finished" for run in summary["runs"])
+    run_sweep(load_sweep(path, out), log=quiet)
+    assert prepared == [out / "data"]
+
+
 def test_the_layer_panel_reads_the_deepest_runs_layer_records(tmp_path):
     path = write_config(tmp_path, "n_layer = [1, 2]")
     out = tmp_path / "out"
