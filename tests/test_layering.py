@@ -41,7 +41,7 @@ LAYERS: dict[int, tuple[str, ...]] = {
     # the model and what reads, writes and samples it
     3: ("model", "lora", "checkpoint", "generate"),
     # runs
-    4: ("train", "golden"),
+    4: ("train", "golden", "sweep"),
     # entry points (and the package's own __init__, a façade over autograd)
     5: ("cli", "__main__", "demo", ""),
 }

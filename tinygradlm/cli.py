@@ -20,7 +20,7 @@ closest known one ("did you mean max_steps?"), and a command's own unknown flag 
 that command's usage. Every ``--ckpt`` (and ``finetune --from``) also takes a run directory: its
 newest complete checkpoint, named on stderr.
 
-The module is longer than most because it is one table: ten commands, each with its arguments
+The module is longer than most because it is one table: eleven commands, each with its arguments
 and its handler side by side, so a reader finds a command's whole surface in one place.
 """
 
@@ -318,6 +318,56 @@ def _add_finetune(p: argparse.ArgumentParser) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# sweep
+# --------------------------------------------------------------------------------------------
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    """A grid of runs (this rank's share of them), then sweep.json and its figures (rank 0)."""
+    from .sweep import load_sweep, plot_sweep, run_sweep, summary_lines
+    from .train.config import OVERRIDES_VARIABLE, environment_overrides
+
+    sweep = load_sweep(args.config, args.out, args.overrides)
+    words = environment_overrides()
+    if words and args.dist.rank == 0:  # every run of the sweep takes them, as train's does
+        print(f"settings from {OVERRIDES_VARIABLE}: {' '.join(words)}", flush=True)
+    writable_directory(sweep.out, "sweep --out", ValueError)
+    summary = run_sweep(sweep, args.dist, hooks=args.hooks)
+    if args.dist.rank != 0:
+        return 0
+    print("\n".join(summary_lines(summary)))
+    print(sweep.out / "sweep.json")
+    if not args.no_plot:
+        paths, notes = plot_sweep(summary, sweep.out)
+        print("\n".join([*map(str, paths), *notes]))
+    return 0
+
+
+def _add_sweep(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        default="depth",
+        help="a sweep preset (depth, depth-cluster) or a TOML file with [base], [grid] and "
+        "[sweep] tables",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="the sweep's folder: runs/NAME, data (when [base] sets no data_dir), sweep.json "
+        "(default: runs/sweep)",
+    )
+    p.add_argument("--no-plot", dest="no_plot", action="store_true", help="write sweep.json alone")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="settings on top of the sweep config, dotted into its tables, e.g. "
+        "base.max_steps=100 'grid.n_layer=[1,2,4]' sweep.parallel=data",
+    )
+
+
+# --------------------------------------------------------------------------------------------
 # checkpoints: export, eval, sample, plot
 # --------------------------------------------------------------------------------------------
 
@@ -557,6 +607,20 @@ COMMANDS: dict[str, Command] = {
         on_every_rank=True,
         example="tinygradlm finetune --from runs/demo/train --data sft.jsonl "
         "out_dir=runs/sft lora_rank=8 max_steps=100",
+    ),
+    "sweep": Command(
+        "train a grid of runs (depth, residual, norm) and fit power laws to their losses",
+        _add_sweep,
+        _sweep,
+        "Train every point of a grid of runs (each an ordinary run folder under OUT/runs, with "
+        "the same seed, data order, tokens and learning rate unless the grid varies them), "
+        "measure each on the same validation batches, fit L = a*x^(-alpha) + c over "
+        "non-embedding parameters and over compute for each variant, and write OUT/sweep.json "
+        "and its figures. A rerun continues a stopped sweep; a run that diverges is recorded "
+        "and the sweep goes on. Under mpiexec the runs are spread over the ranks "
+        "(docs/scaling.md).",
+        on_every_rank=True,
+        example="tinygradlm sweep --config depth --out runs/depth",
     ),
     "export": Command(
         "write a checkpoint's model, LoRA merged in, as a plain model directory",

@@ -45,6 +45,7 @@ from ..checkpoint import latest_checkpoint, load_checkpoint, restore, save_check
 from ..data.mix import mixture_loss
 from ..data.mixture import MixtureLoader
 from ..dist import Dist, make_sync
+from ..errors import DivergenceError
 from ..monitor import (
     ChromeTrace,
     MetricsLogger,
@@ -181,7 +182,7 @@ class Trainer:
         (the guard's ``lr_factor``, which a rollback does not restore)."""
         path = latest_checkpoint(self.out_dir)
         if path is None:
-            raise RuntimeError(
+            raise DivergenceError(
                 f"{self.guard.max_bad_steps} non-finite steps in a row at step {self.step} and "
                 f"no checkpoint in {self.out_dir} to roll back to"
             )
