@@ -99,3 +99,9 @@ def test_a_best_alpha_at_the_end_of_the_search_range_is_flagged():
     assert fit_power_law(x, 10.0 * x**-0.3 + 1.0).alpha_at_bound is False
     # the loss falls faster than any α up to 0.5 allows
     assert fit_power_law(x, 1e4 * x**-1.0 + 1.0, alpha_range=(0.01, 0.5)).alpha_at_bound is True
+
+
+def test_points_that_rise_are_refused():
+    x = np.logspace(4, 7, 5)
+    with pytest.raises(ValueError, match="do not fall with x"):
+        fit_power_law(x, 4.4 + 0.05 * np.log(x))  # the loss grows with size

@@ -19,6 +19,7 @@ from tinygradlm.cli import main
 from tinygradlm.errors import ConfigError
 from tinygradlm.monitor import read_metrics
 from tinygradlm.sweep import load_sweep, plot_sweep, run_sweep, summary_lines
+from tinygradlm.sweep.fit import fit_power_law
 from tinygradlm.sweep.run import assign_runs, estimated_cost
 from tinygradlm.train import RunHooks, evaluate_checkpoint
 
@@ -188,9 +189,17 @@ def test_a_sweep_end_to_end(tmp_path, capsys):
     assert sizes == sorted(sizes) and len(set(sizes)) == 4
     fits = {(f["variant"], f["x"]): f for f in summary["fits"]}
     assert set(fits) == {("all", "non_embedding_parameters"), ("all", "flops")}
+    losses = [run["val_loss"] for run in summary["runs"]]
     for fit in fits.values():
-        assert fit["fitted"] and (fit["points"], fit["dof"]) == (4, 1)
         assert fit["runs"] == ["L1", "L2", "L3", "L4"]
+        # four steps decide whether the loss falls with size: a law when it does, else the reason
+        try:
+            expected = fit_power_law([run[fit["x"]] for run in summary["runs"]], losses)
+        except ValueError as e:
+            assert not fit["fitted"] and fit["reason"] == str(e)
+        else:
+            assert fit["fitted"] and (fit["points"], fit["dof"]) == (4, 1)
+            assert fit["alpha"] == expected.alpha and fit["c"] == expected.c
     assert summary["eval"] == {"split": "val", "batches": 2, "batch_size": 2, "seq_len": 8}
     # the runs log their per-layer records (diagnostics_interval) at the last step at least
     names = ("loss_vs_depth.png", "loss_vs_params.png", "loss_vs_compute.png")

@@ -16,7 +16,8 @@ error, follows the curvature of the profile. With n points and 3 parameters it h
 degrees of freedom: a fit needs at least :data:`MIN_POINTS` (4) points, and with few it is wide.
 The t quantile is computed here (:func:`t_quantile`, from the regularised incomplete beta).
 An end of the interval that reaches the edge of ``alpha_range`` is reported as None: the data
-do not bound α on that side; a best α at an edge is flagged (``alpha_at_bound``).
+do not bound α on that side; a best α at an edge is flagged (``alpha_at_bound``). Points whose
+best curve has a ≤ 0 (a loss that does not fall with size) are refused: that is not a scaling law.
 """
 
 from __future__ import annotations
@@ -132,6 +133,12 @@ def fit_power_law(
     low = _profile_edge(xs, y, best, lo, threshold)
     high = _profile_edge(xs, y, best, hi, threshold)
     a, c, _ = _lines(xs, y, np.array([best]))
+    if not a[0] > 0:
+        # a scaling law falls with x: a ≤ 0 is a flat or rising curve, not that law
+        raise ValueError(
+            f"fit_power_law: the best curve has a = {float(a[0]):.3g} ≤ 0: the points do not "
+            "fall with x, so no law L = a·x^(-alpha) + c with a > 0 describes them"
+        )
     return PowerLawFit(
         a=float(a[0]) * scale**best,  # a·(x/s)^(−α) = (a·s^α)·x^(−α)
         alpha=best,
