@@ -33,6 +33,7 @@ import numpy as np
 
 from .. import backend
 from ..lora import LoRAAdapters, LoRAConfig
+from ..optim import grad_norm
 from ..params import ParameterBuffer, load_views
 from ..precision import PrecisionPolicy
 from .block import BlockCache, block_backward, block_forward, input_backward, sublayer_input
@@ -470,8 +471,4 @@ class GPT:
         engine writes no workspace: after it these are an earlier forward's."""
         if self._acts is None:
             return None
-        squares = [
-            np.einsum("i,i->", x.reshape(-1), x.reshape(-1), dtype=np.float64) / x.size
-            for x in self._acts.x
-        ]
-        return np.sqrt(np.array(squares))
+        return np.array([grad_norm(x) / math.sqrt(x.size) for x in self._acts.x])
