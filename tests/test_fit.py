@@ -105,3 +105,48 @@ def test_points_that_rise_are_refused():
     x = np.logspace(4, 7, 5)
     with pytest.raises(ValueError, match="do not fall with x"):
         fit_power_law(x, 4.4 + 0.05 * np.log(x))  # the loss grows with size
+
+
+def test_a_loss_straight_in_log_x_gives_a_pure_power_law_not_a_negative_floor():
+    # over a narrow range a loss that falls by the same amount per doubling is fitted equally
+    # well by α → 0 with c → −∞; an irreducible loss below 0 is impossible, and the bound on c
+    # gives the pure power law the points follow (their slope in log-log)
+    x = np.logspace(3.8, 5.6, 7)
+    y = 5.3 - 0.09 * np.log(x / x[0])
+    free = fit_power_law(x, y, floor=None)
+    assert free.c < -10 and not free.c_at_floor and free.floor is None
+    fit = fit_power_law(x, y)
+    assert fit.c == 0.0 and fit.c_at_floor and fit.floor == 0.0
+    slope = -np.polyfit(np.log(x), np.log(y), 1)[0]
+    assert fit.alpha_low <= slope <= fit.alpha_high
+    assert fit.alpha == pytest.approx(slope, rel=0.1)
+    assert np.all(fit.band(x)[0] > 0)
+
+
+def test_the_bound_leaves_a_law_with_a_positive_floor_alone():
+    x = np.logspace(4, 7, 6)
+    y = 30.0 * x**-0.35 + 2.0 + np.random.default_rng(3).normal(0.0, 0.01, size=x.size)
+    bounded, free = fit_power_law(x, y), fit_power_law(x, y, floor=None)
+    assert not bounded.c_at_floor
+    for key in ("a", "alpha", "c", "alpha_low", "alpha_high", "rss"):
+        assert getattr(bounded, key) == getattr(free, key), key
+
+
+def test_the_interval_covers_a_pure_power_law_at_the_floor():
+    rng = np.random.default_rng(99)
+    x = np.logspace(4, 7, 6)
+    covered = 0
+    for _ in range(200):
+        fit = fit_power_law(x, 8.0 * x**-0.07 + rng.normal(0.0, 0.01, size=x.size))
+        assert fit.c >= 0.0
+        low = fit.alpha_low if fit.alpha_low is not None else -np.inf
+        high = fit.alpha_high if fit.alpha_high is not None else np.inf
+        covered += low <= 0.07 <= high
+    # on the boundary of c the profile interval errs on the wide side, never the narrow one
+    assert 0.93 <= covered / 200 <= 1.0, covered
+
+
+def test_a_floor_at_or_above_the_losses_is_refused():
+    x = np.logspace(4, 7, 5)
+    with pytest.raises(ValueError, match="floor must be"):
+        fit_power_law(x, 10.0 * x**-0.3 + 1.0, floor=5.0)

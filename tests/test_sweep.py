@@ -360,3 +360,23 @@ def test_data_parallel_runs_train_each_run_over_both_ranks(tmp_path):
     for a, b in zip(one["runs"], two["runs"], strict=True):
         # the same batches, each gradient averaged over two halves: equal up to rounding
         assert b["status"] == "finished" and b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize("preset", ["depth", "width", "depth-cluster"])
+def test_every_preset_is_a_valid_sweep_that_varies_only_its_axes(tmp_path, preset):
+    from tinygradlm.sweep import SWEEP_PRESETS
+
+    sweep = load_sweep(preset, tmp_path / "out")
+    grid = SWEEP_PRESETS[preset]["grid"]
+    assert len(sweep.points) == int(np.prod([len(v) for v in grid.values()]))
+    assert sweep.settings.scale in grid and sweep.prepare_data
+    # one seed, one budget, one learning rate: the runs differ in the grid's axes alone
+    budgets = {
+        (p.config.seed, p.config.lr, p.config.max_steps * p.config.batch_size * p.config.seq_len)
+        for p in sweep.points
+    }
+    assert len(budgets) == 1
+    for point in sweep.points:
+        model = point.config.gpt_config()
+        for key, value in point.axes.items():
+            assert getattr(model, key) == value

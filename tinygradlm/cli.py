@@ -347,7 +347,7 @@ def _add_sweep(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--config",
         default="depth",
-        help="a sweep preset (depth, depth-cluster) or a TOML file with [base], [grid] and "
+        help="a sweep preset (depth, width, depth-cluster) or a TOML file with [base], [grid] and "
         "[sweep] tables",
     )
     p.add_argument(

@@ -18,6 +18,15 @@ The t quantile is computed here (:func:`t_quantile`, from the regularised incomp
 An end of the interval that reaches the edge of ``alpha_range`` is reported as None: the data
 do not bound α on that side; a best α at an edge is flagged (``alpha_at_bound``). Points whose
 best curve has a ≤ 0 (a loss that does not fall with size) are refused: that is not a scaling law.
+
+c is bounded below by ``floor`` (0 by default): the irreducible part of a cross-entropy loss is
+an entropy, never negative. For an α whose unconstrained line would put c below the floor, the
+best (a, c) under the bound has c on it (the least squares of a convex quadratic with one
+inequality is either the free optimum or on its boundary), so the profile stays in closed form.
+Without the bound, points that fall as a straight line in log x (a power law with a tiny α)
+are fitted equally well by α → 0 and c → −∞, a law with a meaningless negative floor; with it
+they give the pure power law c = 0 they follow, flagged ``c_at_floor``. ``floor=None`` lifts the
+bound.
 """
 
 from __future__ import annotations
@@ -49,6 +58,8 @@ class PowerLawFit:
     rss: float  # the residual sum of squares at the best α
     alpha_at_bound: bool  # the best α is an end of alpha_range: the data ask for one outside it
     alpha_range: tuple[float, float]
+    floor: float | None  # the lower bound of c (None: none)
+    c_at_floor: bool  # the best c is the bound: over these points the law is a pure power law
     x_scale: float  # the geometric mean of x: the fit is computed on x / x_scale
     x: np.ndarray = field(repr=False, compare=False)  # the points fitted, (n,) each
     y: np.ndarray = field(repr=False, compare=False)
@@ -72,7 +83,7 @@ class PowerLawFit:
         return np.min(curves, axis=0), np.max(curves, axis=0)
 
     def _line_at(self, alpha: float) -> tuple[float, float]:
-        a, c, _ = _lines(self.x / self.x_scale, self.y, np.array([alpha]))
+        a, c, _ = _lines(self.x / self.x_scale, self.y, np.array([alpha]), self.floor)
         return float(a[0]), float(c[0])
 
     def to_dict(self) -> dict[str, Any]:
@@ -89,6 +100,8 @@ class PowerLawFit:
             "rss": self.rss,
             "alpha_at_bound": self.alpha_at_bound,
             "alpha_range": list(self.alpha_range),
+            "floor": self.floor,
+            "c_at_floor": self.c_at_floor,
         }
 
 
@@ -98,10 +111,11 @@ def fit_power_law(
     *,
     confidence: float = 0.95,
     alpha_range: tuple[float, float] = (1e-3, 3.0),
+    floor: float | None = 0.0,
 ) -> PowerLawFit:
     """Fit L = a·x^(−α) + c to the points (x, y) (x > 0, all finite; at least
-    :data:`MIN_POINTS`), α within ``alpha_range``. A ValueError says what is wrong with the
-    points."""
+    :data:`MIN_POINTS`), α within ``alpha_range``, c ≥ ``floor`` (None: c free). A ValueError
+    says what is wrong with the points."""
     x = np.asarray(x, dtype=np.float64).ravel()
     y = np.asarray(y, dtype=np.float64).ravel()
     if x.shape != y.shape:
@@ -117,6 +131,10 @@ def fit_power_law(
         raise ValueError("fit_power_law: fewer than 3 distinct x values cannot fix a, alpha and c")
     if not 0 < confidence < 1:
         raise ValueError(f"fit_power_law: confidence must be in (0, 1), got {confidence}")
+    if floor is not None and not (math.isfinite(floor) and floor < float(np.min(y))):
+        raise ValueError(
+            f"fit_power_law: floor must be a finite number below the smallest y, got {floor}"
+        )
     lo, hi = alpha_range
     if not 0 < lo < hi:
         raise ValueError(f"fit_power_law: alpha_range must be 0 < low < high, got {alpha_range}")
@@ -124,15 +142,15 @@ def fit_power_law(
     scale = float(np.exp(np.mean(np.log(x))))
     xs = x / scale
     grid = np.linspace(lo, hi, GRID_POINTS)
-    rss = _lines(xs, y, grid)[2]
-    best = _refine_minimum(xs, y, grid, int(np.argmin(rss)))
-    rss_min = _rss(xs, y, best)
+    rss = _lines(xs, y, grid, floor)[2]
+    best = _refine_minimum(xs, y, grid, int(np.argmin(rss)), floor)
+    rss_min = _rss(xs, y, best, floor)
     dof = x.size - PARAMETERS
     quantile = t_quantile((1 + confidence) / 2, dof)
     threshold = rss_min * (1 + quantile**2 / dof)
-    low = _profile_edge(xs, y, best, lo, threshold)
-    high = _profile_edge(xs, y, best, hi, threshold)
-    a, c, _ = _lines(xs, y, np.array([best]))
+    low = _profile_edge(xs, y, best, lo, threshold, floor)
+    high = _profile_edge(xs, y, best, hi, threshold, floor)
+    a, c, _ = _lines(xs, y, np.array([best]), floor)
     if not a[0] > 0:
         # a scaling law falls with x: a ≤ 0 is a flat or rising curve, not that law
         raise ValueError(
@@ -151,14 +169,19 @@ def fit_power_law(
         rss=rss_min,
         alpha_at_bound=bool(min(best - lo, hi - best) <= grid[1] - grid[0]),
         alpha_range=(float(lo), float(hi)),
+        floor=None if floor is None else float(floor),
+        c_at_floor=floor is not None and bool(c[0] <= floor),
         x_scale=scale,
         x=x,
         y=y,
     )
 
 
-def _lines(x: np.ndarray, y: np.ndarray, alphas: np.ndarray) -> tuple[np.ndarray, ...]:
-    """For each α: the least-squares (a, c) of y ≈ a·x^(−α) + c and its RSS, in closed form."""
+def _lines(
+    x: np.ndarray, y: np.ndarray, alphas: np.ndarray, floor: float | None = None
+) -> tuple[np.ndarray, ...]:
+    """For each α: the least-squares (a, c) of y ≈ a·x^(−α) + c with c ≥ ``floor`` (None: c
+    free) and its RSS, in closed form."""
     u = x[None, :] ** -alphas[:, None]  # (A, n)
     u_mean, y_mean = u.mean(axis=1), y.mean()
     du, dy = u - u_mean[:, None], y - y_mean
@@ -167,20 +190,30 @@ def _lines(x: np.ndarray, y: np.ndarray, alphas: np.ndarray) -> tuple[np.ndarray
     a = suy / suu
     c = y_mean - a * u_mean
     rss = np.maximum(dy @ dy - a * suy, 0.0)
+    if floor is not None:
+        # below the floor, the best line under the bound has c on it: a line through the origin
+        # of (u, y − floor)
+        low = c < floor
+        z = y - floor
+        a_low = (u @ z) / np.einsum("an,an->a", u, u)
+        rss_low = np.maximum(z @ z - a_low * (u @ z), 0.0)
+        a, c, rss = np.where(low, a_low, a), np.where(low, floor, c), np.where(low, rss_low, rss)
     return a, c, rss
 
 
-def _rss(x: np.ndarray, y: np.ndarray, alpha: float) -> float:
-    return float(_lines(x, y, np.array([alpha]))[2][0])
+def _rss(x: np.ndarray, y: np.ndarray, alpha: float, floor: float | None = None) -> float:
+    return float(_lines(x, y, np.array([alpha]), floor)[2][0])
 
 
-def _refine_minimum(x: np.ndarray, y: np.ndarray, grid: np.ndarray, i: int) -> float:
+def _refine_minimum(
+    x: np.ndarray, y: np.ndarray, grid: np.ndarray, i: int, floor: float | None
+) -> float:
     """Golden-section search for the least RSS between the grid points either side of ``i``."""
     left, right = grid[max(i - 1, 0)], grid[min(i + 1, grid.size - 1)]
     ratio = (math.sqrt(5) - 1) / 2
     for _ in range(60):
         m1, m2 = right - ratio * (right - left), left + ratio * (right - left)
-        if _rss(x, y, m1) <= _rss(x, y, m2):
+        if _rss(x, y, m1, floor) <= _rss(x, y, m2, floor):
             right = m2
         else:
             left = m1
@@ -188,19 +221,19 @@ def _refine_minimum(x: np.ndarray, y: np.ndarray, grid: np.ndarray, i: int) -> f
 
 
 def _profile_edge(
-    x: np.ndarray, y: np.ndarray, best: float, edge: float, threshold: float
+    x: np.ndarray, y: np.ndarray, best: float, edge: float, threshold: float, floor: float | None
 ) -> float | None:
     """Where the profile first rises above ``threshold`` going from ``best`` towards ``edge``
     (bisection between the grid points that bracket it); None if it stays below up to
     ``edge``."""
     path = np.linspace(best, edge, GRID_POINTS // 2)
-    above = np.nonzero(_lines(x, y, path)[2] > threshold)[0]
+    above = np.nonzero(_lines(x, y, path, floor)[2] > threshold)[0]
     if above.size == 0:
         return None
     inside, outside = path[above[0] - 1], path[above[0]]
     for _ in range(60):
         middle = (inside + outside) / 2
-        if _rss(x, y, middle) > threshold:
+        if _rss(x, y, middle, floor) > threshold:
             outside = middle
         else:
             inside = middle

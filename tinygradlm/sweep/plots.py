@@ -2,6 +2,7 @@
 ``layers`` records of the deepest run of each variant), written next to sweep.json:
 
     loss_vs_depth.png     the final validation loss against the scale axis, a line per variant
+                          (named for the axis: loss_vs_width.png for n_embd, loss_vs_AXIS.png)
     loss_vs_params.png    against non-embedding parameters, with each fitted law and its band
     loss_vs_compute.png   the same against training FLOPs
     layer_grad_norm.png   each layer's gradient norm at the last recorded step of each
@@ -28,6 +29,7 @@ AXIS_LABELS = {
     "flops": "training FLOPs C",
 }
 FIGURES = {"non_embedding_parameters": "loss_vs_params.png", "flops": "loss_vs_compute.png"}
+SCALE_WORDS = {"n_layer": "depth", "n_embd": "width"}  # the scale figure's name: loss_vs_depth.png
 
 
 def plot_sweep(summary: Mapping[str, Any], out: str | Path) -> tuple[list[Path], list[str]]:
@@ -52,7 +54,7 @@ def plot_sweep(summary: Mapping[str, Any], out: str | Path) -> tuple[list[Path],
             )
     ax.set_xscale("log", base=2)
     ax.set(xlabel=scale, ylabel="validation loss", title="final validation loss")
-    _legend_and_save(fig, ax, out / "loss_vs_depth.png", paths)
+    _legend_and_save(fig, ax, out / f"loss_vs_{SCALE_WORDS.get(scale, scale)}.png", paths)
 
     for axis, name in FIGURES.items():
         fig = Figure(figsize=(6.4, 4.4))
@@ -97,6 +99,7 @@ def _draw_fit(ax: Any, fit: Mapping[str, Any], runs: list[Any], axis: str, color
         [r["val_loss"] for r in used],
         confidence=fit["confidence"],
         alpha_range=tuple(fit["alpha_range"]),
+        floor=fit.get("floor"),
     )
     x = np.geomspace(min(law.x), max(law.x), 100)
     low, high = law.band(x)
@@ -104,7 +107,7 @@ def _draw_fit(ax: Any, fit: Mapping[str, Any], runs: list[Any], axis: str, color
     interval = (
         "["
         + ", ".join(
-            "open" if e is None else f"{e:.2f}" for e in (fit["alpha_low"], fit["alpha_high"])
+            "open" if e is None else f"{e:.3f}" for e in (fit["alpha_low"], fit["alpha_high"])
         )
         + "]"
     )
@@ -113,7 +116,8 @@ def _draw_fit(ax: Any, fit: Mapping[str, Any], runs: list[Any], axis: str, color
         law.predict(x),
         "-",
         color=color,
-        label=f"alpha = {law.alpha:.2f} {interval}" + (" (at bound)" if law.alpha_at_bound else ""),
+        label=f"alpha = {law.alpha:.3f} {interval}, c = {law.c:.2f}"
+        + (" (alpha at bound)" if law.alpha_at_bound else ""),
     )
 
 

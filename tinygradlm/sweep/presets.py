@@ -7,6 +7,10 @@ of 16 × 64 tokens at width 64, every run with the same seed, data order, tokens
 rate; sized from a few timed steps per depth to finish within about 20 minutes on 2 cores as 2
 ranks (``mpiexec -n 2``), each training its share of the runs on one core.
 
+``width``: the same budget along the other axis, where size still pays at this scale: the
+GPT-2 variant at 2 layers (the depth the ``depth`` study found best) and widths 16 to 256, 9 runs,
+the scaling law fitted along the width (about 6 minutes as 2 ranks on 2 cores).
+
 ``depth-cluster``: the same question at a width and budget worth a CPU cluster's time (not run
 here): 6 depths × 2 × 3 = 36 runs at width 256, 2,000 steps of 32 × 256 tokens each.
 """
@@ -15,21 +19,26 @@ from __future__ import annotations
 
 from typing import Any
 
+# the loop of every run of ``depth`` and ``width``: one seed, data order, budget and schedule
+LAPTOP_LOOP: dict[str, Any] = {
+    "batch_size": 16,
+    "seq_len": 64,
+    "max_steps": 1000,
+    "lr": 3e-3,
+    "warmup_ratio": 0.1,
+    "eval_interval": 250,
+    "eval_batches": 4,
+    "sample_interval": 0,
+    "checkpoint_interval": 250,
+    "log_interval": 100,
+    "seed": 0,
+}
+
 SWEEP_PRESETS: dict[str, dict[str, Any]] = {
     "depth": {
         "base": {
             "model": {"preset": "tiny", "block_size": 64, "n_head": 2, "n_embd": 64},
-            "batch_size": 16,
-            "seq_len": 64,
-            "max_steps": 1000,
-            "lr": 3e-3,
-            "warmup_ratio": 0.1,
-            "eval_interval": 250,
-            "eval_batches": 4,
-            "sample_interval": 0,
-            "checkpoint_interval": 250,
-            "log_interval": 100,
-            "seed": 0,
+            **LAPTOP_LOOP,
         },
         "grid": {
             "n_layer": [1, 2, 4, 8, 16],
@@ -37,6 +46,14 @@ SWEEP_PRESETS: dict[str, dict[str, Any]] = {
             "norm": ["pre", "post"],
         },
         "sweep": {"parallel": "runs", "scale": "n_layer", "eval_batches": 32},
+    },
+    "width": {
+        "base": {
+            "model": {"preset": "tiny", "block_size": 64, "n_layer": 2, "n_head": 2},
+            **LAPTOP_LOOP,
+        },
+        "grid": {"n_embd": [16, 24, 32, 48, 64, 96, 128, 192, 256]},
+        "sweep": {"parallel": "runs", "scale": "n_embd", "eval_batches": 32},
     },
     "depth-cluster": {
         "base": {

@@ -349,6 +349,8 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
             )
             if fit["alpha_at_bound"]:
                 line += " (alpha at an end of its search range)"
+            if fit.get("c_at_floor"):
+                line += f" (c at its floor {fit['floor']:g}: a pure power law over these points)"
         else:
             line += f"none ({fit['reason']})"
         if fit["excluded_diverged"]:
