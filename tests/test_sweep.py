@@ -16,7 +16,7 @@ from test_train import make_data
 
 from tinygradlm.checkpoint import latest_checkpoint, load_checkpoint, load_model
 from tinygradlm.cli import main
-from tinygradlm.errors import ConfigError
+from tinygradlm.errors import ConfigError, DataError
 from tinygradlm.monitor import read_metrics
 from tinygradlm.sweep import load_sweep, plot_sweep, run_sweep, summary_lines
 from tinygradlm.sweep.fit import fit_power_law
@@ -176,6 +176,7 @@ def test_a_sweep_end_to_end(tmp_path, capsys):
             checkpoint, tmp_path / "data", batches=2, batch_size=2, seq_len=8
         )
         assert run["val_loss"] == pytest.approx(again["loss"], rel=1e-6)
+        assert run["val_tokens"] == again["tokens"] and run["val_sources"] is None
         # sizes counted from the model's own tensors
         sizes = {name: view.size for name, view in model.params.items()}
         assert run["non_embedding_parameters"] == sum(
@@ -380,3 +381,35 @@ def test_every_preset_is_a_valid_sweep_that_varies_only_its_axes(tmp_path, prese
         model = point.config.gpt_config()
         for key, value in point.axes.items():
             assert getattr(model, key) == value
+
+
+def test_a_base_on_a_prepared_mixture_is_measured_on_every_source(tmp_path):
+    from test_train_mixture import write_source
+
+    data = tmp_path / "mixed"
+    write_source(data / "prose", 1, 3000, seed=0)
+    write_source(data / "code", 3, 1200, seed=1)
+    (data / "report.json").write_text(json.dumps({"mixture": {"prose": 0.75, "code": 0.25}}))
+    path = write_config(tmp_path, "n_layer = [1, 2]")
+    path.write_text(path.read_text().replace(str(tmp_path / "data"), str(data)))
+    summary = run_sweep(load_sweep(path, tmp_path / "out"), log=quiet)
+    for run in summary["runs"]:
+        again = evaluate_checkpoint(
+            latest_checkpoint(run["run_dir"]), data, batches=2, batch_size=2, seq_len=8
+        )
+        assert set(run["val_sources"]) == {"prose", "code"}
+        for name, source in again["sources"].items():
+            assert run["val_sources"][name] == pytest.approx(source["loss"], rel=1e-6)
+        # the mean at the prepared weights, as `tinygradlm eval` gives it
+        assert run["val_loss"] == pytest.approx(again["loss"], rel=1e-6)
+        assert run["val_tokens"] == again["tokens"]
+
+
+def test_data_without_a_validation_split_is_refused_before_any_run_trains(tmp_path):
+    path = write_config(tmp_path, "n_layer = [1, 2]")
+    for shard in (tmp_path / "data").glob("val_*"):
+        shard.unlink()
+    sweep = load_sweep(path, tmp_path / "out")
+    with pytest.raises(DataError, match="no val shards"):
+        run_sweep(sweep, log=quiet)
+    assert not (tmp_path / "out" / "runs").exists()

@@ -29,12 +29,11 @@ from typing import Any
 
 from ..atomic import write_atomic
 from ..checkpoint import latest_checkpoint, load_checkpoint, model_from_checkpoint
-from ..data.loader import DataLoader
 from ..dist import Dist
 from ..errors import DivergenceError
 from ..monitor import read_metrics
 from ..train import Trainer
-from ..train.evaluate import evaluate_loss
+from ..train.evaluate import evaluate_shards, split_sources
 from .config import Sweep, SweepPoint, eval_seq_len, non_embedding_parameters
 from .fit import MIN_POINTS, fit_power_law
 
@@ -58,6 +57,7 @@ def run_sweep(
         if dist.rank == 0:
             _prepare_embedded_corpus(sweep.data_dir, say)
         dist.barrier()
+    check_validation_split(sweep)
     if sweep.settings.parallel == "data":
         mine, run_dist, log = sweep.points, dist, say
     else:
@@ -176,16 +176,8 @@ def measure_run(point: SweepPoint, sweep: Sweep) -> dict[str, Any]:
     cfg = point.config
     checkpoint = load_checkpoint(latest_checkpoint(cfg.out_dir))
     model = model_from_checkpoint(checkpoint)
-    settings = sweep.settings
-    loader = DataLoader(
-        sweep.data_dir,
-        split="val",
-        batch_size=settings.eval_batch_size,
-        seq_len=eval_seq_len(sweep),
-        shuffle=False,
-        vocab_size=model.config.vocab_size,
-    )
-    val_loss, _ = evaluate_loss(model, loader, settings.eval_batches)
+    val = evaluate_shards(model, sweep.data_dir, mix=cfg.data.get("mix"), **eval_sizes(sweep))
+    val_loss = val["loss"]
     train = [
         r
         for r in read_metrics(cfg.out_dir)
@@ -202,9 +194,32 @@ def measure_run(point: SweepPoint, sweep: Sweep) -> dict[str, Any]:
         "flops": model.flops_per_token(cfg.seq_len) * tokens,
         "train_loss": _json_number(train_loss),
         "val_loss": _json_number(val_loss),
+        "val_tokens": val["tokens"],
+        "val_sources": (
+            {name: _json_number(r["loss"]) for name, r in val["sources"].items()}
+            if "sources" in val
+            else None
+        ),
         "diverged": not finite,
         **({} if finite else {"message": "non-finite final loss"}),
     }
+
+
+def eval_sizes(sweep: Sweep) -> dict[str, int]:
+    """The final evaluation's batches, batch size and sequence length, the same for every run."""
+    settings = sweep.settings
+    return {
+        "batches": settings.eval_batches,
+        "batch_size": settings.eval_batch_size,
+        "seq_len": eval_seq_len(sweep),
+    }
+
+
+def check_validation_split(sweep: Sweep) -> None:
+    """Every run's final evaluation has a validation split to read (a DataError if not), asked
+    before any run trains rather than after the first one has."""
+    for mix in {json.dumps(p.config.data.get("mix"), sort_keys=True) for p in sweep.points}:
+        split_sources(sweep.data_dir, "val", json.loads(mix))
 
 
 def read_record(folder: Path) -> dict[str, Any]:
@@ -253,12 +268,7 @@ def sweep_summary(sweep: Sweep) -> dict[str, Any]:
         "scale": sweep.settings.scale,
         "grid": sweep.grid,
         "settings": vars(sweep.settings),
-        "eval": {
-            "split": "val",
-            "batches": sweep.settings.eval_batches,
-            "batch_size": sweep.settings.eval_batch_size,
-            "seq_len": eval_seq_len(sweep),
-        },
+        "eval": {"split": "val", **eval_sizes(sweep)},
         "data_dir": str(sweep.data_dir),
         "runs": runs,
         "fits": fits,
@@ -273,6 +283,8 @@ RUN_FIELDS = (
     "flops",
     "train_loss",
     "val_loss",
+    "val_tokens",
+    "val_sources",
     "wall_time_s",
     "pieces",
     "message",

@@ -83,28 +83,63 @@ def evaluate_checkpoint(
         )
     data = Path(data)
     jsonl = data if data.suffix == ".jsonl" else data / f"{split}.jsonl"
-    if jsonl.is_file():
-        tokenizer, _ = checkpoint_tokenizer(ckpt)
-        examples = load_sft(jsonl, tokenizer, seq_len)
-        loader: Any = SFTLoader(examples, batch_size=batch_size, shuffle=False, drop_last=False)
-    else:
-
-        def shards(path: Path) -> DataLoader:
-            return DataLoader(
-                path,
-                split=split,
-                batch_size=batch_size,
-                seq_len=seq_len,
-                shuffle=False,
-                vocab_size=ckpt.config.vocab_size,
-            )
-
-        sources = None if find_shards(data, split) else resolve_sources(data)
-        if sources is not None:  # a directory prepared with several sources: each on its own
-            return {**_evaluate_sources(model, sources, split, shards, batches), "step": ckpt.step}
-        loader = shards(data)
+    if not jsonl.is_file():
+        sizes = {"batches": batches, "batch_size": batch_size, "seq_len": seq_len}
+        return {**evaluate_shards(model, data, split=split, **sizes), "step": ckpt.step}
+    tokenizer, _ = checkpoint_tokenizer(ckpt)
+    examples = load_sft(jsonl, tokenizer, seq_len)
+    loader = SFTLoader(examples, batch_size=batch_size, shuffle=False, drop_last=False)
     loss, tokens = evaluate_loss(model, loader, batches)
     return {"loss": loss, "perplexity": _perplexity(loss), "tokens": tokens, "step": ckpt.step}
+
+
+def evaluate_shards(
+    model: GPT,
+    data_dir: str | Path,
+    *,
+    split: str = "val",
+    batches: int | None = None,
+    batch_size: int = 8,
+    seq_len: int,
+    mix: Any = None,
+) -> dict[str, Any]:
+    """The loss of ``model`` on a split of a prepared directory, in order: its own shards, or,
+    for a directory prepared with several sources (or with ``mix``, a ``data.mix`` setting as a
+    run takes it), each source's loss under "sources" and their mean at the weights as "loss".
+    A DataError names what is missing."""
+    data = Path(data_dir)
+
+    def shards(path: Path) -> DataLoader:
+        return DataLoader(
+            path,
+            split=split,
+            batch_size=batch_size,
+            seq_len=seq_len,
+            shuffle=False,
+            vocab_size=model.config.vocab_size,
+        )
+
+    sources = split_sources(data, split, mix)
+    if sources is not None:  # several sources: each on its own
+        return _evaluate_sources(model, sources, split, shards, batches)
+    loss, tokens = evaluate_loss(model, shards(data), batches)
+    return {"loss": loss, "perplexity": _perplexity(loss), "tokens": tokens}
+
+
+def split_sources(data_dir: str | Path, split: str = "val", mix: Any = None) -> list[Any] | None:
+    """What :func:`evaluate_shards` reads of ``split``: None for ``data_dir``'s own shards, else
+    the sources of its mixture (``mix``, or the prepared one). A DataError when there is nothing
+    of that split to read, so a caller can ask before it spends time training."""
+    data = Path(data_dir)
+    if mix is None and find_shards(data, split):
+        return None
+    sources = resolve_sources(data, mix)
+    if sources is None:
+        raise DataError(f"{data}: no {split} shards ({split}_*.bin)")
+    if not any(find_shards(source.path, split) for source in sources):
+        names = ", ".join(source.name for source in sources)
+        raise DataError(f"{data}: no source of the mixture ({names}) has {split} shards")
+    return sources
 
 
 def _evaluate_sources(
@@ -114,8 +149,8 @@ def _evaluate_sources(
     shards: Callable[[Path], DataLoader],
     batches: int | None,
 ) -> dict[str, Any]:
-    """evaluate_checkpoint on a prepared mixture: each source's loss on its split (read by
-    ``shards``), and their mean at the prepared weights over the sources that have the split."""
+    """evaluate_shards on several sources: each source's loss on its split (read by ``shards``),
+    and their mean at the sources' weights over the sources that have the split."""
     results = {}
     for source in sources:
         if not find_shards(source.path, split):
