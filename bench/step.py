@@ -5,6 +5,10 @@ Engines, each a full step from the same initial weights and batch:
     fused-numba       tinygradlm's fused layer chain with the Numba kernels (the default
                       backend), then ``clip_grad_norm`` and ``AdamW.step`` on the flat buffers,
                       the functions the Trainer's step calls
+    fused-numba-recompute
+                      fused-numba with ``recompute_mlp``: c_fc's outputs computed again in
+                      the backward instead of kept (the same gradients, bit for bit, in less
+                      memory, for one more matmul per block)
     fused-numpy       the same with the NumPy reference layers and update
     autograd          the same gradient from the ``Tensor`` autograd engine
     torch             the headline baseline: a nanoGPT-style PyTorch ``nn.Module`` (token and
@@ -51,7 +55,14 @@ import sys
 import time
 from typing import Any
 
-ENGINES = ["fused-numba", "fused-numpy", "autograd", "torch", "torch-functional"]
+ENGINES = [
+    "fused-numba",
+    "fused-numba-recompute",
+    "fused-numpy",
+    "autograd",
+    "torch",
+    "torch-functional",
+]
 BASELINE = "torch"  # the engine the speed and memory ratios are taken against
 
 # name -> (GPTConfig preset, B, T)
@@ -337,8 +348,10 @@ def build(engine: str, config: Any, B: int, T: int) -> tuple[Any, Any]:
 
     from tinygradlm.optim import AdamW, clip_grad_norm
 
-    kind, _, kernels = engine.partition("-")
+    kind, _, rest = engine.partition("-")
+    kernels, _, recompute = rest.partition("-")
     backend.set_kernels(kernels or "numba")
+    model.recompute_mlp = recompute == "recompute"
     name = "fused" if kind == "fused" else "autograd"
     opt = AdamW.for_model(model, lr=LR, betas=BETAS, eps=EPS, weight_decay=WEIGHT_DECAY)
 

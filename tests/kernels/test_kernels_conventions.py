@@ -108,6 +108,26 @@ def test_backward_returns_new_arrays_and_leaves_dout_and_cache_alone(layers, lay
         assert not any(np.shares_memory(grad, a) for a in others), f"gradient {k}"
 
 
+@pytest.mark.parametrize("where", ["new", "in place of dout", "non-contiguous"])
+def test_gelu_backward_writes_into_out_even_over_dout(layers, where):
+    # the block writes dfch over dfcg (one (B, T, 4C) transient less per block's backward)
+    x = np.random.default_rng(0).normal(size=(2, 3, 8)).astype(np.float32)
+    _, cache = layers.gelu_forward(x)
+    dout = np.random.default_rng(1).normal(size=x.shape).astype(np.float32)
+    (expected,) = layers.gelu_backward(dout.copy(), cache)
+    if where == "new":
+        out = np.empty_like(x)
+    elif where == "in place of dout":
+        out = dout
+    else:
+        out = np.empty((2, 3, 16), np.float32)[..., ::2]
+    (dx,) = layers.gelu_backward(dout, cache, out=out)
+    assert dx is out
+    np.testing.assert_array_equal(dx, expected)
+    with pytest.raises(ValueError, match="out overlaps x"):
+        layers.gelu_backward(dout, cache, out=x)
+
+
 def test_kernels_export_every_function_of_ref():
     assert set(kernels.__all__) == set(ref.__all__)
     for name in ref.__all__:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from numba import njit, prange
 
-from ..ref.gelu import GELU_CUBIC, GELU_SCALE, check_gelu_forward
+from ..ref.gelu import GELU_CUBIC, GELU_SCALE, check_gelu_backward, check_gelu_forward
 from . import _checks
 from ._vecmath import exp, fma
 
@@ -70,13 +70,18 @@ def gelu_forward(x: np.ndarray, *, out: np.ndarray | None = None) -> tuple[np.nd
     return out, (x,)
 
 
-def gelu_backward(dout: np.ndarray, cache: Any) -> tuple[np.ndarray]:
+def gelu_backward(dout: np.ndarray, cache: Any, out: np.ndarray | None = None) -> tuple[np.ndarray]:
     """(dx,) of :func:`gelu_forward`: dx = dout·gelu'(x), recomputing the sigmoid from x (one
-    pass; cheaper than storing it in the forward and reading it back)."""
+    pass; cheaper than storing it in the forward and reading it back). dx goes into ``out``
+    when given, which may be ``dout`` itself (each element is read before it is written)."""
     (x,) = cache
-    _checks.upstream("gelu_backward", dout, x.shape, x.dtype)
-    dx = np.empty(x.shape, dtype=x.dtype)
+    out = check_gelu_backward(dout, x, out)
+    dx = np.empty(x.shape, dtype=x.dtype) if out is None else out
+    work = _checks.work_buffer(dx)
     _gelu_backward_flat(
-        np.ascontiguousarray(dout).reshape(-1), np.ascontiguousarray(x).reshape(-1), dx.reshape(-1)
+        np.ascontiguousarray(dout).reshape(-1),
+        np.ascontiguousarray(x).reshape(-1),
+        work.reshape(-1),
     )
+    _checks.copy_back(dx, work)
     return (dx,)

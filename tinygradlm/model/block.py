@@ -20,7 +20,9 @@ As llm.c's ``recompute``, a block keeps for backward only what is expensive to r
 input, qkv, attention's output, x2, c_fc's output, and post-LN's sums): ln_1, ln_2 and the GELU
 write into buffers every block shares (``SharedActivations``), and the backward writes them
 again from the kept inputs just before the linear layer that reads them needs them, with the
-same functions and the same rounding: the same bits as the forward wrote.
+same functions and the same rounding: the same bits as the forward wrote. With
+``GPT.recompute_mlp`` c_fc's output (B, T, 4C, the largest a block keeps) is shared too and
+the backward computes it again from ln_2's output, at the price of that one matrix product.
 """
 
 from __future__ import annotations
@@ -138,10 +140,12 @@ def block_backward(layers: ModelLayers, dout: np.ndarray, cache: BlockCache) -> 
     # sum passes its gradient to both
     dtotal = output_backward(layers, dout, c10)  # (B, T, C)
     dtotal_16 = P.matmul_input(dtotal)  # a copy: dtotal itself goes on, in float32, to dx2
+    ln2 = recompute_input(layers, acts.x2, h + "ln_2", acts.norm, out=acts.ln2)  # c_fc's input
+    if acts.recompute_mlp:  # c_fc's output was not kept: the forward's product, again
+        layers.linear(ln2, h + "mlp.c_fc", out=acts.fch, keep=False)  # (B, T, 4C)
     recompute_gelu(layers, acts.fch, out=acts.fcg)  # mlp.c_proj's input (B, T, 4C)
     dfcg = layers.linear_backward(dtotal_16, c9)  # (B, T, 4C)
-    (dfch,) = L.gelu_backward(dfcg, c8)
-    recompute_input(layers, acts.x2, h + "ln_2", acts.norm, out=acts.ln2)  # mlp.c_fc's input
+    (dfch,) = L.gelu_backward(dfcg, c8, out=dfcg)  # over dfcg: one (B, T, 4C) transient
     dln2 = layers.linear_backward(P.gradient(dfch), c7)  # (B, T, C)
     dx2 = input_backward(layers, dln2, c6)  # (B, T, C)
     if acts.residual:

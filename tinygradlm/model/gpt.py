@@ -69,9 +69,17 @@ class GPT:
     """
 
     def __init__(
-        self, config: GPTConfig, seed: int = 0, dtype: Any = np.float32, precision: str = "fp32"
+        self,
+        config: GPTConfig,
+        seed: int = 0,
+        dtype: Any = np.float32,
+        precision: str = "fp32",
+        recompute_mlp: bool = False,
     ) -> None:
         self.config = config
+        # c_fc's outputs not kept for backward but computed again there (block.py): 4·C floats
+        # a row per block less, one matrix product a block more; the same bits either way
+        self.recompute_mlp = recompute_mlp
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise ValueError(f"GPT dtype must be float32 or float64, got {self.dtype}")
@@ -283,8 +291,11 @@ class GPT:
         return ModelLayers(backend.layers(), self.precision, weights, grads, self.lora, eps, n_head)
 
     def _activations(self, B: int, T: int) -> Activations:
-        if self._acts is None or self._acts.shape != (B, T):
-            self._acts = Activations(self.config, B, T, self.dtype)
+        acts = self._acts
+        if acts is None or acts.shape != (B, T) or acts.recompute_mlp != self.recompute_mlp:
+            self._acts = Activations(
+                self.config, B, T, self.dtype, recompute_mlp=self.recompute_mlp
+            )
         return self._acts
 
     def forward(

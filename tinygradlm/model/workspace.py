@@ -27,19 +27,27 @@ class Activations:
     precision rounds it (the head must not round the stream in place).
 
     ``head=False`` leaves out ``lnf``: decoding computes ln_f and the head for the last
-    position only."""
+    position only. ``recompute_mlp``: c_fc's output is not kept per block but written into one
+    shared buffer, which each block's backward fills again (``GPT.recompute_mlp``)."""
 
     def __init__(
-        self, config: GPTConfig, B: int, T: int, dtype: np.dtype, head: bool = True
+        self,
+        config: GPTConfig,
+        B: int,
+        T: int,
+        dtype: np.dtype,
+        head: bool = True,
+        recompute_mlp: bool = False,
     ) -> None:
         C = config.n_embd
         self.shape = (B, T)
+        self.recompute_mlp = recompute_mlp
 
         def buf(*shape: int) -> np.ndarray:
             return np.empty((B, T, *shape), dtype=dtype)
 
         self.x = [buf(C) for _ in range(config.n_layer + 1)]  # residual stream
-        self.shared = SharedActivations(buf, C, config)
+        self.shared = SharedActivations(buf, C, config, recompute_mlp)
         self.blocks = [BlockActivations(buf, C, self.shared, config) for _ in range(config.n_layer)]
         self.lnf = buf(C) if head else None
         self._logits_shape = (B, T, config.Vp)
@@ -68,13 +76,18 @@ class SharedActivations:
     the copy of the stream a linear layer reads when the precision rounds its input in place);
     ``proj`` both c_proj outputs, which only the residual adds read (None without residual
     connections: a c_proj output is then the next value itself); ``fcg`` the GELU's output
-    (B, T, 4C). A block's backward writes ln_1, ln_2 and the GELU again from the inputs it keeps
-    (``block.recompute_*``): the same functions of the same inputs, so the same bits."""
+    (B, T, 4C); with ``recompute_mlp``, ``fch`` c_fc's output (B, T, 4C) too (else None: each
+    block keeps its own). A block's backward writes ln_1, ln_2 and the GELU (and c_fc's output)
+    again from the inputs it keeps (``block.recompute_*``): the same functions of the same
+    inputs, so the same bits."""
 
-    def __init__(self, buf: Callable[..., np.ndarray], C: int, config: GPTConfig) -> None:
+    def __init__(
+        self, buf: Callable[..., np.ndarray], C: int, config: GPTConfig, recompute_mlp: bool
+    ) -> None:
         self.ln = buf(C)
         self.proj = buf(C) if config.residual else None
         self.fcg = buf(4 * C)
+        self.fch = buf(4 * C) if recompute_mlp else None
 
 
 class BlockActivations:
@@ -103,7 +116,9 @@ class BlockActivations:
         self.sum1 = buf(C) if post else None  # ln_1's input x + f(x)
         self.x2 = buf(C)
         self.ln2 = shared.ln  # recomputed in backward from x2
-        self.fch = buf(4 * C)
+        # c_fc's output: the block's own, or the shared one its backward writes again from ln_2
+        self.recompute_mlp = shared.fch is not None
+        self.fch = shared.fch if shared.fch is not None else buf(4 * C)
         self.fcg = shared.fcg  # recomputed in backward from fch
         self.sum2 = buf(C) if post else None  # ln_2's input x2 + g(x2)
 
@@ -119,27 +134,33 @@ class BlockActivations:
     def own(self) -> list[np.ndarray]:
         """The buffers this block alone holds (the others are shared by every block)."""
         sums = [a for a in (self.sum1, self.sum2) if a is not None]
-        return [self.qkv, self.atty, self.x2, self.fch, *sums]
+        fch = [] if self.recompute_mlp else [self.fch]
+        return [self.qkv, self.atty, self.x2, *fch, *sums]
 
 
 # the buffers of one block in BlockActivations that are its own, in units of C: qkv (3C), atty,
-# x2, fch (4C), and post-LN's two sums; and those of SharedActivations, one set for all blocks:
-# ln, proj (with a residual), fcg (4C)
-BLOCK_ACTIVATION_WIDTH = 3 + 1 + 1 + 4
+# x2, fch (4C: shared instead with recompute_mlp), and post-LN's two sums; and those of
+# SharedActivations, one set for all blocks: ln, proj (with a residual), fcg (4C)
+BLOCK_ACTIVATION_WIDTH = 3 + 1 + 1
+FCH_WIDTH = 4
 POST_NORM_WIDTH = 2
 SHARED_ACTIVATION_WIDTH = 1 + 4
 RESIDUAL_WIDTH = 1
 # the backward's transients of one block besides attention's, in units of C: the gradients of
-# its layers' outputs (dfcg and dfch 4C each, dqkv 3C, and three of width C live at once), as
-# tracemalloc measures block_backward on the small preset
-BLOCK_BACKWARD_WIDTH = 4 + 4 + 3 + 3
+# its layers' outputs (dfcg 4C, which dfch overwrites, dqkv 3C, and three of width C live at
+# once), as tracemalloc measures block_backward on the small preset
+BLOCK_BACKWARD_WIDTH = 4 + 3 + 3
 
 
-def activation_width(config: GPTConfig) -> int:
+def activation_width(config: GPTConfig, recompute_mlp: bool = False) -> int:
     """The activation buffers of :class:`Activations` (with ``lnf``) per row, in units of C:
     the L+1 streams, every block's own buffers, the shared ones, and ln_f."""
     block = BLOCK_ACTIVATION_WIDTH + (POST_NORM_WIDTH if config.norm == "post" else 0)
     shared = SHARED_ACTIVATION_WIDTH + (RESIDUAL_WIDTH if config.residual else 0)
+    if recompute_mlp:
+        shared += FCH_WIDTH
+    else:
+        block += FCH_WIDTH
     return (config.n_layer + 1) + config.n_layer * block + shared + 1
 
 
@@ -150,14 +171,20 @@ def model_bytes(config: GPTConfig, dtype: np.dtype | type = np.float32) -> int:
 
 
 def training_bytes(
-    config: GPTConfig, B: int, T: int, dtype: np.dtype | type = np.float32, precision: str = "fp32"
+    config: GPTConfig,
+    B: int,
+    T: int,
+    dtype: np.dtype | type = np.float32,
+    precision: str = "fp32",
+    recompute_mlp: bool = False,
 ) -> int:
     """About the bytes one process needs to train ``config`` on (B, T) batches, in closed form.
 
     Parameters and gradients (:func:`model_bytes`), AdamW's two moments, the rounded compute
     copy of the weights under bf16/fp16, the forward's activations (:class:`Activations`: L+1
     residual streams, the layer outputs each block keeps for backward, the buffers all blocks
-    share, and ln_f; :func:`activation_width`), what attention keeps for backward (the Numba
+    share, and ln_f; :func:`activation_width`; ``recompute_mlp``: c_fc's outputs are not kept),
+    what attention keeps for backward (the Numba
     kernels: two (B, NH, T) row statistics per layer; the NumPy reference: the probabilities
     (B, NH, T, T) per layer), and the backward's largest transients (the fused head and loss's row
     chunk and, under bf16/fp16, its (Vp, C) scratch; one block's gradients; attention's scores
@@ -175,7 +202,7 @@ def training_bytes(
     else:  # shift and inv (B, NH, T); a chunk of (T, T) matrices, at least one
         attention_kept = 2 * B * config.n_head * T
         attention_scratch = max(T * T, min(matrices, (1 << 20) // itemsize))
-    forward = rows * activation_width(config) * C + L * attention_kept
+    forward = rows * activation_width(config, recompute_mlp) * C + L * attention_kept
     head = min(HEAD_CHUNK_ROWS, rows) * Vp + min(VOCAB_BLOCK, Vp) * C
     if precision != "fp32":
         head += Vp * C  # dwte summed whole before it is rounded

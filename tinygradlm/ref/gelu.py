@@ -8,6 +8,7 @@ Derivation: docs/derivations.md, "GELU".
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -37,18 +38,31 @@ def gelu_forward(x: np.ndarray, *, out: np.ndarray | None = None) -> tuple[np.nd
     return out, (x,)
 
 
-def gelu_backward(dout: np.ndarray, cache: GeluCache) -> tuple[np.ndarray]:
-    """Gradient dx (like x), a new array, from dout (like x). See :func:`gelu_forward`."""
+def gelu_backward(
+    dout: np.ndarray, cache: GeluCache, out: np.ndarray | None = None
+) -> tuple[np.ndarray]:
+    """Gradient dx (like x) from dout (like x), written into ``out`` when given (it may be
+    ``dout`` itself: the gradient replaces the upstream one), else a new array. See
+    :func:`gelu_forward`."""
     (x,) = cache
-    checks.upstream("gelu_backward", dout, x.shape, x.dtype)
+    out = check_gelu_backward(dout, x, out)
     tanh_u = np.tanh(GELU_SCALE * (x + GELU_CUBIC * x * x * x))  # (B, T, 4C) as in the forward
     du_dx = GELU_SCALE * (1.0 + 3.0 * GELU_CUBIC * x * x)  # (B, T, 4C)
 
     # in the forward pass this was: out = 0.5 * x * (1 + tanh(u)), so now (product rule, and
     # tanh' = 1 - tanh²):
     local_grad = 0.5 * (1.0 + tanh_u) + 0.5 * x * (1.0 - tanh_u * tanh_u) * du_dx
-    dx = dout * local_grad  # (B, T, 4C)
+    dx = np.multiply(dout, local_grad, out=out)  # (B, T, 4C)
     return (dx,)
+
+
+def check_gelu_backward(dout: np.ndarray, x: np.ndarray, out: np.ndarray | None) -> Any:
+    """The argument checks of :func:`gelu_backward` (and of its Numba twin): dout like the
+    cached x, and ``out`` (None: a new array) like x and apart from it; returns ``out``."""
+    checks.upstream("gelu_backward", dout, x.shape, x.dtype)
+    if out is None:
+        return None
+    return checks.out_array("gelu_backward", out, x.shape, x.dtype, kept=(("x", x),))
 
 
 def check_gelu_forward(x: np.ndarray, out: np.ndarray | None) -> np.ndarray:

@@ -96,7 +96,12 @@ def build_pretraining(config: TrainConfig, rank: int, world_size: int, log: Log)
     tokenizer_path = find_tokenizer(data_dir, sources)
     tokenizer = Tokenizer.load(tokenizer_path) if tokenizer_present(tokenizer_path) else None
     vocab_size = tokenizer.vocab_size if tokenizer is not None else largest_token(dirs) + 1
-    model = GPT(config.gpt_config(vocab_size), seed=config.seed, precision=config.precision)
+    model = GPT(
+        config.gpt_config(vocab_size),
+        seed=config.seed,
+        precision=config.precision,
+        recompute_mlp=config.recompute_mlp,
+    )
     check_seq_len(config, model)
     optimizer = AdamW.for_model(
         model,
@@ -205,6 +210,7 @@ def build_finetuning(config: FinetuneConfig, rank: int, world_size: int, log: Lo
         tokenizer, tokenizer_path = checkpoint_tokenizer(base)
     check_training_fits(config, base.config, next(iter(base.model_state.values())).dtype)
     model = model_from_checkpoint(base, config.precision)
+    model.recompute_mlp = config.recompute_mlp
     adapters, base_model = keep_or_merge_adapters(model, base, config)
     if adapters is not None:
         log(adapters)
@@ -252,7 +258,14 @@ def check_training_fits(config: FinetuneConfig, model: GPTConfig, dtype: np.dtyp
     before its model is built (the same estimate a pretraining config is checked with; an upper
     bound with LoRA, whose optimizer holds the adapters' moments only)."""
     check_fits(
-        training_bytes(model, config.batch_size, config.seq_len, dtype, config.precision),
+        training_bytes(
+            model,
+            config.batch_size,
+            config.seq_len,
+            dtype,
+            config.precision,
+            config.recompute_mlp,
+        ),
         f"finetune config: training the model of {config.init_from} (n_layer={model.n_layer}, "
         f"n_embd={model.n_embd}, vocab_size={model.vocab_size}) at batch_size="
         f"{config.batch_size}, seq_len={config.seq_len}",
