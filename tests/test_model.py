@@ -199,12 +199,9 @@ def test_fused_and_autograd_engines_agree_in_float32(kernels):
     np.testing.assert_allclose(fused, model.flat_grads, rtol=1e-3, atol=2e-5)
 
 
-@pytest.mark.parametrize("kernels", KERNELS)
-def test_whole_model_gradient_matches_finite_differences_in_float64(kernels):
-    config = tiny(padded_vocab_size=13)
-    model = perturbed(GPT(config, seed=0, dtype=np.float64))
-    idx, targets = batch(config, B=2, T=6)
-    targets[1, 2] = -100
+def check_model_gradient(model, idx, targets, kernels):
+    """The fused engine's gradient of the whole flat parameter buffer (float64) against central
+    finite differences of its loss (``check_vjp``), with ``kernels``' layers."""
 
     def loss_at(flat):
         model.flat_params[...] = flat
@@ -216,6 +213,15 @@ def test_whole_model_gradient_matches_finite_differences_in_float64(kernels):
         return (model.flat_grads * dloss,)
 
     check_vjp(loss_at, grad_at, [model.flat_params.copy()], cache=False, mode="fast")
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+def test_whole_model_gradient_matches_finite_differences_in_float64(kernels):
+    config = tiny(padded_vocab_size=13)
+    model = perturbed(GPT(config, seed=0, dtype=np.float64))
+    idx, targets = batch(config, B=2, T=6)
+    targets[1, 2] = -100
+    check_model_gradient(model, idx, targets, kernels)
 
 
 def test_gradient_accumulation_of_two_halves_equals_the_whole_batch():

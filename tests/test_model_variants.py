@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_model import check_model_gradient
 from test_model_kvcache import _assert_same_up_to_rounding_flips
 from test_train import make_data, tiny_config
 
@@ -29,7 +30,6 @@ from tinygradlm.model import GPT, GPTConfig, parameter_shapes, training_bytes
 from tinygradlm.model.config import NORMS
 from tinygradlm.optim import AdamW
 from tinygradlm.precision import round_to_bf16
-from tinygradlm.testing import check_vjp
 from tinygradlm.train import Trainer
 from tinygradlm.train.finetune import export
 
@@ -85,17 +85,7 @@ def test_fused_gradient_matches_finite_differences_in_float64(norm, residual, ke
     config = config_of(norm, residual)
     model = perturbed(config)
     idx, targets = batch(config, T=5, seed=1)
-
-    def loss_at(flat):
-        model.flat_params[...] = flat
-        with backend.use_kernels(kernels):
-            return np.asarray(model.forward_backward(idx, targets)[0])
-
-    def grad_at(dloss, flat):
-        loss_at(flat)
-        return (model.flat_grads * dloss,)
-
-    check_vjp(loss_at, grad_at, [model.flat_params.copy()], cache=False, mode="fast")
+    check_model_gradient(model, idx, targets, kernels)
 
 
 @pytest.mark.parametrize("norm, residual", VARIANTS, ids=IDS)
