@@ -28,6 +28,7 @@ from tinygradlm.data.sft import (
 from tinygradlm.data.shards import write_shards
 from tinygradlm.errors import CheckpointError, ConfigError, DataError
 from tinygradlm.model import GPT, GPTConfig
+from tinygradlm.monitor import read_metrics
 from tinygradlm.tokenizer import Tokenizer
 from tinygradlm.train import FinetuneConfig, Trainer, export, load_finetune_config
 
@@ -456,3 +457,18 @@ def test_a_run_that_cannot_fit_in_memory_is_refused_before_its_model_is_built(
     with pytest.raises(ConfigError, match=r"finetune config: training the model of .* needs about"):
         finetune_run(root, pretrained, "run", batch_size=4096)
     assert not built
+
+
+@pytest.mark.parametrize("lora_rank", [0, 4])
+def test_fine_tuning_with_recompute_mlp_gives_the_same_run(root, pretrained, lora_rank):
+    losses = []
+    for recompute_mlp in (False, True):
+        trainer = finetune_run(
+            root, pretrained, f"rc{recompute_mlp}", recompute_mlp=recompute_mlp,
+            lora_rank=lora_rank, log_interval=1,
+        )  # fmt: skip
+        assert trainer.model.recompute_mlp is recompute_mlp
+        trainer.train()
+        records = read_metrics(root / f"rc{recompute_mlp}")
+        losses.append([(r["kind"], r["loss"]) for r in records if r["kind"] in ("train", "val")])
+    assert losses[0] == losses[1] and len(losses[0]) >= 8
