@@ -251,3 +251,46 @@ def test_fp16_group_norms_are_of_the_unscaled_gradient(tmp_path, data):
             assert np.sqrt(np.sum(np.square(record["grad_norm"]))) == pytest.approx(norm, rel=1e-6)
             checked += 1
     assert checked >= 3
+
+
+def test_a_diagnostic_step_does_not_copy_the_parameters(tmp_path, data, monkeypatch):
+    import tracemalloc
+
+    import tinygradlm.optim as optim
+
+    monkeypatch.setattr(optim, "MEASURE_CHUNK", 1 << 10)  # a 4 kB scratch
+    trainer = Trainer(config(tmp_path, diagnostics_interval=2), log=lambda _m: None)
+    trainer.train_step()  # buffers made, kernels compiled
+    params = trainer.optimizer.params
+    tracemalloc.start()
+    probe = trainer.diagnostics.begin(trainer.sync, params)
+    held = max(s.size for s in tracemalloc.take_snapshot().statistics("traceback"))
+    tracemalloc.reset_peak()
+    squares = trainer.sync.update(1e-3, probe.measure)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    fields = probe.finish(params, squares, trainer.model, trainer.dist)
+    # nothing the size of the parameters is kept between the gradient and the update, nor made
+    # by the measured update
+    assert held < params.nbytes / 4 and peak < params.nbytes / 2, (held, peak, params.nbytes)
+    assert all(r > 0 for r in fields["update_ratio"])
+
+
+@pytest.mark.parametrize("kernels", ["numpy", "numba"])
+def test_diagnosed_steps_train_the_same_bits(tmp_path, data, kernels, monkeypatch):
+    # the measured update is applied in pieces: the same elementwise AdamW, the same bits
+    import tinygradlm.optim as optim
+
+    monkeypatch.setattr(optim, "MEASURE_CHUNK", 300)  # pieces that cut layers and decay ranges
+    finals = []
+    for interval in (0, 1):
+        settings = {"max_steps": 4, "diagnostics_interval": interval, "kernels": kernels}
+        trainer = Trainer(
+            tiny_config(
+                tmp_path, warmup_steps=1, out_dir=str(tmp_path / f"run{interval}"), **settings
+            ),
+            log=lambda _m: None,
+        )
+        trainer.train()
+        finals.append((trainer.model.flat_params.copy(), trainer.optimizer.m.copy()))
+    assert np.array_equal(finals[0][0], finals[1][0]) and np.array_equal(finals[0][1], finals[1][1])

@@ -367,3 +367,35 @@ def test_grad_norm_is_the_same_across_chunk_boundaries(monkeypatch):
     monkeypatch.setattr(optim, "_NORM_CHUNK", 7)
     assert grad_norm(grads) == pytest.approx(whole, rel=1e-13)
     assert grad_norm(grads.reshape(7, 143)) == pytest.approx(whole, rel=1e-13)
+
+
+@pytest.mark.parametrize("kernels", ["numpy", "numba"])
+def test_a_measured_step_is_the_same_update_and_measures_it(kernels, monkeypatch):
+    # pieces of 7 entries: ranges cut mid-piece, a gap no range measures, an empty range
+    monkeypatch.setattr(optim, "MEASURE_CHUNK", 7)
+    rng = np.random.default_rng(0)
+    n = 50
+    measure = [(30, 50), (0, 12), (12, 12), (15, 29)]
+    decay = np.array([[3, 20], [33, 41]])
+    plain, measured = (
+        AdamW(rng.normal(size=n).astype(np.float32), np.zeros(n, np.float32), lr=1e-2,
+              weight_decay=0.1, decay_ranges=decay)
+        for _ in range(2)
+    )  # fmt: skip
+    measured.params[...] = plain.params
+    with backend.use_kernels(kernels):
+        for _ in range(3):
+            grads = rng.normal(size=n).astype(np.float32)
+            plain.grads[...] = measured.grads[...] = grads
+            before = measured.params.copy()
+            assert plain.step(1e-2) is None
+            squares = measured.step(1e-2, measure=measure)
+            for buffer in ("params", "m", "v"):
+                assert np.array_equal(getattr(plain, buffer), getattr(measured, buffer)), buffer
+            change = measured.params.astype(np.float64) - before
+            expected = [np.sum(change[lo:hi] ** 2) for lo, hi in measure]
+            np.testing.assert_allclose(squares, expected, rtol=1e-12)
+    for bad in ([(0, 10), (5, 20)], [(40, 60)], [(5, 3)]):
+        with pytest.raises(ValueError, match="disjoint ranges"):
+            measured.step(1e-2, measure=bad)
+    assert measured.step_count == plain.step_count == 3  # a refused call takes no step

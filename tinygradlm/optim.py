@@ -17,15 +17,16 @@ is a single vectorized operation whatever the model's shape. The formulas are wr
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from . import backend
-from .params import ranges_of_mask
+from .params import ranges_of_mask, shard_ranges
 from .ref.adamw import check_decay_ranges
 
 # --------------------------------------------------------------------------------------------
@@ -106,25 +107,65 @@ class AdamW:
         kwargs.setdefault("decay_ranges", model.decay_ranges())
         return cls(model.flat_params, model.flat_grads, **kwargs)
 
-    def step(self, lr: float | None = None) -> None:
+    def step(
+        self, lr: float | None = None, *, measure: Sequence[tuple[int, int]] | None = None
+    ) -> np.ndarray | None:
         """One update from the gradient now in ``grads``. ``lr`` (the schedule's value for this
-        step) replaces the learning rate from here on; None keeps the current one."""
+        step) replaces the learning rate from here on; None keeps the current one.
+
+        ``measure``: disjoint [lo, hi) ranges of the buffer whose update to measure; returns, per
+        range, the sum of squares of θ_after − θ_before (float64), else None. The update is then
+        applied in pieces of at most :data:`MEASURE_CHUNK` entries, each piece's old values
+        copied into one small scratch first (not the whole buffer): AdamW is elementwise, so
+        the parameters and moments get the same bits as from one whole update."""
+        spans = sorted((int(lo), int(hi), g) for g, (lo, hi) in enumerate(measure or ()))
+        if any(not 0 <= lo <= hi <= self.params.size for lo, hi, _ in spans) or any(
+            a[1] > b[0] for a, b in itertools.pairwise(spans)
+        ):
+            raise ValueError(
+                f"AdamW.step: measure must be disjoint ranges of [0, {self.params.size})"
+            )
         if lr is not None:
             self.lr = float(lr)
         self.step_count += 1
+        if measure is None:
+            self._update(0, self.params.size)
+            return None
+        squares = np.zeros(len(spans), dtype=np.float64)
+        scratch = np.empty(min(MEASURE_CHUNK, self.params.size), dtype=self.params.dtype)
+        done = 0
+        for lo, hi, g in spans:
+            self._update(done, lo)  # what no range measures
+            for start in range(lo, hi, MEASURE_CHUNK):
+                end = min(start + MEASURE_CHUNK, hi)
+                before = scratch[: end - start]
+                np.copyto(before, self.params[start:end])
+                self._update(start, end)
+                np.subtract(self.params[start:end], before, out=before)  # the update
+                squares[g] += grad_norm(before) ** 2
+            done = hi
+        self._update(done, self.params.size)
+        return squares
+
+    def _update(self, lo: int, hi: int) -> None:
+        """The step's AdamW update of the entries [lo, hi) (the decay ranges cut to them)."""
+        if lo >= hi:
+            return
+        ranges = self.decay_ranges
         backend.layers().adamw_update(
-            self.params,
-            self.grads,
-            self.m,
-            self.v,
+            self.params[lo:hi],
+            self.grads[lo:hi],
+            self.m[lo:hi],
+            self.v[lo:hi],
             self.step_count,
             self.lr,
             self.beta1,
             self.beta2,
             self.eps,
             self.weight_decay,
-            self.decay_ranges,
-        )
+            ranges if ranges is None or (lo, hi) == (0, self.params.size)
+            else shard_ranges(ranges, lo, hi),
+        )  # fmt: skip
 
     def state_dict(self) -> dict[str, Any]:
         """``m`` and ``v`` (views of the moments: copy to keep), ``step`` (steps taken) and the
@@ -193,6 +234,8 @@ class AdamW:
 
 
 _HYPERPARAMETERS = ("lr", "beta1", "beta2", "eps", "weight_decay")
+# entries per piece of a measured update (AdamW.step's measure): a 16 MB float32 scratch
+MEASURE_CHUNK = 1 << 22
 
 
 def _ranges_from_mask(decay_mask: Any, shape: tuple[int, ...]) -> np.ndarray:

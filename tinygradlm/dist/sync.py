@@ -100,8 +100,12 @@ class LocalSync:
         of the gradient's entries lo..hi over every rank's part: float64 (len(groups),)."""
         return np.array([grad_norm(self.grads[lo:hi]) for _, lo, hi in groups])
 
-    def update(self, lr: float) -> None:
-        self.optimizer.step(lr)
+    def update(
+        self, lr: float, measure: Sequence[tuple[int, int]] | None = None
+    ) -> np.ndarray | None:
+        """The optimizer's step at ``lr``; with ``measure`` ([lo, hi) ranges of the whole
+        buffer), each range's sum of squared updates over every rank's part (float64)."""
+        return self.optimizer.step(lr, measure=measure)
 
     def comm_bytes(self) -> int:
         """The bytes of gradient traffic each rank sends per step (an estimate; 0 alone)."""
@@ -398,13 +402,25 @@ class ZeroSync(AllreduceSync):
             self.dist.allreduce_sum_(squares)
         return np.sqrt(squares)
 
-    def update(self, lr: float) -> None:
+    def update(
+        self, lr: float, measure: Sequence[tuple[int, int]] | None = None
+    ) -> np.ndarray | None:
         shard, opt = self.shard, self.optimizer
         assert shard is not None
-        shard.step(lr)
+        # each range's part in this rank's shard, counted from the shard's start
+        local = None
+        if measure is not None:
+            local = []
+            for lo, hi in measure:
+                start = min(max(lo, self.lo), self.hi)
+                local.append((start - self.lo, max(min(hi, self.hi), start) - self.lo))
+        squares = shard.step(lr, measure=local)
         opt.step_count, opt.lr = shard.step_count, shard.lr
         with self.timer("comm"):
+            if squares is not None:
+                self.dist.allreduce_sum_(squares)
             self.dist.allgather_shards_(opt.params)
+        return squares
 
     def start(self) -> None:
         self._build_shard()

@@ -15,9 +15,11 @@ and per depth, after the embedding and after each block (``act_layers``: ``embed
                    micro-batch; with several ranks over every rank's slice), from
                    ``GPT.stream_rms``; left out under the autograd engine, which keeps no stream
 
-Only a diagnostic step copies the parameters (once, before the update); every rank takes part
-in the two small allreduces (the group norms under ZeRO-1, the stream's mean squares), and every
-rank holds the whole updated buffer, so the ratios need no communication.
+A diagnostic step measures the update as the optimizer applies it (``AdamW.step``'s
+``measure``: the update in pieces, each piece's old values copied into one 16 MB scratch, the
+same bits as one whole update), not by copying the whole buffer (475 MiB at GPT-2 124M); every
+rank takes part in the small allreduces (the group norms and the updates' sums under ZeRO-1,
+the stream's mean squares).
 """
 
 from __future__ import annotations
@@ -53,25 +55,28 @@ class LayerDiagnostics:
 
     def begin(self, sync: LocalSync, params: np.ndarray) -> _Probe:
         """The group norms of the gradient the sync holds now (final, unscaled, not yet
-        clipped), and a copy of ``params`` (the whole trained buffer) before the update."""
+        clipped) and of ``params`` (the whole trained buffer) before the update."""
         return _Probe(self, sync.group_norms(self.groups), params)
 
 
 class _Probe:
-    """One diagnostic step in progress: the gradient's group norms and the parameters before."""
+    """One diagnostic step in progress: the gradient's and the parameters' group norms before
+    the update, and the ranges whose update the sync measures (:attr:`measure`)."""
 
     def __init__(self, owner: LayerDiagnostics, grad_norms: np.ndarray, params: np.ndarray) -> None:
         self.owner, self.grad_norms = owner, grad_norms
-        self.before = params.copy()
-        self.before_norms = _group_norms(self.before, owner.groups)
+        self.before_norms = _group_norms(params, owner.groups)
+        self.measure = [(lo, hi) for _, lo, hi in owner.groups]  # for ``sync.update``
 
-    def finish(self, params: np.ndarray, model: Any, dist: Dist) -> dict[str, Any]:
-        """The record's fields, with ``params`` after the step (unchanged when it was skipped)
-        and the residual stream of ``model``'s last forward (``dist``: its mean over the ranks,
-        every rank calling)."""
+    def finish(
+        self, params: np.ndarray, update_squares: np.ndarray | None, model: Any, dist: Dist
+    ) -> dict[str, Any]:
+        """The record's fields, with ``params`` after the step, ``update_squares`` the sync's
+        measure of the update per group (None: the step was skipped, no update), and the
+        residual stream of ``model``'s last forward (``dist``: its mean over the ranks, every
+        rank calling)."""
         groups = self.owner.groups
-        np.subtract(params, self.before, out=self.before)  # the update, in place of the copy
-        change = _group_norms(self.before, groups)
+        change = np.zeros(len(groups)) if update_squares is None else np.sqrt(update_squares)
         with np.errstate(divide="ignore", invalid="ignore"):  # a zero group: 0/0 is nan
             ratio = np.where(change == 0, 0.0, change / self.before_norms)
         fields: dict[str, Any] = {

@@ -56,6 +56,7 @@ def train_step(run: Any) -> dict[str, Any]:
             grads *= sync.local_part(run.grad_mask)
         found_finite = scaler.unscale_and_check(grads)
         probe = run.diagnostics.begin(sync, run.optimizer.params) if diagnose else None
+        updates = None  # the update's squares per layer group, measured on a diagnostic step
         if scaler.is_overflow(loss, found_finite):
             # fp16 gradients overflowed the scale: skip, back off; the guard is not told
             scaler.update(False)
@@ -65,10 +66,14 @@ def train_step(run: Any) -> dict[str, Any]:
             clip_to_norm(grads, norm, cfg.grad_clip)
             action = run.guard.check(loss, norm)
             if action == Action.OK:
-                sync.update(lr)
+                updates = sync.update(lr, None if probe is None else probe.measure)
             if math.isfinite(loss):
                 scaler.update(found_finite)
-        layers = None if probe is None else probe.finish(run.optimizer.params, run.model, run.dist)
+        layers = (
+            None
+            if probe is None
+            else probe.finish(run.optimizer.params, updates, run.model, run.dist)
+        )
     run.step += 1
     return {
         "loss": loss,
