@@ -109,3 +109,36 @@ def test_a_training_run_is_the_same_with_the_setting_and_it_is_checked(tmp_path)
     assert losses[0] == losses[1] and len(losses[0]) > 0
     with pytest.raises(ConfigError, match="recompute_mlp"):
         tiny_config(tmp_path, recompute_mlp="yes")
+
+
+def test_a_blocks_backward_frees_each_gradient_once_it_is_used():
+    # the gradients of a block's layer outputs do not pile up: at most the MLP's (B, T, 4C) one
+    # and a few of width C are alive at once, not all of them until the block returns
+    import tinygradlm.model.gpt as gpt
+
+    config = config_of(n_layer=2)
+    B, T, C = 4, 16, config.n_embd
+    unit = B * T * C * 4  # bytes of one (B, T, C) float32 array
+    model = GPT(config)
+    idx = np.zeros((B, T), np.int64)
+    model.forward_backward(idx, idx)  # buffers made, kernels compiled
+    peaks = []
+    original = gpt.block_backward
+
+    def measured(*args):
+        tracemalloc.reset_peak()
+        start = tracemalloc.get_traced_memory()[0]
+        result = original(*args)
+        peaks.append(tracemalloc.get_traced_memory()[1] - start)
+        return result
+
+    gpt.block_backward = measured
+    try:
+        tracemalloc.start()
+        model.forward_backward(idx, idx)
+        tracemalloc.stop()
+    finally:
+        gpt.block_backward = original
+    assert len(peaks) == config.n_layer
+    # kept to the end, the gradients would be 12 units (dfcg 4, dqkv 3, five of width 1)
+    assert max(peaks) < 9 * unit, [p / unit for p in peaks]

@@ -147,16 +147,21 @@ def block_backward(layers: ModelLayers, dout: np.ndarray, cache: BlockCache) -> 
     dfcg = layers.linear_backward(dtotal_16, c9)  # (B, T, 4C)
     (dfch,) = L.gelu_backward(dfcg, c8, out=dfcg)  # over dfcg: one (B, T, 4C) transient
     dln2 = layers.linear_backward(P.gradient(dfch), c7)  # (B, T, C)
-    dx2 = input_backward(layers, dln2, c6)  # (B, T, C)
+    del dfcg, dfch, dtotal_16  # each gradient goes as soon as it is used: the block's
+    dx2 = input_backward(layers, dln2, c6)  # (B, T, C)  transients do not pile up
+    del dln2
     if acts.residual:
         dx2 += dtotal
     # and before that: x2 = [post-LN] (x + attn(input(x)))
     dtotal = output_backward(layers, dx2, c5)  # (B, T, C)
     dtotal_16 = P.matmul_input(dtotal)  # a copy: dtotal goes on, in float32, to dx
     datty = layers.linear_backward(dtotal_16, c4)  # (B, T, C)
+    del dx2, dtotal_16
     (dqkv,) = L.attention_backward(datty, c3)
+    del datty
     recompute_input(layers, x, h + "ln_1", acts.norm, out=acts.ln1)  # attn.c_attn's input
     dln1 = layers.linear_backward(P.gradient(dqkv), c2)  # (B, T, C)
+    del dqkv
     dx = input_backward(layers, dln1, c1)  # (B, T, C)
     if acts.residual:
         dx += dtotal

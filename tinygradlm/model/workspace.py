@@ -146,9 +146,10 @@ FCH_WIDTH = 4
 POST_NORM_WIDTH = 2
 SHARED_ACTIVATION_WIDTH = 1 + 4
 RESIDUAL_WIDTH = 1
-# the backward's transients of one block besides attention's, in units of C: the gradients of
-# its layers' outputs (dfcg 4C, which dfch overwrites, dqkv 3C, and three of width C live at
-# once), as tracemalloc measures block_backward on the small preset
+# the backward's transients of one block besides attention's, in units of C, an upper bound:
+# the gradients of its layers' outputs, each dropped once used (block_backward), so at most
+# dfcg (4C, which dfch overwrites) or dqkv (3C) with a few of width C and a weight gradient
+# before it is added (tests/test_recompute.py measures under 9)
 BLOCK_BACKWARD_WIDTH = 4 + 3 + 3
 
 
