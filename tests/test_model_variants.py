@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_model import check_model_gradient
+from test_model import assert_engines_agree, check_model_gradient
 from test_model_kvcache import _assert_same_up_to_rounding_flips
 from test_train import make_data, tiny_config
 
@@ -71,12 +71,7 @@ def test_fused_gradient_equals_the_autograd_witness_in_float64(norm, residual, k
     model = perturbed(config)
     idx, targets = batch(config)
     targets[0, 1] = -100
-    with backend.use_kernels(kernels):
-        loss, _ = model.forward_backward(idx, targets)
-        fused = model.flat_grads.copy()
-    witness, _ = model.forward_backward(idx, targets, engine="autograd")
-    assert loss == pytest.approx(witness, rel=1e-12)
-    np.testing.assert_allclose(fused, model.flat_grads, rtol=1e-9, atol=1e-12)
+    assert_engines_agree(model, idx, targets, kernels, rtol=1e-9, atol=1e-12, loss_rtol=1e-12)
 
 
 @pytest.mark.parametrize("kernels", KERNELS)

@@ -98,7 +98,7 @@ class LocalSync:
     def group_norms(self, groups: Sequence[tuple[str, int, int]]) -> np.ndarray:
         """Per group ``(name, lo, hi)`` of the whole buffer (:func:`layer_groups`), the L2 norm
         of the gradient's entries lo..hi over every rank's part: float64 (len(groups),)."""
-        return np.array([grad_norm(self.grads[lo:hi]) for _, lo, hi in groups])
+        return range_norms(self.grads, groups)
 
     def update(
         self, lr: float, measure: Sequence[tuple[int, int]] | None = None
@@ -144,6 +144,12 @@ def layer_groups(layout: Mapping[str, tuple[int, ...]]) -> list[tuple[str, int, 
             groups.append((layer, offset, offset + size))
         offset += size
     return groups
+
+
+def range_norms(flat: np.ndarray, groups: Sequence[tuple[str, int, int]]) -> np.ndarray:
+    """The L2 norm of ``flat[lo:hi]`` for each ``(name, lo, hi)``, accumulated in float64:
+    (len(groups),)."""
+    return np.array([grad_norm(flat[lo:hi]) for _, lo, hi in groups], dtype=np.float64)
 
 
 class BucketReduce:
@@ -390,14 +396,17 @@ class ZeroSync(AllreduceSync):
             self.dist.allreduce_sum_(squares)
         return math.sqrt(float(squares[0]))
 
+    def in_shard(self, lo: int, hi: int) -> tuple[int, int]:
+        """The part of the whole buffer's [lo, hi) in this rank's shard, counted from the
+        shard's start (an empty range when they do not meet)."""
+        start = min(max(lo, self.lo), self.hi)
+        return start - self.lo, max(min(hi, self.hi), start) - self.lo
+
     def group_norms(self, groups: Sequence[tuple[str, int, int]]) -> np.ndarray:
         """Each group's squared norm over the part of it in this rank's shard, summed over the
         ranks (one Allreduce of len(groups) float64s)."""
-        squares = np.zeros(len(groups), dtype=np.float64)
-        for g, (_, lo, hi) in enumerate(groups):
-            lo, hi = max(lo, self.lo), min(hi, self.hi)
-            if lo < hi:
-                squares[g] = grad_norm(self.grads[lo - self.lo : hi - self.lo]) ** 2
+        local = [(name, *self.in_shard(lo, hi)) for name, lo, hi in groups]
+        squares = range_norms(self.grads, local) ** 2
         with self.timer("comm"):
             self.dist.allreduce_sum_(squares)
         return np.sqrt(squares)
@@ -407,13 +416,7 @@ class ZeroSync(AllreduceSync):
     ) -> np.ndarray | None:
         shard, opt = self.shard, self.optimizer
         assert shard is not None
-        # each range's part in this rank's shard, counted from the shard's start
-        local = None
-        if measure is not None:
-            local = []
-            for lo, hi in measure:
-                start = min(max(lo, self.lo), self.hi)
-                local.append((start - self.lo, max(min(hi, self.hi), start) - self.lo))
+        local = None if measure is None else [self.in_shard(lo, hi) for lo, hi in measure]
         squares = shard.step(lr, measure=local)
         opt.step_count, opt.lr = shard.step_count, shard.lr
         with self.timer("comm"):

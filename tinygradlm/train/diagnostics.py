@@ -30,8 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..dist import Dist
-from ..dist.sync import LocalSync, layer_groups
-from ..optim import grad_norm
+from ..dist.sync import LocalSync, layer_groups, range_norms
 
 
 class LayerDiagnostics:
@@ -65,7 +64,7 @@ class _Probe:
 
     def __init__(self, owner: LayerDiagnostics, grad_norms: np.ndarray, params: np.ndarray) -> None:
         self.owner, self.grad_norms = owner, grad_norms
-        self.before_norms = _group_norms(params, owner.groups)
+        self.before_norms = range_norms(params, owner.groups)
         self.measure = [(lo, hi) for _, lo, hi in owner.groups]  # for ``sync.update``
 
     def finish(
@@ -83,15 +82,11 @@ class _Probe:
             "layers": [name for name, _, _ in groups],
             "grad_norm": self.grad_norms.tolist(),
             "update_ratio": ratio.tolist(),
-            "param_norm": _group_norms(params, groups).tolist(),
+            "param_norm": range_norms(params, groups).tolist(),
         }
         if self.owner.with_stream:
             fields.update(_stream_fields(model, dist))
         return fields
-
-
-def _group_norms(flat: np.ndarray, groups: list[tuple[str, int, int]]) -> np.ndarray:
-    return np.array([grad_norm(flat[lo:hi]) for _, lo, hi in groups])
 
 
 def _stream_fields(model: Any, dist: Dist) -> dict[str, Any]:

@@ -150,7 +150,8 @@ def _evaluate_sources(
     batches: int | None,
 ) -> dict[str, Any]:
     """evaluate_shards on several sources: each source's loss on its split (read by ``shards``),
-    and their mean at the sources' weights over the sources that have the split."""
+    and their mean at the sources' weights over the sources that have the split (at least one:
+    :func:`split_sources` said so)."""
     results = {}
     for source in sources:
         if not find_shards(source.path, split):
@@ -162,8 +163,6 @@ def _evaluate_sources(
             "tokens": tokens,
             "weight": source.weight,
         }
-    if not results:
-        raise DataError(f"no source of the mixture has {split} shards")
     loss = mixture_loss(
         {name: r["loss"] for name, r in results.items()},
         {name: r["weight"] for name, r in results.items()},
