@@ -126,6 +126,11 @@ def instrumented(enter: Any, leave: Any, per_layer: bool):
             setattr(owner, attr, original)
 
 
+def _engine(args: argparse.Namespace) -> str:
+    """The bench/step.py engine profiled: the fused step with the chosen kernels."""
+    return "fused-" + args.kernels + ("-recompute" if args.recompute_mlp else "")
+
+
 def _warm_libraries() -> int:
     """One step of the tiny model (JIT compilation, first-call set-up); the resident KiB after."""
     from tinygradlm.model import GPTConfig
@@ -159,7 +164,7 @@ def time_phase(args: argparse.Namespace) -> dict[str, Any]:
     def leave(name: str) -> None:
         stack.pop().__exit__(None, None, None)
 
-    step, model = build("fused-" + args.kernels, GPTConfig.preset(preset), B, T)
+    step, model = build(_engine(args), GPTConfig.preset(preset), B, T)
     step()  # warm-up
     plain = []
     for _ in range(args.steps):  # without the wrappers
@@ -222,7 +227,7 @@ def memory_phase(args: argparse.Namespace) -> dict[str, Any]:
     preset, B, T = resolve(args.config, args.batch, args.seq)
     rss_libraries = _warm_libraries()
     tracemalloc.start(args.frames)
-    step, _ = build("fused-" + args.kernels, GPTConfig.preset(preset), B, T)
+    step, _ = build(_engine(args), GPTConfig.preset(preset), B, T)
     step()  # warm-up: the workspace and every lasting buffer is allocated here
 
     # pass 1: the traced memory at each section boundary and its peak since the previous one
@@ -375,6 +380,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--steps", type=int, default=3, help="timed steps (after a warm-up)")
     parser.add_argument("--kernels", default="numba", choices=["numba", "numpy"])
+    parser.add_argument(
+        "--recompute-mlp", action="store_true", help="c_fc's outputs computed again in backward"
+    )
     parser.add_argument("--per-layer", action="store_true", help="a row per block and layer")
     parser.add_argument("--top", type=int, default=25, help="allocation sites listed")
     parser.add_argument("--frames", type=int, default=12, help="traceback depth kept")

@@ -6,9 +6,9 @@ Engines, each a full step from the same initial weights and batch:
                       backend), then ``clip_grad_norm`` and ``AdamW.step`` on the flat buffers,
                       the functions the Trainer's step calls
     fused-numba-recompute
-                      fused-numba with ``recompute_mlp``: c_fc's outputs computed again in
-                      the backward instead of kept (the same gradients, bit for bit, in less
-                      memory, for one more matmul per block)
+                      fused-numba with ``recompute_mlp``: x2 and c_fc's outputs computed
+                      again in the backward instead of kept (the same gradients, bit for bit,
+                      in less memory, for two more matmuls per block)
     fused-numpy       the same with the NumPy reference layers and update
     autograd          the same gradient from the ``Tensor`` autograd engine
     torch             the headline baseline: a nanoGPT-style PyTorch ``nn.Module`` (token and

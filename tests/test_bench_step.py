@@ -113,3 +113,17 @@ def test_profile_json(tmp_path):
     assert {"parameters / gradients", "AdamW moments", "activations (workspace)"} <= kinds
     workspace = sum(b["bytes"] for b in memory["buffers"] if b["kind"] == "activations (workspace)")
     assert workspace == timing["activation_bytes"]
+
+
+def test_profile_with_recompute_mlp_profiles_the_smaller_workspace(tmp_path):
+    from tinygradlm.model import GPT
+
+    out = tmp_path / "profile.json"
+    _run(
+        "profile_step.py", "--config", "tiny", "--steps", "1", "--recompute-mlp", "--json", str(out)
+    )
+    timing = json.loads(out.read_text())["time"]
+    config = GPTConfig.preset("tiny")
+    B, T = 4, 64
+    recomputing = GPT(config, recompute_mlp=True).activation_bytes(B, T)
+    assert timing["activation_bytes"] == recomputing < GPT(config).activation_bytes(B, T)

@@ -1,7 +1,8 @@
-"""recompute_mlp: c_fc's outputs computed again in the backward instead of kept. The same bits
-as keeping them (every kernel set, precision, block variant, with LoRA, through AdamW steps and a
-whole training run), (L - 1) blocks' (B, T, 4C) buffers less in the workspace, in the measured
-peak and in the closed-form estimate, and a setting checked like every other."""
+"""recompute_mlp: the MLP's input stream x2 and c_fc's outputs computed again in the backward
+instead of kept. The same bits as keeping them (every kernel set, precision, block variant, with
+LoRA, through AdamW steps and a whole training run), (L - 1) blocks' (B, T, C) and (B, T, 4C)
+buffers less in the workspace, in the measured peak and in the closed-form estimate, and a
+setting checked like every other."""
 
 import tracemalloc
 
@@ -51,7 +52,7 @@ def steps(config, recompute_mlp, precision="fp32", lora=False, n=3):
 @pytest.mark.parametrize(
     "norm, residual", [("pre", True), ("post", True), ("none", True), ("pre", False)]
 )
-def test_recomputing_c_fc_gives_the_same_bits(kernels, precision, norm, residual):
+def test_recomputing_x2_and_c_fc_gives_the_same_bits(kernels, precision, norm, residual):
     config = config_of(norm, residual)
     with backend.use_kernels(kernels):
         kept, again = steps(config, False, precision), steps(config, True, precision)
@@ -60,18 +61,19 @@ def test_recomputing_c_fc_gives_the_same_bits(kernels, precision, norm, residual
 
 
 @pytest.mark.parametrize("kernels", ["numba", "numpy"])
-def test_recomputing_c_fc_with_lora_adapters_gives_the_same_bits(kernels):
-    # c_fc's recomputed output includes its adapter's term, as the forward's did
+def test_recomputing_with_lora_adapters_gives_the_same_bits(kernels):
+    # the recomputed attn.c_proj and c_fc outputs include their adapters' terms, as the
+    # forward's did
     with backend.use_kernels(kernels):
         kept, again = steps(config_of(), False, lora=True), steps(config_of(), True, lora=True)
     for k, (a, b) in enumerate(zip(kept, again, strict=True)):
         assert np.array_equal(a, b), k
 
 
-def test_the_workspace_the_peak_and_the_estimate_lose_the_kept_c_fc_outputs():
+def test_the_workspace_the_peak_and_the_estimate_lose_the_kept_x2_and_c_fc_outputs():
     config = config_of(n_layer=6)
     B, T = 4, 16
-    c_fc_output = B * T * 4 * config.n_embd * 4  # bytes of one (B, T, 4C) float32 buffer
+    mlp_kept = B * T * (1 + 4) * config.n_embd * 4  # bytes of a (B, T, C) and a (B, T, 4C) buffer
     idx = np.zeros((B, T), np.int64)
     GPT(config).forward_backward(idx, idx)  # compile the kernels outside the measurement
     peaks, workspaces = [], []
@@ -85,7 +87,7 @@ def test_the_workspace_the_peak_and_the_estimate_lose_the_kept_c_fc_outputs():
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
         workspaces.append(model._acts.nbytes)
-    saved = (config.n_layer - 1) * c_fc_output  # L kept buffers become one shared buffer
+    saved = (config.n_layer - 1) * mlp_kept  # L blocks' buffers become one shared set
     assert workspaces[0] - workspaces[1] == saved
     assert 0.8 * saved < peaks[0] - peaks[1] < 1.2 * saved
     estimates = [training_bytes(config, B, T, recompute_mlp=r) for r in (False, True)]

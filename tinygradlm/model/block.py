@@ -21,8 +21,10 @@ input, qkv, attention's output, x2, c_fc's output, and post-LN's sums): ln_1, ln
 write into buffers every block shares (``SharedActivations``), and the backward writes them
 again from the kept inputs just before the linear layer that reads them needs them, with the
 same functions and the same rounding: the same bits as the forward wrote. With
-``GPT.recompute_mlp`` c_fc's output (B, T, 4C, the largest a block keeps) is shared too and
-the backward computes it again from ln_2's output, at the price of that one matrix product.
+``GPT.recompute_mlp`` the MLP sublayer keeps nothing of its own: its input stream x2 and c_fc's
+output (B, T, 4C, the largest a block keeps) are shared too, and the backward computes them
+again, x2 from attention's output and the block's input (:func:`attention_output`), c_fc's
+output from ln_2's, at the price of those two matrix products (attn.c_proj's and mlp.c_fc's).
 """
 
 from __future__ import annotations
@@ -90,9 +92,7 @@ def block_forward(
     ln1, c1 = sublayer_input(layers, x, h + "ln_1", norm, out=acts.ln1)  # (B, T, C)
     qkv, c2 = layers.linear(ln1, h + "attn.c_attn", out=acts.qkv, keep=keep)  # (B, T, 3C)
     atty, c3 = layers.attention(qkv, layer, kv_cache, out=acts.atty)  # (B, T, C)
-    branch, total = acts.outputs(acts.sum1, acts.x2)
-    attproj, c4 = layers.linear(atty, h + "attn.c_proj", out=branch, keep=keep)  # (B, T, C)
-    x2, c5 = sublayer_output(layers, x, attproj, total, h + "ln_1", acts, acts.x2)  # (B, T, C)
+    x2, c4, c5 = attention_output(layers, x, atty, h, acts, keep)  # (B, T, C)
     ln2, c6 = sublayer_input(layers, x2, h + "ln_2", norm, out=acts.ln2)  # (B, T, C)
     fch, c7 = layers.linear(ln2, h + "mlp.c_fc", out=acts.fch, keep=keep)  # (B, T, 4C)
     fcg, c8 = L.gelu_forward(fch, out=acts.fcg)  # (B, T, 4C)
@@ -100,6 +100,20 @@ def block_forward(
     fcproj, c9 = layers.linear(fcg, h + "mlp.c_proj", out=branch, keep=keep)  # (B, T, C)
     out, c10 = sublayer_output(layers, x2, fcproj, total, h + "ln_2", acts, out)  # (B, T, C)
     return out, ((x, h, acts, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10) if keep else None)
+
+
+def attention_output(
+    layers: ModelLayers, x: np.ndarray, atty: np.ndarray, h: str, acts: BlockActivations, keep: bool
+) -> tuple[np.ndarray, LayerCache, LayerCache | None]:
+    """The stream after the attention sublayer, x2 (B, T, C), into ``acts.x2``: attn.c_proj of
+    attention's output ``atty`` (B, T, C), then :func:`sublayer_output` with the block's input
+    x. Returns x2 and the two caches (c_proj's, and post-LN's layer norm's or None). With
+    ``recompute_mlp`` the backward calls it again (``keep`` False) to write x2 back, the same
+    products of the same inputs: the same bits."""
+    branch, total = acts.outputs(acts.sum1, acts.x2)
+    attproj, c4 = layers.linear(atty, h + "attn.c_proj", out=branch, keep=keep)  # (B, T, C)
+    x2, c5 = sublayer_output(layers, x, attproj, total, h + "ln_1", acts, acts.x2)
+    return x2, c4, c5
 
 
 def recompute_input(
@@ -140,6 +154,8 @@ def block_backward(layers: ModelLayers, dout: np.ndarray, cache: BlockCache) -> 
     # sum passes its gradient to both
     dtotal = output_backward(layers, dout, c10)  # (B, T, C)
     dtotal_16 = P.matmul_input(dtotal)  # a copy: dtotal itself goes on, in float32, to dx2
+    if acts.recompute_mlp:  # the MLP's input stream was not kept: the forward's, again
+        attention_output(layers, x, acts.atty, h, acts, keep=False)  # x2 (B, T, C)
     ln2 = recompute_input(layers, acts.x2, h + "ln_2", acts.norm, out=acts.ln2)  # c_fc's input
     if acts.recompute_mlp:  # c_fc's output was not kept: the forward's product, again
         layers.linear(ln2, h + "mlp.c_fc", out=acts.fch, keep=False)  # (B, T, 4C)

@@ -77,8 +77,9 @@ class GPT:
         recompute_mlp: bool = False,
     ) -> None:
         self.config = config
-        # c_fc's outputs not kept for backward but computed again there (block.py): 4·C floats
-        # a row per block less, one matrix product a block more; the same bits either way
+        # the MLP's input stream x2 and c_fc's output not kept for backward but computed again
+        # there (block.py): 5·C floats a row per block less, two matrix products a block more
+        # (attn.c_proj's and mlp.c_fc's); the same bits either way
         self.recompute_mlp = recompute_mlp
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):

@@ -27,8 +27,8 @@ class Activations:
     precision rounds it (the head must not round the stream in place).
 
     ``head=False`` leaves out ``lnf``: decoding computes ln_f and the head for the last
-    position only. ``recompute_mlp``: c_fc's output is not kept per block but written into one
-    shared buffer, which each block's backward fills again (``GPT.recompute_mlp``)."""
+    position only. ``recompute_mlp``: x2 and c_fc's output are not kept per block but written
+    into shared buffers, which each block's backward fills again (``GPT.recompute_mlp``)."""
 
     def __init__(
         self,
@@ -76,10 +76,11 @@ class SharedActivations:
     the copy of the stream a linear layer reads when the precision rounds its input in place);
     ``proj`` both c_proj outputs, which only the residual adds read (None without residual
     connections: a c_proj output is then the next value itself); ``fcg`` the GELU's output
-    (B, T, 4C); with ``recompute_mlp``, ``fch`` c_fc's output (B, T, 4C) too (else None: each
-    block keeps its own). A block's backward writes ln_1, ln_2 and the GELU (and c_fc's output)
-    again from the inputs it keeps (``block.recompute_*``): the same functions of the same
-    inputs, so the same bits."""
+    (B, T, 4C); with ``recompute_mlp``, ``x2`` the stream after attention (B, T, C) and ``fch``
+    c_fc's output (B, T, 4C) too (else None: each block keeps its own). A block's backward
+    writes ln_1, ln_2 and the GELU (and x2 and c_fc's output) again from the inputs it keeps
+    (``block.recompute_*``, ``block.attention_output``): the same functions of the same inputs,
+    so the same bits."""
 
     def __init__(
         self, buf: Callable[..., np.ndarray], C: int, config: GPTConfig, recompute_mlp: bool
@@ -87,13 +88,15 @@ class SharedActivations:
         self.ln = buf(C)
         self.proj = buf(C) if config.residual else None
         self.fcg = buf(4 * C)
+        self.x2 = buf(C) if recompute_mlp else None
         self.fch = buf(4 * C) if recompute_mlp else None
 
 
 class BlockActivations:
     """One block's layer outputs, named after the layer that writes them: ``qkv``, ``atty``,
-    ``x2`` and ``fch`` are the block's own (its backward reads them); ``ln1``, ``ln2``,
-    ``proj`` and ``fcg`` are ``shared``'s, the same arrays in every block. Post-LN also keeps
+    ``x2`` and ``fch`` are the block's own (its backward reads them; with ``recompute_mlp`` x2
+    and fch are shared); ``ln1``, ``ln2``, ``proj`` and ``fcg`` are ``shared``'s, the same
+    arrays in every block. Post-LN also keeps
     each sublayer's sum, the layer norm's input (``sum1`` = x + f(x), ``sum2``; None for the
     other norms), for the layer norm's backward.
 
@@ -114,10 +117,11 @@ class BlockActivations:
         self.atty = buf(C)
         self.proj = shared.proj  # c_proj outputs: read by the residual add only
         self.sum1 = buf(C) if post else None  # ln_1's input x + f(x)
-        self.x2 = buf(C)
-        self.ln2 = shared.ln  # recomputed in backward from x2
-        # c_fc's output: the block's own, or the shared one its backward writes again from ln_2
+        # the MLP's input stream and c_fc's output: the block's own, or the shared ones its
+        # backward writes again (from atty and the block's input; from ln_2)
         self.recompute_mlp = shared.fch is not None
+        self.x2 = shared.x2 if shared.x2 is not None else buf(C)
+        self.ln2 = shared.ln  # recomputed in backward from x2
         self.fch = shared.fch if shared.fch is not None else buf(4 * C)
         self.fcg = shared.fcg  # recomputed in backward from fch
         self.sum2 = buf(C) if post else None  # ln_2's input x2 + g(x2)
@@ -134,15 +138,15 @@ class BlockActivations:
     def own(self) -> list[np.ndarray]:
         """The buffers this block alone holds (the others are shared by every block)."""
         sums = [a for a in (self.sum1, self.sum2) if a is not None]
-        fch = [] if self.recompute_mlp else [self.fch]
-        return [self.qkv, self.atty, self.x2, *fch, *sums]
+        mlp = [] if self.recompute_mlp else [self.x2, self.fch]
+        return [self.qkv, self.atty, *mlp, *sums]
 
 
 # the buffers of one block in BlockActivations that are its own, in units of C: qkv (3C), atty,
-# x2, fch (4C: shared instead with recompute_mlp), and post-LN's two sums; and those of
+# x2 and fch (1 + 4C: shared instead with recompute_mlp), and post-LN's two sums; and those of
 # SharedActivations, one set for all blocks: ln, proj (with a residual), fcg (4C)
-BLOCK_ACTIVATION_WIDTH = 3 + 1 + 1
-FCH_WIDTH = 4
+BLOCK_ACTIVATION_WIDTH = 3 + 1
+MLP_KEPT_WIDTH = 1 + 4
 POST_NORM_WIDTH = 2
 SHARED_ACTIVATION_WIDTH = 1 + 4
 RESIDUAL_WIDTH = 1
@@ -159,9 +163,9 @@ def activation_width(config: GPTConfig, recompute_mlp: bool = False) -> int:
     block = BLOCK_ACTIVATION_WIDTH + (POST_NORM_WIDTH if config.norm == "post" else 0)
     shared = SHARED_ACTIVATION_WIDTH + (RESIDUAL_WIDTH if config.residual else 0)
     if recompute_mlp:
-        shared += FCH_WIDTH
+        shared += MLP_KEPT_WIDTH
     else:
-        block += FCH_WIDTH
+        block += MLP_KEPT_WIDTH
     return (config.n_layer + 1) + config.n_layer * block + shared + 1
 
 
@@ -184,9 +188,9 @@ def training_bytes(
     Parameters and gradients (:func:`model_bytes`), AdamW's two moments, the rounded compute
     copy of the weights under bf16/fp16, the forward's activations (:class:`Activations`: L+1
     residual streams, the layer outputs each block keeps for backward, the buffers all blocks
-    share, and ln_f; :func:`activation_width`; ``recompute_mlp``: c_fc's outputs are not kept),
-    what attention keeps for backward (the Numba
-    kernels: two (B, NH, T) row statistics per layer; the NumPy reference: the probabilities
+    share, and ln_f; :func:`activation_width`; ``recompute_mlp``: x2 and c_fc's outputs are not
+    kept), what attention keeps for backward (the Numba kernels: two (B, NH, T) row statistics
+    per layer; the NumPy reference: the probabilities
     (B, NH, T, T) per layer), and the backward's largest transients (the fused head and loss's row
     chunk and, under bf16/fp16, its (Vp, C) scratch; one block's gradients; attention's scores
     and their gradient, for the Numba kernels a chunk of (T, T) matrices of about 1 MiB,

@@ -75,8 +75,9 @@ class LoopSettings:
     engine: str = "fused"  # "fused" or "autograd"
     max_bad_steps: int = 5  # non-finite steps in a row before rolling back
     precision: str = "fp32"  # "fp32", "bf16" or "fp16" (emulated: tinygradlm.precision)
-    # compute c_fc's outputs again in the backward instead of keeping them (GPT.recompute_mlp):
-    # the same bits in about 4/9 of a block's activation memory less, for one more matmul
+    # compute each block's x2 and c_fc output again in the backward instead of keeping them
+    # (GPT.recompute_mlp): the same bits in 5/9 of a block's activation memory less, for two
+    # more matmuls a block (attn.c_proj's, C×C, and mlp.c_fc's, C×4C)
     recompute_mlp: bool = False
     loss_scale_init: float = 65536.0  # fp16 only: the first loss scale
     loss_scale_growth_interval: int = 2000  # fp16 only: clean steps before the scale doubles
@@ -196,7 +197,9 @@ _LOOP_RULES: dict[str, Rule] = {
     "engine": Rule("str", choices=("fused", "autograd"), doc="the hand-derived step or autograd"),
     "max_bad_steps": Rule("int", 0, doc="non-finite steps in a row before rolling back"),
     "precision": Rule("str", choices=tuple(p.value for p in Precision), doc="compute precision"),
-    "recompute_mlp": Rule("bool", doc="compute c_fc's outputs again in backward, not keep them"),
+    "recompute_mlp": Rule(
+        "bool", doc="compute x2 and c_fc's outputs again in backward, not keep them"
+    ),
     "loss_scale_init": Rule("number", 0, 3e38, open_low=True, doc="fp16: the first loss scale"),
     "loss_scale_growth_interval": Rule("int", 1, doc="fp16: clean steps before scale doubles"),
     "bucket_size_mb": Rule("number", 0, doc="MiB per gradient bucket (0: a layer, or one buffer)"),
