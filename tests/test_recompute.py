@@ -95,13 +95,17 @@ def test_the_workspace_the_peak_and_the_estimate_lose_the_kept_x2_and_c_fc_outpu
     assert 0.75 * peaks[1] < estimates[1] < 1.5 * peaks[1]
 
 
-def test_a_training_run_is_the_same_with_the_setting_and_it_is_checked(tmp_path):
+@pytest.mark.parametrize("precision, accumulate", [("fp32", 1), ("fp16", 3)])
+def test_a_training_run_is_the_same_with_the_setting_and_it_is_checked(
+    tmp_path, precision, accumulate
+):
+    # fp16 with its loss scale, and micro-steps whose gradients add up before each update
     make_data(tmp_path / "data")
     losses = []
     for recompute_mlp in (False, True):
         config = tiny_config(
             tmp_path, max_steps=6, log_interval=1, out_dir=str(tmp_path / f"run{recompute_mlp}"),
-            recompute_mlp=recompute_mlp,
+            recompute_mlp=recompute_mlp, precision=precision, grad_accum_steps=accumulate,
         )  # fmt: skip
         trainer = Trainer(config, log=lambda _m: None)
         assert trainer.model.recompute_mlp is recompute_mlp
