@@ -371,8 +371,8 @@ class GPT:
         self, dlnf: np.ndarray, caches: ForwardCaches, on_grads_final: Any = None
     ) -> None:
         """Backward from the head's input gradient (B, T, C: ln_f's output, or the last stream
-        without ln_f) down to the embeddings, calling
-        ``on_grads_final`` as :meth:`backward` says."""
+        without ln_f) down to the embeddings, calling ``on_grads_final`` as :meth:`backward`
+        says."""
         layers = self._layers(self._compute_views, for_backward=True)
         final = on_grads_final if on_grads_final is not None else (lambda _layer: None)
         dx = input_backward(layers, dlnf, caches.ln_f)  # (B, T, C)

@@ -96,9 +96,8 @@ class BlockActivations:
     """One block's layer outputs, named after the layer that writes them: ``qkv``, ``atty``,
     ``x2`` and ``fch`` are the block's own (its backward reads them; with ``recompute_mlp`` x2
     and fch are shared); ``ln1``, ``ln2``, ``proj`` and ``fcg`` are ``shared``'s, the same
-    arrays in every block. Post-LN also keeps
-    each sublayer's sum, the layer norm's input (``sum1`` = x + f(x), ``sum2``; None for the
-    other norms), for the layer norm's backward.
+    arrays in every block. Post-LN also keeps each sublayer's sum, the layer norm's input
+    (``sum1`` = x + f(x), ``sum2``; None for the other norms), for the layer norm's backward.
 
     It is also the block's wiring (``norm``, ``residual``: the config's), which decides where
     each output goes (:meth:`outputs`)."""
@@ -190,10 +189,10 @@ def training_bytes(
     residual streams, the layer outputs each block keeps for backward, the buffers all blocks
     share, and ln_f; :func:`activation_width`; ``recompute_mlp``: x2 and c_fc's outputs are not
     kept), what attention keeps for backward (the Numba kernels: two (B, NH, T) row statistics
-    per layer; the NumPy reference: the probabilities
-    (B, NH, T, T) per layer), and the backward's largest transients (the fused head and loss's row
-    chunk and, under bf16/fp16, its (Vp, C) scratch; one block's gradients; attention's scores
-    and their gradient, for the Numba kernels a chunk of (T, T) matrices of about 1 MiB,
+    per layer; the NumPy reference: the probabilities (B, NH, T, T) per layer), and the
+    backward's largest transients (the fused head and loss's row chunk and, under bf16/fp16, its
+    (Vp, C) scratch; one block's gradients; attention's scores and their gradient, for the Numba
+    kernels a chunk of (T, T) matrices of about 1 MiB,
     ``tinygradlm.kernels.attention.CHUNK_BYTES``, per thread). No (B, T, Vp) array is made: the
     logits, probabilities and dlogits exist one row chunk at a time (tinygradlm.ref.head_loss).
     Measured with tracemalloc on the tiny and small presets it is within 10% of the peak."""
